@@ -1,0 +1,37 @@
+# pgmtun — the project's commands. `make check` is what CI runs.
+GO        ?= go
+PKGS      ?= ./...
+FUZZTIME  ?= 60s
+
+# Debian packages the test suite needs: tshark (dissector checks), libpgm-dev and
+# pkg-config (real OpenPGM interop peers), iproute2 and nftables (namespaces, loss).
+DEB_PKGS  := tshark libpgm-dev pkg-config iproute2 nftables gcc
+
+.PHONY: check deps vet test fuzz bench demo
+
+check: deps vet test
+
+# deps installs whatever the tests need and is missing; it never prompts.
+deps:
+	@missing=""; \
+	command -v tshark >/dev/null 2>&1 || missing="$$missing tshark"; \
+	pkg-config --exists openpgm-5.3 2>/dev/null || missing="$$missing libpgm-dev pkg-config"; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v nft >/dev/null 2>&1 || missing="$$missing nftables"; \
+	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	$(GO) mod download
+
+vet:
+	$(GO) vet $(PKGS)
+
+test:
+	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+
+demo:
+	$(GO) run ./cmd/pgmtun demo
