@@ -1,0 +1,53 @@
+package tshark
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const nakRepair = "../../testdata/pcaps/tun-nak-repair.pcap"
+
+func TestFields(t *testing.T) {
+	rows := Fields(t, nakRepair, "pgm", nil, "frame.number", "pgm.hdr.type", "pgm.hdr.cksum.status")
+	require.Len(t, rows, 27, "tun-nak-repair.pcap holds 27 PGM packets (README)")
+	types := map[string]int{}
+	for _, r := range rows {
+		require.Len(t, r, 3)
+		assert.Equal(t, ChecksumGood, Last(r[2]), "frame %s: checksum status", r[0])
+		types[r[1]]++
+	}
+	assert.Equal(t, map[string]int{"0x00": 5, "0x04": 20, "0x05": 1, "0x0a": 1}, types, "SPM, ODATA, RDATA, NCF")
+}
+
+func TestFieldsNoMatch(t *testing.T) {
+	assert.Empty(t, Fields(t, nakRepair, "frame.number == 100000", nil, "frame.number"))
+}
+
+func TestRecordsAndSplit(t *testing.T) {
+	recs := Records(t, "../../testdata/pcaps/raw-pgm-fragmented-4000B.pcap", "pgm.hdr.type == 0x04", nil,
+		"pgm.opts.type", "pgm.genopts.type", "pgm.opts.fragment.total_length")
+	require.NotEmpty(t, recs)
+	assert.Equal(t, []string{"0x00"}, Split(recs[0]["pgm.opts.type"]), "OPT_LENGTH")
+	assert.Equal(t, []string{"0x01"}, Split(recs[0]["pgm.genopts.type"]), "OPT_FRAGMENT")
+	assert.Equal(t, "4000", recs[0]["pgm.opts.fragment.total_length"])
+	assert.Nil(t, Split(""))
+	assert.Equal(t, "1", Last("240,1"))
+	assert.Equal(t, "1", Last("1"))
+}
+
+func TestUDPEncap(t *testing.T) {
+	const f = "../../testdata/pcaps/udp-encap-noloss.pcap"
+	assert.Empty(t, Fields(t, f, "pgm", nil, "frame.number"), "without decode-as UDP is not PGM")
+	assert.Len(t, Fields(t, f, "pgm", DefaultDecodeAs, "frame.number"), 628)
+}
+
+func TestSummaryAndVerbose(t *testing.T) {
+	lines := Summary(t, nakRepair, "pgm.hdr.type == 0x0a", nil)
+	require.NotEmpty(t, lines)
+	assert.Contains(t, lines[0], "NCF")
+	v := Verbose(t, nakRepair, "frame.number == 1", nil)
+	assert.True(t, strings.Contains(v, "Pragmatic General Multicast"), v)
+}
