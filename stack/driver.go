@@ -1,0 +1,297 @@
+package stack
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// transmit is one packet an engine wants sent.
+type transmit struct {
+	To   netip.Addr // group or unicast address (e.g. the source's NLA for NAKs)
+	Data []byte     // complete PGM packet, checksum set; valid until the next engine call
+}
+
+// engine is what a driver needs from a sans-IO protocol machine (a pgmproto
+// Source or Receiver behind an adapter). All calls are made with the
+// driver's mutex held, never concurrently.
+type engine interface {
+	// handlePacket processes one received, checksum-verified packet.
+	handlePacket(now time.Time, in *Inbound)
+	// handleTimer runs whatever is due at now.
+	handleTimer(now time.Time)
+	// deadline reports when handleTimer must next run.
+	deadline() (time.Time, bool)
+	// pollTransmit returns the next packet to send, if any.
+	pollTransmit() (transmit, bool)
+}
+
+// txParams say how a driver's packets leave the stack.
+type txParams struct {
+	NIC        tcpip.NICID   // 0: from the route table
+	Local      tcpip.Address // empty: the route's primary address
+	TTL        uint8         // multicast TTL, written verbatim
+	UnicastTTL uint8         // 0: the route's default TTL
+	TOS        uint8
+	Loop       bool // deliver own multicast to this stack too
+}
+
+type txItem struct {
+	to  netip.Addr
+	buf buffer.Buffer
+}
+
+// maxTimerRounds bounds how often one call runs an engine's already-due
+// timers before arming the clock; an engine that keeps reporting a past
+// deadline must not spin forever.
+const maxTimerRounds = 64
+
+// driver runs one engine on the stack: packets from the demultiplexer and
+// calls from the socket layer go in under one mutex, one clock timer is
+// armed at the engine's deadline, and the packets it returns are written
+// after the mutex is released, in order, by whichever goroutine gets there
+// first (so a packet looped back into this stack can never re-enter a lock
+// held further up the same call chain).
+type driver struct {
+	p      *Protocol
+	clock  tcpip.Clock
+	params txParams
+
+	// onChange, if set, runs after every engine call, outside the mutex
+	// (sockets use it to wake readers and writers).
+	onChange func()
+
+	mu      sync.Mutex
+	eng     engine
+	timer   tcpip.Timer
+	armedAt time.Time
+	closed  bool
+
+	txMu          sync.Mutex
+	txq, txSpare  []txItem
+	txBusy        bool
+	txClosed      bool
+	routes        map[netip.Addr]*tcpipstack.Route // used only by the tx owner
+	releaseRoutes bool
+}
+
+func newDriver(p *Protocol, eng engine, params txParams) *driver {
+	return &driver{
+		p:      p,
+		clock:  p.s.Clock(),
+		params: params,
+		eng:    eng,
+		routes: make(map[netip.Addr]*tcpipstack.Route),
+	}
+}
+
+// now is the engine's time: wall-clock origin, monotonic progress.
+func (d *driver) now() time.Time { return d.p.now() }
+
+// HandlePGM implements PacketHandler.
+func (d *driver) HandlePGM(in *Inbound) {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return
+	}
+	now := d.now()
+	d.eng.handlePacket(now, in)
+	d.settleLocked(now)
+	d.mu.Unlock()
+	d.after()
+}
+
+// do runs f on the engine under the driver's mutex, then transmits what
+// it produced and re-arms the timer. It reports false if the driver is
+// closed (f did not run).
+func (d *driver) do(f func(now time.Time)) bool {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return false
+	}
+	now := d.now()
+	f(now)
+	d.settleLocked(now)
+	d.mu.Unlock()
+	d.after()
+	return true
+}
+
+func (d *driver) fire() {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return
+	}
+	d.armedAt = time.Time{}
+	now := d.now()
+	d.eng.handleTimer(now)
+	d.settleLocked(now)
+	d.mu.Unlock()
+	d.after()
+}
+
+func (d *driver) after() {
+	d.flush()
+	if d.onChange != nil {
+		d.onChange()
+	}
+}
+
+// settleLocked queues the engine's output, runs timers that are already
+// due and arms the clock for the next deadline.
+func (d *driver) settleLocked(now time.Time) {
+	d.drainLocked()
+	var dl time.Time
+	ok := false
+	for i := 0; i < maxTimerRounds; i++ {
+		dl, ok = d.eng.deadline()
+		if !ok || dl.After(now) {
+			break
+		}
+		d.eng.handleTimer(now)
+		d.drainLocked()
+	}
+	if !ok {
+		if d.timer != nil && !d.armedAt.IsZero() {
+			d.timer.Stop()
+		}
+		d.armedAt = time.Time{}
+		return
+	}
+	if !dl.After(now) {
+		// Still due after maxTimerRounds: poll again shortly.
+		dl = now.Add(time.Millisecond)
+	}
+	if dl.Equal(d.armedAt) {
+		return
+	}
+	wait := dl.Sub(now)
+	if d.timer == nil {
+		d.timer = d.clock.AfterFunc(wait, d.fire)
+	} else {
+		d.timer.Stop()
+		d.timer.Reset(wait)
+	}
+	d.armedAt = dl
+}
+
+// drainLocked copies the engine's pending packets into the tx queue.
+func (d *driver) drainLocked() {
+	for {
+		t, ok := d.eng.pollTransmit()
+		if !ok {
+			return
+		}
+		it := txItem{to: t.To, buf: buffer.MakeWithData(t.Data)}
+		d.txMu.Lock()
+		if d.txClosed {
+			d.txMu.Unlock()
+			it.buf.Release()
+			continue
+		}
+		d.txq = append(d.txq, it)
+		d.txMu.Unlock()
+	}
+}
+
+// flush writes queued packets unless another goroutine (or a caller
+// further up this one) already is.
+func (d *driver) flush() {
+	d.txMu.Lock()
+	if d.txBusy {
+		d.txMu.Unlock()
+		return
+	}
+	d.txBusy = true
+	for len(d.txq) > 0 {
+		q := d.txq
+		d.txq = d.txSpare[:0]
+		d.txMu.Unlock()
+		for i := range q {
+			d.write(&q[i])
+			q[i] = txItem{}
+		}
+		d.txMu.Lock()
+		d.txSpare = q[:0]
+	}
+	d.txBusy = false
+	if d.releaseRoutes {
+		d.releaseRoutesLocked()
+	}
+	d.txMu.Unlock()
+}
+
+func (d *driver) write(it *txItem) {
+	r := d.routes[it.to]
+	if r == nil {
+		var err tcpip.Error
+		r, err = d.p.s.FindRoute(d.params.NIC, d.params.Local, tcpipAddr(it.to), netProto(it.to), d.params.Loop)
+		if err != nil {
+			d.p.c.sendErrors.Add(1)
+			it.buf.Release()
+			return
+		}
+		d.routes[it.to] = r
+	}
+	ttl := d.params.TTL
+	if !it.to.IsMulticast() {
+		ttl = d.params.UnicastTTL
+		if ttl == 0 {
+			ttl = r.DefaultTTL()
+		}
+	}
+	pkt := tcpipstack.NewPacketBuffer(tcpipstack.PacketBufferOptions{
+		ReserveHeaderBytes: int(r.MaxHeaderLength()),
+		Payload:            it.buf,
+	})
+	err := r.WritePacket(tcpipstack.NetworkHeaderParams{Protocol: ProtocolNumber, TTL: ttl, TOS: d.params.TOS}, pkt)
+	pkt.DecRef()
+	if err != nil {
+		// The route may be stale (NIC gone, address removed): look it up
+		// again next time.
+		d.p.c.sendErrors.Add(1)
+		r.Release()
+		delete(d.routes, it.to)
+		return
+	}
+	d.p.c.sent.Add(1)
+}
+
+// close stops the timer, discards queued packets and releases routes. The
+// engine is not called again.
+func (d *driver) close() {
+	d.mu.Lock()
+	d.closed = true
+	if d.timer != nil {
+		d.timer.Stop()
+	}
+	d.mu.Unlock()
+
+	d.txMu.Lock()
+	d.txClosed = true
+	for i := range d.txq {
+		d.txq[i].buf.Release()
+	}
+	d.txq = nil
+	if d.txBusy {
+		d.releaseRoutes = true // the current writer releases them
+	} else {
+		d.releaseRoutesLocked()
+	}
+	d.txMu.Unlock()
+}
+
+func (d *driver) releaseRoutesLocked() {
+	for k, r := range d.routes {
+		r.Release()
+		delete(d.routes, k)
+	}
+	d.releaseRoutes = false
+}

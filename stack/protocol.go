@@ -1,0 +1,397 @@
+// Package stack runs PGM (RFC 3208) as IP protocol 113 inside a gVisor
+// netstack: a stack.TransportProtocol with its own demultiplexer, drivers
+// that run the sans-IO engines of pgmproto on the stack's clock, and
+// Winsock-style sockets on top.
+//
+// gVisor fans multicast out to several endpoints only for UDP, so this
+// package registers no endpoints with the stack's demuxer: every PGM packet
+// that reaches the transport layer (unicast to a local address, or multicast
+// to a group joined on the NIC with Stack.JoinGroup) lands in
+// HandleUnknownDestinationPacket, and the protocol dispatches it itself.
+package stack
+
+import (
+	"errors"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/pgmtun/pgmtun/pgmproto/wire"
+)
+
+// ProtocolNumber is PGM's IP protocol number.
+const ProtocolNumber tcpip.TransportProtocolNumber = 113
+
+// Inbound is one received PGM packet as the demultiplexer hands it on.
+// Data and Header alias the stack's packet buffer: valid only during the
+// call, copy what you keep.
+type Inbound struct {
+	NIC    tcpip.NICID
+	Src    netip.Addr // IP source
+	Dst    netip.Addr // IP destination: a group or a local unicast address
+	Header wire.Header
+	Data   []byte // the whole PGM packet, checksum verified
+}
+
+// PacketHandler receives packets from the protocol's demultiplexer. It runs
+// on the stack's receive path and must not block or call back into the
+// Protocol's registration methods synchronously.
+type PacketHandler interface {
+	HandlePGM(in *Inbound)
+}
+
+// ProtocolStats are the transport-level counters.
+type ProtocolStats struct {
+	PacketsReceived uint64 // PGM packets that reached the transport layer
+	Malformed       uint64 // shorter than the common header
+	ChecksumErrors  uint64 // bad PGM checksum: dropped
+	NoReceiver      uint64 // no socket matched: dropped silently (no ICMP)
+	Delivered       uint64 // handed to at least one socket
+	PacketsSent     uint64
+	SendErrors      uint64
+}
+
+type protocolCounters struct {
+	received, malformed, checksum, noReceiver, delivered, sent, sendErrors atomic.Uint64
+}
+
+// binding is one receiver registration: packets for data port port whose
+// IP destination is group (or anything, when group is invalid), arriving on
+// nic (or any NIC, when 0).
+type binding struct {
+	group netip.Addr
+	nic   tcpip.NICID
+	h     PacketHandler
+}
+
+// Protocol is PGM's transport protocol instance in one stack.
+type Protocol struct {
+	s *tcpipstack.Stack
+
+	mu sync.RWMutex
+	// Slices are replaced, never modified in place, so readers can use them
+	// after dropping mu.
+	receivers map[uint16][]binding        // by data-destination port
+	sources   map[wire.TSI]PacketHandler  // upstream packets by TSI
+	gsi       wire.GSI                    // default GSI of this stack's sources
+	gsiSet    bool
+
+	// Engine time: the clock's wall time at creation advanced by its
+	// monotonic reading, so wall-clock jumps do not disturb timers.
+	epoch     time.Time
+	monoEpoch tcpip.MonotonicTime
+
+	c protocolCounters
+}
+
+var _ tcpipstack.TransportProtocol = (*Protocol)(nil)
+
+// NewProtocol is a stack.TransportProtocolFactory: put it in
+// stack.Options.TransportProtocols to add PGM to a stack you build yourself,
+// then get the instance with FromStack.
+func NewProtocol(s *tcpipstack.Stack) tcpipstack.TransportProtocol {
+	clock := s.Clock()
+	return &Protocol{
+		s:         s,
+		epoch:     clock.Now(),
+		monoEpoch: clock.NowMonotonic(),
+		receivers: make(map[uint16][]binding),
+		sources:   make(map[wire.TSI]PacketHandler),
+	}
+}
+
+// ErrNoPGM is returned by FromStack for a stack built without NewProtocol.
+var ErrNoPGM = errors.New("pgm: stack has no PGM transport protocol (add stack.NewProtocol to stack.Options.TransportProtocols)")
+
+// FromStack returns the PGM protocol instance of s.
+func FromStack(s *tcpipstack.Stack) (*Protocol, error) {
+	p, ok := s.TransportProtocolInstance(ProtocolNumber).(*Protocol)
+	if !ok {
+		return nil, ErrNoPGM
+	}
+	return p, nil
+}
+
+// now returns the engine time.
+func (p *Protocol) now() time.Time {
+	return p.epoch.Add(p.s.Clock().NowMonotonic().Sub(p.monoEpoch))
+}
+
+// Stack returns the netstack the protocol belongs to.
+func (p *Protocol) Stack() *tcpipstack.Stack { return p.s }
+
+// Stats returns a snapshot of the transport counters.
+func (p *Protocol) Stats() ProtocolStats {
+	return ProtocolStats{
+		PacketsReceived: p.c.received.Load(),
+		Malformed:       p.c.malformed.Load(),
+		ChecksumErrors:  p.c.checksum.Load(),
+		NoReceiver:      p.c.noReceiver.Load(),
+		Delivered:       p.c.delivered.Load(),
+		PacketsSent:     p.c.sent.Load(),
+		SendErrors:      p.c.sendErrors.Load(),
+	}
+}
+
+// Number implements stack.TransportProtocol.
+func (*Protocol) Number() tcpip.TransportProtocolNumber { return ProtocolNumber }
+
+// NewEndpoint implements stack.TransportProtocol. PGM sockets are created
+// through this package's Socket API, not through tcpip.Endpoint.
+func (*Protocol) NewEndpoint(tcpip.NetworkProtocolNumber, *waiter.Queue) (tcpip.Endpoint, tcpip.Error) {
+	return nil, &tcpip.ErrNotSupported{}
+}
+
+// NewRawEndpoint implements stack.TransportProtocol.
+func (*Protocol) NewRawEndpoint(tcpip.NetworkProtocolNumber, *waiter.Queue) (tcpip.Endpoint, tcpip.Error) {
+	return nil, &tcpip.ErrNotSupported{}
+}
+
+// MinimumPacketSize implements stack.TransportProtocol. The stack does not
+// call it in this gVisor version; Parse checks the length itself.
+func (*Protocol) MinimumPacketSize() int { return wire.HeaderLen }
+
+// ParsePorts implements stack.TransportProtocol.
+func (*Protocol) ParsePorts(b []byte) (src, dst uint16, err tcpip.Error) {
+	if len(b) < 4 {
+		return 0, 0, &tcpip.ErrMalformedHeader{}
+	}
+	h := wire.Header(b)
+	return h.SourcePort(), h.DestPort(), nil
+}
+
+// Parse implements stack.TransportProtocol. It moves the whole PGM packet
+// into the transport header so the demultiplexer sees one contiguous slice
+// (the stack drops packets whose Parse consumed nothing).
+func (*Protocol) Parse(pkt *tcpipstack.PacketBuffer) bool {
+	n := pkt.Data().Size()
+	if n < wire.HeaderLen {
+		return false
+	}
+	_, ok := pkt.TransportHeader().Consume(n)
+	return ok
+}
+
+// HandleUnknownDestinationPacket implements stack.TransportProtocol: since
+// PGM registers no endpoints with the stack, every PGM packet comes here.
+func (p *Protocol) HandleUnknownDestinationPacket(id tcpipstack.TransportEndpointID, pkt *tcpipstack.PacketBuffer) tcpipstack.UnknownDestinationPacketDisposition {
+	p.c.received.Add(1)
+	b := pkt.TransportHeader().Slice()
+	if len(b) < wire.HeaderLen {
+		p.c.malformed.Add(1)
+		return tcpipstack.UnknownDestinationPacketMalformed
+	}
+	if wire.VerifyChecksum(b) != nil {
+		p.c.checksum.Add(1)
+		return tcpipstack.UnknownDestinationPacketMalformed
+	}
+	in := Inbound{
+		NIC:    pkt.NICID,
+		Src:    netipAddr(id.RemoteAddress),
+		Dst:    netipAddr(id.LocalAddress),
+		Header: wire.Header(b[:wire.HeaderLen]),
+		Data:   b,
+	}
+	if p.dispatch(&in) {
+		p.c.delivered.Add(1)
+	} else {
+		p.c.noReceiver.Add(1)
+	}
+	// Handled even with no receiver: PGM has no port-unreachable semantics
+	// and an ICMP error per stray multicast packet helps nobody.
+	return tcpipstack.UnknownDestinationPacketHandled
+}
+
+// dispatch hands in to every matching receiver and source.
+func (p *Protocol) dispatch(in *Inbound) bool {
+	t := in.Header.Type()
+	var rport uint16
+	var src PacketHandler
+	p.mu.RLock()
+	if t.Upstream() {
+		// NAK, NNAK, SPMR, POLR, ACK: to the source owning the TSI, and to
+		// receivers of that session's data port when multicast (other
+		// receivers' NAKs and SPMRs suppress their own).
+		src = p.sources[in.Header.TSI()]
+		rport = in.Header.SourcePort()
+	} else {
+		rport = in.Header.DestPort()
+	}
+	var recv []binding
+	if !t.Upstream() || in.Dst.IsMulticast() {
+		recv = p.receivers[rport]
+	}
+	p.mu.RUnlock()
+
+	handled := false
+	if src != nil {
+		src.HandlePGM(in)
+		handled = true
+	}
+	for _, b := range recv {
+		if b.group.IsValid() && b.group != in.Dst {
+			continue
+		}
+		if b.nic != 0 && b.nic != in.NIC {
+			continue
+		}
+		b.h.HandlePGM(in)
+		handled = true
+	}
+	return handled
+}
+
+// RegisterReceiver delivers downstream packets (SPM, ODATA, RDATA, NCF,
+// POLL) for data port port, and multicast upstream packets of that port's
+// sessions, to h. group restricts to one IP destination (invalid = any);
+// nic restricts to one NIC (0 = any). Several handlers may share a port
+// and group; each sees every matching packet.
+func (p *Protocol) RegisterReceiver(port uint16, group netip.Addr, nic tcpip.NICID, h PacketHandler) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := p.receivers[port]
+	n := make([]binding, len(old), len(old)+1)
+	copy(n, old)
+	p.receivers[port] = append(n, binding{group: group, nic: nic, h: h})
+}
+
+// UnregisterReceiver removes every registration of h on port.
+func (p *Protocol) UnregisterReceiver(port uint16, h PacketHandler) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := p.receivers[port]
+	n := make([]binding, 0, len(old))
+	for _, b := range old {
+		if b.h != h {
+			n = append(n, b)
+		}
+	}
+	if len(n) == 0 {
+		delete(p.receivers, port)
+		return
+	}
+	p.receivers[port] = n
+}
+
+// ErrTSIInUse is returned when a source TSI is already registered.
+var ErrTSIInUse = errors.New("pgm: TSI already in use")
+
+// RegisterSource delivers upstream packets (NAK, NNAK, SPMR, POLR, ACK)
+// addressed to tsi to h.
+func (p *Protocol) RegisterSource(tsi wire.TSI, h PacketHandler) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.sources[tsi]; ok {
+		return ErrTSIInUse
+	}
+	p.sources[tsi] = h
+	return nil
+}
+
+// AllocateSource picks a free source port for gsi (randomly, from the
+// stack's RNG, like an ephemeral port) and registers h under the TSI.
+func (p *Protocol) AllocateSource(gsi wire.GSI, h PacketHandler) (wire.TSI, error) {
+	rng := p.s.InsecureRNG()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := 0; i < 1<<16; i++ {
+		port := uint16(rng.Intn(0xffff-1024) + 1024)
+		tsi := wire.TSI{GSI: gsi, SourcePort: port}
+		if _, ok := p.sources[tsi]; !ok {
+			p.sources[tsi] = h
+			return tsi, nil
+		}
+	}
+	return wire.TSI{}, ErrTSIInUse
+}
+
+// UnregisterSource removes the source registered under tsi.
+func (p *Protocol) UnregisterSource(tsi wire.TSI) {
+	p.mu.Lock()
+	delete(p.sources, tsi)
+	p.mu.Unlock()
+}
+
+// GSI returns the stack's default Global Source Identifier, drawn once from
+// the stack's RNG (so seeded stacks get reproducible GSIs).
+func (p *Protocol) GSI() wire.GSI {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.gsiSet {
+		rng := p.s.InsecureRNG()
+		for i := range p.gsi {
+			p.gsi[i] = byte(rng.Intn(256))
+		}
+		p.gsiSet = true
+	}
+	return p.gsi
+}
+
+// SetGSI overrides the stack's default GSI (e.g. one derived from a host
+// name, as OpenPGM does).
+func (p *Protocol) SetGSI(g wire.GSI) {
+	p.mu.Lock()
+	p.gsi, p.gsiSet = g, true
+	p.mu.Unlock()
+}
+
+// SetOption implements stack.TransportProtocol.
+func (*Protocol) SetOption(tcpip.SettableTransportProtocolOption) tcpip.Error {
+	return &tcpip.ErrUnknownProtocolOption{}
+}
+
+// Option implements stack.TransportProtocol.
+func (*Protocol) Option(tcpip.GettableTransportProtocolOption) tcpip.Error {
+	return &tcpip.ErrUnknownProtocolOption{}
+}
+
+// Close implements stack.TransportProtocol.
+func (*Protocol) Close() {}
+
+// Wait implements stack.TransportProtocol.
+func (*Protocol) Wait() {}
+
+// Pause implements stack.TransportProtocol.
+func (*Protocol) Pause() {}
+
+// Resume implements stack.TransportProtocol.
+func (*Protocol) Resume() {}
+
+// Restore implements stack.TransportProtocol.
+func (*Protocol) Restore() {}
+
+// netipAddr converts a tcpip.Address without allocating.
+func netipAddr(a tcpip.Address) netip.Addr {
+	switch a.BitLen() {
+	case header.IPv4AddressSizeBits:
+		return netip.AddrFrom4(a.As4())
+	case header.IPv6AddressSizeBits:
+		return netip.AddrFrom16(a.As16())
+	}
+	return netip.Addr{}
+}
+
+// tcpipAddr converts a netip.Addr (invalid → empty address).
+func tcpipAddr(a netip.Addr) tcpip.Address {
+	switch {
+	case a.Is4():
+		return tcpip.AddrFrom4(a.As4())
+	case a.Is6():
+		return tcpip.AddrFrom16(a.As16())
+	}
+	return tcpip.Address{}
+}
+
+// netProto returns the network protocol number for a.
+func netProto(a netip.Addr) tcpip.NetworkProtocolNumber {
+	if a.Is4() || a.Is4In6() {
+		return header.IPv4ProtocolNumber
+	}
+	return header.IPv6ProtocolNumber
+}
