@@ -77,9 +77,9 @@ type Protocol struct {
 	mu sync.RWMutex
 	// Slices are replaced, never modified in place, so readers can use them
 	// after dropping mu.
-	receivers map[uint16][]binding        // by data-destination port
-	sources   map[wire.TSI]PacketHandler  // upstream packets by TSI
-	gsi       wire.GSI                    // default GSI of this stack's sources
+	receivers map[uint16][]binding       // by data-destination port
+	sources   map[wire.TSI]PacketHandler // upstream packets by TSI
+	gsi       wire.GSI                   // default GSI of this stack's sources
 	gsiSet    bool
 
 	// Engine time: the clock's wall time at creation advanced by its

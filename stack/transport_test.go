@@ -233,8 +233,8 @@ func TestDemuxUpstreamToSource(t *testing.T) {
 	rd := rcv.driver(re, txParams{NIC: 1, TTL: 1})
 	nak := pgmPacket(wire.TypeNAK, 7500, tsi.SourcePort, gsiA, make([]byte, 20))
 	spmr := pgmPacket(wire.TypeSPMR, 7500, tsi.SourcePort, gsiA, nil)
-	rcv.send(rd, re, src.addr, nak)   // unicast NAK to the source's NLA
-	rcv.send(rd, re, group1, spmr)    // multicast SPMR
+	rcv.send(rd, re, src.addr, nak) // unicast NAK to the source's NLA
+	rcv.send(rd, re, group1, spmr)  // multicast SPMR
 	h.WaitIdle()
 
 	got := srcEng.received()
