@@ -1,0 +1,140 @@
+package tun
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
+	"gvisor.dev/gvisor/pkg/tcpip/link/sniffer"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// LinkOptions tune the gVisor link endpoint made from a Device.
+type LinkOptions struct {
+	// PcapWriter, when not nil, receives a pcap (LINKTYPE_RAW) capture of
+	// every IP packet the stack sends and receives on this link. In TAP
+	// mode the Ethernet header is not captured (ARP frames appear as
+	// undecodable raw packets).
+	PcapWriter io.Writer
+	// SnapLen limits captured bytes per packet; 0 captures whole packets.
+	SnapLen uint32
+	// MAC is the netstack's own Ethernet address in TAP mode; empty picks
+	// a random locally administered one. It must differ from the kernel
+	// TAP interface's address: they are two stations on the link.
+	MAC tcpip.LinkAddress
+}
+
+// LinkEndpoint returns the gVisor link endpoint for the device; it can be
+// called once. The endpoint reads the device with one goroutine (started
+// when a NIC attaches it, stopped by RemoveNIC or Close) and delivers
+// packets inline, in order.
+func (d *Device) LinkEndpoint(opts LinkOptions) (stack.LinkEndpoint, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, ErrClosed
+	}
+	if d.ep != nil {
+		return nil, errors.New("tun: LinkEndpoint already created")
+	}
+	fo := fdbased.Options{
+		FDs: []int{d.fd},
+		MTU: d.mtu,
+		// One processor: packets are delivered by the reader goroutine
+		// itself, so nothing else is started (fdbased starts extra
+		// processor goroutines at New that only stop after an Attach).
+		ProcessorsPerChannel: 1,
+		ClosedFunc: func(err tcpip.Error) {
+			if err != nil {
+				d.mu.Lock()
+				d.stopErr = fmt.Errorf("tun: %s: reader stopped: %s", d.name, err)
+				d.mu.Unlock()
+			}
+		},
+	}
+	if d.tap {
+		// NOTE: fdbased stops its reader for good on a frame addressed to
+		// another unicast MAC; a TAP on a bridge must not be flooded with
+		// unknown unicast (bridge port flag "flood off").
+		fo.EthernetHeader = true
+		fo.Address = opts.MAC
+		if fo.Address == "" {
+			fo.Address = randomMAC()
+		}
+	}
+	inner, err := fdbased.New(&fo)
+	if err != nil {
+		return nil, fmt.Errorf("tun: %s: fdbased: %w", d.name, err)
+	}
+	ep := inner
+	if opts.PcapWriter != nil {
+		sniffer.LogPackets.Store(0) // pcap only, no per-packet log lines
+		snap := opts.SnapLen
+		if snap == 0 {
+			snap = d.mtu + header.EthernetMinimumSize
+		}
+		sn, err := sniffer.NewWithWriter(inner, opts.PcapWriter, snap)
+		if err != nil {
+			return nil, fmt.Errorf("tun: %s: pcap: %w", d.name, err)
+		}
+		ep = sn
+	}
+	d.ep, d.inner = ep, inner
+	return ep, nil
+}
+
+func randomMAC() tcpip.LinkAddress {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	b[0] = b[0]&^0x01 | 0x02 // unicast, locally administered
+	return tcpip.LinkAddress(b[:])
+}
+
+// Attach makes the device a NIC of s: it creates the link endpoint (with
+// opts), creates NIC nicID on it, adds addr as the netstack's address, and
+// adds routes through the NIC for addr's subnet and as a default route, so
+// replies and unicast NAKs leave through the device. Multicast sends name
+// the NIC (FindRoute with a NIC needs no route). Close removes the NIC.
+//
+// It lives here rather than in stack/ because it is generic netstack
+// plumbing with no PGM in it. s must include ipv4 (and arp for TAP).
+func (d *Device) Attach(s *stack.Stack, nicID tcpip.NICID, addr netip.Prefix, opts LinkOptions) error {
+	ep, err := d.LinkEndpoint(opts)
+	if err != nil {
+		return err
+	}
+	if terr := s.CreateNIC(nicID, ep); terr != nil {
+		return fmt.Errorf("tun: create NIC %d: %s", nicID, terr)
+	}
+	d.RemoveNICOnClose(s, nicID)
+	if !addr.IsValid() {
+		return nil
+	}
+	a := addr.Addr().Unmap()
+	proto := header.IPv4ProtocolNumber
+	if a.Is6() {
+		proto = header.IPv6ProtocolNumber
+	}
+	pa := tcpip.ProtocolAddress{
+		Protocol: proto,
+		AddressWithPrefix: tcpip.AddressWithPrefix{
+			Address:   tcpip.AddrFromSlice(a.AsSlice()),
+			PrefixLen: addr.Bits(),
+		},
+	}
+	if terr := s.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); terr != nil {
+		return fmt.Errorf("tun: add address %s: %s", addr, terr)
+	}
+	s.AddRoute(tcpip.Route{Destination: pa.AddressWithPrefix.Subnet(), NIC: nicID})
+	def := header.IPv4EmptySubnet
+	if a.Is6() {
+		def = header.IPv6EmptySubnet
+	}
+	s.AddRoute(tcpip.Route{Destination: def, NIC: nicID})
+	return nil
+}
