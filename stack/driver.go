@@ -14,6 +14,9 @@ import (
 type transmit struct {
 	To   netip.Addr // group or unicast address (e.g. the source's NLA for NAKs)
 	Data []byte     // complete PGM packet, checksum set; valid until the next engine call
+	// HopLimitOne sends with TTL 1 whatever the socket's TTL (the multicast
+	// copy of an SPMR only needs the local segment).
+	HopLimitOne bool
 }
 
 // engine is what a driver needs from a sans-IO protocol machine (a pgmproto
@@ -22,12 +25,11 @@ type transmit struct {
 type engine interface {
 	// handlePacket processes one received, checksum-verified packet.
 	handlePacket(now time.Time, in *Inbound)
-	// handleTimer runs whatever is due at now.
-	handleTimer(now time.Time)
-	// deadline reports when handleTimer must next run.
+	// next runs whatever is due at now and returns the next packet to send,
+	// if any; the driver calls it until it reports false.
+	next(now time.Time) (transmit, bool)
+	// deadline reports when next must run again.
 	deadline() (time.Time, bool)
-	// pollTransmit returns the next packet to send, if any.
-	pollTransmit() (transmit, bool)
 }
 
 // txParams say how a driver's packets leave the stack.
@@ -41,14 +43,15 @@ type txParams struct {
 }
 
 type txItem struct {
-	to  netip.Addr
-	buf buffer.Buffer
+	to   netip.Addr
+	ttl1 bool
+	buf  buffer.Buffer
 }
 
-// maxTimerRounds bounds how often one call runs an engine's already-due
-// timers before arming the clock; an engine that keeps reporting a past
-// deadline must not spin forever.
-const maxTimerRounds = 64
+// maxTransmitBurst bounds the packets one call takes from an engine before
+// yielding to the clock; an engine that never runs dry must not spin
+// forever.
+const maxTransmitBurst = 4096
 
 // driver runs one engine on the stack: packets from the demultiplexer and
 // calls from the socket layer go in under one mutex, one clock timer is
@@ -131,7 +134,6 @@ func (d *driver) fire() {
 	}
 	d.armedAt = time.Time{}
 	now := d.now()
-	d.eng.handleTimer(now)
 	d.settleLocked(now)
 	d.mu.Unlock()
 	d.after()
@@ -144,20 +146,11 @@ func (d *driver) after() {
 	}
 }
 
-// settleLocked queues the engine's output, runs timers that are already
-// due and arms the clock for the next deadline.
+// settleLocked queues the engine's output and arms the clock for its next
+// deadline.
 func (d *driver) settleLocked(now time.Time) {
-	d.drainLocked()
-	var dl time.Time
-	ok := false
-	for i := 0; i < maxTimerRounds; i++ {
-		dl, ok = d.eng.deadline()
-		if !ok || dl.After(now) {
-			break
-		}
-		d.eng.handleTimer(now)
-		d.drainLocked()
-	}
+	d.drainLocked(now)
+	dl, ok := d.eng.deadline()
 	if !ok {
 		if d.timer != nil && !d.armedAt.IsZero() {
 			d.timer.Stop()
@@ -166,7 +159,8 @@ func (d *driver) settleLocked(now time.Time) {
 		return
 	}
 	if !dl.After(now) {
-		// Still due after maxTimerRounds: poll again shortly.
+		// Due but nothing came out (or the burst bound hit): look again
+		// shortly rather than spinning.
 		dl = now.Add(time.Millisecond)
 	}
 	if dl.Equal(d.armedAt) {
@@ -183,13 +177,13 @@ func (d *driver) settleLocked(now time.Time) {
 }
 
 // drainLocked copies the engine's pending packets into the tx queue.
-func (d *driver) drainLocked() {
-	for {
-		t, ok := d.eng.pollTransmit()
+func (d *driver) drainLocked(now time.Time) {
+	for i := 0; i < maxTransmitBurst; i++ {
+		t, ok := d.eng.next(now)
 		if !ok {
 			return
 		}
-		it := txItem{to: t.To, buf: buffer.MakeWithData(t.Data)}
+		it := txItem{to: t.To, ttl1: t.HopLimitOne, buf: buffer.MakeWithData(t.Data)}
 		d.txMu.Lock()
 		if d.txClosed {
 			d.txMu.Unlock()
@@ -241,7 +235,10 @@ func (d *driver) write(it *txItem) {
 		d.routes[it.to] = r
 	}
 	ttl := d.params.TTL
-	if !it.to.IsMulticast() {
+	switch {
+	case it.ttl1:
+		ttl = 1
+	case !it.to.IsMulticast():
 		ttl = d.params.UnicastTTL
 		if ttl == 0 {
 			ttl = r.DefaultTTL()

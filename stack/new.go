@@ -42,6 +42,9 @@ func New(opts Options) *tcpipstack.Stack {
 		NetworkProtocols:   netProtos,
 		TransportProtocols: []tcpipstack.TransportProtocolFactory{NewProtocol},
 		Clock:              opts.Clock,
+		// A sender and its receivers may share a stack: NAKs to our own
+		// address must not leave through the NIC.
+		HandleLocal: true,
 	}
 	if opts.RNGSeed != 0 {
 		so.RandSource = &lockedSource{src: rand.NewSource(opts.RNGSeed)}

@@ -43,20 +43,16 @@ func (e *fakeEngine) handlePacket(now time.Time, in *Inbound) {
 	e.mu.Unlock()
 }
 
-func (e *fakeEngine) handleTimer(now time.Time) {
-	if e.dl.IsZero() || now.Before(e.dl) {
-		return
-	}
-	e.dl = time.Time{}
-	e.fired = append(e.fired, now)
-	if e.onTimer != nil {
-		e.onTimer(now, e)
-	}
-}
-
 func (e *fakeEngine) deadline() (time.Time, bool) { return e.dl, !e.dl.IsZero() }
 
-func (e *fakeEngine) pollTransmit() (transmit, bool) {
+func (e *fakeEngine) next(now time.Time) (transmit, bool) {
+	if !e.dl.IsZero() && !now.Before(e.dl) {
+		e.dl = time.Time{}
+		e.fired = append(e.fired, now)
+		if e.onTimer != nil {
+			e.onTimer(now, e)
+		}
+	}
 	if len(e.out) == 0 {
 		return transmit{}, false
 	}
@@ -324,11 +320,14 @@ func TestTTLAndLoop(t *testing.T) {
 	}
 	e := &fakeEngine{}
 	d := a.driver(e, txParams{NIC: 1, TTL: 3})
+	d.do(func(time.Time) {
+		e.out = append(e.out, transmit{To: group1, Data: pgmPacket(wire.TypeSPMR, 7500, 1000, gsiA, nil), HopLimitOne: true})
+	})
 	a.send(d, e, b.addr, pgmPacket(wire.TypeNAK, 7500, 1000, gsiA, make([]byte, 20)))
 	h.WaitIdle()
 
 	mu.Lock()
-	assert.Equal(t, []uint8{0, 1, 16, ipv4.DefaultTTL}, ttls, "multicast TTL verbatim, unicast the route default")
+	assert.Equal(t, []uint8{0, 1, 16, 1, ipv4.DefaultTTL}, ttls, "multicast TTL verbatim, SPMR copy 1, unicast the route default")
 	mu.Unlock()
 	assert.Len(t, local.received(), 1, "only the looped packet reaches the sender's own stack")
 }
