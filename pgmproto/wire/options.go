@@ -126,8 +126,11 @@ func (t OptType) Known() bool {
 // NetworkSignificant reports whether network elements must interpret options of
 // type t, so that a packet carrying one has OptFlagNetSig set.
 func (t OptType) NetworkSignificant() bool {
+	// RFC 3208 marks these as network-significant; OpenPGM also flags NAKs and
+	// NCFs carrying OPT_NAK_LIST, since PGM routers confirm each listed sequence.
 	switch t {
-	case OptNAKList, OptRedirect, OptParityPrm, OptNbrUnreach, OptPathNLA, OptCR, OptCRQST:
+	case OptNAKList, OptNAKBOIvl, OptNAKBORng, OptRedirect, OptParityPrm, OptCurrTGSize,
+		OptNbrUnreach, OptPathNLA, OptCR, OptCRQST:
 		return true
 	}
 	return false
@@ -518,6 +521,13 @@ func (o OptRSTView) ErrorCode() uint8 {
 	}
 	return o[3] & RSTErrorMask
 }
+
+// Report-type bits of OPT_CR and OPT_CRQST (option-specific byte).
+const (
+	CRNEWorstLink = 0x04 // L: network element worst link
+	CRNEWorstPath = 0x02 // P: network element worst path
+	CRRxWorstPath = 0x01 // R: receiver worst path
+)
 
 // OptCRView is OPT_CR (congestion report).
 type OptCRView Option
