@@ -1,0 +1,278 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/pgmtun/pgmtun/pgmproto/wire"
+)
+
+// Sizes used to derive the largest TSDU from the TPDU (MTU) size. They match
+// OpenPGM so that fragment boundaries, and thus its 16-fragment APDU limit,
+// line up (22 976 bytes at MTU 1500).
+const (
+	ipv4HeaderLen  = 20
+	dataHeaderLen  = wire.HeaderLen + 8 // common header + ODATA/RDATA sqn and trail
+	optLengthLen   = 4
+	optFragmentLen = 16
+	optFlagLen     = 4 // OPT_SYN, OPT_FIN, OPT_RST
+	optNAKListHdr  = 4 // option header (3) + reserved byte before the sequence list
+	// MaxNAKList is the most sequences one NAK or NCF can carry: one in the
+	// body and up to 62 in OPT_NAK_LIST (RFC 3208 section 9.3).
+	MaxNAKList = 63
+)
+
+// Config holds every timer and limit of a Source or Receiver. The zero value
+// of a field means "use the default" (see DefaultConfig), except where noted.
+// Defaults are the values OpenPGM's example programs use.
+type Config struct {
+	// TSI identifies the session. The Source sends with it; a Receiver
+	// ignores it (it learns the TSIs of the sources it hears).
+	TSI wire.TSI
+	// DestPort is the PGM data-destination port.
+	DestPort uint16
+	// Group is the multicast group (written as the group NLA of NAKs/NCFs).
+	Group netip.Addr
+	// NLA is our own unicast address. The Source writes it into SPMs as the
+	// path NLA and checks that NAKs name it as source NLA (when valid).
+	NLA netip.Addr
+
+	// MaxTPDU is the largest IP packet, including the IP header (the MTU).
+	MaxTPDU int
+	// MaxAPDU is the largest application message, fragmented with
+	// OPT_FRAGMENT when it exceeds one TSDU.
+	MaxAPDU int
+
+	// Transmit window. TXWSqns is the window size in sequences; when 0 it is
+	// TXWSecs × TXWMaxRate / MaxTPDU (OpenPGM). TXWBytes optionally caps the
+	// payload bytes held. TXWSecs is how long a transmitted packet is kept
+	// for repairs; when 0 it is the time the window takes to fill at
+	// TXWMaxRate (TXWSqns × MaxTPDU / TXWMaxRate).
+	TXWSqns    uint32
+	TXWBytes   int
+	TXWSecs    time.Duration
+	TXWMaxRate int // bytes per second; also the default total output rate
+	// TXWAdvancePct is the Winsock window-advance percentage: the trail moves
+	// in steps of this fraction of TXWSecs (1–100).
+	TXWAdvancePct int
+	// TXWEvictOnFull makes Send evict the oldest transmitted packets when
+	// the window is full (OpenPGM behaviour) instead of returning
+	// ErrWindowFull until they age out (Winsock behaviour). Packets with a
+	// pending repair are never evicted.
+	TXWEvictOnFull bool
+
+	// Rate limits in bytes per second, counting IP header and PGM packet.
+	// MaxRate limits all output (SPMs and NCFs count but are never delayed);
+	// 0 means TXWMaxRate; negative means unlimited. ODATARate and RDATARate
+	// are optional extra limits (0 = none).
+	MaxRate   int
+	ODATARate int
+	RDATARate int
+
+	// Source timers.
+	AmbientSPM   time.Duration   // ambient SPM interval
+	HeartbeatSPM []time.Duration // heartbeat SPM intervals after data
+	// SPMRMinIvl is the least time between two SPMs sent in answer to SPMRs
+	// or out-of-window NAKs (RFC 3208 IHB_MIN); 0 means HeartbeatSPM[0].
+	SPMRMinIvl time.Duration
+	// InitialSQN is the first ODATA sequence number.
+	InitialSQN uint32
+
+	// Receive window in sequences; when 0 it is RXWSecs × RXWMaxRate / MaxTPDU.
+	RXWSqns    uint32
+	RXWSecs    time.Duration
+	RXWMaxRate int
+	// LateJoinPct (0–75) lets a late-joining receiver request repairs for up
+	// to this percentage of its window before the first packet it sees.
+	LateJoinPct int
+
+	// Receiver timers (RFC 3208 names).
+	PeerExpiry     time.Duration // drop a source not heard for this long
+	SPMRExpiry     time.Duration // wait this long for an SPM before an SPMR
+	NAKBOIvl       time.Duration // NAK back-off: random in (0, NAKBOIvl]
+	NAKRptIvl      time.Duration // wait for NCF before repeating the NAK
+	NAKRdataIvl    time.Duration // wait for RDATA after an NCF
+	NAKDataRetries int           // NAK_DATA_RETRIES
+	NAKNCFRetries  int           // NAK_NCF_RETRIES
+	// MaxPeers bounds the number of sources a Receiver tracks.
+	MaxPeers int
+	// MaxEvents bounds the undelivered events a Receiver queues; beyond it
+	// incoming data is dropped (and later repaired) rather than buffered.
+	MaxEvents int
+}
+
+// DefaultConfig returns the defaults: OpenPGM example values.
+func DefaultConfig() Config {
+	return Config{
+		MaxTPDU:       1500,
+		MaxAPDU:       64 << 10,
+		TXWSqns:       100,
+		TXWMaxRate:    400_000,
+		TXWAdvancePct: 15,
+		AmbientSPM:    30 * time.Second,
+		HeartbeatSPM: []time.Duration{
+			100 * time.Millisecond, 100 * time.Millisecond, 100 * time.Millisecond,
+			100 * time.Millisecond, 1300 * time.Millisecond, 7 * time.Second,
+			16 * time.Second, 25 * time.Second, 30 * time.Second,
+		},
+		RXWSqns:        100,
+		RXWMaxRate:     400_000,
+		PeerExpiry:     300 * time.Second,
+		SPMRExpiry:     250 * time.Millisecond,
+		NAKBOIvl:       50 * time.Millisecond,
+		NAKRptIvl:      2 * time.Second,
+		NAKRdataIvl:    2 * time.Second,
+		NAKDataRetries: 50,
+		NAKNCFRetries:  50,
+		MaxPeers:       1024,
+		MaxEvents:      4096,
+	}
+}
+
+// ErrConfig is matched (errors.Is) by every error Validate returns.
+var ErrConfig = errors.New("engine: invalid config")
+
+func cfgErr(format string, a ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, a...)...)
+}
+
+// withDefaults returns c with zero fields replaced by defaults and derived
+// fields computed.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.MaxTPDU == 0 {
+		c.MaxTPDU = d.MaxTPDU
+	}
+	if c.MaxAPDU == 0 {
+		c.MaxAPDU = d.MaxAPDU
+	}
+	if c.TXWMaxRate == 0 {
+		c.TXWMaxRate = d.TXWMaxRate
+	}
+	if c.TXWSqns == 0 && c.TXWSecs == 0 {
+		c.TXWSqns = d.TXWSqns
+	}
+	if c.TXWSqns == 0 && c.TXWMaxRate > 0 {
+		c.TXWSqns = uint32(int64(c.TXWSecs) * int64(c.TXWMaxRate) / int64(time.Second) / int64(c.MaxTPDU))
+	}
+	if c.TXWSecs == 0 && c.TXWMaxRate > 0 {
+		c.TXWSecs = time.Duration(int64(c.TXWSqns) * int64(c.MaxTPDU) * int64(time.Second) / int64(c.TXWMaxRate))
+	}
+	if c.TXWAdvancePct == 0 {
+		c.TXWAdvancePct = d.TXWAdvancePct
+	}
+	if c.MaxRate == 0 {
+		c.MaxRate = c.TXWMaxRate
+	}
+	if c.AmbientSPM == 0 {
+		c.AmbientSPM = d.AmbientSPM
+	}
+	if c.HeartbeatSPM == nil {
+		c.HeartbeatSPM = d.HeartbeatSPM
+	}
+	if c.SPMRMinIvl == 0 {
+		c.SPMRMinIvl = 100 * time.Millisecond
+		if len(c.HeartbeatSPM) > 0 {
+			c.SPMRMinIvl = c.HeartbeatSPM[0]
+		}
+	}
+	if c.RXWMaxRate == 0 {
+		c.RXWMaxRate = d.RXWMaxRate
+	}
+	if c.RXWSqns == 0 && c.RXWSecs == 0 {
+		c.RXWSqns = d.RXWSqns
+	}
+	if c.RXWSqns == 0 && c.RXWMaxRate > 0 {
+		c.RXWSqns = uint32(int64(c.RXWSecs) * int64(c.RXWMaxRate) / int64(time.Second) / int64(c.MaxTPDU))
+	}
+	if c.PeerExpiry == 0 {
+		c.PeerExpiry = d.PeerExpiry
+	}
+	if c.SPMRExpiry == 0 {
+		c.SPMRExpiry = d.SPMRExpiry
+	}
+	if c.NAKBOIvl == 0 {
+		c.NAKBOIvl = d.NAKBOIvl
+	}
+	if c.NAKRptIvl == 0 {
+		c.NAKRptIvl = d.NAKRptIvl
+	}
+	if c.NAKRdataIvl == 0 {
+		c.NAKRdataIvl = d.NAKRdataIvl
+	}
+	if c.NAKDataRetries == 0 {
+		c.NAKDataRetries = d.NAKDataRetries
+	}
+	if c.NAKNCFRetries == 0 {
+		c.NAKNCFRetries = d.NAKNCFRetries
+	}
+	if c.MaxPeers == 0 {
+		c.MaxPeers = d.MaxPeers
+	}
+	if c.MaxEvents == 0 {
+		c.MaxEvents = d.MaxEvents
+	}
+	return c
+}
+
+// Validate reports the first problem with c (after defaults are applied),
+// as an error matching ErrConfig.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.MaxTPDU < ipv4HeaderLen+dataHeaderLen+optLengthLen+optFragmentLen+optFlagLen+1 || c.MaxTPDU > 65535:
+		return cfgErr("MaxTPDU %d out of range [%d, 65535]", c.MaxTPDU, ipv4HeaderLen+dataHeaderLen+optLengthLen+optFragmentLen+optFlagLen+1)
+	case c.MaxAPDU < 1:
+		return cfgErr("MaxAPDU %d must be positive", c.MaxAPDU)
+	case c.TXWSqns < 1 || c.TXWSqns > 1<<30:
+		return cfgErr("transmit window of %d sequences out of range [1, 2^30] (TXWSqns %d, TXWSecs %v, TXWMaxRate %d)", c.TXWSqns, c.TXWSqns, c.TXWSecs, c.TXWMaxRate)
+	case c.TXWBytes < 0:
+		return cfgErr("TXWBytes %d is negative", c.TXWBytes)
+	case c.TXWSecs <= 0:
+		return cfgErr("TXWSecs %v must be positive (set it or TXWMaxRate)", c.TXWSecs)
+	case c.TXWAdvancePct < 1 || c.TXWAdvancePct > 100:
+		return cfgErr("TXWAdvancePct %d out of range [1, 100]", c.TXWAdvancePct)
+	case c.ODATARate < 0 || c.RDATARate < 0:
+		return cfgErr("ODATARate %d / RDATARate %d must not be negative", c.ODATARate, c.RDATARate)
+	case c.AmbientSPM < 0:
+		return cfgErr("AmbientSPM %v is negative", c.AmbientSPM)
+	case c.SPMRMinIvl < 0:
+		return cfgErr("SPMRMinIvl %v is negative", c.SPMRMinIvl)
+	case c.RXWSqns < 1 || c.RXWSqns > 1<<30:
+		return cfgErr("receive window of %d sequences out of range [1, 2^30] (RXWSqns %d, RXWSecs %v, RXWMaxRate %d)", c.RXWSqns, c.RXWSqns, c.RXWSecs, c.RXWMaxRate)
+	case c.LateJoinPct < 0 || c.LateJoinPct > 75:
+		return cfgErr("LateJoinPct %d out of range [0, 75]", c.LateJoinPct)
+	case c.PeerExpiry < 0 || c.SPMRExpiry < 0 || c.NAKBOIvl < 0 || c.NAKRptIvl < 0 || c.NAKRdataIvl < 0:
+		return cfgErr("receiver timers must not be negative")
+	case c.NAKDataRetries < 1 || c.NAKNCFRetries < 1:
+		return cfgErr("NAKDataRetries %d and NAKNCFRetries %d must be at least 1", c.NAKDataRetries, c.NAKNCFRetries)
+	case c.MaxPeers < 1 || c.MaxEvents < 1:
+		return cfgErr("MaxPeers %d and MaxEvents %d must be at least 1", c.MaxPeers, c.MaxEvents)
+	}
+	for i, d := range c.HeartbeatSPM {
+		if d <= 0 {
+			return cfgErr("HeartbeatSPM[%d] = %v must be positive", i, d)
+		}
+	}
+	if c.Group.IsValid() && !c.Group.IsMulticast() {
+		return cfgErr("Group %v is not a multicast address", c.Group)
+	}
+	if frags := (c.MaxAPDU + c.maxTSDUFragment() - 1) / c.maxTSDUFragment(); c.MaxAPDU > c.maxTSDU() && uint32(frags) > c.TXWSqns {
+		return cfgErr("MaxAPDU %d needs %d fragments, more than the %d-sequence transmit window", c.MaxAPDU, frags, c.TXWSqns)
+	}
+	return nil
+}
+
+// maxTSDU is the largest payload of an unfragmented data packet.
+func (c *Config) maxTSDU() int { return c.MaxTPDU - ipv4HeaderLen - dataHeaderLen }
+
+// maxTSDUFragment is the largest payload of a fragment (OPT_LENGTH and
+// OPT_FRAGMENT take room).
+func (c *Config) maxTSDUFragment() int {
+	return c.maxTSDU() - optLengthLen - optFragmentLen
+}
+
+// MaxTSDU returns the largest APDU that is sent without fragmentation.
+func (c Config) MaxTSDU() int { c = c.withDefaults(); return c.maxTSDU() }

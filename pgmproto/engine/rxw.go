@@ -1,0 +1,66 @@
+package engine
+
+import (
+	"time"
+
+	"github.com/pgmtun/pgmtun/pgmproto/seq"
+)
+
+// Per-sequence receive states (RFC 3208 section 6.3 NAK state machine).
+type rxState uint8
+
+const (
+	stEmpty    rxState = iota // slot unused
+	stBackOff                 // missing: waiting a random back-off before NAKing
+	stWaitNCF                 // NAK sent: waiting for NCF (NAK_RPT_IVL)
+	stWaitData                // confirmed: waiting for RDATA (NAK_RDATA_IVL)
+	stHave                    // data present, not yet delivered
+	stLost                    // unrecoverable
+)
+
+func (s rxState) missing() bool { return s == stBackOff || s == stWaitNCF || s == stWaitData }
+
+// rxSlot is one sequence of a receive window.
+type rxSlot struct {
+	state       rxState
+	ncfRetries  uint16
+	dataRetries uint16
+	timer       time.Time
+	payload     []byte
+	frag        fragInfo
+	hasFrag     bool
+}
+
+// rxw is a receive window: slots for [trail, lead]; trail is the next
+// sequence to deliver. Empty when lead == trail-1.
+type rxw struct {
+	ring  []rxSlot
+	trail seq.Num
+	lead  seq.Num
+	// lostBefore: sequences before it that are not in the window (beyond
+	// lead) are lost; set when the source's trail overtakes our lead.
+	lostBefore seq.Num
+	bytes      int // payload bytes held
+}
+
+func newRXW(sqns uint32, start seq.Num) rxw {
+	return rxw{ring: make([]rxSlot, sqns), trail: start, lead: start - 1, lostBefore: start}
+}
+
+func (w *rxw) at(s seq.Num) *rxSlot { return &w.ring[uint32(s)%uint32(len(w.ring))] }
+
+func (w *rxw) contains(s seq.Num) bool { return s.InWindow(w.trail, w.lead) }
+
+// fits reports whether s can be held without moving the trail.
+func (w *rxw) fits(s seq.Num) bool {
+	return uint32(s-w.trail) < uint32(len(w.ring))
+}
+
+func (w *rxw) size() uint32 { return seq.WindowLen(w.trail, w.lead) }
+
+// release frees the slot's payload and marks it empty.
+func (w *rxw) release(s seq.Num) {
+	sl := w.at(s)
+	w.bytes -= len(sl.payload)
+	*sl = rxSlot{}
+}

@@ -1,0 +1,527 @@
+package engine
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/pgmtun/pgmtun/pgmproto/seq"
+	"github.com/pgmtun/pgmtun/pgmproto/wire"
+)
+
+// SourceStats are the sender statistics, named as Winsock's
+// RM_SENDER_STATS fields, plus PGM-specific counters.
+type SourceStats struct {
+	DataBytesSent          uint64  // ODATA payload bytes sent (first transmission)
+	TotalBytesSent         uint64  // all PGM bytes sent, IP headers included
+	NaksReceived           uint64  // sequences requested by NAKs (list entries count)
+	NaksReceivedTooLate    uint64  // requested sequences outside the transmit window
+	NumOutstandingNaks     uint64  // repairs queued, not yet sent
+	NumNaksAfterRData      uint64  // requests for a sequence already repaired once
+	RepairPacketsSent      uint64  // RDATA packets
+	TrailingEdgeSeqId      seq.Num // transmit window trail
+	LeadingEdgeSeqId       seq.Num // last ODATA sequence sent
+	RateKBitsPerSecOverall uint64  // since the session started
+	RateKBitsPerSecLast    uint64  // over the last second or so
+	TotalODataPacketsSent  uint64
+
+	SPMsSent           uint64
+	NCFsSent           uint64
+	DuplicateNaks      uint64 // requests for a repair already queued (eliminated)
+	MalformedNaks      uint64 // wrong NLA/group, parity without FEC, bad lists
+	NNaksReceived      uint64 // sequences reported by NNAKs
+	SPMRsReceived      uint64
+	ParityNaksReceived uint64
+	PacketsDiscarded   uint64 // unparsable or not for this session
+}
+
+// ncfReq is an NCF waiting to be sent.
+type ncfReq struct {
+	n    int
+	sqns [MaxNAKList]seq.Num
+}
+
+// Source is the sending side of one PGM session (one TSI): a sans-IO state
+// machine. It is not safe for concurrent use.
+//
+// Drive it like this: call Send for application data, HandlePacket for every
+// PGM packet addressed to the session (NAK, NNAK, SPMR), and whenever
+// anything happened or NextDeadline passed, call Next until it returns
+// false and transmit what it returns.
+type Source struct {
+	cfg   Config
+	start time.Time
+	w     txw
+
+	total, odata, rdata bucket
+
+	buf     []byte
+	repairs []seq.Num // FIFO ring of queued repairs
+	rHead   int
+	rLen    int
+	ncfs    []ncfReq // FIFO ring
+	nHead   int
+	nLen    int
+
+	spmSQN      seq.Num
+	spmNow      bool      // an SPM is due now
+	spmAt       time.Time // a rate-limited SPM (answer to SPMR) due then
+	lastSPM     time.Time
+	nextAmbient time.Time
+	nextHB      time.Time
+	hbState     int
+	nextAdvance time.Time
+
+	sentFirst bool
+	closing   bool
+	finalSQN  seq.Num // last sequence of the session once closing
+	aborted   bool
+	rstSent   bool
+	done      bool
+
+	finSent   bool      // an SPM with OPT_FIN went out
+	now       time.Time // latest time passed in
+
+	stats     SourceStats
+	rateMark  time.Time
+	rateBytes uint64
+}
+
+// NewSource returns a Source for cfg (defaults filled in) starting at now.
+// It queues an SPM at once so receivers learn of the session.
+func NewSource(cfg Config, now time.Time) (*Source, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := cfg.withDefaults()
+	burst := max(2*c.MaxTPDU, c.MaxRate/100)
+	s := &Source{
+		cfg:      c,
+		start:    now,
+		w:        newTXW(c.TXWSqns, seq.Num(c.InitialSQN), c.maxTSDU()),
+		total:    newBucket(c.MaxRate, burst),
+		odata:    newBucket(c.ODATARate, max(2*c.MaxTPDU, c.ODATARate/100)),
+		rdata:    newBucket(c.RDATARate, max(2*c.MaxTPDU, c.RDATARate/100)),
+		buf:      make([]byte, max(c.MaxTPDU, maxControlLen)),
+		repairs:  make([]seq.Num, c.TXWSqns),
+		ncfs:     make([]ncfReq, 16),
+		spmNow:   true,
+		rateMark: now,
+		now:      now,
+	}
+	if c.ODATARate == 0 {
+		s.odata.rate = 0
+	}
+	if c.RDATARate == 0 {
+		s.rdata.rate = 0
+	}
+	s.nextAmbient = now.Add(c.AmbientSPM)
+	s.nextAdvance = now
+	return s, nil
+}
+
+// Config returns the configuration in effect (defaults filled in).
+func (s *Source) Config() Config { return s.cfg }
+
+// NextSQN returns the sequence number the next APDU's first packet gets.
+func (s *Source) NextSQN() seq.Num { return s.w.next }
+
+// Done reports whether a closed session has finished: after Close, once
+// every packet went out and the window has moved past the last sequence
+// (no repair can be asked for any more); after Abort, once the OPT_RST SPM
+// went out.
+func (s *Source) Done() bool { return s.done }
+
+// Send queues one APDU (fragmenting it with OPT_FRAGMENT when it exceeds
+// one TSDU). It copies apdu. It returns ErrWindowFull when the transmit
+// window cannot take all its packets now, ErrTooLarge or ErrClosed.
+func (s *Source) Send(now time.Time, apdu []byte) error {
+	if s.closing || s.aborted {
+		return ErrClosed
+	}
+	if len(apdu) > s.cfg.MaxAPDU {
+		return ErrTooLarge
+	}
+	s.advance(now)
+	maxT, maxF := s.cfg.maxTSDU(), s.cfg.maxTSDUFragment()
+	if len(apdu) <= maxT {
+		if !s.w.room(1, len(apdu), s.cfg.TXWBytes, s.cfg.TXWEvictOnFull) {
+			return ErrWindowFull
+		}
+		s.w.push(apdu, nil)
+		return nil
+	}
+	n := (len(apdu) + maxF - 1) / maxF
+	if uint32(n) > uint32(len(s.w.ring)) {
+		return ErrTooLarge
+	}
+	if !s.w.room(uint32(n), len(apdu), s.cfg.TXWBytes, s.cfg.TXWEvictOnFull) {
+		return ErrWindowFull
+	}
+	f := fragInfo{first: s.w.next, apdu: uint32(len(apdu))}
+	for off := 0; off < len(apdu); off += maxF {
+		f.offset = uint32(off)
+		s.w.push(apdu[off:min(off+maxF, len(apdu))], &f)
+	}
+	return nil
+}
+
+// Close starts a graceful end: queued data still goes out, the last ODATA
+// and every later SPM carry OPT_FIN, and repairs are served until the
+// window has passed the last sequence; then Done reports true.
+func (s *Source) Close(now time.Time) {
+	if s.closing || s.aborted {
+		return
+	}
+	s.closing = true
+	s.finalSQN = s.w.next - 1
+	if s.w.sendNext == s.w.next {
+		s.spmNow = true // announce FIN now; otherwise the last ODATA does
+	}
+}
+
+// Abort ends the session at once: pending data and repairs are dropped and
+// one SPM with OPT_RST is sent.
+func (s *Source) Abort(now time.Time) {
+	if s.aborted {
+		return
+	}
+	s.aborted = true
+	for s.w.len() > 0 {
+		s.w.at(s.w.trail).repair = false
+		if s.w.trail == s.w.sendNext {
+			s.w.sendNext++
+		}
+		s.w.popTrail()
+	}
+	s.rLen, s.nLen = 0, 0
+	s.spmNow = true
+}
+
+// HandlePacket processes a packet sent to the source (NAK, NNAK, SPMR;
+// anything else is counted and ignored). from is the IP source address.
+// It never retains b.
+func (s *Source) HandlePacket(now time.Time, b []byte, from netip.Addr) error {
+	if now.After(s.now) {
+		s.now = now
+	}
+	p, err := wire.Parse(b)
+	if err != nil {
+		s.stats.PacketsDiscarded++
+		return err
+	}
+	if p.TSI() != s.cfg.TSI || !p.Type().Upstream() {
+		s.stats.PacketsDiscarded++
+		return nil
+	}
+	if s.aborted {
+		return nil
+	}
+	switch p.Type() {
+	case wire.TypeSPMR:
+		s.stats.SPMRsReceived++
+		s.requestSPM(now)
+	case wire.TypeNAK:
+		s.onNAK(now, p)
+	case wire.TypeNNAK:
+		n := 1
+		if l, ok := p.NAKList(); ok {
+			n += l.Len()
+		}
+		s.stats.NNaksReceived += uint64(n)
+	default:
+		s.stats.PacketsDiscarded++
+	}
+	return nil
+}
+
+func (s *Source) onNAK(now time.Time, p wire.Packet) {
+	if p.Header.OptFlags()&wire.OptFlagParity != 0 {
+		// No FEC: parity NAKs cannot be served.
+		s.stats.ParityNaksReceived++
+		s.stats.MalformedNaks++
+		return
+	}
+	nak := p.NAK()
+	if (s.cfg.NLA.IsValid() && nak.SourceNLA() != s.cfg.NLA) ||
+		(s.cfg.Group.IsValid() && nak.GroupNLA() != s.cfg.Group) {
+		s.stats.MalformedNaks++
+		return
+	}
+	var req ncfReq
+	tooLate := false
+	handle := func(q seq.Num) {
+		s.stats.NaksReceived++
+		if !s.w.has(q) {
+			s.stats.NaksReceivedTooLate++
+			tooLate = true
+			return
+		}
+		// NCF every in-window request, even a duplicate: its NAKer may have
+		// missed the first NCF.
+		if req.n < MaxNAKList {
+			req.sqns[req.n] = q
+			req.n++
+		}
+		e := s.w.at(q)
+		if e.repaired {
+			s.stats.NumNaksAfterRData++
+		}
+		if e.repair {
+			s.stats.DuplicateNaks++
+			return
+		}
+		e.repair = true
+		s.repairs[(s.rHead+s.rLen)%len(s.repairs)] = q
+		s.rLen++
+	}
+	handle(nak.SQN())
+	if l, ok := p.NAKList(); ok {
+		if l.Len() > MaxNAKList-1 {
+			s.stats.MalformedNaks++
+			return
+		}
+		for i := range l.Len() {
+			handle(l.At(i))
+		}
+	}
+	if req.n > 0 {
+		if s.nLen == len(s.ncfs) {
+			// Full: drop the oldest NCF; RDATA confirms as well.
+			s.nHead = (s.nHead + 1) % len(s.ncfs)
+			s.nLen--
+		}
+		s.ncfs[(s.nHead+s.nLen)%len(s.ncfs)] = req
+		s.nLen++
+	}
+	if tooLate {
+		// RFC 3208 has no repair for data that left the window; an SPM
+		// advertises the trail so receivers declare it lost at once rather
+		// than retrying until their retry limits.
+		s.requestSPM(now)
+	}
+}
+
+// requestSPM schedules an SPM no sooner than SPMRMinIvl after the last one.
+func (s *Source) requestSPM(now time.Time) {
+	at := s.lastSPM.Add(s.cfg.SPMRMinIvl)
+	if s.lastSPM.IsZero() || !at.After(now) {
+		s.spmNow = true
+		return
+	}
+	if s.spmAt.IsZero() || at.Before(s.spmAt) {
+		s.spmAt = at
+	}
+}
+
+// advance runs the time-driven parts: window expiry and SPM timers.
+func (s *Source) advance(now time.Time) {
+	if now.After(s.now) {
+		s.now = now
+	}
+	if !now.Before(s.nextAdvance) && s.w.trail != s.w.sendNext {
+		if n := s.w.expire(now.Add(-s.cfg.TXWSecs)); n > 0 {
+			step := s.cfg.TXWSecs * time.Duration(s.cfg.TXWAdvancePct) / 100
+			s.nextAdvance = now.Add(step)
+		}
+	}
+	if s.aborted {
+		return
+	}
+	if !s.spmAt.IsZero() && !now.Before(s.spmAt) {
+		s.spmNow = true
+		s.spmAt = time.Time{}
+	}
+	if !s.nextHB.IsZero() && !now.Before(s.nextHB) {
+		s.spmNow = true
+		s.hbState++
+		if s.hbState < len(s.cfg.HeartbeatSPM) {
+			s.nextHB = now.Add(s.cfg.HeartbeatSPM[s.hbState])
+		} else {
+			s.nextHB = time.Time{}
+		}
+	}
+	if s.cfg.AmbientSPM > 0 && !now.Before(s.nextAmbient) {
+		s.spmNow = true
+	}
+	if s.closing && !s.done && s.finSent && s.w.len() == 0 && s.rLen == 0 && s.nLen == 0 && !s.spmNow {
+		s.done = true
+	}
+}
+
+// Next returns the next packet to transmit at now, or false when nothing is
+// due (see NextDeadline). Order: NCFs and SPMs, then RDATA, then ODATA,
+// subject to the rate limits. The returned Packet is valid until the next
+// call on s.
+func (s *Source) Next(now time.Time) (Transmit, bool) {
+	s.advance(now)
+	if s.aborted {
+		if s.rstSent {
+			return Transmit{}, false
+		}
+		s.rstSent, s.done = true, true
+		return s.emit(now, s.spm(flagRST), nil), true
+	}
+	if s.nLen > 0 {
+		r := &s.ncfs[s.nHead]
+		s.nHead = (s.nHead + 1) % len(s.ncfs)
+		s.nLen--
+		n := encodeNAK(s.buf, wire.TypeNCF, s.cfg.TSI, s.cfg.DestPort, r.sqns[:r.n], s.cfg.NLA, s.cfg.Group)
+		s.stats.NCFsSent++
+		return s.emit(now, n, nil), true
+	}
+	if s.spmNow {
+		var f pktFlags
+		if s.closing && s.w.sendNext == s.w.next {
+			f = flagFIN
+			s.finSent = true
+		}
+		return s.emit(now, s.spm(f), nil), true
+	}
+	if s.rLen > 0 {
+		q := s.repairs[s.rHead]
+		e := s.w.at(q)
+		size := ipv4HeaderLen + dataHeaderLen + len(e.payload) + optLengthLen + optFragmentLen
+		if !s.total.allows(now, size) || !s.rdata.allows(now, size) {
+			return Transmit{}, false
+		}
+		s.rHead = (s.rHead + 1) % len(s.repairs)
+		s.rLen--
+		e.repair, e.repaired = false, true
+		n := s.data(wire.TypeRDATA, q, e)
+		s.stats.RepairPacketsSent++
+		return s.emit(now, n, &s.rdata), true
+	}
+	if s.w.sendNext != s.w.next {
+		q := s.w.sendNext
+		e := s.w.at(q)
+		size := ipv4HeaderLen + dataHeaderLen + len(e.payload) + optLengthLen + optFragmentLen
+		if !s.total.allows(now, size) || !s.odata.allows(now, size) {
+			return Transmit{}, false
+		}
+		s.w.sendNext++
+		e.sentAt = now
+		n := s.data(wire.TypeODATA, q, e)
+		s.stats.TotalODataPacketsSent++
+		s.stats.DataBytesSent += uint64(len(e.payload))
+		if len(s.cfg.HeartbeatSPM) > 0 {
+			s.hbState = 0
+			s.nextHB = now.Add(s.cfg.HeartbeatSPM[0])
+		}
+		return s.emit(now, n, &s.odata), true
+	}
+	return Transmit{}, false
+}
+
+func (s *Source) spm(f pktFlags) int {
+	n := encodeSPM(s.buf, s.cfg.TSI, s.cfg.DestPort, s.spmSQN, s.w.trail, s.w.lead(), s.cfg.NLA, f)
+	s.spmSQN++
+	return n
+}
+
+// data writes ODATA/RDATA for entry e at sequence q. OPT_SYN (first ODATA)
+// and OPT_FIN (last ODATA of a closing session) are added when they fit in
+// the TPDU: the TSDU sizes match OpenPGM's, which leave no room for them.
+func (s *Source) data(t wire.Type, q seq.Num, e *txEntry) int {
+	var f pktFlags
+	if t == wire.TypeODATA && !s.sentFirst {
+		f |= flagSYN
+		s.sentFirst = true
+	}
+	if s.closing && q == s.finalSQN {
+		f |= flagFIN
+	}
+	var fr *fragInfo
+	extra := 0
+	if e.hasFrag {
+		fr = &e.frag
+		extra = optLengthLen + optFragmentLen
+	}
+	if f != 0 {
+		if extra == 0 {
+			extra = optLengthLen
+		}
+		if ipv4HeaderLen+dataHeaderLen+extra+optFlagLen+len(e.payload) > s.cfg.MaxTPDU {
+			f = 0
+		}
+	}
+	return encodeData(s.buf, t, s.cfg.TSI, s.cfg.DestPort, q, s.w.trail, e.payload, fr, f)
+}
+
+// emit accounts for a packet of n bytes in s.buf and returns it.
+func (s *Source) emit(now time.Time, n int, extra *bucket) Transmit {
+	wireLen := n + ipv4HeaderLen
+	s.total.take(now, wireLen)
+	if extra != nil {
+		extra.take(now, wireLen)
+	}
+	s.stats.TotalBytesSent += uint64(wireLen)
+	if wire.Type(s.buf[4]) == wire.TypeSPM {
+		s.stats.SPMsSent++
+		s.spmNow = false
+		s.lastSPM = now
+		s.nextAmbient = now.Add(s.cfg.AmbientSPM)
+	}
+	return Transmit{Packet: s.buf[:n]}
+}
+
+// NextDeadline returns when Next should be called again if nothing else
+// happens, or false if no timer is pending (the session is idle and ambient
+// SPMs are disabled, or it is done).
+func (s *Source) NextDeadline() (time.Time, bool) {
+	var d time.Time
+	set := func(t time.Time) {
+		if !t.IsZero() && (d.IsZero() || t.Before(d)) {
+			d = t
+		}
+	}
+	if s.done {
+		return d, false
+	}
+	if s.aborted || s.spmNow || s.nLen > 0 ||
+		(s.closing && s.finSent && s.w.len() == 0 && s.rLen == 0) {
+		return s.now, true // due at once
+	}
+	set(s.spmAt)
+	set(s.nextHB)
+	if s.cfg.AmbientSPM > 0 {
+		set(s.nextAmbient)
+	}
+	if s.rLen > 0 {
+		e := s.w.at(s.repairs[s.rHead])
+		size := ipv4HeaderLen + dataHeaderLen + len(e.payload) + optLengthLen + optFragmentLen
+		set(later(s.total.readyAt(s.now, size), s.rdata.readyAt(s.now, size)))
+	} else if s.w.sendNext != s.w.next {
+		e := s.w.at(s.w.sendNext)
+		size := ipv4HeaderLen + dataHeaderLen + len(e.payload) + optLengthLen + optFragmentLen
+		set(later(s.total.readyAt(s.now, size), s.odata.readyAt(s.now, size)))
+	}
+	if old := s.w.oldestSent(); !old.IsZero() {
+		set(later(old.Add(s.cfg.TXWSecs), s.nextAdvance))
+	}
+	return d, !d.IsZero()
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// Stats returns the sender statistics at now.
+func (s *Source) Stats(now time.Time) SourceStats {
+	st := s.stats
+	st.NumOutstandingNaks = uint64(s.rLen)
+	st.TrailingEdgeSeqId = s.w.trail
+	st.LeadingEdgeSeqId = s.w.lead()
+	if el := now.Sub(s.start); el > 0 {
+		st.RateKBitsPerSecOverall = uint64(float64(st.TotalBytesSent) * 8 / 1000 / el.Seconds())
+	}
+	if el := now.Sub(s.rateMark); el > 0 {
+		st.RateKBitsPerSecLast = uint64(float64(st.TotalBytesSent-s.rateBytes) * 8 / 1000 / el.Seconds())
+		if el >= time.Second {
+			s.rateMark, s.rateBytes = now, st.TotalBytesSent
+		}
+	}
+	return st
+}

@@ -1,0 +1,118 @@
+package engine
+
+import (
+	"time"
+
+	"github.com/pgmtun/pgmtun/pgmproto/seq"
+)
+
+// txEntry is one sequence in the transmit window.
+type txEntry struct {
+	payload  []byte // owned copy of the TSDU
+	frag     fragInfo
+	hasFrag  bool
+	sentAt   time.Time // when first sent as ODATA; zero while queued
+	repair   bool      // an RDATA for it is queued
+	repaired bool      // at least one RDATA was sent
+}
+
+// txw is the transmit window: a ring of entries for [trail, next). Entries
+// in [trail, sendNext) have gone out as ODATA; [sendNext, next) wait for the
+// rate limiter. lead (advertised) is sendNext-1.
+type txw struct {
+	ring     []txEntry
+	trail    seq.Num
+	next     seq.Num // next sequence to assign
+	sendNext seq.Num // next sequence to send as ODATA
+	bytes    int     // payload bytes held
+	free     [][]byte
+	tsduCap  int
+}
+
+func newTXW(sqns uint32, first seq.Num, tsduCap int) txw {
+	return txw{ring: make([]txEntry, sqns), trail: first, next: first, sendNext: first, tsduCap: tsduCap}
+}
+
+func (w *txw) len() uint32 { return uint32(w.next - w.trail) }
+
+func (w *txw) at(s seq.Num) *txEntry { return &w.ring[uint32(s)%uint32(len(w.ring))] }
+
+// has reports whether s has been sent and is still held (repairable).
+func (w *txw) has(s seq.Num) bool {
+	return s.InWindow(w.trail, w.sendNext-1)
+}
+
+func (w *txw) lead() seq.Num { return w.sendNext - 1 }
+
+// push appends a TSDU copy.
+func (w *txw) push(p []byte, f *fragInfo) seq.Num {
+	var buf []byte
+	if n := len(w.free); n > 0 {
+		buf = w.free[n-1][:0]
+		w.free = w.free[:n-1]
+	} else {
+		buf = make([]byte, 0, w.tsduCap)
+	}
+	s := w.next
+	e := w.at(s)
+	*e = txEntry{payload: append(buf, p...)}
+	if f != nil {
+		e.frag, e.hasFrag = *f, true
+	}
+	w.bytes += len(p)
+	w.next++
+	return s
+}
+
+// popTrail removes the oldest entry.
+func (w *txw) popTrail() {
+	e := w.at(w.trail)
+	w.bytes -= len(e.payload)
+	if cap(e.payload) == w.tsduCap && len(w.free) < 64 {
+		w.free = append(w.free, e.payload)
+	}
+	*e = txEntry{}
+	w.trail++
+}
+
+// evictable reports whether the trail entry may leave the window: it has
+// been sent and no repair of it is pending.
+func (w *txw) evictable() bool {
+	if w.trail == w.sendNext {
+		return false
+	}
+	return !w.at(w.trail).repair
+}
+
+// expire drops trail entries sent at or before cutoff.
+func (w *txw) expire(cutoff time.Time) int {
+	n := 0
+	for w.evictable() && !w.at(w.trail).sentAt.After(cutoff) {
+		w.popTrail()
+		n++
+	}
+	return n
+}
+
+// oldestSent returns when the trail entry was sent (zero if none sent).
+func (w *txw) oldestSent() time.Time {
+	if w.trail == w.sendNext {
+		return time.Time{}
+	}
+	return w.at(w.trail).sentAt
+}
+
+// room reports whether n more entries of total bytes b fit, evicting
+// (when evict) sent, unrepaired entries from the trail.
+func (w *txw) room(n uint32, b int, byteCap int, evict bool) bool {
+	fits := func() bool {
+		return w.len()+n <= uint32(len(w.ring)) && (byteCap <= 0 || w.bytes+b <= byteCap || w.len() == 0)
+	}
+	for !fits() {
+		if !evict || !w.evictable() {
+			return false
+		}
+		w.popTrail()
+	}
+	return true
+}
