@@ -78,8 +78,8 @@ type Source struct {
 	rstSent   bool
 	done      bool
 
-	finSent   bool      // an SPM with OPT_FIN went out
-	now       time.Time // latest time passed in
+	finSent bool      // an SPM with OPT_FIN went out
+	now     time.Time // latest time passed in
 
 	stats     SourceStats
 	rateMark  time.Time
