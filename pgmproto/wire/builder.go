@@ -65,6 +65,7 @@ type Builder struct {
 	paySum   Sum // sum of a copied TSDU, computed during the copy
 	paySumOK bool
 	err      error
+	done     []byte // the finished packet
 }
 
 func (b *Builder) start(buf []byte, t Type, h HeaderFields, bodyLen int) []byte {
@@ -225,6 +226,10 @@ func (b *Builder) NoChecksum() *Builder {
 
 // Err returns the first error met so far.
 func (b *Builder) Err() error { return b.err }
+
+// Bytes returns the packet the last successful Finish completed (a view of the
+// caller's buffer), or nil.
+func (b *Builder) Bytes() []byte { return b.done }
 
 // Len returns the number of bytes written so far.
 func (b *Builder) Len() int { return b.n }
@@ -554,6 +559,7 @@ func (b *Builder) Finish() (int, error) {
 		binary.BigEndian.PutUint16(buf[offChecksum:], c)
 	}
 	n := b.n
+	b.done = buf
 	b.buf = nil // a finished builder must be restarted
 	return n, nil
 }
