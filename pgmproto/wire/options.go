@@ -390,7 +390,18 @@ func (o Option) check() error {
 }
 
 func (o Option) checkNLAOpt(at int) error {
-	n, err := checkNLA(o, at, o.Type().String()+" NLA")
+	var field string
+	switch o.Type() {
+	case OptRedirect:
+		field = "OPT_REDIRECT NLA"
+	case OptCR:
+		field = "OPT_CR NLA"
+	case OptPGMCCData:
+		field = "OPT_PGMCC_DATA NLA"
+	default:
+		field = "OPT_PGMCC_FEEDBACK NLA"
+	}
+	n, err := checkNLA(o, at, field)
 	if err != nil {
 		return err
 	}

@@ -97,11 +97,12 @@ func bodyLength(t Type, b []byte) (int, error) {
 		if len(b) < nakFixedLen {
 			return 0, lenErr(ErrTruncated, t.String(), len(b), nakFixedLen+16)
 		}
-		n1, err := checkNLA(b, nakFixedLen, t.String()+" source NLA")
+		src, grp := nakNLAFields(t)
+		n1, err := checkNLA(b, nakFixedLen, src)
 		if err != nil {
 			return 0, err
 		}
-		n2, err := checkNLA(b, nakFixedLen+n1, t.String()+" group NLA")
+		n2, err := checkNLA(b, nakFixedLen+n1, grp)
 		return nakFixedLen + n1 + n2, err
 	case TypePOLL:
 		if len(b) < pollFixedLen {
@@ -129,6 +130,18 @@ func bodyLength(t Type, b []byte) (int, error) {
 		return ackBodyLen, nil
 	}
 	return 0, valErr(ErrBadType, "type", int(t))
+}
+
+// nakNLAFields names the NLAs of a NAK-like packet for errors, without building
+// strings on the success path.
+func nakNLAFields(t Type) (src, grp string) {
+	switch t {
+	case TypeNAK:
+		return "NAK source NLA", "NAK group NLA"
+	case TypeNNAK:
+		return "NNAK source NLA", "NNAK group NLA"
+	}
+	return "NCF source NLA", "NCF group NLA"
 }
 
 func u32(b []byte, off int) uint32 {
