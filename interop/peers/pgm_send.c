@@ -1,0 +1,164 @@
+/* pgm_send: an OpenPGM source for pgmtun's interop tests and benchmarks.
+ *
+ * Sends COUNT records of SIZE bytes (see common.h) to the group, one record
+ * per APDU (msg mode) or as a byte stream cut into CHUNK-byte sends (stream
+ * mode), then keeps serving repairs for LINGER seconds and closes with FIN.
+ * A non-blocking OpenPGM source serves one queued repair per receive call,
+ * so the program calls pgm_recv on its own socket whenever it would wait.
+ * Prints one summary line on stdout; exits 0 on success. */
+#include "common.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* SIGTERM/SIGINT end the linger early; the close is still graceful. */
+static volatile sig_atomic_t stop_linger;
+static void on_signal(int sig) { (void)sig; stop_linger = 1; }
+
+/* serve processes incoming NAKs/SPMRs and due timers for up to ms. */
+static void serve(pgm_sock_t *sock, int ms)
+{
+	char buf[4096];
+	size_t n;
+	pgm_error_t *err = NULL;
+	double end = now_seconds() + ms / 1000.0;
+	int idle_calls = 0;
+	for (;;) {
+		int st = pgm_recv(sock, buf, sizeof buf, 0, &n, &err);
+		if (err) {
+			pgm_error_free(err);
+			err = NULL;
+		}
+		int wait;
+		switch (st) {
+		case PGM_IO_STATUS_NORMAL:
+			idle_calls = 0;
+			continue; /* a repair or control packet was handled */
+		case PGM_IO_STATUS_TIMER_PENDING:
+			wait = remain_ms(sock, PGM_TIME_REMAIN);
+			break;
+		case PGM_IO_STATUS_RATE_LIMITED:
+			wait = remain_ms(sock, PGM_RATE_REMAIN);
+			break;
+		default:
+			wait = 10;
+		}
+		/* A call may have sent one repair while reporting would-block, and
+		 * the repair queue has no descriptor to poll: call again a few
+		 * times before sleeping. */
+		if (st != PGM_IO_STATUS_RATE_LIMITED && ++idle_calls < 64)
+			continue;
+		idle_calls = 0;
+		double left = end - now_seconds();
+		if (left <= 0 || stop_linger)
+			return;
+		if (wait > left * 1000)
+			wait = (int)(left * 1000) + 1;
+		wait_socket(sock, wait);
+		if (now_seconds() >= end)
+			return;
+	}
+}
+
+/* send_all sends len bytes as one APDU, serving repairs while blocked. */
+static void send_all(pgm_sock_t *sock, const uint8_t *p, size_t len)
+{
+	for (;;) {
+		size_t written = 0;
+		int st = pgm_send(sock, p, len, &written);
+		switch (st) {
+		case PGM_IO_STATUS_NORMAL:
+			return;
+		case PGM_IO_STATUS_RATE_LIMITED:
+			serve(sock, remain_ms(sock, PGM_RATE_REMAIN));
+			break;
+		case PGM_IO_STATUS_WOULD_BLOCK:
+		case PGM_IO_STATUS_CONGESTION:
+			serve(sock, 1);
+			break;
+		default:
+			fprintf(stdout, "pgm_send: status=error send_status=%d\n", st);
+			exit(1);
+		}
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct peer_opts o;
+	if (argc == 4 && strcmp(argv[1], "--dump") == 0) {
+		/* --dump SEQ SIZE writes one record to stdout (format check). */
+		size_t size = strtoul(argv[3], NULL, 10);
+		if (size < RECORD_HDR)
+			return 64;
+		uint8_t *b = malloc(size);
+		record_fill(b, size, (uint32_t)strtoul(argv[2], NULL, 10));
+		return fwrite(b, 1, size, stdout) == size ? 0 : 1;
+	}
+	parse_opts(&o, argc, argv, "pgm_send", true);
+	signal(SIGTERM, on_signal);
+	signal(SIGINT, on_signal);
+	if (o.count == 0) {
+		fprintf(stderr, "pgm_send: --count must be > 0\n");
+		return 64;
+	}
+	pgm_sock_t *sock = open_socket(&o, true);
+	serve(sock, (int)(o.delay * 1000));
+
+	uint8_t *rec = malloc(o.size);
+	double start = now_seconds();
+	long apdus = 0;
+	unsigned long long bytes = 0;
+	if (!o.stream) {
+		for (long i = 0; i < o.count; i++) {
+			record_fill(rec, o.size, (uint32_t)i);
+			send_all(sock, rec, o.size);
+			apdus++;
+			bytes += o.size;
+		}
+	} else {
+		/* The stream is the records back to back; sends cut it anywhere. */
+		uint8_t *chunk = malloc(o.chunk);
+		size_t fill = 0, off = o.size;
+		long next = 0;
+		for (;;) {
+			if (off == o.size) {
+				if (next == o.count)
+					break;
+				record_fill(rec, o.size, (uint32_t)next++);
+				off = 0;
+			}
+			size_t n = o.size - off;
+			if (n > o.chunk - fill)
+				n = o.chunk - fill;
+			memcpy(chunk + fill, rec + off, n);
+			fill += n;
+			off += n;
+			if (fill == o.chunk) {
+				send_all(sock, chunk, fill);
+				apdus++;
+				bytes += fill;
+				fill = 0;
+			}
+		}
+		if (fill > 0) {
+			send_all(sock, chunk, fill);
+			apdus++;
+			bytes += fill;
+		}
+		free(chunk);
+	}
+	double elapsed = now_seconds() - start;
+	serve(sock, (int)(o.linger * 1000));
+	pgm_close(sock, true);
+	pgm_shutdown();
+	free(rec);
+
+	printf("pgm_send: status=ok records=%ld apdus=%ld bytes=%llu elapsed=%.6f msgs_per_s=%.1f mbit_per_s=%.3f\n",
+	       o.count, apdus, bytes, elapsed, elapsed > 0 ? o.count / elapsed : 0,
+	       elapsed > 0 ? bytes * 8 / elapsed / 1e6 : 0);
+	return 0;
+}
