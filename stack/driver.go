@@ -19,10 +19,10 @@ type transmit struct {
 	HopLimitOne bool
 }
 
-// engine is what a driver needs from a sans-IO protocol machine (a pgmproto
+// machine is what a driver needs from a sans-IO protocol machine (a pgmproto
 // Source or Receiver behind an adapter). All calls are made with the
 // driver's mutex held, never concurrently.
-type engine interface {
+type machine interface {
 	// handlePacket processes one received, checksum-verified packet.
 	handlePacket(now time.Time, in *Inbound)
 	// next runs whatever is due at now and returns the next packet to send,
@@ -67,9 +67,12 @@ type driver struct {
 	// onChange, if set, runs after every engine call, outside the mutex
 	// (sockets use it to wake readers and writers).
 	onChange func()
+	// postLocked, if set, runs after every engine call with the mutex held
+	// (the receiver moves events to its sessions there).
+	postLocked func()
 
 	mu      sync.Mutex
-	eng     engine
+	eng     machine
 	timer   tcpip.Timer
 	armedAt time.Time
 	closed  bool
@@ -82,7 +85,7 @@ type driver struct {
 	releaseRoutes bool
 }
 
-func newDriver(p *Protocol, eng engine, params txParams) *driver {
+func newDriver(p *Protocol, eng machine, params txParams) *driver {
 	return &driver{
 		p:      p,
 		clock:  p.s.Clock(),
@@ -150,6 +153,9 @@ func (d *driver) after() {
 // deadline.
 func (d *driver) settleLocked(now time.Time) {
 	d.drainLocked(now)
+	if d.postLocked != nil {
+		d.postLocked()
+	}
 	dl, ok := d.eng.deadline()
 	if !ok {
 		if d.timer != nil && !d.armedAt.IsZero() {

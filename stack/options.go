@@ -1,0 +1,163 @@
+package stack
+
+import (
+	"fmt"
+	"math/bits"
+	"slices"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+
+	"github.com/pgmtun/pgmtun/pgmproto/engine"
+)
+
+// RateWindow is Winsock's RM_SEND_WINDOW (option RM_RATE_WINDOW_SIZE): the
+// sender's maximum rate and its transmit window as time and as bytes.
+// Set any two (zero = unset) and the third is derived by
+// bytes = rate × ms / 8; set all three and they must agree within 1 %.
+// Setting only one keeps the engine default for the others (OpenPGM's:
+// 400 000 B/s, 100 sequences).
+type RateWindow struct {
+	RateKbitsPerSec   uint64
+	WindowSizeInMSecs uint64
+	WindowSizeInBytes uint64
+}
+
+// fill derives the unset field when two are set.
+func (w RateWindow) fill() (RateWindow, error) {
+	r, ms, b := w.RateKbitsPerSec, w.WindowSizeInMSecs, w.WindowSizeInBytes
+	switch {
+	case r != 0 && ms != 0 && b == 0:
+		w.WindowSizeInBytes = r * ms / 8
+	case r != 0 && b != 0 && ms == 0:
+		w.WindowSizeInMSecs = b * 8 / r
+	case ms != 0 && b != 0 && r == 0:
+		w.RateKbitsPerSec = b * 8 / ms
+	case r != 0 && ms != 0 && b != 0:
+		want := r * ms / 8
+		if diff := int64(want) - int64(b); diff*100 > int64(want) || -diff*100 > int64(want) {
+			return w, fmt.Errorf("%w: window %d bytes does not match %d kbit/s × %d ms / 8 = %d", ErrInvalidOption, b, r, ms, want)
+		}
+	}
+	return w, nil
+}
+
+// FEC is Winsock's RM_FEC_INFO (option RM_USE_FEC). It is validated and
+// stored; this version does not send or use parity packets yet.
+type FEC struct {
+	BlockSize              uint16 // n: data + parity packets per group, ≤ 255
+	GroupSize              uint8  // k: data packets per group, a power of two, < BlockSize
+	ProactivePacketsPerGrp uint8  // parity packets sent with every group
+	OnDemandEnabled        bool   // parity repairs on NAK
+}
+
+func (f FEC) validate() error {
+	if f.BlockSize == 0 && f.GroupSize == 0 && f.ProactivePacketsPerGrp == 0 && !f.OnDemandEnabled {
+		return nil // FEC off
+	}
+	switch {
+	case f.BlockSize > 255:
+		return fmt.Errorf("%w: FEC block size %d > 255", ErrInvalidOption, f.BlockSize)
+	case f.GroupSize < 2 || bits.OnesCount8(f.GroupSize) != 1:
+		return fmt.Errorf("%w: FEC group size %d is not a power of two ≥ 2", ErrInvalidOption, f.GroupSize)
+	case uint16(f.GroupSize) >= f.BlockSize:
+		return fmt.Errorf("%w: FEC group size %d must be less than block size %d", ErrInvalidOption, f.GroupSize, f.BlockSize)
+	case uint16(f.ProactivePacketsPerGrp) > f.BlockSize-uint16(f.GroupSize):
+		return fmt.Errorf("%w: %d proactive parity packets exceed block size %d − group size %d", ErrInvalidOption, f.ProactivePacketsPerGrp, f.BlockSize, f.GroupSize)
+	}
+	return nil
+}
+
+// Timers are the engine's protocol timers and retry limits (RFC 3208
+// names). Zero fields keep the defaults (OpenPGM's example values).
+type Timers struct {
+	AmbientSPM     time.Duration
+	HeartbeatSPM   []time.Duration
+	PeerExpiry     time.Duration
+	SPMRExpiry     time.Duration
+	NAKBOIvl       time.Duration
+	NAKRptIvl      time.Duration
+	NAKRdataIvl    time.Duration
+	NAKDataRetries int
+	NAKNCFRetries  int
+}
+
+func (t Timers) apply(c *engine.Config) {
+	set := func(dst *time.Duration, v time.Duration) {
+		if v != 0 {
+			*dst = v
+		}
+	}
+	set(&c.AmbientSPM, t.AmbientSPM)
+	set(&c.PeerExpiry, t.PeerExpiry)
+	set(&c.SPMRExpiry, t.SPMRExpiry)
+	set(&c.NAKBOIvl, t.NAKBOIvl)
+	set(&c.NAKRptIvl, t.NAKRptIvl)
+	set(&c.NAKRdataIvl, t.NAKRdataIvl)
+	if t.HeartbeatSPM != nil {
+		c.HeartbeatSPM = slices.Clone(t.HeartbeatSPM)
+	}
+	if t.NAKDataRetries != 0 {
+		c.NAKDataRetries = t.NAKDataRetries
+	}
+	if t.NAKNCFRetries != 0 {
+		c.NAKNCFRetries = t.NAKNCFRetries
+	}
+}
+
+// DefaultMulticastTTL is the multicast TTL of a new socket (OpenPGM's
+// default hop limit).
+const DefaultMulticastTTL = 16
+
+// sockOpts are the options fixed at Connect/Listen.
+type sockOpts struct {
+	rateWindow    RateWindow
+	advancePct    int
+	lateJoinPct   int
+	sendNIC       tcpip.NICID
+	recvNICs      []tcpip.NICID
+	ttl           uint8
+	loop          bool
+	fec           FEC
+	highSpeed     bool
+	timers        Timers
+	maxAPDU       int
+	receiveWindow uint32 // receiver window in sequences (0 = default)
+}
+
+func defaultSockOpts() sockOpts {
+	return sockOpts{ttl: DefaultMulticastTTL}
+}
+
+// engineConfig maps the options onto an engine configuration.
+func (o *sockOpts) engineConfig() engine.Config {
+	c := engine.DefaultConfig()
+	w := o.rateWindow
+	if w.RateKbitsPerSec != 0 {
+		c.TXWMaxRate = int(w.RateKbitsPerSec * 1000 / 8)
+		c.RXWMaxRate = c.TXWMaxRate
+	}
+	if w.WindowSizeInMSecs != 0 {
+		c.TXWSecs = time.Duration(w.WindowSizeInMSecs) * time.Millisecond
+		c.RXWSecs = c.TXWSecs
+		// Size the window by time × rate, as Winsock does.
+		c.TXWSqns, c.RXWSqns = 0, 0
+	}
+	if w.WindowSizeInBytes != 0 {
+		c.TXWBytes = int(w.WindowSizeInBytes)
+	}
+	if o.advancePct != 0 {
+		c.TXWAdvancePct = o.advancePct
+	}
+	if o.lateJoinPct != 0 {
+		c.LateJoinPct = o.lateJoinPct
+	}
+	if o.maxAPDU != 0 {
+		c.MaxAPDU = o.maxAPDU
+	}
+	if o.receiveWindow != 0 {
+		c.RXWSqns = o.receiveWindow
+	}
+	o.timers.apply(&c)
+	return c
+}

@@ -1,0 +1,488 @@
+package stack
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+
+	"github.com/pgmtun/pgmtun/pgmproto/engine"
+	"github.com/pgmtun/pgmtun/pgmproto/wire"
+)
+
+// ReceiverStats are the Winsock RM_RECEIVER_STATS fields plus PGM counters.
+type ReceiverStats = engine.ReceiverStats
+
+// MsgFlags describe a received message part.
+type MsgFlags uint8
+
+// MsgPartial marks all but the last part of a message larger than the
+// receive buffer (Winsock MSG_PARTIAL).
+const MsgPartial MsgFlags = 1
+
+// DefaultReceiveBuffer bounds the bytes a listener holds for its sessions
+// (accepted or not) before it stops taking data from the engine; the
+// engine then buffers up to its window and lets the rest be repaired.
+const DefaultReceiveBuffer = 4 << 20
+
+// receiverEngine adapts engine.Receiver to the driver.
+type receiverEngine struct {
+	r     *engine.Receiver
+	group netip.Addr // destination of multicast transmits (SPMR copies)
+}
+
+func (e *receiverEngine) handlePacket(now time.Time, in *Inbound) {
+	// Errors are counted by the engine (PacketsDiscarded).
+	_ = e.r.HandlePacket(now, in.Data, in.Src, in.Dst)
+}
+
+func (e *receiverEngine) next(now time.Time) (transmit, bool) {
+	for {
+		t, ok := e.r.Next(now)
+		if !ok {
+			return transmit{}, false
+		}
+		to := t.To
+		if !to.IsValid() {
+			to = e.group
+			if !to.IsValid() || !to.IsMulticast() {
+				continue // wildcard listener: no group to multicast to
+			}
+		}
+		return transmit{To: to, Data: t.Packet, HopLimitOne: t.HopLimitOne}, true
+	}
+}
+
+func (e *receiverEngine) deadline() (time.Time, bool) { return e.r.NextDeadline() }
+
+// listener is the listening side of a receiving socket: one engine for
+// every session sent to its group and port.
+type listener struct {
+	s      *Socket
+	p      *Protocol
+	d      *driver
+	eng    *receiverEngine
+	local  netip.AddrPort
+	joined []tcpip.NICID
+	notify notifier // accept and read waiters
+	closed chan struct{}
+
+	// Guarded by d.mu.
+	sessions  map[wire.TSI]*session
+	acceptQ   []*session
+	buffered  int // bytes queued in sessions
+	bufLimit  int
+	stalled   bool // events left in the engine for lack of buffer
+	apiClosed bool // Close called on the listening socket
+	open      int  // accepted sessions not closed
+	torn      bool
+
+	teardownOnce sync.Once
+}
+
+// Listen makes a bound socket a receiver for its group and port. It joins
+// the group on the receive interfaces (or the NIC of the route to the
+// group) and starts tracking sessions; Accept returns them.
+func (s *Socket) Listen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch s.state {
+	case stateBound:
+	case stateClosed:
+		return ErrClosed
+	case stateNew:
+		return fmt.Errorf("%w: listen before bind", ErrBadState)
+	default:
+		return fmt.Errorf("%w: already connected or listening", ErrBadState)
+	}
+	group := s.local.Addr()
+	port := s.local.Port()
+	multicast := group.IsMulticast()
+	if !multicast && !group.IsUnspecified() {
+		return fmt.Errorf("%w: listen on %v: bind a multicast group (or the unspecified address)", ErrInvalidOption, group)
+	}
+
+	cfg := s.opts.engineConfig()
+	cfg.DestPort = port
+	if multicast {
+		cfg.Group = group
+	}
+	seed := uint64(s.p.s.InsecureRNG().Int63())
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	d := newDriver(s.p, nil, txParams{TTL: s.opts.ttl, Loop: s.opts.loop})
+	r, err := engine.NewReceiver(cfg, d.now(), rng)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidOption, err)
+	}
+	eng := &receiverEngine{r: r}
+	if multicast {
+		eng.group = group
+	}
+	d.eng = eng
+
+	// Join the group where asked, or where the route to it points.
+	nics := append([]tcpip.NICID(nil), s.opts.recvNICs...)
+	if multicast && len(nics) == 0 {
+		rt, terr := s.p.s.FindRoute(0, tcpip.Address{}, tcpipAddr(group), netProto(group), false)
+		if terr != nil {
+			return fmt.Errorf("pgm: no interface for %v: %s", group, terr)
+		}
+		nics = append(nics, rt.NICID())
+		rt.Release()
+	}
+	l := &listener{
+		s: s, p: s.p, d: d, eng: eng, local: s.local,
+		closed:   make(chan struct{}),
+		sessions: make(map[wire.TSI]*session),
+		bufLimit: DefaultReceiveBuffer,
+	}
+	if multicast {
+		for _, nic := range nics {
+			if terr := s.p.s.JoinGroup(netProto(group), nic, tcpipAddr(group)); terr != nil {
+				l.leave()
+				return fmt.Errorf("pgm: join %v on NIC %d: %s", group, nic, terr)
+			}
+			l.joined = append(l.joined, nic)
+		}
+		d.params.NIC = nics[0]
+	}
+	d.postLocked = l.pumpLocked
+	d.onChange = l.notify.notify
+	var regGroup netip.Addr
+	if multicast {
+		regGroup = group
+	}
+	var regNIC tcpip.NICID
+	if len(s.opts.recvNICs) == 1 {
+		regNIC = s.opts.recvNICs[0]
+	}
+	s.p.RegisterReceiver(port, regGroup, regNIC, d)
+	s.lis = l
+	s.state = stateListening
+	return nil
+}
+
+func (l *listener) leave() {
+	for _, nic := range l.joined {
+		_ = l.p.s.LeaveGroup(netProto(l.local.Addr()), nic, tcpipAddr(l.local.Addr()))
+	}
+	l.joined = nil
+}
+
+// pumpLocked moves engine events into sessions while there is room.
+func (l *listener) pumpLocked() {
+	l.stalled = false
+	for {
+		if l.buffered >= l.bufLimit {
+			l.stalled = true
+			return
+		}
+		ev, ok := l.eng.r.NextEvent()
+		if !ok {
+			return
+		}
+		l.eventLocked(ev)
+	}
+}
+
+func (l *listener) eventLocked(ev engine.Event) {
+	ss := l.sessions[ev.TSI]
+	if ss == nil {
+		// Winsock accepts a session on its first ODATA only; a session
+		// first seen through an SPM is accepted when data arrives.
+		switch {
+		case ev.Kind == engine.EventNewSession && ev.PacketType == wire.TypeODATA,
+			ev.Kind == engine.EventData, ev.Kind == engine.EventLoss:
+		default:
+			return
+		}
+		if l.apiClosed {
+			return
+		}
+		ss = &session{lis: l, tsi: ev.TSI, typ: l.s.typ}
+		l.sessions[ev.TSI] = ss
+		l.acceptQ = append(l.acceptQ, ss)
+	}
+	if ss.closed || ss.final != nil {
+		return // over: nothing more is delivered
+	}
+	switch ev.Kind {
+	case engine.EventData:
+		ss.q = append(ss.q, ev.Data)
+		ss.bytes += len(ev.Data)
+		l.buffered += len(ev.Data)
+	case engine.EventLoss:
+		ss.final = &SessionError{TSI: ev.TSI, Reason: ReasonLoss, First: ev.First, Count: ev.Count}
+	case engine.EventEnd:
+		ss.final = ErrDisconnected
+	case engine.EventReset:
+		ss.final = &SessionError{TSI: ev.TSI, Reason: ReasonAborted}
+	case engine.EventExpired:
+		ss.final = &SessionError{TSI: ev.TSI, Reason: ReasonExpired}
+	}
+}
+
+// Accept waits for a new session (the first ODATA of a TSI not seen
+// before) and returns a receive-only socket for it.
+func (s *Socket) Accept() (*Socket, error) { return s.AcceptContext(context.Background()) }
+
+// AcceptContext is Accept with a context that can cancel the wait.
+func (s *Socket) AcceptContext(ctx context.Context) (*Socket, error) {
+	s.mu.Lock()
+	l, state := s.lis, s.state
+	s.mu.Unlock()
+	if l == nil {
+		switch state {
+		case stateConnected, stateSession:
+			return nil, ErrWrongRole
+		case stateClosed:
+			return nil, ErrClosed
+		}
+		return nil, fmt.Errorf("%w: accept before listen", ErrBadState)
+	}
+	for {
+		ch := l.notify.wait()
+		l.d.mu.Lock()
+		if l.apiClosed {
+			l.d.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if len(l.acceptQ) > 0 {
+			ss := l.acceptQ[0]
+			l.acceptQ[0] = nil
+			l.acceptQ = l.acceptQ[1:]
+			ss.accepted = true
+			l.open++
+			l.d.mu.Unlock()
+			return &Socket{p: s.p, typ: s.typ, state: stateSession, local: l.local, sess: ss}, nil
+		}
+		l.d.mu.Unlock()
+		if err := s.wait(ctx, ch, &s.rd, l.closed); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// close handles Close on the listening socket: no more accepts; sessions
+// not accepted are dropped; the engine runs on while accepted sessions
+// are open.
+func (l *listener) close() {
+	l.d.mu.Lock()
+	l.apiClosed = true
+	for _, ss := range l.acceptQ {
+		ss.dropLocked()
+	}
+	l.acceptQ = nil
+	last := l.open == 0
+	l.d.mu.Unlock()
+	close(l.closed)
+	l.notify.notify()
+	if last {
+		l.teardown()
+	}
+}
+
+func (l *listener) teardown() {
+	l.teardownOnce.Do(func() {
+		l.p.UnregisterReceiver(l.local.Port(), l.d)
+		l.leave()
+		l.d.close()
+	})
+}
+
+// session is one accepted (or acceptable) source of a listener.
+type session struct {
+	lis *listener
+	tsi wire.TSI
+	typ SocketType
+
+	// Guarded by lis.d.mu.
+	q        [][]byte // whole APDUs; q[0][off:] is unread
+	off      int
+	bytes    int
+	final    error // what reads return once q is empty: end, reset
+	accepted bool
+	closed   bool
+}
+
+func (ss *session) remoteAddr() Addr { return Addr{TSI: ss.tsi} }
+
+// dropLocked frees the session's data.
+func (ss *session) dropLocked() {
+	ss.closed = true
+	ss.lis.buffered -= ss.bytes
+	ss.q, ss.off, ss.bytes = nil, 0, 0
+}
+
+func (ss *session) close() {
+	l := ss.lis
+	l.d.mu.Lock()
+	ss.dropLocked()
+	l.open--
+	last := l.open == 0 && l.apiClosed
+	resume := l.stalled
+	l.d.mu.Unlock()
+	l.notify.notify()
+	if last {
+		l.teardown()
+	} else if resume {
+		l.d.do(func(time.Time) {})
+	}
+}
+
+// session returns the socket's session or the error for a wrong role.
+func (s *Socket) session() (*session, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch s.state {
+	case stateSession:
+		return s.sess, nil
+	case stateConnected:
+		return nil, ErrWrongRole
+	case stateListening:
+		return nil, fmt.Errorf("%w: receive on the listening socket; Accept a session", ErrWrongRole)
+	case stateClosed:
+		return nil, ErrClosed
+	}
+	return nil, fmt.Errorf("%w: not a session", ErrBadState)
+}
+
+// RecvMsg reads the next message, or the next part of it (MsgPartial set)
+// when b is too small; a SockStream socket fills b from as many messages
+// as are ready. At a graceful end it returns ErrDisconnected (matches
+// io.EOF); after unrecoverable loss, an abort or source expiry a
+// *SessionError (matches ErrConnReset).
+func (s *Socket) RecvMsg(ctx context.Context, b []byte) (int, MsgFlags, error) {
+	ss, err := s.session()
+	if err != nil {
+		return 0, 0, err
+	}
+	l := ss.lis
+	for {
+		ch := l.notify.wait()
+		l.d.mu.Lock()
+		if ss.closed {
+			l.d.mu.Unlock()
+			return 0, 0, ErrClosed
+		}
+		if len(ss.q) > 0 {
+			n, flags := ss.readLocked(b)
+			resume := l.stalled && l.buffered < l.bufLimit
+			l.d.mu.Unlock()
+			if resume {
+				l.d.do(func(time.Time) {})
+			}
+			return n, flags, nil
+		}
+		final := ss.final
+		l.d.mu.Unlock()
+		if final != nil {
+			return 0, 0, final
+		}
+		if err := s.wait(ctx, ch, &s.rd, nil); err != nil {
+			return 0, 0, err
+		}
+	}
+}
+
+func (ss *session) readLocked(b []byte) (int, MsgFlags) {
+	if ss.typ == SockRDM {
+		m := ss.q[0][ss.off:]
+		c := copy(b, m)
+		ss.consumedLocked(c)
+		if c < len(m) {
+			ss.off += c
+			return c, MsgPartial
+		}
+		ss.popLocked()
+		return c, 0
+	}
+	n := 0
+	for len(ss.q) > 0 && n < len(b) {
+		m := ss.q[0][ss.off:]
+		c := copy(b[n:], m)
+		n += c
+		ss.consumedLocked(c)
+		if c < len(m) {
+			ss.off += c
+			break
+		}
+		ss.popLocked()
+	}
+	return n, 0
+}
+
+func (ss *session) consumedLocked(n int) {
+	ss.lis.buffered -= n
+	ss.bytes -= n
+}
+
+func (ss *session) popLocked() {
+	ss.q[0] = nil
+	ss.q = ss.q[1:]
+	ss.off = 0
+}
+
+// Recv is RecvMsg without flags or context (the read deadline applies).
+func (s *Socket) Recv(b []byte) (int, error) {
+	n, _, err := s.RecvMsg(context.Background(), b)
+	return n, err
+}
+
+// Read implements io.Reader: like Recv, but a graceful end is io.EOF
+// itself, as io.Copy and io.ReadAll expect.
+func (s *Socket) Read(b []byte) (int, error) {
+	n, err := s.Recv(b)
+	if err == ErrDisconnected {
+		err = io.EOF
+	}
+	return n, err
+}
+
+// ReceiverStats returns receiver statistics: of the session for an
+// accepted socket, summed over all sessions for the listening socket.
+func (s *Socket) ReceiverStats() (ReceiverStats, error) {
+	s.mu.Lock()
+	l, ss, state := s.lis, s.sess, s.state
+	s.mu.Unlock()
+	switch {
+	case ss != nil:
+		l = ss.lis
+	case l == nil && state == stateConnected:
+		return ReceiverStats{}, ErrWrongRole
+	case l == nil:
+		return ReceiverStats{}, fmt.Errorf("%w: not listening", ErrBadState)
+	}
+	l.d.mu.Lock()
+	defer l.d.mu.Unlock()
+	if ss != nil {
+		st, _ := l.eng.r.SessionStats(ss.tsi)
+		return st, nil
+	}
+	return l.eng.r.Stats(), nil
+}
+
+// SetReceiveBuffer sets how many received bytes a listener holds for its
+// sessions before it stops taking data from the engine (default
+// DefaultReceiveBuffer). It may be changed any time after Listen.
+func (s *Socket) SetReceiveBuffer(n int) error {
+	if n <= 0 {
+		return fmt.Errorf("%w: receive buffer %d", ErrInvalidOption, n)
+	}
+	s.mu.Lock()
+	l := s.lis
+	s.mu.Unlock()
+	if l == nil {
+		return fmt.Errorf("%w: not listening", ErrBadState)
+	}
+	l.d.mu.Lock()
+	l.bufLimit = n
+	l.d.mu.Unlock()
+	l.d.do(func(time.Time) {})
+	return nil
+}

@@ -1,0 +1,361 @@
+package stack
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+
+	"github.com/pgmtun/pgmtun/pgmproto/wire"
+)
+
+// SocketType selects message or stream semantics (Winsock SOCK_RDM and
+// SOCK_STREAM with IPPROTO_RM).
+type SocketType uint8
+
+const (
+	// SockRDM: reliable messages. One send is one message; a receiver gets
+	// exactly the messages sent, in order.
+	SockRDM SocketType = iota + 1
+	// SockStream: a reliable byte stream; message boundaries are not kept.
+	SockStream
+)
+
+func (t SocketType) String() string {
+	switch t {
+	case SockRDM:
+		return "rdm"
+	case SockStream:
+		return "stream"
+	}
+	return fmt.Sprintf("SocketType(%d)", uint8(t))
+}
+
+type sockState uint8
+
+const (
+	stateNew sockState = iota
+	stateBound
+	stateConnected // sender
+	stateListening // receiver
+	stateSession   // accepted receive session
+	stateClosed
+)
+
+// Socket is a PGM socket with Winsock semantics:
+//
+//   - a sender is Bind (any address) → options → Connect(group:port), then
+//     Send; it never receives;
+//   - a receiver is Bind(group:port) → options → Listen, then Accept returns
+//     one Socket per session (per source TSI) when that session's first
+//     ODATA arrives; accepted sockets only receive.
+//
+// Options are set after Bind and before Connect/Listen, except the message
+// boundary, non-blocking mode, deadlines and statistics. Methods are safe
+// for concurrent use.
+type Socket struct {
+	p   *Protocol
+	typ SocketType
+
+	mu    sync.Mutex
+	state sockState
+	local netip.AddrPort
+	opts  sockOpts
+
+	nonBlocking atomic.Bool
+	rd, wr      deadline
+
+	snd  *sender   // stateConnected
+	lis  *listener // stateListening
+	sess *session  // stateSession
+}
+
+// Socket creates an unbound PGM socket on the stack.
+func (p *Protocol) Socket(typ SocketType) (*Socket, error) {
+	if typ != SockRDM && typ != SockStream {
+		return nil, fmt.Errorf("%w: socket type %d", ErrInvalidOption, typ)
+	}
+	return &Socket{p: p, typ: typ, opts: defaultSockOpts()}, nil
+}
+
+// Type returns the socket type.
+func (s *Socket) Type() SocketType { return s.typ }
+
+// Bind sets the local address. A sender binds the unspecified address
+// (or a local one to send from) with any port; a receiver binds the group
+// and data port it will listen on (the unspecified address listens on every
+// group the stack has joined).
+func (s *Socket) Bind(addr netip.AddrPort) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state == stateClosed {
+		return ErrClosed
+	}
+	if s.state != stateNew {
+		return fmt.Errorf("%w: already bound", ErrBadState)
+	}
+	if !addr.Addr().IsValid() {
+		addr = netip.AddrPortFrom(netip.IPv4Unspecified(), addr.Port())
+	}
+	s.local = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	s.state = stateBound
+	return nil
+}
+
+// LocalAddr returns the bound address (a sender: its source address and
+// TSI once connected).
+func (s *Socket) LocalAddr() Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.snd != nil:
+		return Addr{AddrPort: netip.AddrPortFrom(s.snd.nla, s.snd.tsi.SourcePort), TSI: s.snd.tsi}
+	case s.sess != nil:
+		return Addr{AddrPort: s.sess.lis.local}
+	}
+	return Addr{AddrPort: s.local}
+}
+
+// RemoteAddr returns the group a sender is connected to, or the source of an
+// accepted session (its NLA when known, and its TSI).
+func (s *Socket) RemoteAddr() Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.snd != nil:
+		return Addr{AddrPort: s.snd.group}
+	case s.sess != nil:
+		return s.sess.remoteAddr()
+	}
+	return Addr{}
+}
+
+// setOpt runs f with the socket locked if options may still change.
+func (s *Socket) setOpt(f func(o *sockOpts) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch s.state {
+	case stateBound:
+		return f(&s.opts)
+	case stateClosed:
+		return ErrClosed
+	}
+	return ErrOptionTooLate
+}
+
+// SetRateWindow sets the sender's rate and window (RM_RATE_WINDOW_SIZE);
+// on a receiver it sizes the receive window the same way.
+func (s *Socket) SetRateWindow(w RateWindow) error {
+	w, err := w.fill()
+	if err != nil {
+		return err
+	}
+	return s.setOpt(func(o *sockOpts) error { o.rateWindow = w; return nil })
+}
+
+// RateWindow returns the rate and window in effect (zero fields: engine
+// defaults).
+func (s *Socket) RateWindow() RateWindow {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.opts.rateWindow
+}
+
+// SetSendWindowAdvance sets the percentage of the window the trail advances
+// by at a time (RM_SEND_WINDOW_ADV_RATE, 1–100; Winsock default 15).
+func (s *Socket) SetSendWindowAdvance(pct int) error {
+	if pct < 1 || pct > 100 {
+		return fmt.Errorf("%w: window advance %d%% not in 1..100", ErrInvalidOption, pct)
+	}
+	return s.setOpt(func(o *sockOpts) error { o.advancePct = pct; return nil })
+}
+
+// SetLateJoin sets the percentage of the window a late-joining receiver may
+// request repairs for (RM_LATEJOIN, 0–75).
+func (s *Socket) SetLateJoin(pct int) error {
+	if pct < 0 || pct > 75 {
+		return fmt.Errorf("%w: late join %d%% not in 0..75", ErrInvalidOption, pct)
+	}
+	return s.setOpt(func(o *sockOpts) error { o.lateJoinPct = pct; return nil })
+}
+
+// SetSendInterface chooses the NIC a sender transmits on (RM_SET_SEND_IF);
+// 0 means the route table's choice.
+func (s *Socket) SetSendInterface(nic tcpip.NICID) error {
+	return s.setOpt(func(o *sockOpts) error {
+		if nic != 0 && !s.p.s.HasNIC(nic) {
+			return fmt.Errorf("%w: no NIC %d", ErrInvalidOption, nic)
+		}
+		o.sendNIC = nic
+		return nil
+	})
+}
+
+// AddReceiveInterface adds a NIC a receiver joins the group on
+// (RM_ADD_RECEIVE_IF). Without any, the receiver uses the NIC of the route
+// to the group.
+func (s *Socket) AddReceiveInterface(nic tcpip.NICID) error {
+	return s.setOpt(func(o *sockOpts) error {
+		if !s.p.s.HasNIC(nic) {
+			return fmt.Errorf("%w: no NIC %d", ErrInvalidOption, nic)
+		}
+		if !slices.Contains(o.recvNICs, nic) {
+			o.recvNICs = append(o.recvNICs, nic)
+		}
+		return nil
+	})
+}
+
+// DelReceiveInterface removes a NIC added by AddReceiveInterface
+// (RM_DEL_RECEIVE_IF).
+func (s *Socket) DelReceiveInterface(nic tcpip.NICID) error {
+	return s.setOpt(func(o *sockOpts) error {
+		for i, n := range o.recvNICs {
+			if n == nic {
+				o.recvNICs = append(o.recvNICs[:i], o.recvNICs[i+1:]...)
+				return nil
+			}
+		}
+		return fmt.Errorf("%w: NIC %d not added", ErrInvalidOption, nic)
+	})
+}
+
+// SetMulticastTTL sets the TTL of multicast packets (RM_SET_MCAST_TTL),
+// written as given.
+func (s *Socket) SetMulticastTTL(ttl uint8) error {
+	return s.setOpt(func(o *sockOpts) error { o.ttl = ttl; return nil })
+}
+
+// SetMulticastLoop makes the socket's multicast packets reach receivers
+// in the same stack (off by default).
+func (s *Socket) SetMulticastLoop(on bool) error {
+	return s.setOpt(func(o *sockOpts) error { o.loop = on; return nil })
+}
+
+// SetFEC validates and stores FEC parameters (RM_USE_FEC).
+func (s *Socket) SetFEC(f FEC) error {
+	if err := f.validate(); err != nil {
+		return err
+	}
+	return s.setOpt(func(o *sockOpts) error { o.fec = f; return nil })
+}
+
+// FEC returns the stored FEC parameters.
+func (s *Socket) FEC() FEC {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.opts.fec
+}
+
+// SetHighSpeedIntranet records RM_HIGH_SPEED_INTRANET_OPT (kept for
+// completeness; it has no effect in this implementation).
+func (s *Socket) SetHighSpeedIntranet(on bool) error {
+	return s.setOpt(func(o *sockOpts) error { o.highSpeed = on; return nil })
+}
+
+// SetTimers overrides protocol timers and retry limits.
+func (s *Socket) SetTimers(t Timers) error {
+	for _, d := range append([]time.Duration{t.AmbientSPM, t.PeerExpiry, t.SPMRExpiry, t.NAKBOIvl, t.NAKRptIvl, t.NAKRdataIvl}, t.HeartbeatSPM...) {
+		if d < 0 {
+			return fmt.Errorf("%w: negative timer %v", ErrInvalidOption, d)
+		}
+	}
+	if t.NAKDataRetries < 0 || t.NAKNCFRetries < 0 {
+		return fmt.Errorf("%w: negative retry limit", ErrInvalidOption)
+	}
+	return s.setOpt(func(o *sockOpts) error { o.timers = t; return nil })
+}
+
+// SetMaxMessageSize sets the largest APDU (default 64 KiB).
+func (s *Socket) SetMaxMessageSize(n int) error {
+	if n <= 0 {
+		return fmt.Errorf("%w: max message size %d", ErrInvalidOption, n)
+	}
+	return s.setOpt(func(o *sockOpts) error { o.maxAPDU = n; return nil })
+}
+
+// SetNonBlocking makes Send fail with ErrWouldBlock instead of waiting when
+// the window is full, and Recv/Accept fail with ErrWouldBlock when nothing
+// is ready. It may be changed at any time.
+func (s *Socket) SetNonBlocking(on bool) { s.nonBlocking.Store(on) }
+
+// SetDeadline sets read and write deadlines (wall-clock, like net.Conn).
+func (s *Socket) SetDeadline(t time.Time) error {
+	s.rd.set(t)
+	s.wr.set(t)
+	return nil
+}
+
+// SetReadDeadline sets the deadline for Recv, Read and Accept.
+func (s *Socket) SetReadDeadline(t time.Time) error { s.rd.set(t); return nil }
+
+// SetWriteDeadline sets the deadline for Send and Write.
+func (s *Socket) SetWriteDeadline(t time.Time) error { s.wr.set(t); return nil }
+
+// wait blocks until ch is closed, ctx ends, the deadline passes or stop is
+// closed.
+func (s *Socket) wait(ctx context.Context, ch <-chan struct{}, dl *deadline, stop <-chan struct{}) error {
+	if s.nonBlocking.Load() {
+		return ErrWouldBlock
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-dl.done():
+		return ErrTimeout
+	case <-stop:
+		return ErrClosed
+	}
+}
+
+// Close closes the socket. A sender ends its session gracefully (as
+// Shutdown) and keeps serving repairs in the background until the window
+// has passed the last sequence (see Done); a listener stops accepting and
+// closes its sessions not yet accepted; a session stops receiving.
+func (s *Socket) Close() error {
+	s.mu.Lock()
+	if s.state == stateClosed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.state = stateClosed
+	snd, lis, sess := s.snd, s.lis, s.sess
+	s.mu.Unlock()
+	s.rd.stop()
+	s.wr.stop()
+	switch {
+	case snd != nil:
+		snd.shutdown()
+		snd.closeAPI()
+	case lis != nil:
+		lis.close()
+	case sess != nil:
+		sess.close()
+	}
+	return nil
+}
+
+// Addr is a PGM socket address: an IP address and PGM data port, plus the
+// TSI when it names a session.
+type Addr struct {
+	netip.AddrPort
+	TSI wire.TSI
+}
+
+// Network implements net.Addr.
+func (Addr) Network() string { return "pgm" }
+
+// String implements net.Addr.
+func (a Addr) String() string {
+	if a.TSI == (wire.TSI{}) {
+		return a.AddrPort.String()
+	}
+	return a.AddrPort.String() + "/" + a.TSI.String()
+}
