@@ -88,10 +88,12 @@ func TestWrongRoleAndState(t *testing.T) {
 
 	// Options only between Bind and Connect/Listen.
 	for name, set := range map[string]func(*Socket) error{
-		"rate window": func(s *Socket) error { return s.SetRateWindow(RateWindow{RateKbitsPerSec: 1000, WindowSizeInMSecs: 1000}) },
-		"ttl":         func(s *Socket) error { return s.SetMulticastTTL(1) },
-		"late join":   func(s *Socket) error { return s.SetLateJoin(10) },
-		"fec":         func(s *Socket) error { return s.SetFEC(FEC{BlockSize: 255, GroupSize: 128}) },
+		"rate window": func(s *Socket) error {
+			return s.SetRateWindow(RateWindow{RateKbitsPerSec: 1000, WindowSizeInMSecs: 1000})
+		},
+		"ttl":       func(s *Socket) error { return s.SetMulticastTTL(1) },
+		"late join": func(s *Socket) error { return s.SetLateJoin(10) },
+		"fec":       func(s *Socket) error { return s.SetFEC(FEC{BlockSize: 255, GroupSize: 128}) },
 	} {
 		assert.ErrorIs(t, set(snd), ErrOptionTooLate, name)
 		assert.ErrorIs(t, set(lis), ErrOptionTooLate, name)
