@@ -293,7 +293,7 @@ func (r *Receiver) define(now time.Time, pr *peer, next, trail seq.Num, join seq
 			start = next
 		}
 	}
-	if hasJoin && join.After(start) && join.BeforeEq(next) {
+	if hasJoin && join.BeforeEq(next) && seq.WindowLen(join, next) <= r.cfg.RXWSqns {
 		start = join
 	}
 	pr.defined = true
@@ -392,10 +392,17 @@ func (r *Receiver) onSPM(now time.Time, pr *peer, p wire.Packet) {
 func (r *Receiver) onData(now time.Time, pr *peer, p wire.Packet) {
 	d := p.Data()
 	q := d.SQN()
+
 	isRDATA := p.Type() == wire.TypeRDATA
 	if !pr.defined {
 		j, hasJoin := p.Join()
 		r.define(now, pr, q, d.Trail(), j, hasJoin)
+		// Joining in the middle of an APDU still in the source's window:
+		// reach back to its first fragment so it can be delivered whole.
+		if f, ok := p.Fragment(); ok && f.FirstSQN().Before(pr.w.trail) &&
+			!f.FirstSQN().Before(d.Trail()) && seq.WindowLen(f.FirstSQN(), q) <= r.cfg.RXWSqns {
+			r.define(now, pr, q, d.Trail(), f.FirstSQN(), true)
+		}
 	}
 	w := &pr.w
 	r.sourceTrail(pr, d.Trail())
@@ -499,6 +506,7 @@ func (r *Receiver) finish(pr *peer) {
 }
 
 func (r *Receiver) loss(pr *peer, first seq.Num, n uint32) {
+
 	if n == 0 {
 		return
 	}

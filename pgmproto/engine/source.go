@@ -40,6 +40,11 @@ type ncfReq struct {
 	sqns [MaxNAKList]seq.Num
 }
 
+// finSPMs is how many SPMs with OPT_FIN a closing source sends before it
+// reports Done (with the default heartbeat that takes 1.7 s), so that a
+// receiver that lost a few still learns of the end.
+const finSPMs = 5
+
 // Source is the sending side of one PGM session (one TSI): a sans-IO state
 // machine. It is not safe for concurrent use.
 //
@@ -78,7 +83,7 @@ type Source struct {
 	rstSent   bool
 	done      bool
 
-	finSent bool      // an SPM with OPT_FIN went out
+	finSPMs int       // SPMs with OPT_FIN sent
 	now     time.Time // latest time passed in
 
 	stats     SourceStats
@@ -176,6 +181,10 @@ func (s *Source) Close(now time.Time) {
 	s.finalSQN = s.w.next - 1
 	if s.w.sendNext == s.w.next {
 		s.spmNow = true // announce FIN now; otherwise the last ODATA does
+		if len(s.cfg.HeartbeatSPM) > 0 {
+			s.hbState = 0
+			s.nextHB = now.Add(s.cfg.HeartbeatSPM[0])
+		}
 	}
 }
 
@@ -343,7 +352,7 @@ func (s *Source) advance(now time.Time) {
 	if s.cfg.AmbientSPM > 0 && !now.Before(s.nextAmbient) {
 		s.spmNow = true
 	}
-	if s.closing && !s.done && s.finSent && s.w.len() == 0 && s.rLen == 0 && s.nLen == 0 && !s.spmNow {
+	if s.closing && !s.done && s.finSPMs >= finSPMs && s.w.len() == 0 && s.rLen == 0 && s.nLen == 0 && !s.spmNow {
 		s.done = true
 	}
 }
@@ -373,7 +382,7 @@ func (s *Source) Next(now time.Time) (Transmit, bool) {
 		var f pktFlags
 		if s.closing && s.w.sendNext == s.w.next {
 			f = flagFIN
-			s.finSent = true
+			s.finSPMs++
 		}
 		return s.emit(now, s.spm(f), nil), true
 	}
@@ -478,7 +487,7 @@ func (s *Source) NextDeadline() (time.Time, bool) {
 		return d, false
 	}
 	if s.aborted || s.spmNow || s.nLen > 0 ||
-		(s.closing && s.finSent && s.w.len() == 0 && s.rLen == 0) {
+		(s.closing && s.finSPMs >= finSPMs && s.w.len() == 0 && s.rLen == 0) {
 		return s.now, true // due at once
 	}
 	set(s.spmAt)
