@@ -1,0 +1,200 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgmtun/pgmtun/internal/pcapio"
+	"github.com/pgmtun/pgmtun/internal/tshark"
+	"github.com/pgmtun/pgmtun/pgmproto/seq"
+	"github.com/pgmtun/pgmtun/pgmproto/wire"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+const pcaps = "../../testdata/pcaps"
+
+// TestDumpGolden compares the output for small captures with reviewed golden files
+// (regenerate with `go test ./cmd/pgmtun -run Golden -update`), and checks every line
+// against tshark so a golden file cannot enshrine a wrong decode.
+func TestDumpGolden(t *testing.T) {
+	for _, tc := range []struct {
+		file   string
+		args   []string
+		golden string
+		copy   bool // the golden file belongs to another entry; never rewrite it from this one
+	}{
+		{filepath.Join(pcaps, "tun-nak-repair.pcap"), nil, "tun-nak-repair.golden", false},
+		{filepath.Join(pcaps, "tun-nak-repair.pcap"), []string{"-v"}, "tun-nak-repair-v.golden", false},
+		{filepath.Join(pcaps, "tun-openpgm-sender.pcap"), nil, "tun-openpgm-sender.golden", false},
+		// pcapng made with `editcap -F pcapng`: must read exactly like the pcap.
+		{"testdata/tun-nak-repair.pcapng", nil, "tun-nak-repair.golden", true},
+		// pcapng made with mergecap: two interfaces, raw IP and Ethernet (UDP encapsulation).
+		{"testdata/merged-raw-ethernet.pcapng", nil, "merged-raw-ethernet.golden", false},
+	} {
+		t.Run(filepath.Base(tc.file)+strings.Join(tc.args, ""), func(t *testing.T) {
+			code, out, errOut := runCmd(append(append([]string{"dump"}, tc.args...), tc.file)...)
+			require.Equal(t, exitOK, code, errOut)
+			require.Empty(t, errOut)
+			golden := filepath.Join("testdata", tc.golden)
+			if *update && !tc.copy {
+				require.NoError(t, os.WriteFile(golden, []byte(out), 0o644))
+			}
+			want, err := os.ReadFile(golden)
+			require.NoError(t, err, "run with -update to create it")
+			assert.Equal(t, string(want), out)
+			checkAgainstTshark(t, tc.file, out)
+		})
+	}
+}
+
+var lineRE = regexp.MustCompile(`^ *(\d+) \S+ (\S+) → (\S+) (\w+) (\d+)→(\d+) tsi=\S+ (?:sqn=(\d+))?`)
+
+// checkAgainstTshark checks frame number, addresses, type, ports and sequence number of
+// every packet line, and the PGM packet count, against tshark.
+func checkAgainstTshark(t *testing.T, file, out string) {
+	t.Helper()
+	rows := tshark.Fields(t, file, "pgm", tshark.DefaultDecodeAs, "frame.number", "ip.src", "ip.dst",
+		"pgm.hdr.type", "pgm.hdr.sport", "pgm.hdr.dport", "pgm.spm.sqn", "pgm.nak.sqn")
+	byFrame := map[string][]string{}
+	for _, r := range rows {
+		byFrame[r[0]] = r
+	}
+	n := 0
+	for line := range strings.SplitSeq(out, "\n") {
+		m := lineRE.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		n++
+		r, ok := byFrame[m[1]]
+		require.True(t, ok, "frame %s is not PGM for tshark: %s", m[1], line)
+		assert.Equal(t, r[1], m[2], line)
+		assert.Equal(t, r[2], m[3], line)
+		var typ uint8
+		_, err := fmt.Sscanf(r[3], "0x%x", &typ)
+		require.NoError(t, err)
+		assert.Equal(t, wire.Type(typ).String(), m[4], line)
+		assert.Equal(t, r[4], m[5], line)
+		assert.Equal(t, r[5], m[6], line)
+		sqn := r[6] + r[7] // ODATA/RDATA/SPM use pgm.spm.sqn, NAK/NCF pgm.nak.sqn
+		if m[7] != "" {
+			var v uint32
+			_, err := fmt.Sscanf(sqn, "0x%x", &v)
+			require.NoError(t, err, line)
+			assert.Equal(t, fmt.Sprint(v), m[7], line)
+		}
+	}
+	assert.Equal(t, len(rows), n, "PGM packets")
+	assert.Contains(t, out, fmt.Sprintf(": %d PGM", len(rows)))
+}
+
+func TestDumpUDPPorts(t *testing.T) {
+	file := "testdata/merged-raw-ethernet.pcapng"
+	for _, tc := range []struct {
+		ports string
+		want  string
+	}{
+		{"3056", "39 frames: 37 PGM (10 UDP-encapsulated), 2 other"},
+		{"3055,3056", "39 frames: 37 PGM (10 UDP-encapsulated), 2 other"},
+		{"", "39 frames: 27 PGM, 12 other"},
+		{"9999", "39 frames: 27 PGM, 12 other"},
+	} {
+		code, out, errOut := runCmd("dump", "--udp-port", tc.ports, file)
+		require.Equal(t, exitOK, code, errOut)
+		assert.Contains(t, out, tc.want, "--udp-port %q", tc.ports)
+	}
+}
+
+// TestDumpBadPackets: malformed PGM, bad and absent checksums, fragments, non-IP frames
+// and a file cut short are all reported, never fatal before the summary.
+func TestDumpBadPackets(t *testing.T) {
+	src, grp := netip.MustParseAddr("10.213.0.1"), netip.MustParseAddr("239.192.0.1")
+	tsi := wire.TSI{GSI: wire.GSI{1, 2, 3, 4, 5, 6}, SourcePort: 4000}
+	build := func(f func(b *wire.Builder, buf []byte) *wire.Builder) []byte {
+		buf := make([]byte, 1500)
+		var b wire.Builder
+		n, err := f(&b, buf).Finish()
+		require.NoError(t, err)
+		return buf[:n]
+	}
+	odata := func(sqn uint32) []byte {
+		return build(func(b *wire.Builder, buf []byte) *wire.Builder {
+			return b.ODATA(buf, wire.Downstream(tsi, 7500), seq.Num(sqn), 0).Fragment(seq.Num(sqn), 0, 100).Payload(bytes.Repeat([]byte{7}, 100))
+		})
+	}
+	eth := func(et uint16, p []byte) []byte {
+		return append(binary.BigEndian.AppendUint16(make([]byte, 12), et), p...)
+	}
+	ip := func(p []byte) []byte { return eth(0x0800, pcapio.AppendIPv4(nil, src, grp, pcapio.ProtoPGM, 16, p)) }
+
+	badSum := odata(1)
+	badSum[len(badSum)-1] ^= 0xff
+	noSum := build(func(b *wire.Builder, buf []byte) *wire.Builder {
+		return b.SPM(buf, wire.Downstream(tsi, 7500), 5, 0, 4, src).NoChecksum()
+	})
+	frag := pcapio.AppendIPv4(nil, src, grp, pcapio.ProtoPGM, 16, odata(2))
+	binary.BigEndian.PutUint16(frag[6:], 0x2000) // MF set: first of several fragments
+	nak := build(func(b *wire.Builder, buf []byte) *wire.Builder {
+		return b.NAK(buf, wire.Upstream(tsi, 7500), 9, src, grp).NAKList(10, 11, 12)
+	})
+
+	var buf bytes.Buffer
+	w, err := pcapio.NewWriter(&buf, pcapio.LinkTypeEthernet)
+	require.NoError(t, err)
+	t0 := time.Unix(1_800_000_000, 0)
+	for i, fr := range [][]byte{
+		ip(odata(0)),
+		ip(badSum),
+		ip(noSum),
+		ip(odata(3)[:40]),             // TSDU cut short
+		ip([]byte{1, 2, 3}),           // not even a header
+		eth(0x0806, make([]byte, 28)), // ARP
+		eth(0x0800, frag),
+		ip(nak),
+	} {
+		require.NoError(t, w.WritePacket(t0.Add(time.Duration(i)*time.Millisecond), fr))
+	}
+	file := filepath.Join(t.TempDir(), "bad.pcap")
+	require.NoError(t, os.WriteFile(file, buf.Bytes(), 0o644))
+
+	code, out, errOut := runCmd("dump", file)
+	require.Equal(t, exitOK, code, errOut)
+	lines := strings.Split(out, "\n")
+	require.GreaterOrEqual(t, len(lines), 8, out)
+	assert.Regexp(t, `^ +1 0\.000000 10\.213\.0\.1 → 239\.192\.0\.1 ODATA 4000→7500 tsi=01\.02\.03\.04\.05\.06\.4000 sqn=0 trail=0 len=100 \[FRAGMENT first=0 off=0 len=100\] csum=ok$`, lines[0])
+	assert.Regexp(t, `^ +2 0\.001000 .* ODATA .* sqn=1 .* csum=BAD\(0x[0-9a-f]{4}, want 0x[0-9a-f]{4}\)$`, lines[1])
+	assert.Regexp(t, `^ +3 .* SPM 4000→7500 .* sqn=5 trail=0 lead=4 path=10\.213\.0\.1 csum=none$`, lines[2])
+	assert.Regexp(t, `^ +4 .* PGM MALFORMED \(40 bytes\): .+`, lines[3])
+	assert.Regexp(t, `^ +5 .* PGM MALFORMED \(3 bytes\): .+`, lines[4])
+	assert.Regexp(t, `^ +7 0\.006000 10\.213\.0\.1 → 239\.192\.0\.1 NOT DECODED: .*fragment at offset 0 \(more=true\).* not reassembled`, lines[5])
+	assert.Regexp(t, `^ +8 .* NAK 7500→4000 tsi=01\.02\.03\.04\.05\.06\.4000 sqn=9 src=10\.213\.0\.1 grp=239\.192\.0\.1 \[NAK_LIST 10,11,12\] csum=ok$`, lines[6])
+	assert.Contains(t, out, "8 frames: 6 PGM, 1 other, 1 undecodable")
+	assert.Contains(t, out, "PGM by type: SPM 1, ODATA 2, NAK 1")
+	assert.Contains(t, out, "malformed 2, bad checksum 1, no checksum 1")
+
+	// The same file cut in the middle of the last record: everything before it is
+	// printed, then the error, exit status 1.
+	cut := filepath.Join(t.TempDir(), "cut.pcap")
+	require.NoError(t, os.WriteFile(cut, buf.Bytes()[:buf.Len()-5], 0o644))
+	code, out, errOut = runCmd("dump", cut)
+	assert.Equal(t, exitFail, code)
+	assert.Contains(t, out, "7 frames: 5 PGM")
+	assert.Regexp(t, `pgmtun dump: .*cut\.pcap: pcapio: offset \d+: record 8 data: need \d+ bytes, have \d+: truncated`, errOut)
+
+	// Not a capture at all.
+	code, _, errOut = runCmd("dump", "dump_test.go")
+	assert.Equal(t, exitFail, code)
+	assert.Contains(t, errOut, "neither pcap nor pcapng")
+}
