@@ -252,7 +252,11 @@ func (b *Builder) opt(t OptType, l int, specific uint8) []byte {
 	if b.optOff == 0 {
 		need += optLengthLen
 	}
-	if b.n+need-HeaderLen > 0xFFFF || b.n+need > len(b.buf) {
+	optStart := b.optOff
+	if optStart == 0 {
+		optStart = b.n
+	}
+	if b.n+need-optStart > 0xFFFF || b.n+need > len(b.buf) {
 		b.err = lenErr(ErrShortBuffer, t.String(), len(b.buf), b.n+need)
 		return nil
 	}

@@ -2,7 +2,6 @@ package wire
 
 import (
 	"bytes"
-	"encoding/binary"
 	"github.com/pgmtun/pgmtun/pgmproto/seq"
 )
 
@@ -178,4 +177,3 @@ func canonical(p Packet, b []byte) bool {
 // sameBytes is bytes.Equal, named for readability in assertions.
 func sameBytes(a, b []byte) bool { return bytes.Equal(a, b) }
 
-var _ = binary.BigEndian
