@@ -176,4 +176,3 @@ func canonical(p Packet, b []byte) bool {
 
 // sameBytes is bytes.Equal, named for readability in assertions.
 func sameBytes(a, b []byte) bool { return bytes.Equal(a, b) }
-
