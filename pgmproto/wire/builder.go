@@ -507,7 +507,11 @@ func (b *Builder) PayloadBuf(n int) []byte {
 		b.err = valErr(ErrBuild, "payload added twice", -1)
 		return nil
 	}
-	if n > 0xFFFF || b.n+n > len(b.buf) {
+	if n < 0 || n > 0xFFFF {
+		b.err = lenErr(ErrBuild, "TSDU", n, 0xFFFF)
+		return nil
+	}
+	if b.n+n > len(b.buf) {
 		b.err = lenErr(ErrShortBuffer, "TSDU", len(b.buf)-b.n, n)
 		return nil
 	}

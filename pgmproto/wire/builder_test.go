@@ -245,3 +245,29 @@ func TestDownstreamUpstream(t *testing.T) {
 	u := Upstream(testTSI, 7500)
 	assert.Equal(t, HeaderFields{SourcePort: 7500, DestPort: testTSI.SourcePort, GSI: testTSI.GSI}, u)
 }
+
+func TestAppendNAKSeqsAndSizes(t *testing.T) {
+	buf := make([]byte, 1500)
+	var b Builder
+	p := finish(t, b.NAK(buf, Upstream(testTSI, testDPort), 5, src4, grp4).NAKList(7, 9))
+	var arr [1 + MaxNAKListEntries]seq.Num
+	assert.Equal(t, []seq.Num{5, 7, 9}, p.AppendNAKSeqs(arr[:0]))
+	assert.Zero(t, testing.AllocsPerRun(50, func() { _ = p.AppendNAKSeqs(arr[:0]) }))
+	p = finish(t, b.NCF(buf, Downstream(testTSI, testDPort), 5, src4, grp4))
+	assert.Equal(t, []seq.Num{5}, p.AppendNAKSeqs(nil))
+
+	// OpenPGM's fragments at MTU 1500 carry 1436 bytes (see the 4000-byte capture).
+	assert.Equal(t, 1436, 1500-20-DataHeaderLen-FragmentOptsLen)
+	n, err := b.ODATA(buf, Downstream(testTSI, testDPort), 1, 1).Fragment(1, 0, 4000).
+		PayloadBuf(1436), error(nil)
+	require.NoError(t, err)
+	require.Len(t, n, 1436)
+	m, err := b.Finish()
+	require.NoError(t, err)
+	assert.Equal(t, 1500-20, m)
+
+	_, err = b.ODATA(buf, Downstream(testTSI, testDPort), 1, 1).PayloadBuf(-1), error(nil)
+	require.NoError(t, err)
+	_, err = b.Finish()
+	assert.ErrorIs(t, err, ErrBuild)
+}

@@ -620,6 +620,19 @@ func (p Packet) NAKList() (OptNAKListView, bool) {
 	return OptNAKListView(o), ok
 }
 
+// AppendNAKSeqs appends the sequence numbers a NAK, NNAK or NCF asks for (or
+// confirms) to dst: NAK_SQN first, then the OPT_NAK_LIST entries. With enough
+// capacity in dst (1+MaxNAKListEntries) it does not allocate.
+func (p Packet) AppendNAKSeqs(dst []seq.Num) []seq.Num {
+	dst = append(dst, p.NAK().SQN())
+	if l, ok := p.NAKList(); ok {
+		for i := 0; i < l.Len(); i++ {
+			dst = append(dst, l.At(i))
+		}
+	}
+	return dst
+}
+
 // Join returns OPT_JOIN's minimum sequence number if present.
 func (p Packet) Join() (seq.Num, bool) {
 	o, ok := p.Options.Find(OptJoin)

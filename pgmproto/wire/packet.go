@@ -19,6 +19,16 @@ const (
 	ackBodyLen   = 8  // RX_MAX, bitmap
 )
 
+// Sizes callers need to fit data into an MTU.
+const (
+	// DataHeaderLen is the common header plus the ODATA/RDATA fields.
+	DataHeaderLen = HeaderLen + dataBodyLen
+	// FragmentOptsLen is what OPT_LENGTH plus OPT_FRAGMENT add to a data packet:
+	// at MTU 1500 over IPv4 a fragment carries 1500-20-DataHeaderLen-FragmentOptsLen
+	// = 1436 bytes of TSDU, as OpenPGM's do.
+	FragmentOptsLen = optLengthLen + OptFragmentLen
+)
+
 // Packet is a parsed PGM packet: views into the caller's bytes, no copies.
 type Packet struct {
 	Header  Header  // common header
