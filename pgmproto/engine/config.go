@@ -24,6 +24,9 @@ const (
 	MaxNAKList = 63
 )
 
+// DefaultMaxAPDU is the default largest APDU (see Config.MaxAPDU).
+const DefaultMaxAPDU = 64 << 10
+
 // Config holds every timer and limit of a Source or Receiver. The zero value
 // of a field means "use the default" (see DefaultConfig), except where noted.
 // Defaults are the values OpenPGM's example programs use.
@@ -42,7 +45,8 @@ type Config struct {
 	// MaxTPDU is the largest IP packet, including the IP header (the MTU).
 	MaxTPDU int
 	// MaxAPDU is the largest application message, fragmented with
-	// OPT_FRAGMENT when it exceeds one TSDU.
+	// OPT_FRAGMENT when it exceeds one TSDU. Default 64 KiB (less if the
+	// transmit window cannot hold that many fragments).
 	MaxAPDU int
 
 	// Transmit window. TXWSqns is the window size in sequences; when 0 it is
@@ -103,11 +107,11 @@ type Config struct {
 	MaxEvents int
 }
 
-// DefaultConfig returns the defaults: OpenPGM example values.
+// DefaultConfig returns the defaults: OpenPGM example values. MaxAPDU is
+// left 0 (automatic), so that it follows the transmit window.
 func DefaultConfig() Config {
 	return Config{
 		MaxTPDU:       1500,
-		MaxAPDU:       64 << 10,
 		TXWSqns:       100,
 		TXWMaxRate:    400_000,
 		TXWAdvancePct: 15,
@@ -144,9 +148,6 @@ func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	if c.MaxTPDU == 0 {
 		c.MaxTPDU = d.MaxTPDU
-	}
-	if c.MaxAPDU == 0 {
-		c.MaxAPDU = d.MaxAPDU
 	}
 	if c.TXWMaxRate == 0 {
 		c.TXWMaxRate = d.TXWMaxRate
@@ -213,6 +214,13 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxEvents == 0 {
 		c.MaxEvents = d.MaxEvents
+	}
+	if c.MaxAPDU == 0 {
+		// 64 KiB, or what a small transmit window can hold.
+		c.MaxAPDU = DefaultMaxAPDU
+		if f := c.maxTSDUFragment(); f > 0 && c.TXWSqns > 0 && int64(c.TXWSqns)*int64(f) < int64(c.MaxAPDU) {
+			c.MaxAPDU = int(c.TXWSqns) * f
+		}
 	}
 	return c
 }

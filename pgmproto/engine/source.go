@@ -504,7 +504,7 @@ func (s *Source) NextDeadline() (time.Time, bool) {
 		size := ipv4HeaderLen + dataHeaderLen + len(e.payload) + optLengthLen + optFragmentLen
 		set(later(s.total.readyAt(s.now, size), s.odata.readyAt(s.now, size)))
 	}
-	if old := s.w.oldestSent(); !old.IsZero() {
+	if old := s.w.oldestSent(); !old.IsZero() && s.w.evictable() {
 		set(later(old.Add(s.cfg.TXWSecs), s.nextAdvance))
 	}
 	return d, !d.IsZero()

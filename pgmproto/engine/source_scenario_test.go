@@ -1,0 +1,325 @@
+package engine
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgmtun/pgmtun/pgmproto/seq"
+	"github.com/pgmtun/pgmtun/pgmproto/wire"
+)
+
+// Source-side scenarios named after OpenPGM's test/*.pl conformance
+// scripts: the engine plays "app" (a source), the test plays "sim"
+// (receivers sending NAKs/SPMRs) and "mon" (watching the wire).
+
+var first = seq.Num(0)
+
+// threeODATA sends ringo, ichigo, momo (sequences 0, 1, 2).
+func threeODATA(t *testing.T) *harness {
+	h := newSourceHarness(t, testConfig())
+	for _, s := range []string{"ringo", "ichigo", "momo"} {
+		h.send([]byte(s))
+	}
+	h.run(10 * time.Millisecond)
+	require.Len(t, h.of(wire.TypeODATA), 3)
+	return h
+}
+
+func TestScenarioSPM(t *testing.T) {
+	// spm.pl: an idle source announces itself.
+	h := newSourceHarness(t, testConfig())
+	require.Len(t, h.wire, 1)
+	s := h.wire[0]
+	assert.Equal(t, wire.TypeSPM, s.p.Type())
+	assert.True(t, s.Multicast())
+	assert.Equal(t, time.Duration(0), s.at)
+	spm := s.p.SPM()
+	assert.Equal(t, seq.Num(0), spm.SQN())
+	assert.Equal(t, first, spm.Trail(), "empty window: trail = lead+1")
+	assert.Equal(t, first-1, spm.Lead())
+	assert.Equal(t, tSrcNLA, spm.PathNLA())
+	assert.Equal(t, tTSI, s.p.TSI())
+	assert.Equal(t, tPort, s.p.Header.DestPort())
+}
+
+func TestScenarioHeartbeatSPM(t *testing.T) {
+	// heartbeat_spm.pl: after data, SPMs follow at the heartbeat intervals.
+	h := newSourceHarness(t, testConfig())
+	h.run(time.Second)
+	h.wire = nil
+	h.send([]byte("ringo"))
+	start := h.now.Sub(t0)
+	h.run(10 * time.Second)
+	var got []time.Duration
+	for _, s := range h.of(wire.TypeSPM) {
+		got = append(got, s.at-start)
+		assert.Equal(t, first, s.p.SPM().Lead(), "heartbeat SPM advertises the lead")
+	}
+	ms := time.Millisecond
+	assert.Equal(t, []time.Duration{100 * ms, 200 * ms, 300 * ms, 400 * ms, 1700 * ms, 8700 * ms}, got)
+}
+
+func TestScenarioAmbientSPM(t *testing.T) {
+	// ambient_spm.pl: with data flowing every 50 ms the heartbeat never
+	// fires, but the ambient SPM still comes every 30 s.
+	h := newSourceHarness(t, testConfig())
+	h.wire = nil
+	for range 45 * 20 {
+		h.send([]byte("ao ringo"))
+		h.run(50 * time.Millisecond)
+	}
+	var got []time.Duration
+	for _, s := range h.of(wire.TypeSPM) {
+		got = append(got, s.at)
+	}
+	assert.Equal(t, []time.Duration{30 * time.Second}, got)
+}
+
+func TestScenarioNCF(t *testing.T) {
+	// ncf.pl: a NAK is confirmed at once by a multicast NCF.
+	h := threeODATA(t)
+	h.wire = nil
+	h.toSource(pNAK(wire.TypeNAK, first+2))
+	require.NotEmpty(t, h.wire)
+	ncf := h.wire[0]
+	assert.Equal(t, wire.TypeNCF, ncf.p.Type())
+	assert.True(t, ncf.Multicast())
+	assert.Equal(t, []seq.Num{first + 2}, nakSeqs(ncf.p))
+	assert.Equal(t, tSrcNLA, ncf.p.NAK().SourceNLA())
+	assert.Equal(t, tGroup, ncf.p.NAK().GroupNLA())
+	assert.Equal(t, tTSI, ncf.p.TSI())
+}
+
+func TestScenarioNAK(t *testing.T) {
+	// nak.pl: the NAKed sequence is repaired with RDATA (after the NCF).
+	h := threeODATA(t)
+	h.wire = nil
+	h.toSource(pNAK(wire.TypeNAK, first+2))
+	require.Len(t, h.wire, 2)
+	assert.Equal(t, wire.TypeNCF, h.wire[0].p.Type())
+	rd := h.wire[1].p
+	assert.Equal(t, wire.TypeRDATA, rd.Type())
+	assert.Equal(t, first+2, rd.Data().SQN())
+	assert.Equal(t, first, rd.Data().Trail())
+	assert.Equal(t, "momo", string(rd.Payload))
+	st := h.src.Stats(h.now)
+	assert.EqualValues(t, 1, st.NaksReceived)
+	assert.EqualValues(t, 1, st.RepairPacketsSent)
+}
+
+func TestScenarioNAKList(t *testing.T) {
+	// nak_list.pl: one NAK with OPT_NAK_LIST repairs 0, 1 and 2.
+	h := threeODATA(t)
+	h.wire = nil
+	h.toSource(pNAK(wire.TypeNAK, first, first+1, first+2))
+	require.Len(t, h.wire, 4)
+	var rdata []string
+	for _, s := range h.of(wire.TypeRDATA) {
+		rdata = append(rdata, string(s.p.Payload))
+	}
+	assert.Equal(t, []string{"ringo", "ichigo", "momo"}, rdata)
+}
+
+func TestScenarioNCFList(t *testing.T) {
+	// ncf_list.pl: the NCF of a NAK list carries the same list.
+	h := threeODATA(t)
+	h.send([]byte("budo"))
+	h.run(10 * time.Millisecond)
+	h.wire = nil
+	h.toSource(pNAK(wire.TypeNAK, first+1, first+2, first+3))
+	ncf := h.of(wire.TypeNCF)
+	require.Len(t, ncf, 1)
+	assert.Equal(t, []seq.Num{first + 1, first + 2, first + 3}, nakSeqs(ncf[0].p))
+}
+
+func TestScenarioNAKRepeat(t *testing.T) {
+	// nak_repeat.pl: every NAK after the repair went out is served again;
+	// NAKs for a repair still queued are eliminated.
+	h := threeODATA(t)
+	for i := range 5 {
+		h.wire = nil
+		h.toSource(pNAK(wire.TypeNAK, first+2))
+		require.Len(t, h.of(wire.TypeRDATA), 1, "round %d", i)
+	}
+	st := h.src.Stats(h.now)
+	assert.EqualValues(t, 5, st.RepairPacketsSent)
+	assert.EqualValues(t, 4, st.NumNaksAfterRData)
+	assert.EqualValues(t, 0, st.DuplicateNaks)
+
+	// Rate-limit the source to nothing so the repair stays queued.
+	c := testConfig()
+	c.MaxRate = 1
+	h = newSourceHarness(t, c)
+	h.src.total.level = 1 << 20
+	for _, s := range []string{"ringo", "ichigo", "momo"} {
+		h.send([]byte(s))
+	}
+	h.src.total.level = 0
+	h.wire = nil
+	h.toSource(pNAK(wire.TypeNAK, first+2))
+	h.toSource(pNAK(wire.TypeNAK, first+2))
+	assert.Len(t, h.of(wire.TypeNCF), 2, "each NAK is confirmed")
+	assert.Empty(t, h.of(wire.TypeRDATA))
+	st = h.src.Stats(h.now)
+	assert.EqualValues(t, 1, st.DuplicateNaks)
+	assert.EqualValues(t, 1, st.NumOutstandingNaks)
+}
+
+func TestScenarioNAKOutOfWindow(t *testing.T) {
+	// A NAK for a sequence never sent (or gone from the window) gets no
+	// NCF and no RDATA; it is counted and answered by an SPM carrying the
+	// trail, so receivers give up on it.
+	h := threeODATA(t)
+	h.run(5 * time.Second) // past the heartbeats
+	h.wire = nil
+	h.toSource(pNAK(wire.TypeNAK, first+7))
+	require.Len(t, h.wire, 1)
+	assert.Equal(t, wire.TypeSPM, h.wire[0].p.Type())
+	st := h.src.Stats(h.now)
+	assert.EqualValues(t, 1, st.NaksReceivedTooLate)
+	assert.EqualValues(t, 0, st.NCFsSent-0)
+}
+
+func TestScenarioSPMR(t *testing.T) {
+	// spmr.pl: long after the last SPM, an SPMR is answered at once.
+	h := threeODATA(t)
+	h.run(20 * time.Second)
+	h.wire = nil
+	h.toSource(pSPMR())
+	require.Len(t, h.wire, 1)
+	assert.Equal(t, wire.TypeSPM, h.wire[0].p.Type())
+	assert.Equal(t, first+2, h.wire[0].p.SPM().Lead())
+	assert.EqualValues(t, 1, h.src.Stats(h.now).SPMRsReceived)
+}
+
+func TestScenarioSPMRAfterSPM(t *testing.T) {
+	// spmr_after_spm.pl: right after an SPM, SPMRs are rate-limited to one
+	// SPM per SPMRMinIvl (IHB_MIN), however many arrive.
+	h := threeODATA(t)
+	h.run(1700 * time.Millisecond) // a heartbeat SPM just went out
+	last := h.of(wire.TypeSPM)
+	lastAt := last[len(last)-1].at
+	h.wire = nil
+	for range 5 {
+		h.toSource(pSPMR())
+	}
+	assert.Empty(t, h.wire)
+	h.run(time.Second)
+	spms := h.of(wire.TypeSPM)
+	require.NotEmpty(t, spms)
+	assert.Equal(t, lastAt+100*time.Millisecond, spms[0].at)
+}
+
+func TestScenarioODATA(t *testing.T) {
+	// The first ODATA carries OPT_SYN; trail and lead advance; APDUs over
+	// one TSDU are fragmented with OPT_FRAGMENT.
+	h := newSourceHarness(t, testConfig())
+	h.send([]byte("ringo"))
+	big := []byte(strings.Repeat("ringo", 1000))
+	h.send(big)
+	h.run(100 * time.Millisecond)
+	od := h.of(wire.TypeODATA)
+	require.Len(t, od, 5) // 1 + ceil(5000/1436)
+	assert.True(t, od[0].p.HasSYN())
+	assert.False(t, od[1].p.HasSYN())
+	var got []byte
+	for i, s := range od[1:] {
+		f, ok := s.p.Fragment()
+		require.True(t, ok)
+		assert.Equal(t, first+1, f.FirstSQN())
+		assert.EqualValues(t, 5000, f.APDULen())
+		assert.EqualValues(t, len(got), f.Offset())
+		assert.Equal(t, first+1+seq.Num(i), s.p.Data().SQN())
+		assert.LessOrEqual(t, len(s.p.Payload), 1436)
+		assert.LessOrEqual(t, len(s.Packet)+20, 1500)
+		got = append(got, s.p.Payload...)
+	}
+	assert.Equal(t, big, got)
+}
+
+func TestScenarioCloseFIN(t *testing.T) {
+	// Close: the last ODATA and the SPMs after it carry OPT_FIN; repairs are
+	// served until the window passes the last sequence; then Done.
+	h := threeODATA(t)
+	h.src.Close(h.now)
+	require.ErrorIs(t, h.src.Send(h.now, []byte("x")), ErrClosed)
+	h.run(50 * time.Millisecond)
+	spms := h.of(wire.TypeSPM)
+	require.True(t, spms[len(spms)-1].p.HasFIN())
+	h.toSource(pNAK(wire.TypeNAK, first+1))
+	assert.Len(t, h.of(wire.TypeRDATA), 1, "repairs are still served after Close")
+	assert.False(t, h.src.Done())
+	h.run(5 * time.Second)
+	assert.True(t, h.src.Done())
+	assert.GreaterOrEqual(t, len(h.of(wire.TypeSPM))-len(spms), 4)
+	_, ok := h.src.NextDeadline()
+	assert.False(t, ok)
+}
+
+func TestScenarioAbortRST(t *testing.T) {
+	h := threeODATA(t)
+	h.wire = nil
+	h.src.Abort(h.now)
+	h.drain()
+	require.Len(t, h.wire, 1)
+	assert.True(t, h.wire[0].p.HasRST())
+	assert.True(t, h.src.Done())
+}
+
+func TestSourceWindowFull(t *testing.T) {
+	// Winsock semantics: the window holds TXWSqns packets for TXWSecs; a
+	// full window refuses data until it advances with time.
+	c := testConfig()
+	c.TXWSqns, c.TXWSecs, c.MaxRate = 4, time.Second, -1
+	h := newSourceHarness(t, c)
+	for range 4 {
+		h.send([]byte("x"))
+	}
+	require.ErrorIs(t, h.src.Send(h.now, []byte("y")), ErrWindowFull)
+	h.run(500 * time.Millisecond)
+	require.ErrorIs(t, h.src.Send(h.now, []byte("y")), ErrWindowFull)
+	h.run(600 * time.Millisecond)
+	require.NoError(t, h.src.Send(h.now, []byte("y")))
+	h.drain()
+	st := h.src.Stats(h.now)
+	assert.Equal(t, first+4, st.TrailingEdgeSeqId)
+	assert.Equal(t, first+4, st.LeadingEdgeSeqId)
+}
+
+func TestSourceRepairHoldsTrail(t *testing.T) {
+	// A repair still queued keeps its packet in the window past TXWSecs.
+	c := testConfig()
+	c.TXWSqns, c.TXWSecs, c.MaxRate = 4, time.Second, 10_000
+	h := newSourceHarness(t, c)
+	h.send([]byte("x"))
+	h.run(10 * time.Millisecond)
+	h.src.total.level = -1 << 20 // no tokens for a long while
+	h.toSource(pNAK(wire.TypeNAK, first))
+	h.run(5 * time.Second)
+	assert.Equal(t, first, h.src.Stats(h.now).TrailingEdgeSeqId)
+	assert.Empty(t, h.of(wire.TypeRDATA))
+	h.src.total.level = 1 << 20
+	h.run(2 * time.Second)
+	assert.Len(t, h.of(wire.TypeRDATA), 1)
+	assert.Equal(t, first+1, h.src.Stats(h.now).TrailingEdgeSeqId, "window moves on once the repair went out")
+}
+
+func TestSourceRateLimit(t *testing.T) {
+	// 100 packets of 1000 bytes at 100 kB/s take about a second.
+	c := testConfig()
+	c.MaxRate = 100_000
+	c.TXWSqns = 200
+	c.TXWSecs = time.Minute
+	h := newSourceHarness(t, c)
+	for range 100 {
+		h.send(make([]byte, 1000-20-24))
+	}
+	h.run(2 * time.Second)
+	od := h.of(wire.TypeODATA)
+	require.Len(t, od, 100)
+	assert.InDelta(t, 1.0, od[99].at.Seconds(), 0.05)
+}
