@@ -6,6 +6,7 @@ package interop
 
 import (
 	"embed"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -80,13 +81,21 @@ func BuildIn(dir string) (Peers, error) {
 	}
 	pgmFlags := strings.Fields(string(out))
 	p := Peers{Send: filepath.Join(dir, "pgm_send"), Recv: filepath.Join(dir, "pgm_recv")}
+	errs := make(chan error, 2)
 	for _, prog := range []struct{ out, main string }{{p.Send, "pgm_send.c"}, {p.Recv, "pgm_recv.c"}} {
-		args := []string{"-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-rdynamic", "-o", prog.out,
-			filepath.Join(src, prog.main), filepath.Join(src, "common.c")}
-		args = append(args, pgmFlags...)
-		if out, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
-			return Peers{}, fmt.Errorf("interop: gcc %s: %v: %s", prog.main, err, out)
-		}
+		go func() {
+			args := []string{"-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-rdynamic", "-o", prog.out,
+				filepath.Join(src, prog.main), filepath.Join(src, "common.c")}
+			args = append(args, pgmFlags...)
+			if out, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
+				errs <- fmt.Errorf("interop: gcc %s: %v: %s", prog.main, err, out)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	if err := errors.Join(<-errs, <-errs); err != nil {
+		return Peers{}, err
 	}
 	return p, nil
 }

@@ -50,7 +50,14 @@ func (d *Device) LinkEndpoint(opts LinkOptions) (stack.LinkEndpoint, error) {
 		// processor goroutines at New that only stop after an Attach).
 		ProcessorsPerChannel: 1,
 		ClosedFunc: func(err tcpip.Error) {
-			if err != nil {
+			// fdbased reports a normal stop (NIC removed) as an error
+			// too; only a stop while still attached is a failure. The
+			// detach path unlocks the endpoint before waiting for the
+			// reader, so IsAttached cannot deadlock here.
+			d.mu.Lock()
+			in := d.inner
+			d.mu.Unlock()
+			if in != nil && in.IsAttached() {
 				d.mu.Lock()
 				d.stopErr = fmt.Errorf("tun: %s: reader stopped: %s", d.name, err)
 				d.mu.Unlock()

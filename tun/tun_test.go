@@ -176,6 +176,7 @@ func TestPingThroughTUN(t *testing.T) {
 
 	require.NoError(t, dev.Close())
 	require.NoError(t, dev.Close(), "Close is idempotent")
+	assert.NoError(t, dev.Err(), "a normal stop is not an error")
 	assert.False(t, linkExists(t, ns, "pgmtun0"), "device deleted")
 	s.Close()
 	s.Wait()
