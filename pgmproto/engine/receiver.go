@@ -38,7 +38,7 @@ type ReceiverStats struct {
 	SPMsReceived        uint64
 	SPMRsSent           uint64
 	SPMRsSuppressed     uint64
-	LostSequences       uint64
+	LostSequences       uint64 // sequences reported in EventLoss (whole APDUs)
 	LostAPDUs           uint64 // APDUs known lost (by fragment info)
 	APDUsDelivered      uint64
 	WindowOverflowDrops uint64 // data beyond the receive window, dropped (repaired later)
@@ -87,6 +87,9 @@ type peer struct {
 	finSeen   bool
 	finSQN    seq.Num
 	over      bool // ended (FIN/RST): ignore everything until expiry
+
+	lostAPDU      seq.Num // first sequence of the last APDU counted lost
+	lostAPDUValid bool
 
 	lossFirst seq.Num // pending merged loss event
 	lossCount uint32
@@ -298,21 +301,24 @@ func (r *Receiver) define(now time.Time, pr *peer, next, trail seq.Num, join seq
 	}
 	pr.defined = true
 	pr.w = newRXW(r.cfg.RXWSqns, start)
+	expiry := now.Add(r.backoff())
 	for s := start; s != next; s++ {
-		r.addMissing(now, pr, s)
+		r.addMissing(pr, s, expiry)
 	}
 }
 
-// addMissing appends sequence s (== lead+1) as a placeholder in back-off.
-func (r *Receiver) addMissing(now time.Time, pr *peer, s seq.Num) {
+// addMissing appends sequence s (== lead+1) as a placeholder in back-off
+// until expiry. Every placeholder of one gap shares one random back-off (as
+// in OpenPGM), so the whole gap goes out in one NAK with OPT_NAK_LIST.
+func (r *Receiver) addMissing(pr *peer, s seq.Num, expiry time.Time) {
 	pr.w.lead = s
 	sl := pr.w.at(s)
 	if s.Before(pr.w.lostBefore) {
 		*sl = rxSlot{state: stLost} // the source's trail already passed it
 		return
 	}
-	*sl = rxSlot{state: stBackOff, timer: now.Add(r.backoff())}
-	r.noteTimer(pr, sl.timer)
+	*sl = rxSlot{state: stBackOff, timer: expiry}
+	r.noteTimer(pr, expiry)
 }
 
 func (r *Receiver) backoff() time.Duration {
@@ -328,8 +334,9 @@ func (r *Receiver) noteTimer(pr *peer, t time.Time) {
 // extendTo adds placeholders up to s (not included) as far as the window
 // allows; it reports whether s itself fits.
 func (r *Receiver) extendTo(now time.Time, pr *peer, s seq.Num) bool {
+	expiry := now.Add(r.backoff())
 	for n := pr.w.lead + 1; n.Before(s) && pr.w.fits(n); n++ {
-		r.addMissing(now, pr, n)
+		r.addMissing(pr, n, expiry)
 	}
 	return pr.w.fits(s)
 }
@@ -375,7 +382,7 @@ func (r *Receiver) onSPM(now time.Time, pr *peer, p wire.Packet) {
 		if lead.After(pr.w.lead) {
 			r.extendTo(now, pr, lead)
 			if pr.w.fits(lead) {
-				r.addMissing(now, pr, lead)
+				r.addMissing(pr, lead, now.Add(r.backoff()))
 			}
 		}
 	}
@@ -583,7 +590,10 @@ func (r *Receiver) deliver(pr *peer) {
 			continue
 		}
 		// Incomplete for good: these n sequences are lost with the APDU.
-		pr.stats.LostAPDUs++
+		if !pr.lostAPDUValid || pr.lostAPDU != sl.frag.first {
+			pr.stats.LostAPDUs++
+			pr.lostAPDU, pr.lostAPDUValid = sl.frag.first, true
+		}
 		for i := range n {
 			w.release(w.trail.Add(int32(i)))
 		}
@@ -707,6 +717,7 @@ func (r *Receiver) nakTimers(now time.Time, pr *peer) {
 	req.p = pr
 	pr.nextTimer = time.Time{}
 	lost := false
+	retry := now.Add(r.backoff()) // shared by the sequences retried now: one NAK
 	for s := w.trail; s.BeforeEq(w.lead); s++ {
 		sl := w.at(s)
 		if !sl.state.missing() {
@@ -732,14 +743,14 @@ func (r *Receiver) nakTimers(now time.Time, pr *peer) {
 				sl.state, lost = stLost, true
 				continue
 			}
-			sl.state, sl.timer = stBackOff, now.Add(r.backoff())
+			sl.state, sl.timer = stBackOff, retry
 		case stWaitData:
 			sl.dataRetries++
 			if int(sl.dataRetries) >= r.cfg.NAKDataRetries {
 				sl.state, lost = stLost, true
 				continue
 			}
-			sl.state, sl.timer = stBackOff, now.Add(r.backoff())
+			sl.state, sl.timer = stBackOff, retry
 		}
 		r.noteTimer(pr, sl.timer)
 	}
