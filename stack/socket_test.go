@@ -1,14 +1,22 @@
 package stack
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/netip"
+	"os"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/pgmtun/pgmtun/pgmproto/seq"
+	"github.com/pgmtun/pgmtun/pgmproto/wire"
+	"github.com/pgmtun/pgmtun/stack/memlink"
 )
 
 var groupPort = netip.AddrPortFrom(group1, 7500)
@@ -130,4 +138,462 @@ func TestWrongRoleAndState(t *testing.T) {
 	require.NoError(t, snd.Close())
 	_, err = snd.Send([]byte("x"))
 	assert.True(t, errors.Is(err, ErrClosed))
+}
+
+// feeder sends messages as the window allows.
+type feeder struct {
+	s    *Socket
+	next int
+	n    int
+	size func(i int) int
+}
+
+func (f *feeder) feed(t *testing.T) {
+	for f.next < f.n {
+		_, err := f.s.Send(message(f.next, f.size(f.next)))
+		if errors.Is(err, ErrWouldBlock) {
+			return
+		}
+		require.NoError(t, err)
+		f.next++
+	}
+}
+
+func lossyOpts(s *Socket) {
+	if err := s.SetRateWindow(RateWindow{RateKbitsPerSec: 8000, WindowSizeInMSecs: 10000}); err != nil {
+		panic(err)
+	}
+	if err := s.SetTimers(Timers{NAKRptIvl: 200 * time.Millisecond, NAKRdataIvl: 200 * time.Millisecond}); err != nil {
+		panic(err)
+	}
+}
+
+// pgmOf returns the PGM packet inside an IPv4 packet, if any.
+func pgmOf(ip []byte) (wire.Packet, bool) {
+	h := header.IPv4(ip)
+	if !h.IsValid(len(ip)) || h.TransportProtocol() != ProtocolNumber {
+		return wire.Packet{}, false
+	}
+	p, err := wire.Parse(h.Payload())
+	return p, err == nil
+}
+
+func TestRDMUnderLossFourReceivers(t *testing.T) {
+	checkGoroutines(t)
+	for _, seed := range []int64{1, 2, 3} {
+		t.Run("seed"+string(rune('0'+seed)), func(t *testing.T) {
+			net := newTestNet(t, seed)
+			src := net.node()
+			src.port.SetImpairment(memlink.Impairment{Loss: 0.05}) // NAKs get lost too
+			var cs []*collector
+			var nodes []*tnode
+			for i := 0; i < 4; i++ {
+				nd := net.node()
+				nodes = append(nodes, nd)
+				cs = append(cs, newCollector(nd.listener(t, SockRDM, groupPort, lossyOpts), 64<<10))
+			}
+			snd := src.sender(t, SockRDM, groupPort, lossyOpts)
+			const n = 300
+			f := &feeder{s: snd, n: 1, size: func(i int) int { return 200 + (i*397)%3000 }}
+			// A receiver that misses the session's first packets joins late
+			// (it asks for nothing before the first packet it sees), so the
+			// loss starts once every receiver has the first message.
+			net.run(time.Second, time.Millisecond, func() bool {
+				f.feed(t)
+				done := true
+				for _, c := range cs {
+					c.poll(t)
+					done = done && c.total() == 1
+				}
+				return done
+			})
+			for i, nd := range nodes {
+				nd.port.SetImpairment(memlink.Impairment{Loss: 0.02 + 0.04*float64(i), Duplicate: 0.02, Delay: time.Millisecond, Jitter: 2 * time.Millisecond})
+			}
+			f.n = n
+			defer func() {
+				if t.Failed() {
+					for i, c := range cs {
+						t.Logf("receiver %d: %d sessions, %d messages, errs %v", i, len(c.sessions), c.total(), c.errs)
+						if len(c.sessions) > 0 {
+							st, _ := c.sessions[0].ReceiverStats()
+							t.Logf("  stats %+v", st)
+						}
+					}
+					st, _ := snd.SenderStats()
+					t.Logf("sender fed %d: %+v", f.next, st)
+				}
+			}()
+			net.run(2*time.Minute, 2*time.Millisecond, func() bool {
+				f.feed(t)
+				done := true
+				for _, c := range cs {
+					c.poll(t)
+					done = done && c.total() == n
+				}
+				return done
+			})
+			for i, c := range cs {
+				require.Len(t, c.sessions, 1)
+				assert.Nil(t, c.errs[c.sessions[0]])
+				msgs := c.msgs[c.sessions[0]]
+				for j := 0; j < n; j++ {
+					require.Equal(t, message(j, f.size(j)), msgs[j], "receiver %d message %d", i, j)
+				}
+				st, err := c.sessions[0].ReceiverStats()
+				require.NoError(t, err)
+				if i > 0 {
+					assert.Greater(t, st.NumRDataPacketsReceived, uint64(0), "receiver %d repaired something", i)
+				}
+				c.closeAll()
+			}
+			st, err := snd.SenderStats()
+			require.NoError(t, err)
+			assert.Greater(t, st.RepairPacketsSent, uint64(0))
+			assert.Greater(t, st.NaksReceived, uint64(0))
+			snd.Close()
+		})
+	}
+}
+
+func TestTwoSendersTwoSessions(t *testing.T) {
+	checkGoroutines(t)
+	net := newTestNet(t, 4)
+	a, b, r := net.node(), net.node(), net.node()
+	lis := r.listener(t, SockRDM, groupPort)
+	sa := a.sender(t, SockRDM, groupPort)
+	sb := b.sender(t, SockRDM, groupPort)
+	// A second sender in the same stack is a third TSI.
+	sa2 := a.sender(t, SockRDM, groupPort)
+	for i := 0; i < 10; i++ {
+		for j, s := range []*Socket{sa, sb, sa2} {
+			_, err := s.Send(message(100*j+i, 500))
+			require.NoError(t, err)
+		}
+	}
+	c := newCollector(lis, 1<<10)
+	net.run(5*time.Second, time.Millisecond, func() bool { c.poll(t); return c.total() == 30 })
+	require.Len(t, c.sessions, 3)
+	byTSI := map[wire.TSI]int{sa.LocalAddr().TSI: 0, sb.LocalAddr().TSI: 1, sa2.LocalAddr().TSI: 2}
+	require.Len(t, byTSI, 3, "distinct TSIs")
+	for _, s := range c.sessions {
+		j, ok := byTSI[s.RemoteAddr().TSI]
+		require.True(t, ok)
+		for i, m := range c.msgs[s] {
+			assert.Equal(t, message(100*j+i, 500), m)
+		}
+	}
+	c.closeAll()
+	for _, s := range []*Socket{sa, sb, sa2} {
+		s.Close()
+	}
+}
+
+func TestPartialMessagesAndStream(t *testing.T) {
+	net := newTestNet(t, 5)
+	a, b := net.node(), net.node()
+
+	// RDM: a 3000-byte message read with a 1000-byte buffer comes in three
+	// parts, all but the last flagged partial; the next message is separate.
+	lis := b.listener(t, SockRDM, groupPort)
+	snd := a.sender(t, SockRDM, groupPort)
+	_, err := snd.Send(message(1, 3000))
+	require.NoError(t, err)
+	_, err = snd.Send(message(2, 10))
+	require.NoError(t, err)
+	var sess *Socket
+	net.run(time.Second, time.Millisecond, func() bool {
+		if sess == nil {
+			sess, _ = lis.Accept()
+		}
+		return sess != nil
+	})
+	sess.SetNonBlocking(true)
+	var parts []int
+	var flags []MsgFlags
+	var got []byte
+	buf := make([]byte, 1000)
+	net.run(time.Second, time.Millisecond, func() bool {
+		for {
+			n, f, err := sess.RecvMsg(t.Context(), buf)
+			if errors.Is(err, ErrWouldBlock) {
+				return len(parts) == 4
+			}
+			require.NoError(t, err)
+			parts, flags, got = append(parts, n), append(flags, f), append(got, buf[:n]...)
+		}
+	})
+	assert.Equal(t, []int{1000, 1000, 1000, 10}, parts)
+	assert.Equal(t, []MsgFlags{MsgPartial, MsgPartial, 0, 0}, flags)
+	assert.Equal(t, append(message(1, 3000), message(2, 10)...), got)
+
+	// A message spanning several sends with SetMessageBoundary.
+	require.NoError(t, snd.SetMessageBoundary(25))
+	for _, p := range []string{"0123456789", "abcdefghij", "ABCDE"} {
+		_, err := snd.Send([]byte(p))
+		require.NoError(t, err)
+	}
+	_, err = snd.Send([]byte("single"))
+	require.NoError(t, err)
+	var msgs []string
+	net.run(time.Second, time.Millisecond, func() bool {
+		for {
+			n, f, err := sess.RecvMsg(t.Context(), buf)
+			if errors.Is(err, ErrWouldBlock) {
+				return len(msgs) == 2
+			}
+			require.NoError(t, err)
+			require.Zero(t, f)
+			msgs = append(msgs, string(buf[:n]))
+		}
+	})
+	assert.Equal(t, []string{"0123456789abcdefghijABCDE", "single"}, msgs)
+	require.NoError(t, snd.SetMessageBoundary(4))
+	_, err = snd.Send([]byte("12345"))
+	assert.ErrorIs(t, err, ErrMessageTooLarge)
+	sess.Close()
+
+	// Stream: writes of any size arrive as one byte stream.
+	sgp := netip.AddrPortFrom(group2, 7600)
+	slis := b.listener(t, SockStream, sgp)
+	ssnd := a.sender(t, SockStream, sgp)
+	var want []byte
+	for i := 0; i < 40; i++ {
+		p := message(i, 1+(i*811)%5000)
+		want = append(want, p...)
+		_, err := ssnd.Write(p)
+		require.NoError(t, err)
+	}
+	var ss *Socket
+	var stream []byte
+	rbuf := make([]byte, 7000)
+	net.run(5*time.Second, time.Millisecond, func() bool {
+		if ss == nil {
+			if ss, _ = slis.Accept(); ss == nil {
+				return false
+			}
+			ss.SetNonBlocking(true)
+		}
+		for {
+			n, err := ss.Read(rbuf)
+			if errors.Is(err, ErrWouldBlock) {
+				return len(stream) == len(want)
+			}
+			require.NoError(t, err)
+			assert.True(t, n > 0)
+			stream = append(stream, rbuf[:n]...)
+		}
+	})
+	assert.Equal(t, want, stream)
+	// A stream write larger than the window goes out as the window allows.
+	big := message(99, 300<<10)
+	written := 0
+	stream = stream[:0]
+	net.run(10*time.Second, time.Millisecond, func() bool {
+		if written < len(big) {
+			n, err := ssnd.Write(big[written:])
+			written += n
+			if err != nil {
+				require.ErrorIs(t, err, ErrWouldBlock)
+			}
+		}
+		for {
+			n, err := ss.Read(rbuf)
+			if errors.Is(err, ErrWouldBlock) {
+				return len(stream) == len(big)
+			}
+			require.NoError(t, err)
+			stream = append(stream, rbuf[:n]...)
+		}
+	})
+	assert.Equal(t, big, stream)
+	assert.ErrorIs(t, ssnd.SetMessageBoundary(10), ErrWrongRole)
+}
+
+func TestWouldBlockAndBlockingSend(t *testing.T) {
+	checkGoroutines(t)
+	net := newTestNet(t, 6)
+	a, b := net.node(), net.node()
+	b.listener(t, SockRDM, groupPort)
+	// 80 kbit/s and a 1 s window: 10 000 bytes.
+	snd := a.sender(t, SockRDM, groupPort, func(s *Socket) {
+		require.NoError(t, s.SetRateWindow(RateWindow{RateKbitsPerSec: 80, WindowSizeInMSecs: 1000}))
+	})
+	sent := 0
+	var err error
+	for sent < 1000 {
+		if _, err = snd.Send(message(sent, 1000)); err != nil {
+			break
+		}
+		sent++
+	}
+	require.ErrorIs(t, err, ErrWouldBlock)
+	assert.Less(t, sent, 100)
+
+	// Blocking: a cancelled context ends the wait.
+	snd.SetNonBlocking(false)
+	ctx, cancel := context.WithCancel(t.Context())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := snd.SendContext(ctx, message(sent, 1000))
+		errc <- err
+	}()
+	cancel()
+	assert.ErrorIs(t, <-errc, context.Canceled)
+
+	// A deadline in the past times out at once.
+	require.NoError(t, snd.SetWriteDeadline(time.Now().Add(-time.Second)))
+	_, err = snd.Send(message(sent, 1000))
+	assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	var te interface{ Timeout() bool }
+	require.ErrorAs(t, err, &te)
+	assert.True(t, te.Timeout())
+	require.NoError(t, snd.SetWriteDeadline(time.Time{}))
+
+	// Blocking send completes once the window advances with the clock.
+	go func() {
+		_, err := snd.Send(message(sent, 1000))
+		errc <- err
+	}()
+	var done bool
+	net.run(10*time.Second, 10*time.Millisecond, func() bool {
+		select {
+		case err := <-errc:
+			require.NoError(t, err)
+			done = true
+		default:
+		}
+		return done
+	})
+
+	// Close wakes a blocked sender.
+	for {
+		snd.SetNonBlocking(true)
+		if _, err := snd.Send(message(0, 1000)); err != nil {
+			break
+		}
+	}
+	snd.SetNonBlocking(false)
+	go func() {
+		_, err := snd.Send(message(sent, 1000))
+		errc <- err
+	}()
+	time.Sleep(10 * time.Millisecond)
+	snd.Close()
+	assert.ErrorIs(t, <-errc, ErrClosed)
+}
+
+func TestSessionResets(t *testing.T) {
+	dropSQN := func(q seq.Num) func([]byte) bool {
+		return func(ip []byte) bool {
+			p, ok := pgmOf(ip)
+			return ok && p.Type().IsData() && p.Data().SQN() == q
+		}
+	}
+	tests := []struct {
+		name   string
+		reason SessionEndReason
+		setup  func(t *testing.T, rcv *tnode, snd *Socket)
+		after  func(t *testing.T, rcv *tnode, snd *Socket)
+	}{
+		{
+			name:   "unrecoverable loss",
+			reason: ReasonLoss,
+			setup: func(t *testing.T, rcv *tnode, snd *Socket) {
+				st, _ := snd.SenderStats()
+				rcv.port.SetImpairment(memlink.Impairment{Drop: dropSQN(st.LeadingEdgeSeqId + 6)})
+			},
+		},
+		{
+			name:   "source aborted",
+			reason: ReasonAborted,
+			after: func(t *testing.T, rcv *tnode, snd *Socket) {
+				require.NoError(t, snd.Abort())
+			},
+		},
+		{
+			name:   "source vanished",
+			reason: ReasonExpired,
+			after: func(t *testing.T, rcv *tnode, snd *Socket) {
+				rcv.port.SetImpairment(memlink.Impairment{Drop: func([]byte) bool { return true }})
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			checkGoroutines(t)
+			net := newTestNet(t, 7)
+			a, b := net.node(), net.node()
+			opts := func(s *Socket) {
+				require.NoError(t, s.SetTimers(Timers{
+					PeerExpiry: 5 * time.Second, NAKRptIvl: 100 * time.Millisecond, NAKRdataIvl: 100 * time.Millisecond,
+					NAKDataRetries: 2, NAKNCFRetries: 2,
+				}))
+			}
+			lis := b.listener(t, SockRDM, groupPort, opts)
+			snd := a.sender(t, SockRDM, groupPort, opts)
+			if tc.setup != nil {
+				tc.setup(t, b, snd)
+			}
+			for i := 0; i < 10; i++ {
+				_, err := snd.Send(message(i, 100))
+				require.NoError(t, err)
+			}
+			c := newCollector(lis, 1<<10)
+			net.run(time.Second, time.Millisecond, func() bool { c.poll(t); return len(c.sessions) == 1 && c.total() >= 5 })
+			if tc.after != nil {
+				tc.after(t, b, snd)
+			}
+			net.run(time.Minute, 10*time.Millisecond, func() bool { c.poll(t); return c.errs[c.sessions[0]] != nil })
+			err := c.errs[c.sessions[0]]
+			assert.ErrorIs(t, err, ErrConnReset)
+			assert.ErrorIs(t, err, syscall.ECONNRESET)
+			var se *SessionError
+			require.ErrorAs(t, err, &se)
+			assert.Equal(t, tc.reason, se.Reason)
+			assert.Equal(t, snd.LocalAddr().TSI, se.TSI)
+			for i, m := range c.msgs[c.sessions[0]] {
+				assert.Equal(t, message(i, 100), m, "data before the reset is delivered in order")
+			}
+			if tc.reason == ReasonLoss {
+				assert.Equal(t, 5, c.total(), "messages before the dropped sequence")
+				assert.Equal(t, uint32(1), se.Count)
+			}
+			// The error is sticky.
+			_, err = c.sessions[0].Recv(make([]byte, 10))
+			assert.ErrorIs(t, err, ErrConnReset)
+			c.closeAll()
+			snd.Close()
+		})
+	}
+}
+
+func TestLateJoiner(t *testing.T) {
+	net := newTestNet(t, 8)
+	a, b, late := net.node(), net.node(), net.node()
+	early := newCollector(b.listener(t, SockRDM, groupPort), 1<<10)
+	snd := a.sender(t, SockRDM, groupPort)
+	f := &feeder{s: snd, n: 40, size: func(int) int { return 300 }}
+	net.run(5*time.Second, time.Millisecond, func() bool { f.feed(t); early.poll(t); return early.total() == 40 })
+
+	lc := newCollector(late.listener(t, SockRDM, groupPort), 1<<10)
+	f.n = 80
+	net.run(5*time.Second, time.Millisecond, func() bool {
+		f.feed(t)
+		early.poll(t)
+		lc.poll(t)
+		return early.total() == 80 && lc.total() > 0 && lc.msgs[lc.sessions[0]][len(lc.msgs[lc.sessions[0]])-1] != nil &&
+			string(lc.msgs[lc.sessions[0]][len(lc.msgs[lc.sessions[0]])-1]) == string(message(79, 300))
+	})
+	require.Len(t, lc.sessions, 1)
+	assert.Nil(t, lc.errs[lc.sessions[0]])
+	got := lc.msgs[lc.sessions[0]]
+	first := 80 - len(got)
+	assert.GreaterOrEqual(t, first, 40, "nothing from before the join")
+	for i, m := range got {
+		assert.Equal(t, message(first+i, 300), m)
+	}
+	st, err := lc.sessions[0].ReceiverStats()
+	require.NoError(t, err)
+	assert.Zero(t, st.TotalSelectiveNaksSent, "a late joiner asks for nothing before its first packet")
 }
