@@ -23,6 +23,10 @@ type LinkOptions struct {
 	PcapWriter io.Writer
 	// SnapLen limits captured bytes per packet; 0 captures whole packets.
 	SnapLen uint32
+	// Loss, when not nil, drops packets at random between the stack and
+	// the device (outside the capture: the pcap shows what crossed the
+	// device). Device.Lossy reports the counts.
+	Loss *Loss
 	// MAC is the netstack's own Ethernet address in TAP mode; empty picks
 	// a random locally administered one. It must differ from the kernel
 	// TAP interface's address: they are two stations on the link.
@@ -91,8 +95,19 @@ func (d *Device) LinkEndpoint(opts LinkOptions) (stack.LinkEndpoint, error) {
 		}
 		ep = sn
 	}
+	if opts.Loss != nil {
+		d.lossy = NewLossy(ep, *opts.Loss)
+		ep = d.lossy
+	}
 	d.ep, d.inner = ep, inner
 	return ep, nil
+}
+
+// Lossy returns the loss filter made by LinkOptions.Loss, or nil.
+func (d *Device) Lossy() *LossyEndpoint {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.lossy
 }
 
 func randomMAC() tcpip.LinkAddress {

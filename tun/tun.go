@@ -67,6 +67,7 @@ type Device struct {
 	fd      int // owned duplicate of the device fd; -1 once closed
 	ep      stack.LinkEndpoint
 	inner   stack.LinkEndpoint // the fdbased endpoint inside ep
+	lossy   *LossyEndpoint
 	s       *stack.Stack
 	nicID   tcpip.NICID
 	addrs   []netip.Prefix // kernel addresses we added (removed on Close if !created)
