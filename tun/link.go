@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 
+	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
@@ -43,8 +45,8 @@ func (d *Device) LinkEndpoint(opts LinkOptions) (stack.LinkEndpoint, error) {
 	if d.closed {
 		return nil, ErrClosed
 	}
-	if d.ep != nil {
-		return nil, errors.New("tun: LinkEndpoint already created")
+	if d.ep != nil || d.raw {
+		return nil, errors.New("tun: device already in use (LinkEndpoint or Raw)")
 	}
 	fo := fdbased.Options{
 		FDs: []int{d.fd},
@@ -101,6 +103,32 @@ func (d *Device) LinkEndpoint(opts LinkOptions) (stack.LinkEndpoint, error) {
 	}
 	d.ep, d.inner = ep, inner
 	return ep, nil
+}
+
+// Raw returns the device as a file for direct packet I/O without a
+// netstack (benchmarks of the device itself, tests that write crafted
+// packets). Each Read or Write is one packet. It excludes LinkEndpoint;
+// the file is a duplicate of the fd, and the caller closes it.
+func (d *Device) Raw() (*os.File, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, ErrClosed
+	}
+	if d.ep != nil {
+		return nil, errors.New("tun: device already in use by a LinkEndpoint")
+	}
+	fd, err := unix.FcntlInt(uintptr(d.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("tun: %s: dup: %w", d.name, err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	d.raw = true
+	// Non-blocking, so the Go poller waits for it without tying up threads.
+	return os.NewFile(uintptr(fd), d.name), nil
 }
 
 // Lossy returns the loss filter made by LinkOptions.Loss, or nil.

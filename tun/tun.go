@@ -68,6 +68,7 @@ type Device struct {
 	ep      stack.LinkEndpoint
 	inner   stack.LinkEndpoint // the fdbased endpoint inside ep
 	lossy   *LossyEndpoint
+	raw     bool // Raw was called
 	s       *stack.Stack
 	nicID   tcpip.NICID
 	addrs   []netip.Prefix // kernel addresses we added (removed on Close if !created)
