@@ -224,7 +224,7 @@ func TestRDMUnderLossFourReceivers(t *testing.T) {
 					t.Logf("sender fed %d: %+v", f.next, st)
 				}
 			}()
-			net.run(2*time.Minute, 2*time.Millisecond, func() bool {
+			net.run(2*time.Minute, 5*time.Millisecond, func() bool {
 				f.feed(t)
 				done := true
 				for _, c := range cs {
@@ -461,7 +461,8 @@ func TestWouldBlockAndBlockingSend(t *testing.T) {
 		case err := <-errc:
 			require.NoError(t, err)
 			done = true
-		default:
+		case <-time.After(time.Millisecond):
+			// Give the blocked goroutine real time to run between steps.
 		}
 		return done
 	})
