@@ -571,3 +571,23 @@ func (b *Builder) Finish() (int, error) {
 	b.buf = nil // a finished builder must be restarted
 	return n, nil
 }
+
+// ODATAToRDATA turns the ODATA packet b into the RDATA that repairs it, in place:
+// the type becomes RDATA, DATA_TRAIL becomes trail (the source's current trailing
+// edge) and the checksum is recomputed (left 0 if b had none). Options and TSDU
+// are kept, as RFC 3208 section 8.2 requires of a repair.
+func ODATAToRDATA(b []byte, trail seq.Num) error {
+	p, err := Parse(b)
+	if err != nil {
+		return err
+	}
+	if p.Type() != TypeODATA {
+		return valErr(ErrBuild, "ODATAToRDATA of "+p.Type().String(), int(p.Type()))
+	}
+	b[offType] = byte(TypeRDATA)
+	binary.BigEndian.PutUint32(b[HeaderLen+4:], uint32(trail))
+	if p.Header.Checksum() != 0 {
+		SetChecksum(b)
+	}
+	return nil
+}

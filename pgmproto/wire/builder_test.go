@@ -271,3 +271,28 @@ func TestAppendNAKSeqsAndSizes(t *testing.T) {
 	_, err = b.Finish()
 	assert.ErrorIs(t, err, ErrBuild)
 }
+
+func TestODATAToRDATA(t *testing.T) {
+	down := Downstream(testTSI, testDPort)
+	buf := make([]byte, 1500)
+	var b Builder
+	n, err := b.ODATA(buf, down, 42, 10).Fragment(41, 100, 300).Payload(payload).Finish()
+	require.NoError(t, err)
+	odata := buf[:n]
+	want := make([]byte, 1500)
+	m, err := b.RDATA(want, down, 42, 20).Fragment(41, 100, 300).Payload(payload).Finish()
+	require.NoError(t, err)
+
+	require.NoError(t, ODATAToRDATA(odata, 20))
+	assert.Equal(t, want[:m], odata)
+
+	n, err = b.ODATA(buf, down, 1, 1).NoChecksum().Finish()
+	require.NoError(t, err)
+	require.NoError(t, ODATAToRDATA(buf[:n], 2))
+	assert.Zero(t, binary.BigEndian.Uint16(buf[offChecksum:]), "no checksum stays none")
+
+	n, err = b.NCF(buf, down, 1, src4, grp4).Finish()
+	require.NoError(t, err)
+	assert.ErrorIs(t, ODATAToRDATA(buf[:n], 2), ErrBuild)
+	assert.ErrorIs(t, ODATAToRDATA(buf[:5], 2), ErrTruncated)
+}

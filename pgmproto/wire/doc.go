@@ -42,7 +42,10 @@
 //		Fragment(first, off, apduLen).FIN().Payload(p).Finish()
 //
 // Downstream and Upstream put the ports the right way round for packets from
-// the source and towards the source.
+// the source and towards the source. PayloadBuf reserves the TSDU for callers
+// that fill it themselves; Bytes returns the finished packet; ODATAToRDATA turns
+// a kept ODATA into its repair in place. ExactFlags and RawOption reproduce
+// received packets byte for byte (tests, proxies).
 //
 // # Checksum
 //

@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"errors"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -124,7 +125,12 @@ func addSeeds(f *testing.F, withOptions bool) {
 // rebuilding it from its fields is idempotent and reproduces canonical input.
 func FuzzParse(f *testing.F) {
 	addSeeds(f, false)
-	f.Fuzz(func(t *testing.T, data []byte) {
+	f.Fuzz(checkParse)
+}
+
+// checkParse asserts FuzzParse's invariants for one input.
+func checkParse(t *testing.T, data []byte) {
+	{
 		_ = VerifyChecksum(data)
 		_ = Checksum(data)
 		p, err := Parse(data)
@@ -176,7 +182,50 @@ func FuzzParse(f *testing.F) {
 		if err != nil || !bytes.Equal(out2[:n2], out1) {
 			t.Fatalf("rebuild not idempotent (%v):\n1 %x\n2 %x", err, out1, out2[:n2])
 		}
-	})
+	}
+}
+
+// The fuzz invariants also run on seeded random mutations of valid packets in
+// every ordinary test run: bit flips, byte sets, truncation and extension.
+func TestParseRandomMutations(t *testing.T) {
+	var seeds [][]byte
+	for _, c := range catalog() {
+		buf := make([]byte, 1500)
+		var b Builder
+		n, err := c.build(&b, buf).Finish()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seeds = append(seeds, buf[:n])
+	}
+	for _, c := range readCapture(t, "raw-pgm-loss5.pcap")[:80] {
+		seeds = append(seeds, c.PGM)
+	}
+	r := rand.New(rand.NewPCG(7, 7))
+	parsed := 0
+	for i := 0; i < 20000; i++ {
+		d := append([]byte(nil), seeds[r.IntN(len(seeds))]...)
+		for k := 1 + r.IntN(3); k > 0; k-- {
+			switch r.IntN(4) {
+			case 0:
+				d[r.IntN(len(d))] ^= 1 << r.IntN(8)
+			case 1:
+				d[r.IntN(len(d))] = byte(r.Uint32())
+			case 2:
+				d = d[:r.IntN(len(d))+1]
+			case 3:
+				d = append(d, byte(r.Uint32()))
+			}
+		}
+		checkParse(t, d)
+		if _, err := Parse(d); err == nil {
+			parsed++
+		}
+	}
+	t.Logf("%d of 20000 mutants parsed", parsed)
+	if parsed == 0 {
+		t.Fatal("no mutant parsed: the mutations never exercise the success path")
+	}
 }
 
 // FuzzOptions: the option iterator never panics on any bytes, yields options
