@@ -51,3 +51,23 @@ func TestSummaryAndVerbose(t *testing.T) {
 	v := Verbose(t, nakRepair, "frame.number == 1", nil)
 	assert.True(t, strings.Contains(v, "Pragmatic General Multicast"), v)
 }
+
+func TestPDML(t *testing.T) {
+	pkts := PDML(t, "../../testdata/pcaps/raw-pgm-loss5.pcap", "pgm.hdr.type == 0x08 && pgm.opts.nak.list", nil, "frame", "pgm")
+	require.NotEmpty(t, pkts)
+	pgm, ok := pkts[0].Proto("pgm")
+	require.True(t, ok)
+	typ := pgm.Find("pgm.hdr.type")
+	require.Len(t, typ, 1)
+	assert.Equal(t, "0x08", typ[0].Show)
+	assert.Equal(t, []string{"Option: NakList, Length: 8"}, pgm.Texts("Option: "))
+	ip, ok := pkts[0].Proto("ip")
+	assert.True(t, ok)
+	assert.Empty(t, ip.Find("ip.src"), "fields only of the layers asked for")
+	ix := pkts[0].Index()
+	assert.Equal(t, "0x08", ix.Show("pgm.hdr.type"))
+	assert.Equal(t, "0000000b", ix.Value("pgm.opts.nak.list"))
+	assert.Equal(t, []string{"240", "1"}[1], ix.Shows("pgm.hdr.cksum.status")[1])
+	assert.NotEmpty(t, ix.Show("frame.number"))
+	assert.Empty(t, ix.Show("no.such.field"))
+}

@@ -1,0 +1,88 @@
+package conformance
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/pgmtun/pgmtun/internal/pcapio"
+	"github.com/pgmtun/pgmtun/internal/tshark"
+	"github.com/pgmtun/pgmtun/pgmproto/wire"
+	"github.com/stretchr/testify/require"
+)
+
+// frame is one PGM packet found by pcapio in a capture.
+type frame struct {
+	number int
+	pg     pcapio.PGM
+}
+
+// readPGM returns every PGM packet of a capture, keyed by tshark's frame number.
+func readPGM(t *testing.T, file string) map[int]frame {
+	t.Helper()
+	f, err := os.Open(file)
+	require.NoError(t, err)
+	defer f.Close()
+	r, err := pcapio.NewReader(f)
+	require.NoError(t, err)
+	out := map[int]frame{}
+	for n := 1; ; n++ {
+		p, err := r.Next()
+		if err == io.EOF {
+			return out
+		}
+		require.NoError(t, err)
+		pg, err := pcapio.DecodeFrame(p.LinkType, bytes.Clone(p.Data), pcapio.DefaultUDPPorts)
+		if errors.Is(err, pcapio.ErrNotIP) || errors.Is(err, pcapio.ErrNotPGM) {
+			continue
+		}
+		require.NoError(t, err, "frame %d", n)
+		out[n] = frame{n, pg}
+	}
+}
+
+// captureFiles are the OpenPGM captures and the pcapng copies made from them.
+func captureFiles(t *testing.T) []string {
+	pcaps, err := filepath.Glob("../../testdata/pcaps/*.pcap")
+	require.NoError(t, err)
+	require.Len(t, pcaps, 6, "the six OpenPGM captures of /work/shared/pcaps")
+	ngs, err := filepath.Glob("../../cmd/pgmtun/testdata/*.pcapng")
+	require.NoError(t, err)
+	require.NotEmpty(t, ngs)
+	return append(pcaps, ngs...)
+}
+
+// TestCapturesMatchTshark decodes every PGM packet of every capture with pcapio and
+// wire.Parse and compares it with tshark's dissection field by field.
+func TestCapturesMatchTshark(t *testing.T) {
+	for _, file := range captureFiles(t) {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			ours := readPGM(t, file)
+			pkts := tshark.PDML(t, file, "pgm", tshark.DefaultDecodeAs, pdmlLayers...)
+			require.Len(t, pkts, len(ours), "PGM packets: tshark vs pcapio")
+			require.NotEmpty(t, pkts)
+			types := map[wire.Type]int{}
+			opts := map[wire.OptType]int{}
+			for _, pkt := range pkts {
+				n := int(num(t, pkt.Index().Show("frame.number")))
+				f, ok := ours[n]
+				require.True(t, ok, "frame %d: PGM for tshark, not for pcapio", n)
+				p := compare(t, fmt.Sprintf("%s#%d", filepath.Base(file), n), f.pg, pkt)
+				types[p.Type()]++
+				for it := p.Options.Iter(); it.Next(); {
+					opts[it.Option().Type()]++
+				}
+				switch p.Type() {
+				case wire.TypeSPM, wire.TypeODATA, wire.TypeRDATA, wire.TypeNAK, wire.TypeNCF:
+				default:
+					t.Errorf("frame %d: type %v is not one OpenPGM sent in these captures", n, p.Type())
+				}
+			}
+			t.Logf("%d PGM packets: %v, options %v", len(pkts), types, opts)
+		})
+	}
+}
