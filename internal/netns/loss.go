@@ -1,6 +1,7 @@
 package netns
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -40,28 +41,44 @@ func (r LossRule) script(table string) string {
 `, table, r.Dir, r.Iface, match, r.Percent)
 }
 
-// Loss installs r in ns as its own nftables table and removes it in
-// t.Cleanup. It returns the table's name (for Dropped).
-func (ns *NS) Loss(t testing.TB, r LossRule) string {
-	t.Helper()
+// AddLoss installs r in ns as its own nftables table and returns the
+// table's name, for Dropped and DeleteLoss.
+func (ns *NS) AddLoss(r LossRule) (string, error) {
 	if r.Percent < 0 || r.Percent > 100 {
-		t.Fatalf("netns: loss percent %d out of range", r.Percent)
+		return "", fmt.Errorf("netns: loss percent %d out of range", r.Percent)
 	}
 	if r.Dir != Ingress && r.Dir != Egress {
-		t.Fatalf("netns: bad loss direction %q", r.Dir)
+		return "", fmt.Errorf("netns: bad loss direction %q", r.Dir)
 	}
 	table := strings.ReplaceAll(Prefix, "-", "_") + "loss_" + RandSuffix(8)
-	cmd := ns.Command(t.Context(), "nft", "-f", "-")
+	cmd := ns.Command(context.Background(), "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(r.script(table))
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("netns %s: nft add table %s: %v: %s", ns.Name, table, err, out)
+		return "", fmt.Errorf("netns %s: nft add table %s: %v: %s", ns.Name, table, err, out)
+	}
+	return table, nil
+}
+
+// DeleteLoss removes a table made by AddLoss.
+func (ns *NS) DeleteLoss(table string) error {
+	_, err := ns.Run("nft", "delete", "table", "netdev", table)
+	return err
+}
+
+// Loss is AddLoss that fails the test on error and removes the table in
+// t.Cleanup.
+func (ns *NS) Loss(t testing.TB, r LossRule) string {
+	t.Helper()
+	table, err := ns.AddLoss(r)
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if !Exists(ns.Name) {
 			return
 		}
-		if out, err := ns.Run("nft", "delete", "table", "netdev", table); err != nil {
-			t.Errorf("nft delete table %s: %v: %s", table, err, out)
+		if err := ns.DeleteLoss(table); err != nil {
+			t.Errorf("nft delete table %s: %v", table, err)
 		}
 	})
 	return table

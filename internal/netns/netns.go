@@ -45,20 +45,40 @@ func RandSuffix(n int) string {
 	return hex.EncodeToString(b)[:n]
 }
 
+// Create makes a uniquely named namespace with its loopback up; the caller
+// removes it with Delete. Tests use New, which registers the deletion.
+func Create() (*NS, error) {
+	ns := &NS{Name: Prefix + RandSuffix(8)}
+	if out, err := exec.Command("ip", "netns", "add", ns.Name).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("ip netns add %s: %v: %s", ns.Name, err, out)
+	}
+	if _, err := ns.Run("ip", "link", "set", "lo", "up"); err != nil {
+		return nil, errors.Join(err, ns.Delete())
+	}
+	return ns, nil
+}
+
+// Delete removes the namespace (and with it every device still in it).
+func (ns *NS) Delete() error {
+	if out, err := exec.Command("ip", "netns", "del", ns.Name).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip netns del %s: %v: %s", ns.Name, err, out)
+	}
+	return nil
+}
+
 // New creates a uniquely named namespace with its loopback up and registers
 // its deletion with t.Cleanup.
 func New(t testing.TB) *NS {
 	t.Helper()
-	ns := &NS{Name: Prefix + RandSuffix(8)}
-	if out, err := exec.Command("ip", "netns", "add", ns.Name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", ns.Name, err, out)
+	ns, err := Create()
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", ns.Name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", ns.Name, err, out)
+		if err := ns.Delete(); err != nil {
+			t.Error(err)
 		}
 	})
-	ns.MustRun(t, "ip", "link", "set", "lo", "up")
 	return ns
 }
 
@@ -147,29 +167,49 @@ func (ns *NS) MustRun(t testing.TB, name string, args ...string) string {
 	return out
 }
 
-// Veth creates a veth pair: aName in a and bName in b, both up, and
-// registers deletion of the pair (by aName in a) with t.Cleanup.
-// Addresses are assigned when aAddr/bAddr are not empty (CIDR notation).
-func Veth(t testing.TB, a *NS, aName, aAddr string, b *NS, bName, bAddr string) {
-	t.Helper()
-	a.MustRun(t, "ip", "link", "add", aName, "type", "veth", "peer", "name", bName, "netns", b.Name)
-	t.Cleanup(func() {
-		// The namespace may already be gone if a test deleted it; deleting
-		// one end removes the pair.
-		if !Exists(a.Name) {
-			return
-		}
-		if out, err := a.Run("ip", "link", "del", aName); err != nil {
-			t.Errorf("delete veth %s: %v: %s", aName, err, out)
-		}
-	})
+// AddVeth creates a veth pair, aName in a and bName in b, both up, with
+// the addresses (CIDR notation) that are not empty. DeleteLink(aName) on a
+// removes the pair; so does deleting either namespace.
+func AddVeth(a *NS, aName, aAddr string, b *NS, bName, bAddr string) error {
+	if _, err := a.Run("ip", "link", "add", aName, "type", "veth", "peer", "name", bName, "netns", b.Name); err != nil {
+		return err
+	}
 	for _, side := range []struct {
 		ns         *NS
 		name, addr string
 	}{{a, aName, aAddr}, {b, bName, bAddr}} {
 		if side.addr != "" {
-			side.ns.MustRun(t, "ip", "addr", "add", side.addr, "dev", side.name)
+			if _, err := side.ns.Run("ip", "addr", "add", side.addr, "dev", side.name); err != nil {
+				return errors.Join(err, a.DeleteLink(aName))
+			}
 		}
-		side.ns.MustRun(t, "ip", "link", "set", side.name, "up")
+		if _, err := side.ns.Run("ip", "link", "set", side.name, "up"); err != nil {
+			return errors.Join(err, a.DeleteLink(aName))
+		}
 	}
+	return nil
+}
+
+// DeleteLink deletes the named link in ns.
+func (ns *NS) DeleteLink(name string) error {
+	_, err := ns.Run("ip", "link", "del", name)
+	return err
+}
+
+// Veth is AddVeth that fails the test on error and registers deletion of
+// the pair (by aName in a) with t.Cleanup.
+func Veth(t testing.TB, a *NS, aName, aAddr string, b *NS, bName, bAddr string) {
+	t.Helper()
+	if err := AddVeth(a, aName, aAddr, b, bName, bAddr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// The namespace may already be gone if a test deleted it.
+		if !Exists(a.Name) {
+			return
+		}
+		if err := a.DeleteLink(aName); err != nil {
+			t.Errorf("delete veth %s: %v", aName, err)
+		}
+	})
 }

@@ -118,3 +118,29 @@ func TestVethAndLoss(t *testing.T) {
 		require.Equal(t, n, exchange(t, a, b, n), "rule removed after %s", tc.name)
 	}
 }
+
+// TestCreateDelete covers the API for programs (no testing.TB).
+func TestCreateDelete(t *testing.T) {
+	a, err := Create()
+	require.NoError(t, err)
+	b, err := Create()
+	require.NoError(t, err)
+	require.NoError(t, AddVeth(a, "pgmtun-x", "10.78.0.1/24", b, "pgmtun-y", ""))
+	assert.Contains(t, b.MustRun(t, "ip", "-o", "link", "show", "pgmtun-y"), "UP")
+	table, err := a.AddLoss(LossRule{Iface: "pgmtun-x", Dir: Egress, Percent: 1})
+	require.NoError(t, err)
+	require.NoError(t, a.DeleteLoss(table))
+	_, err = a.Dropped(table)
+	assert.Error(t, err, "table gone")
+	require.NoError(t, a.DeleteLink("pgmtun-x"))
+	_, err = b.Run("ip", "link", "show", "pgmtun-y")
+	assert.Error(t, err, "deleting one end removes the pair")
+	require.Error(t, AddVeth(a, "pgmtun-x", "not-an-address", b, "pgmtun-y", ""))
+	_, err = a.Run("ip", "link", "show", "pgmtun-x")
+	assert.Error(t, err, "a failed AddVeth leaves nothing behind")
+	require.NoError(t, a.Delete())
+	require.NoError(t, b.Delete())
+	assert.False(t, Exists(a.Name))
+	_, err = a.AddLoss(LossRule{Iface: "x", Dir: "sideways", Percent: 1})
+	assert.Error(t, err)
+}
