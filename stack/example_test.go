@@ -1,0 +1,172 @@
+package stack_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net/netip"
+	"strings"
+
+	"github.com/pgmtun/pgmtun/stack"
+	"github.com/pgmtun/pgmtun/stack/memlink"
+)
+
+// twoStacks returns the PGM protocols of two netstacks on an in-process
+// link, and a function that tears everything down.
+func twoStacks() (sender, receiver *stack.Protocol, closeAll func()) {
+	hub := memlink.New(memlink.Options{Seed: 1})
+	var protos []*stack.Protocol
+	var closers []func()
+	for i := byte(1); i <= 2; i++ {
+		s := stack.New(stack.Options{})
+		if err := stack.AddNIC(s, 1, hub.NewPort(), netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, i}), 24)); err != nil {
+			log.Fatal(err)
+		}
+		p, err := stack.FromStack(s)
+		if err != nil {
+			log.Fatal(err)
+		}
+		protos = append(protos, p)
+		closers = append(closers, func() { s.Close(); s.Wait() })
+	}
+	return protos[0], protos[1], func() {
+		for _, c := range closers {
+			c()
+		}
+		hub.Close()
+	}
+}
+
+// A reliable-message (SOCK_RDM) sender and receiver, Winsock style: the
+// sender binds and connects to the group; the receiver binds the group,
+// listens and accepts the session.
+func Example() {
+	sp, rp, closeAll := twoStacks()
+	defer closeAll()
+	group := netip.MustParseAddrPort("239.192.0.1:7500")
+
+	// Receiver: Bind(group:port) → options → Listen → Accept.
+	lis, _ := rp.Socket(stack.SockRDM)
+	if err := lis.Bind(group); err != nil {
+		log.Fatal(err)
+	}
+	if err := lis.SetLateJoin(10); err != nil { // options between Bind and Listen
+		log.Fatal(err)
+	}
+	if err := lis.Listen(); err != nil {
+		log.Fatal(err)
+	}
+	defer lis.Close()
+
+	// Sender: Bind(any) → options → Connect(group:port) → Send.
+	snd, _ := sp.Socket(stack.SockRDM)
+	if err := snd.Bind(netip.AddrPort{}); err != nil {
+		log.Fatal(err)
+	}
+	if err := snd.SetRateWindow(stack.RateWindow{RateKbitsPerSec: 10_000, WindowSizeInMSecs: 2000}); err != nil {
+		log.Fatal(err)
+	}
+	if err := snd.Connect(group); err != nil {
+		log.Fatal(err)
+	}
+	for _, m := range []string{"first", "second message", "third"} {
+		if _, err := snd.Send([]byte(m)); err != nil {
+			log.Fatal(err)
+		}
+	}
+	snd.Close() // graceful: OPT_FIN, repairs served until the window passes
+
+	sess, err := lis.Accept()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sess.Close()
+	buf := make([]byte, 1500)
+	for {
+		n, err := sess.Recv(buf)
+		if errors.Is(err, io.EOF) { // ErrDisconnected: the sender closed
+			fmt.Println("session ended")
+			break
+		}
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("message: %q\n", buf[:n])
+	}
+	// Output:
+	// message: "first"
+	// message: "second message"
+	// message: "third"
+	// session ended
+}
+
+// A stream pair through the net.Conn and net.Listener adapters.
+func Example_stream() {
+	sp, rp, closeAll := twoStacks()
+	defer closeAll()
+	group := netip.MustParseAddrPort("239.192.0.2:7600")
+
+	l, err := stack.Listen(rp, stack.SockStream, group)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+
+	c, err := stack.Dial(sp, stack.SockStream, group)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		fmt.Fprintf(c, "line %d\n", i)
+	}
+	c.Close()
+
+	rc, err := l.Accept()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(rc) // until the sender's graceful end
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Print(strings.ToUpper(string(data)))
+	// Output:
+	// LINE 0
+	// LINE 1
+	// LINE 2
+}
+
+// A message larger than the receive buffer comes back in parts, each but
+// the last flagged MsgPartial (Winsock MSG_PARTIAL).
+func ExampleSocket_RecvMsg() {
+	sp, rp, closeAll := twoStacks()
+	defer closeAll()
+	group := netip.MustParseAddrPort("239.192.0.3:7700")
+
+	l, _ := stack.Listen(rp, stack.SockRDM, group)
+	defer l.Close()
+	c, _ := stack.Dial(sp, stack.SockRDM, group)
+	defer c.Close()
+	c.Write([]byte("0123456789"))
+
+	sc, _ := l.AcceptContext(context.Background())
+	defer sc.Close()
+	buf := make([]byte, 4)
+	for {
+		n, flags, err := sc.Socket().RecvMsg(context.Background(), buf)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("%q partial=%v\n", buf[:n], flags&stack.MsgPartial != 0)
+		if flags&stack.MsgPartial == 0 {
+			break
+		}
+	}
+	// Output:
+	// "0123" partial=true
+	// "4567" partial=true
+	// "89" partial=false
+}
