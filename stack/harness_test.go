@@ -200,3 +200,5 @@ func checkGoroutines(t *testing.T) {
 		}
 	})
 }
+
+func netipPrefix(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, 24) }
