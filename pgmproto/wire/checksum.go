@@ -45,9 +45,13 @@ func (s *Sum) AddCopy(dst, src []byte) int {
 	return n
 }
 
-// AddUint16 adds a big-endian 16-bit value that starts at an even offset.
+// AddUint16 adds the two bytes of the big-endian value v.
 func (s *Sum) AddUint16(v uint16) {
-	s.acc = addCarry(s.acc, uint64(bits.ReverseBytes16(v)))
+	w := uint64(bits.ReverseBytes16(v))
+	if s.odd {
+		w = swap64(w)
+	}
+	s.acc = addCarry(s.acc, w)
 }
 
 // Sum16 returns the folded one's-complement sum in network byte order (not

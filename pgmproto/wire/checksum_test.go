@@ -96,6 +96,12 @@ func TestSumAddUint16(t *testing.T) {
 	s.Add([]byte{0x12, 0x34})
 	s.AddUint16(0xabcd)
 	assert.Equal(t, naiveSum([]byte{0x12, 0x34, 0xab, 0xcd}), s.Sum16())
+
+	var odd Sum
+	odd.Add([]byte{0x12})
+	odd.AddUint16(0xabcd)
+	odd.Add([]byte{0x34})
+	assert.Equal(t, naiveSum([]byte{0x12, 0xab, 0xcd, 0x34}), odd.Sum16())
 }
 
 func TestPartialChecksumCombines(t *testing.T) {

@@ -41,7 +41,9 @@ const (
 	OptEnd     = 0x80 // in the type byte: last option
 	optTypeMsk = 0x7F
 
-	OptHeaderF   = 0x04 // byte 2: option is FEC-encoded (F bit)
+	// OptHeaderF is the F bit (option FEC-encoded in a parity packet) where RFC
+	// 3208 section 9.1 draws it; OpenPGM's headers define it as 0x08 instead.
+	OptHeaderF   = 0x04
 	OptHeaderOPX = 0x03 // byte 2: option extensibility bits
 	OptHeaderU   = 0x80 // byte 3: option was encoded null (U bit)
 )
