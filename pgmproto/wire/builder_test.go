@@ -296,3 +296,23 @@ func TestODATAToRDATA(t *testing.T) {
 	assert.ErrorIs(t, ODATAToRDATA(buf[:n], 2), ErrBuild)
 	assert.ErrorIs(t, ODATAToRDATA(buf[:5], 2), ErrTruncated)
 }
+
+func TestOptionSetScan(t *testing.T) {
+	buf := make([]byte, 1500)
+	var b Builder
+	p := finish(t, b.ODATA(buf, Downstream(testTSI, testDPort), 3, 1).Fragment(2, 10, 30).
+		RawOption(Option{0x30, 4, 0, 0}).FIN().Payload(payload[:10]))
+	s := p.Options.Scan()
+	assert.True(t, s.Has(OptFragment))
+	assert.True(t, s.Has(OptFIN))
+	assert.False(t, s.Has(OptSYN))
+	assert.False(t, s.Has(0x30), "unknown types are not kept")
+	assert.False(t, s.Has(0x7F))
+	o, ok := s.Get(OptFragment)
+	require.True(t, ok)
+	assert.Equal(t, uint32(10), OptFragmentView(o).Offset())
+	assert.Zero(t, testing.AllocsPerRun(50, func() { s = p.Options.Scan() }))
+	var none Options
+	s = none.Scan()
+	assert.False(t, s.Has(OptFragment))
+}

@@ -727,3 +727,33 @@ func (p Packet) PGMCCFeedback() (OptPGMCCFeedbackView, bool) {
 	o, ok := p.Options.Find(OptPGMCCFeedback)
 	return OptPGMCCFeedbackView(o), ok
 }
+
+// OptionSet holds the first option of each known type, found in one walk: an
+// engine that asks for several options of one packet walks them once.
+type OptionSet struct {
+	opts [OptPGMCCFeedback + 1]Option
+}
+
+// Scan walks o once and returns the options it holds (unknown types are left
+// out). On malformed options it returns those met before the fault.
+func (o Options) Scan() OptionSet {
+	var s OptionSet
+	for it := o.Iter(); it.Next(); {
+		opt := it.Option()
+		if t := opt.Type(); t < OptType(len(s.opts)) && s.opts[t] == nil {
+			s.opts[t] = opt
+		}
+	}
+	return s
+}
+
+// Get returns the option of type t, if present.
+func (s *OptionSet) Get(t OptType) (Option, bool) {
+	if t >= OptType(len(s.opts)) || s.opts[t] == nil {
+		return nil, false
+	}
+	return s.opts[t], true
+}
+
+// Has reports whether an option of type t is present.
+func (s *OptionSet) Has(t OptType) bool { _, ok := s.Get(t); return ok }
