@@ -1,0 +1,42 @@
+// Package engine implements PGM (RFC 3208) reliable delivery as two sans-IO
+// state machines: a Source, which keeps a transmit window and serves
+// repairs, and a Receiver, which detects loss and recovers it with the
+// RFC's NAK state machine, for every session (TSI) heard on one group and
+// port.
+//
+// The engines do no I/O, start no goroutines and read no clock: the caller
+// passes the current time into every call (any monotonic time.Time; the
+// simulator uses virtual time) and a seeded *rand.Rand to the Receiver. The
+// same code runs under the gVisor stack, in the simulator (pgmproto/sim)
+// and under the fuzzer.
+//
+// # Driving an engine
+//
+// After anything happens — an application Send, a packet arriving
+// (HandlePacket), or the time returned by NextDeadline passing — call
+// Next(now) until it reports false and transmit each packet it returns;
+// for a Receiver also call NextEvent until it reports false. Then arm a
+// timer for NextDeadline. A deadline at or before now means "call Next
+// again now"; false means no timer is pending.
+//
+// # Ownership
+//
+// Transmit.Packet points into a buffer owned by the engine and is valid
+// only until the next call on the same engine: write or copy it first.
+// Packets passed to HandlePacket and APDUs passed to Send are never
+// retained (the engines copy what they keep). Event.Data is handed over to
+// the caller.
+//
+// # Semantics
+//
+// The transmit window holds TXWSqns packets (and optionally TXWBytes) for
+// TXWSecs after each was sent, advancing in TXWAdvancePct steps (Winsock);
+// a full window makes Send return ErrWindowFull. Packets with a repair
+// pending never leave it. NAKs are confirmed at once with NCFs (lists too),
+// RDATA goes ahead of ODATA, all output passes a token bucket.
+//
+// The receiver delivers APDUs in order, exactly once, reassembled from
+// OPT_FRAGMENT; whatever cannot be delivered is reported by an EventLoss
+// naming the exact sequences, never skipped silently. Sessions end with
+// EventEnd (OPT_FIN), EventReset (OPT_RST) or EventExpired.
+package engine

@@ -1,0 +1,234 @@
+package engine
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgmtun/pgmtun/pgmproto/seq"
+	"github.com/pgmtun/pgmtun/pgmproto/wire"
+)
+
+// The fuzz input is a script of records: [delay ms][flags][len16][packet].
+// flags bit 0: from another address; bit 1: unicast destination; bit 2
+// (source fuzzing): an application Send of len bytes instead of a packet.
+
+func fuzzConfig() Config {
+	c := testConfig()
+	c.RXWSqns, c.TXWSqns = 32, 32
+	c.MaxPeers, c.MaxEvents = 4, 64
+	c.NAKRptIvl, c.NAKRdataIvl = 100*time.Millisecond, 100*time.Millisecond
+	c.NAKNCFRetries, c.NAKDataRetries = 3, 3
+	c.PeerExpiry = 5 * time.Second
+	c.DestPort = 0 // accept any port: more of the input reaches the state machines
+	return c
+}
+
+type record struct {
+	delay time.Duration
+	flags byte
+	data  []byte
+}
+
+func script(b []byte) []record {
+	var out []record
+	for len(b) >= 4 {
+		n := int(binary.BigEndian.Uint16(b[2:]))
+		r := record{delay: time.Duration(b[0]) * time.Millisecond, flags: b[1]}
+		b = b[4:]
+		n = min(n, len(b))
+		r.data, b = b[:n], b[n:]
+		out = append(out, r)
+	}
+	return out
+}
+
+func encodeScript(rs ...record) []byte {
+	var b []byte
+	for _, r := range rs {
+		b = append(b, byte(r.delay/time.Millisecond), r.flags, byte(len(r.data)>>8), byte(len(r.data)))
+		b = append(b, r.data...)
+	}
+	return b
+}
+
+// corpusPackets returns real packets of a session: SPMs, ODATA (one
+// fragmented APDU), NCF, NAK list, SPMR, RDATA, FIN.
+func corpusPackets() [][]byte {
+	c := fuzzConfig()
+	s, _ := NewSource(c, t0)
+	var pk [][]byte
+	drain := func(now time.Time) {
+		for {
+			tx, ok := s.Next(now)
+			if !ok {
+				return
+			}
+			pk = append(pk, append([]byte(nil), tx.Packet...))
+		}
+	}
+	drain(t0)
+	_ = s.Send(t0, []byte("ringo"))
+	_ = s.Send(t0, []byte(strings.Repeat("ichigo", 500)))
+	drain(t0)
+	_ = s.HandlePacket(t0, pNAK(wire.TypeNAK, 0, 1, 2), tRxAddr)
+	drain(t0)
+	s.Close(t0)
+	drain(t0.Add(time.Second))
+	pk = append(pk, pNAK(wire.TypeNAK, 3, 4), pSPMR(), pSPM(9, 0, 5, flagRST))
+	return pk
+}
+
+func FuzzReceiver(f *testing.F) {
+	pk := corpusPackets()
+	var rs []record
+	for i, p := range pk {
+		rs = append(rs, record{delay: time.Duration(i%3) * 10 * time.Millisecond, data: p})
+	}
+	f.Add(encodeScript(rs...))
+	// Reordered, with gaps.
+	f.Add(encodeScript(rs[3], rs[1], rs[5], rs[0]))
+	f.Add(encodeScript(record{data: pODATA(5, 1, "x")}, record{delay: 200 * time.Millisecond, data: pODATA(40, 30, "y")}))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c := fuzzConfig()
+		r, err := NewReceiver(c, t0, rand.New(rand.NewPCG(1, 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := t0
+		other := netip.MustParseAddr("10.9.9.9")
+		step := func() {
+			for range 10_000 {
+				if _, ok := r.Next(now); !ok {
+					break
+				}
+			}
+			for range 10_000 {
+				if _, ok := r.NextEvent(); !ok {
+					break
+				}
+			}
+			checkReceiverBounds(t, r)
+		}
+		for _, rec := range script(in) {
+			now = now.Add(rec.delay)
+			from, to := tSrcNLA, tGroup
+			if rec.flags&1 != 0 {
+				from = other
+			}
+			if rec.flags&2 != 0 {
+				to = tRxAddr
+			}
+			_ = r.HandlePacket(now, rec.data, from, to)
+			checkReceiverBounds(t, r)
+			if rec.flags&4 == 0 {
+				step()
+			}
+		}
+		// Let every timer run out: the receiver must go quiet.
+		for range 1000 {
+			d, ok := r.NextDeadline()
+			if !ok {
+				break
+			}
+			if d.After(now) {
+				now = d
+			} else {
+				now = now.Add(time.Millisecond)
+			}
+			step()
+		}
+		if _, ok := r.NextDeadline(); ok {
+			t.Fatalf("timers still pending after expiry: %d sessions", r.Sessions())
+		}
+	})
+}
+
+// checkReceiverBounds asserts the memory bounds: windows within RXWSqns,
+// buffered bytes accounted, sessions within MaxPeers, output bounded.
+func checkReceiverBounds(t *testing.T, r *Receiver) {
+	if len(r.peers) > r.cfg.MaxPeers {
+		t.Fatalf("%d peers > MaxPeers %d", len(r.peers), r.cfg.MaxPeers)
+	}
+	for _, pr := range r.order {
+		if !pr.defined || pr.over {
+			continue
+		}
+		w := &pr.w
+		if w.size() > uint32(len(w.ring)) || len(w.ring) != int(r.cfg.RXWSqns) {
+			t.Fatalf("window [%d, %d] larger than %d", w.trail, w.lead, len(w.ring))
+		}
+		held := 0
+		for s := w.trail; s.BeforeEq(w.lead); s++ {
+			held += len(w.at(s).payload)
+		}
+		if held != w.bytes {
+			t.Fatalf("window holds %d bytes, accounted %d", held, w.bytes)
+		}
+		if held > int(r.cfg.RXWSqns)*65535 {
+			t.Fatalf("window holds %d bytes", held)
+		}
+	}
+	if r.pendingEvents() > r.cfg.MaxEvents+3*r.cfg.MaxPeers+int(r.cfg.RXWSqns) {
+		t.Fatalf("%d events queued", r.pendingEvents())
+	}
+	if len(r.out)-r.outH > 1024 {
+		t.Fatalf("%d packets queued", len(r.out)-r.outH)
+	}
+}
+
+func FuzzSource(f *testing.F) {
+	pk := corpusPackets()
+	var rs []record
+	for i, p := range pk {
+		rs = append(rs, record{delay: time.Duration(i%3) * 10 * time.Millisecond, data: p})
+	}
+	rs = append(rs, record{flags: 4, data: make([]byte, 3000)})
+	f.Add(encodeScript(rs...))
+	f.Add(encodeScript(record{flags: 4, data: []byte("abc")}, record{data: pNAK(wire.TypeNAK, 0)}, record{data: pNAK(wire.TypeNAK, 0, 1, 2, 99)}))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c := fuzzConfig()
+		s, err := NewSource(c, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := t0
+		closed := false
+		for _, rec := range script(in) {
+			now = now.Add(rec.delay)
+			switch {
+			case rec.flags&4 != 0:
+				_ = s.Send(now, rec.data)
+			case rec.flags == 0xff && !closed:
+				s.Close(now)
+				closed = true
+			default:
+				_ = s.HandlePacket(now, rec.data, tRxAddr)
+			}
+			for range 10_000 {
+				tx, ok := s.Next(now)
+				if !ok {
+					break
+				}
+				if len(tx.Packet)+ipv4HeaderLen > c.MaxTPDU {
+					t.Fatalf("sent %d bytes > MaxTPDU", len(tx.Packet))
+				}
+				if _, err := wire.Parse(tx.Packet); err != nil {
+					t.Fatalf("sent an unparsable packet: %v", err)
+				}
+			}
+			if s.w.len() > c.TXWSqns || s.rLen > int(c.TXWSqns) || s.nLen > len(s.ncfs) {
+				t.Fatalf("window %d, repairs %d, NCFs %d", s.w.len(), s.rLen, s.nLen)
+			}
+			if c.TXWBytes > 0 && s.w.bytes > c.TXWBytes {
+				t.Fatalf("window bytes %d", s.w.bytes)
+			}
+			if s.w.has(s.w.sendNext) || !seq.Num(s.w.trail).BeforeEq(s.w.sendNext) {
+				t.Fatalf("inconsistent window trail %d sendNext %d next %d", s.w.trail, s.w.sendNext, s.w.next)
+			}
+		}
+	})
+}
