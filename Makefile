@@ -35,3 +35,19 @@ test:
 
 demo:
 	$(GO) run ./cmd/pgmtun demo
+
+# fuzz runs every go-test fuzz target for FUZZTIME each (default 60s; the
+# committed corpora under */testdata/fuzz are replayed by `make check` too).
+FUZZ_TARGETS := \
+	./pgmproto/wire:FuzzParse \
+	./pgmproto/wire:FuzzOptions \
+	./pgmproto/engine:FuzzReceiver \
+	./pgmproto/engine:FuzzSource \
+	./internal/pcapio:FuzzReader
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "== $$fn ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
