@@ -1,0 +1,267 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pgmtun/pgmtun/stack"
+)
+
+// seconds is a flag.Value for a duration written as seconds ("2", "0.5")
+// or as a Go duration ("500ms").
+type seconds time.Duration
+
+func (s *seconds) String() string { return time.Duration(*s).String() }
+
+func (s *seconds) Set(v string) error {
+	if f, err := strconv.ParseFloat(v, 64); err == nil && f >= 0 {
+		*s = seconds(f * float64(time.Second))
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return fmt.Errorf("bad duration %q (want seconds like 2 or 0.5, or 500ms)", v)
+	}
+	*s = seconds(d)
+	return nil
+}
+
+// Defaults of send and recv: OpenPGM's example programs where they have one.
+const (
+	defaultGroup   = "239.192.0.1"
+	defaultPort    = 7500
+	defaultRate    = 400_000 // bytes/s (OpenPGM TXW_MAX_RTE)
+	defaultWindow  = 2 * time.Second
+	defaultTUN     = "pgm0"
+	defaultAddr    = "10.200.0.2/24"
+	defaultPrefix  = 24
+	defaultMaxAPDU = 64 << 10
+)
+
+// netFlags are the flags send and recv share: where the netstack lives and
+// how PGM is tuned.
+type netFlags struct {
+	network  string
+	port     uint
+	rate     byteSize
+	txwSqns  uint
+	txwSecs  seconds
+	txwBytes byteSize
+	timers   stack.Timers
+	ttl      uint
+	tun      string
+	create   bool
+	mtu      uint
+	addr     string
+	hostAddr string
+	pcap     string
+	loss     percent
+	seed     uint64
+	rdm      bool
+	stats    statsFormat
+	progress progressMode
+}
+
+func (f *netFlags) register(fs *flag.FlagSet) {
+	f.port, f.rate, f.ttl = defaultPort, defaultRate, stack.DefaultMulticastTTL
+	f.stats, f.progress, f.seed = statsText, progressAuto, 1
+	fs.StringVar(&f.network, "network", "", "`\"IFACE;GROUP\"`, as in OpenPGM: IFACE is the TUN device's name or the netstack's address\n(either may be empty), GROUP the multicast group (default "+defaultGroup+")")
+	fs.UintVar(&f.port, "port", f.port, "PGM data-destination port")
+	fs.Var(&f.rate, "rate", "maximum send `rate` in bytes/s, IP headers included (e.g. 400000, 10MB/s); it also sizes\nthe receive window, so give recv the sender's value")
+	fs.UintVar(&f.txwSqns, "txw-sqns", 0, "window in sequences (packets); converted to time at --rate and the MTU")
+	fs.Var(&f.txwSecs, "txw-secs", "window as `time`: how long data stays available for repairs (default 2s)")
+	fs.Var(&f.txwBytes, "txw-bytes", "window in `bytes` (e.g. 8MiB)")
+	fs.DurationVar(&f.timers.NAKBOIvl, "nak-bo-ivl", 0, "NAK back-off interval (default 50ms)")
+	fs.DurationVar(&f.timers.NAKRptIvl, "nak-rpt-ivl", 0, "wait for an NCF before repeating a NAK (default 2s)")
+	fs.DurationVar(&f.timers.NAKRdataIvl, "nak-rdata-ivl", 0, "wait for RDATA after an NCF (default 2s)")
+	fs.IntVar(&f.timers.NAKDataRetries, "nak-data-retries", 0, "NAKs after NCFs before a sequence is lost (default 50)")
+	fs.IntVar(&f.timers.NAKNCFRetries, "nak-ncf-retries", 0, "NAKs without an NCF before a sequence is lost (default 50)")
+	fs.DurationVar(&f.timers.PeerExpiry, "peer-expiry", 0, "end a session whose source is silent this long (default 5m)")
+	fs.UintVar(&f.ttl, "ttl", f.ttl, "multicast TTL")
+	fs.StringVar(&f.tun, "tun", "", "TUN device `name` (default "+defaultTUN+", or IFACE of --network)")
+	fs.BoolVar(&f.create, "create", false, "create the TUN device (needs CAP_NET_ADMIN) instead of attaching to an existing one")
+	fs.UintVar(&f.mtu, "mtu", 0, "set the device's MTU (default: keep the device's)")
+	fs.StringVar(&f.addr, "addr", "", "the netstack's own address `CIDR` on the device (default "+defaultAddr+",\nor the address after --host-addr)")
+	fs.StringVar(&f.hostAddr, "host-addr", "", "configure the kernel side of the device: this address `CIDR`, link up, and a route\nto the group (needs CAP_NET_ADMIN; removed again at exit)")
+	fs.StringVar(&f.pcap, "pcap", "", "write a pcap of every packet crossing the device to `FILE`")
+	fs.Var(&f.loss, "loss", "drop this `percent` of PGM packets at random in each direction (research, testing)")
+	fs.Uint64Var(&f.seed, "seed", f.seed, "seed of the --loss pattern")
+	fs.BoolVar(&f.rdm, "rdm", false, "reliable messages (SOCK_RDM) instead of a byte stream")
+	fs.Var(&f.stats, "stats", "final statistics on stderr: `format` text, json or none")
+	fs.Var(&f.progress, "progress", "progress line on stderr: `mode` auto (when a terminal), on, off")
+}
+
+// netConfig is netFlags checked and resolved.
+type netConfig struct {
+	tun      string
+	create   bool
+	mtu      uint32
+	addr     netip.Prefix // the netstack's
+	hostAddr netip.Prefix // kernel side; invalid: leave it alone
+	group    netip.AddrPort
+	rate     int64
+	window   struct {
+		sqns  uint32
+		dur   time.Duration
+		bytes int64
+	}
+	timers   stack.Timers
+	ttl      uint8
+	pcap     string
+	loss     float64
+	seed     uint64
+	sockType stack.SocketType
+	stats    statsFormat
+	progress progressMode
+}
+
+// resolve checks the flags and fills in defaults. Its errors name the flag.
+func (f *netFlags) resolve() (*netConfig, error) {
+	c := &netConfig{
+		tun: f.tun, create: f.create, pcap: f.pcap, loss: float64(f.loss), seed: f.seed,
+		stats: f.stats, progress: f.progress, timers: f.timers, sockType: stack.SockStream,
+	}
+	if f.rdm {
+		c.sockType = stack.SockRDM
+	}
+	iface, group, _ := strings.Cut(f.network, ";")
+	iface, group = strings.TrimSpace(iface), strings.TrimSpace(group)
+	if group == "" {
+		group = defaultGroup
+	}
+	g, err := netip.ParseAddr(group)
+	if err != nil || !g.Is4() || !g.IsMulticast() {
+		return nil, fmt.Errorf("--network %q: group %q is not an IPv4 multicast address", f.network, group)
+	}
+	if f.port == 0 || f.port > 0xffff {
+		return nil, fmt.Errorf("--port %d: want 1..65535", f.port)
+	}
+	c.group = netip.AddrPortFrom(g, uint16(f.port))
+
+	if f.hostAddr != "" {
+		if c.hostAddr, err = parsePrefix(f.hostAddr); err != nil {
+			return nil, fmt.Errorf("--host-addr: %w", err)
+		}
+	}
+	addr := f.addr
+	if a, err := netip.ParseAddr(iface); err == nil {
+		if addr != "" && strings.Split(addr, "/")[0] != a.String() {
+			return nil, fmt.Errorf("--network names address %v but --addr is %s", a, addr)
+		}
+		if addr == "" {
+			addr = a.String()
+		}
+	} else if iface != "" {
+		if c.tun != "" && c.tun != iface {
+			return nil, fmt.Errorf("--network names device %q but --tun is %q", iface, c.tun)
+		}
+		c.tun = iface
+	}
+	if c.tun == "" {
+		c.tun = defaultTUN
+	}
+	switch {
+	case addr != "":
+		if c.addr, err = parsePrefix(addr); err != nil {
+			return nil, fmt.Errorf("--addr: %w", err)
+		}
+	case c.hostAddr.IsValid():
+		c.addr = netip.PrefixFrom(c.hostAddr.Addr().Next(), c.hostAddr.Bits())
+	default:
+		c.addr = netip.MustParsePrefix(defaultAddr)
+	}
+	if !c.addr.Addr().Is4() {
+		return nil, fmt.Errorf("--addr %v: only IPv4 for now", c.addr)
+	}
+	if c.hostAddr.IsValid() && c.hostAddr.Addr() == c.addr.Addr() {
+		return nil, fmt.Errorf("--addr and --host-addr are both %v: the netstack and the kernel need addresses of their own", c.addr.Addr())
+	}
+
+	if f.rate < 1000 {
+		return nil, fmt.Errorf("--rate %d: want at least 1000 bytes/s", f.rate)
+	}
+	c.rate = int64(f.rate)
+	set := 0
+	for _, v := range []bool{f.txwSqns != 0, f.txwSecs != 0, f.txwBytes != 0} {
+		if v {
+			set++
+		}
+	}
+	if set > 1 {
+		return nil, errors.New("give the window one way: --txw-sqns, --txw-secs or --txw-bytes")
+	}
+	c.window.sqns, c.window.dur, c.window.bytes = uint32(f.txwSqns), time.Duration(f.txwSecs), int64(f.txwBytes)
+	if set == 0 {
+		c.window.dur = defaultWindow
+	}
+	if c.window.dur != 0 && c.window.dur < time.Millisecond {
+		return nil, fmt.Errorf("--txw-secs %v: want at least 1ms", c.window.dur)
+	}
+	t := f.timers
+	if t.NAKBOIvl < 0 || t.NAKRptIvl < 0 || t.NAKRdataIvl < 0 || t.PeerExpiry < 0 || t.NAKDataRetries < 0 || t.NAKNCFRetries < 0 {
+		return nil, errors.New("NAK timers, retries and --peer-expiry must not be negative")
+	}
+	if f.ttl > 255 {
+		return nil, fmt.Errorf("--ttl %d: want 0..255", f.ttl)
+	}
+	c.ttl = uint8(f.ttl)
+	if f.mtu != 0 && (f.mtu < 576 || f.mtu > 65535) {
+		return nil, fmt.Errorf("--mtu %d: want 576..65535", f.mtu)
+	}
+	c.mtu = uint32(f.mtu)
+	if f.loss >= 100 {
+		return nil, errors.New("--loss 100: nothing would ever arrive")
+	}
+	return c, nil
+}
+
+// parsePrefix reads "10.0.0.2/24", or an address alone with a /24.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("bad address %q", s)
+		}
+		return netip.PrefixFrom(a, defaultPrefix), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("bad address %q (want CIDR like 10.0.0.2/24)", s)
+	}
+	return p, nil
+}
+
+// rateWindow maps rate and window onto the socket option. A window in
+// sequences becomes time at the rate: sqns × MTU / rate (OpenPGM sizes it
+// the other way round, the same relation).
+func (c *netConfig) rateWindow(mtu uint32) stack.RateWindow {
+	rw := stack.RateWindow{RateKbitsPerSec: uint64(c.rate) * 8 / 1000}
+	switch {
+	case c.window.dur != 0:
+		rw.WindowSizeInMSecs = uint64(c.window.dur / time.Millisecond)
+	case c.window.sqns != 0:
+		rw.WindowSizeInMSecs = max(1, uint64(c.window.sqns)*uint64(mtu)*1000/uint64(c.rate))
+	case c.window.bytes != 0:
+		rw.WindowSizeInBytes = uint64(c.window.bytes)
+	}
+	return rw
+}
+
+// configure applies the options both roles share to a bound socket.
+func (c *netConfig) configure(s *stack.Socket, mtu uint32) error {
+	if err := s.SetRateWindow(c.rateWindow(mtu)); err != nil {
+		return fmt.Errorf("rate/window: %w", err)
+	}
+	if err := s.SetTimers(c.timers); err != nil {
+		return fmt.Errorf("timers: %w", err)
+	}
+	if err := s.SetMulticastTTL(c.ttl); err != nil {
+		return fmt.Errorf("ttl: %w", err)
+	}
+	return nil
+}

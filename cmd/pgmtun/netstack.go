@@ -1,0 +1,143 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/link/sniffer"
+	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/pgmtun/pgmtun/stack"
+	"github.com/pgmtun/pgmtun/tun"
+)
+
+// nicID is the netstack's one NIC.
+const nicID tcpip.NICID = 1
+
+// netstack is a PGM-capable netstack attached to its link (a TUN device, or
+// in tests an in-process link).
+type netstack struct {
+	s     *tcpipstack.Stack
+	p     *stack.Protocol
+	mtu   uint32
+	desc  string             // where it is attached, for messages
+	lossy *tun.LossyEndpoint // nil without --loss
+	undo  []func() error     // run in reverse by close
+}
+
+// linkFactory, when set, replaces the TUN device with another link (tests
+// join send and recv over a memlink hub with it). It returns the link and
+// a function that releases it after the stack is closed.
+var linkFactory func(c *netConfig) (tcpipstack.LinkEndpoint, func(), error)
+
+// openNetstack creates the netstack and attaches it as c describes. On
+// error nothing it made is left behind.
+func openNetstack(c *netConfig) (_ *netstack, err error) {
+	ns := &netstack{}
+	defer func() {
+		if err != nil {
+			ns.close()
+		}
+	}()
+	var pcap *os.File
+	if c.pcap != "" {
+		if pcap, err = os.Create(c.pcap); err != nil {
+			return nil, fmt.Errorf("--pcap: %w", err)
+		}
+		ns.undo = append(ns.undo, pcap.Close)
+	}
+	var loss *tun.Loss
+	if c.loss > 0 {
+		// Only PGM is dropped: IGMP and the rest pass, as a research
+		// filter for the protocol under test should.
+		loss = &tun.Loss{RxPercent: c.loss, TxPercent: c.loss, Seed: c.seed, IPProtocol: uint8(stack.ProtocolNumber)}
+	}
+	var ep tcpipstack.LinkEndpoint
+	if linkFactory != nil {
+		// Made before the stack so that it is released after it.
+		var release func()
+		if ep, release, err = linkFactory(c); err != nil {
+			return nil, err
+		}
+		ns.undo = append(ns.undo, func() error { release(); return nil })
+	}
+	ns.s = stack.New(stack.Options{})
+	ns.undo = append(ns.undo, func() error { ns.s.Close(); ns.s.Wait(); return nil })
+	if ns.p, err = stack.FromStack(ns.s); err != nil {
+		return nil, err
+	}
+
+	if ep != nil {
+		if pcap != nil {
+			sniffer.LogPackets.Store(0)
+			if ep, err = sniffer.NewWithWriter(ep, pcap, 0); err != nil {
+				return nil, fmt.Errorf("--pcap: %w", err)
+			}
+		}
+		if loss != nil {
+			ns.lossy = tun.NewLossy(ep, *loss)
+			ep = ns.lossy
+		}
+		if err := stack.AddNIC(ns.s, nicID, ep, c.addr); err != nil {
+			return nil, err
+		}
+		ns.mtu, ns.desc = ep.MTU(), fmt.Sprintf("in-process link, netstack %v", c.addr)
+		return ns, nil
+	}
+
+	cfg := tun.Config{Name: c.tun, Create: c.create, MTU: c.mtu, Up: c.create}
+	if c.hostAddr.IsValid() {
+		cfg.HostAddr, cfg.Up = c.hostAddr, true
+		cfg.Routes = []netip.Prefix{netip.PrefixFrom(c.group.Addr(), 32)}
+	}
+	dev, err := tun.Open(cfg)
+	if err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			err = fmt.Errorf("%w (creating or configuring a TUN device needs CAP_NET_ADMIN; an administrator can make one for you: ip tuntap add dev %s mode tun user $USER)", err, c.tun)
+		}
+		return nil, err
+	}
+	// Opened after the stack so that it is closed before it: Close
+	// removes the NIC, stops the reader and closes the fd.
+	ns.undo = append(ns.undo, dev.Close)
+	opts := tun.LinkOptions{Loss: loss}
+	if pcap != nil {
+		opts.PcapWriter = pcap
+	}
+	if err := dev.Attach(ns.s, nicID, c.addr, opts); err != nil {
+		return nil, err
+	}
+	ns.lossy = dev.Lossy()
+	ns.mtu = dev.MTU()
+	verb := "attached to"
+	if dev.Created() {
+		verb = "created"
+	}
+	ns.desc = fmt.Sprintf("%s TUN %s, netstack %v", verb, dev.Name(), c.addr)
+	if c.hostAddr.IsValid() {
+		ns.desc += fmt.Sprintf(", kernel side %v", c.hostAddr)
+	}
+	return ns, nil
+}
+
+// dropped returns the packets --loss dropped in both directions.
+func (ns *netstack) dropped() uint64 {
+	if ns.lossy == nil {
+		return 0
+	}
+	rx, tx := ns.lossy.Dropped()
+	return rx + tx
+}
+
+// close undoes openNetstack in reverse order.
+func (ns *netstack) close() error {
+	var errs []error
+	for i := len(ns.undo) - 1; i >= 0; i-- {
+		errs = append(errs, ns.undo[i]())
+	}
+	ns.undo = nil
+	return errors.Join(errs...)
+}

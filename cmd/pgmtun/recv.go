@@ -1,0 +1,178 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/pgmtun/pgmtun/stack"
+)
+
+func init() {
+	register(&command{
+		name:  "recv",
+		usage: "[flags]",
+		summary: "receive one PGM session from a multicast group over a TUN-attached netstack and\n" +
+			"write its data to standard output (or --out FILE); exit 0 only if all of it arrived",
+		flags: func(fs *flag.FlagSet) func(*env, []string) int {
+			var o recvOptions
+			o.net.register(fs)
+			fs.StringVar(&o.out, "out", "", "write the data to `FILE` instead of standard output")
+			fs.DurationVar(&o.wait, "wait", 0, "give up if no session starts within this time (default: wait forever)")
+			return func(e *env, args []string) int {
+				if len(args) != 0 {
+					fmt.Fprintf(e.stderr, "pgmtun recv: unexpected argument %q (data goes to stdout or --out)\n", args[0])
+					return exitUsage
+				}
+				c, err := o.net.resolve()
+				if err == nil && o.wait < 0 {
+					err = fmt.Errorf("--wait %v: must not be negative", o.wait)
+				}
+				if err != nil {
+					fmt.Fprintf(e.stderr, "pgmtun recv: %v\n", err)
+					return exitUsage
+				}
+				return runRecv(e, c, &o)
+			}
+		},
+	})
+}
+
+type recvOptions struct {
+	net  netFlags
+	out  string
+	wait time.Duration
+}
+
+// testHookListening, when set, is called once recv listens (tests start
+// the sender then, so no data precedes the receiver).
+var testHookListening func()
+
+func runRecv(e *env, c *netConfig, o *recvOptions) int {
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(e.stderr, "pgmtun recv: "+format+"\n", a...)
+		return exitFail
+	}
+	out := e.stdout
+	var file *os.File
+	if o.out != "" {
+		f, err := os.Create(o.out)
+		if err != nil {
+			return fail("%v", err)
+		}
+		defer f.Close()
+		out, file = f, f
+	}
+	ns, err := openNetstack(c)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer ns.close()
+
+	lis, err := ns.p.Socket(c.sockType)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer lis.Close()
+	err = lis.Bind(c.group)
+	if err == nil {
+		err = c.configure(lis, ns.mtu)
+	}
+	if err == nil {
+		err = lis.AddReceiveInterface(nicID)
+	}
+	if err == nil {
+		err = lis.Listen()
+	}
+	if err != nil {
+		return fail("%v", err)
+	}
+	if c.stats == statsText {
+		fmt.Fprintf(e.stderr, "pgmtun recv: %s; listening on %v (%v)\n", ns.desc, c.group, c.sockType)
+	}
+	if testHookListening != nil {
+		testHookListening()
+	}
+
+	ctx := context.Background()
+	if o.wait > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.wait)
+		defer cancel()
+	}
+	sess, err := lis.AcceptContext(ctx)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fail("no session started within --wait %v", o.wait)
+		}
+		return fail("%v", err)
+	}
+	defer sess.Close()
+	tsi := sess.RemoteAddr().TSI
+
+	start := time.Now()
+	var got, msgs atomic.Int64
+	prog := startProgress(e.stderr, c.progress.enabled(e.stderr), 250*time.Millisecond, func() string {
+		st, _ := sess.ReceiverStats()
+		el := max(time.Since(start).Seconds(), 1e-3)
+		return fmt.Sprintf("%5.1fs  received %s (%s)  RDATA %d  NAKs %d  lost %d",
+			el, fmtBytes(float64(got.Load())), fmtRate(float64(got.Load())/el), st.NumRDataPacketsReceived, st.NAKPacketsSent, st.LostSequences)
+	})
+	w := bufio.NewWriterSize(out, 64<<10)
+	recvErr := receive(sess, w, &got, &msgs)
+	if err := w.Flush(); err != nil && recvErr == nil {
+		recvErr = fmt.Errorf("writing output: %w", err)
+	}
+	if file != nil {
+		if err := file.Close(); err != nil && recvErr == nil {
+			recvErr = fmt.Errorf("writing output: %w", err)
+		}
+	}
+	prog.stop()
+
+	// The listener's statistics include the session after it ended.
+	st, _ := lis.ReceiverStats()
+	rep := receiverReport{Session: tsi.String(), Bytes: got.Load(), Messages: msgs.Load(), LinkDropped: ns.dropped(), OK: recvErr == nil, Result: "ok, session ended gracefully"}
+	if recvErr != nil {
+		rep.Result = recvErr.Error()
+	}
+	rep.fill(st, time.Since(start))
+	printReceiver(e.stderr, c.stats, &rep)
+	if recvErr != nil {
+		return fail("%v", recvErr)
+	}
+	return exitOK
+}
+
+// receive writes the session's data to w until the session ends. nil means
+// a graceful end with everything written.
+func receive(sess *stack.Socket, w io.Writer, got, msgs *atomic.Int64) error {
+	buf := make([]byte, 64<<10)
+	for {
+		n, flags, err := sess.RecvMsg(context.Background(), buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return fmt.Errorf("writing output: %w", werr)
+			}
+			got.Add(int64(n))
+			if flags&stack.MsgPartial == 0 {
+				msgs.Add(1)
+			}
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, stack.ErrDisconnected):
+			return nil
+		case errors.Is(err, stack.ErrConnReset):
+			return fmt.Errorf("%w; %d bytes were written before it", err, got.Load())
+		default:
+			return err
+		}
+	}
+}

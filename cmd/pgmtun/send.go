@@ -1,0 +1,175 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/pgmtun/pgmtun/stack"
+)
+
+func init() {
+	register(&command{
+		name:  "send",
+		usage: "[flags]",
+		summary: "send standard input (or --in FILE) to a multicast group over a TUN-attached netstack,\n" +
+			"then end the session gracefully and serve repairs until the window has passed",
+		flags: func(fs *flag.FlagSet) func(*env, []string) int {
+			var o sendOptions
+			o.net.register(fs)
+			o.size = 1000
+			fs.StringVar(&o.in, "in", "", "read the data from `FILE` instead of standard input")
+			fs.Var(&o.size, "size", "with --rdm: each `N` bytes of input is one message (the last may be shorter)")
+			fs.DurationVar(&o.linger, "linger", 0, "after the input ends, serve repairs at most this long (default: until\nthe window has passed the last packet)")
+			return func(e *env, args []string) int {
+				if len(args) != 0 {
+					fmt.Fprintf(e.stderr, "pgmtun send: unexpected argument %q (data comes from stdin or --in)\n", args[0])
+					return exitUsage
+				}
+				c, err := o.net.resolve()
+				if err == nil && (o.size <= 0 || o.size > defaultMaxAPDU) {
+					err = fmt.Errorf("--size %d: want 1..%d", o.size, defaultMaxAPDU)
+				}
+				if err == nil && o.linger < 0 {
+					err = fmt.Errorf("--linger %v: must not be negative", o.linger)
+				}
+				if err != nil {
+					fmt.Fprintf(e.stderr, "pgmtun send: %v\n", err)
+					return exitUsage
+				}
+				return runSend(e, c, &o)
+			}
+		},
+	})
+}
+
+type sendOptions struct {
+	net    netFlags
+	in     string
+	size   byteSize
+	linger time.Duration
+}
+
+func runSend(e *env, c *netConfig, o *sendOptions) int {
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(e.stderr, "pgmtun send: "+format+"\n", a...)
+		return exitFail
+	}
+	in := e.stdin
+	if o.in != "" {
+		f, err := os.Open(o.in)
+		if err != nil {
+			return fail("%v", err)
+		}
+		defer f.Close()
+		in = f
+	}
+	ns, err := openNetstack(c)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer ns.close()
+
+	s, err := ns.p.Socket(c.sockType)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer s.Close()
+	err = s.Bind(netip.AddrPortFrom(netip.IPv4Unspecified(), 0))
+	if err == nil {
+		err = c.configure(s, ns.mtu)
+	}
+	if err == nil {
+		err = s.SetSendInterface(nicID)
+	}
+	if err == nil {
+		err = s.Connect(c.group)
+	}
+	if err != nil {
+		return fail("%v", err)
+	}
+	tsi := s.LocalAddr().TSI
+	if c.stats == statsText {
+		fmt.Fprintf(e.stderr, "pgmtun send: %s; session %v to %v (%v)\n", ns.desc, tsi, c.group, c.sockType)
+	}
+
+	start := time.Now()
+	var sent, msgs atomic.Int64
+	prog := startProgress(e.stderr, c.progress.enabled(e.stderr), 250*time.Millisecond, func() string {
+		st, _ := s.SenderStats()
+		el := time.Since(start).Seconds()
+		return fmt.Sprintf("%5.1fs  sent %s (%s)  ODATA %d  RDATA %d  NAKs %d",
+			el, fmtBytes(float64(st.DataBytesSent)), fmtRate(float64(st.DataBytesSent)/el), st.TotalODataPacketsSent, st.RepairPacketsSent, st.NaksReceived)
+	})
+	sendErr := sendInput(s, in, c.sockType, int(o.size), &sent, &msgs)
+	result := "ok"
+	if sendErr != nil {
+		s.Abort()
+		result = sendErr.Error()
+	} else {
+		// Graceful end: OPT_FIN, then repairs until the window has passed
+		// the last sequence (Done), or for --linger at most.
+		s.Shutdown()
+		var linger <-chan time.Time
+		if o.linger > 0 {
+			t := time.NewTimer(o.linger)
+			defer t.Stop()
+			linger = t.C
+		}
+		select {
+		case <-s.Done():
+		case <-linger:
+			result = "ok (stopped serving repairs after --linger)"
+		}
+	}
+	prog.stop()
+	elapsed := time.Since(start)
+
+	st, _ := s.SenderStats()
+	rep := senderReport{Session: tsi.String(), Bytes: sent.Load(), Messages: msgs.Load(), LinkDropped: ns.dropped(), Result: result}
+	rep.fill(st, elapsed)
+	printSender(e.stderr, c.stats, &rep)
+	if sendErr != nil {
+		return fail("%v", sendErr)
+	}
+	return exitOK
+}
+
+// sendInput copies in to the socket: in RDM mode size bytes per message
+// (the last message may be shorter), in stream mode as it comes.
+func sendInput(s *stack.Socket, in io.Reader, typ stack.SocketType, size int, sent, msgs *atomic.Int64) error {
+	buf := make([]byte, max(size, 64<<10))
+	if typ == stack.SockRDM {
+		buf = buf[:size]
+	}
+	for {
+		var n int
+		var rerr error
+		if typ == stack.SockRDM {
+			n, rerr = io.ReadFull(in, buf)
+			if errors.Is(rerr, io.ErrUnexpectedEOF) {
+				rerr = io.EOF // a short last message
+			}
+		} else {
+			n, rerr = in.Read(buf)
+		}
+		if n > 0 {
+			if _, err := s.Send(buf[:n]); err != nil {
+				return fmt.Errorf("after %d bytes: %w", sent.Load(), err)
+			}
+			sent.Add(int64(n))
+			msgs.Add(1)
+		}
+		switch {
+		case errors.Is(rerr, io.EOF):
+			return nil
+		case rerr != nil:
+			return fmt.Errorf("reading input: %w", rerr)
+		}
+	}
+}

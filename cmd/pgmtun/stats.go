@@ -1,0 +1,141 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pgmtun/pgmtun/stack"
+)
+
+// statsFormat is the --stats flag: how the final statistics are printed.
+type statsFormat string
+
+const (
+	statsText statsFormat = "text"
+	statsJSON statsFormat = "json"
+	statsNone statsFormat = "none"
+)
+
+func (f *statsFormat) String() string { return string(*f) }
+
+func (f *statsFormat) Set(s string) error {
+	switch v := statsFormat(strings.ToLower(s)); v {
+	case statsText, statsJSON, statsNone:
+		*f = v
+		return nil
+	}
+	return fmt.Errorf("bad stats format %q (want text, json or none)", s)
+}
+
+// senderReport is what a sender prints at the end. The flat fields are the
+// ones people look at; PGM holds every engine counter (Winsock names).
+type senderReport struct {
+	Role        string            `json:"role"`
+	Session     string            `json:"session,omitempty"` // TSI
+	Bytes       int64             `json:"bytes"`             // application bytes sent
+	Messages    int64             `json:"messages"`          // sends (RDM messages, or stream writes)
+	Seconds     float64           `json:"seconds"`
+	Rate        float64           `json:"rate_bytes_per_sec"`
+	ODATA       uint64            `json:"odata"`
+	RDATA       uint64            `json:"rdata"`
+	NAKs        uint64            `json:"naks_received"` // sequences requested
+	NCFs        uint64            `json:"ncfs_sent"`
+	SPMs        uint64            `json:"spms_sent"`
+	LinkDropped uint64            `json:"link_dropped"` // by --loss, both directions
+	Result      string            `json:"result"`
+	PGM         stack.SenderStats `json:"pgm"`
+}
+
+// receiverReport is what a receiver prints at the end.
+type receiverReport struct {
+	Role        string              `json:"role"`
+	Name        string              `json:"name,omitempty"`
+	Session     string              `json:"session,omitempty"`
+	Bytes       int64               `json:"bytes"`    // application bytes delivered
+	Messages    int64               `json:"messages"` // whole messages (RDM) or reads (stream)
+	Seconds     float64             `json:"seconds"`
+	Rate        float64             `json:"rate_bytes_per_sec"`
+	ODATA       uint64              `json:"odata"`
+	RDATA       uint64              `json:"rdata"`
+	Duplicates  uint64              `json:"duplicates"`
+	NAKs        uint64              `json:"naks_sent"` // NAK packets
+	NAKSeqs     uint64              `json:"nak_sequences"`
+	NCFs        uint64              `json:"ncfs_received"`
+	Lost        uint64              `json:"lost_sequences"` // unrecoverable
+	LinkDropped uint64              `json:"link_dropped"`
+	Verified    bool                `json:"verified,omitempty"` // demo: every byte compared
+	OK          bool                `json:"ok"`
+	Result      string              `json:"result"`
+	PGM         stack.ReceiverStats `json:"pgm"`
+}
+
+func (r *senderReport) fill(st stack.SenderStats, d time.Duration) {
+	r.Role = "sender"
+	r.PGM = st
+	r.ODATA, r.RDATA = st.TotalODataPacketsSent, st.RepairPacketsSent
+	r.NAKs, r.NCFs, r.SPMs = st.NaksReceived, st.NCFsSent, st.SPMsSent
+	r.Seconds = d.Seconds()
+	if r.Seconds > 0 {
+		r.Rate = float64(r.Bytes) / r.Seconds
+	}
+}
+
+func (r *receiverReport) fill(st stack.ReceiverStats, d time.Duration) {
+	r.Role = "receiver"
+	r.PGM = st
+	r.ODATA, r.RDATA, r.Duplicates = st.NumODataPacketsReceived, st.NumRDataPacketsReceived, st.NumDuplicateDataPackets
+	r.NAKs, r.NAKSeqs, r.NCFs, r.Lost = st.NAKPacketsSent, st.TotalSelectiveNaksSent, st.NCFsReceived, st.LostSequences
+	r.Seconds = d.Seconds()
+	if r.Seconds > 0 {
+		r.Rate = float64(r.Bytes) / r.Seconds
+	}
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// printSender prints r in the chosen format.
+func printSender(w io.Writer, f statsFormat, r *senderReport) {
+	switch f {
+	case statsJSON:
+		_ = writeJSON(w, r)
+	case statsText:
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintf(tw, "sender\t%s\n", r.Session)
+		fmt.Fprintf(tw, "  sent\t%d bytes in %d messages, %.2fs, %s\n", r.Bytes, r.Messages, r.Seconds, fmtRate(r.Rate))
+		fmt.Fprintf(tw, "  packets\tODATA %d  RDATA %d  SPM %d  NCF %d\n", r.ODATA, r.RDATA, r.SPMs, r.NCFs)
+		fmt.Fprintf(tw, "  NAKs received\t%d sequences (%d too late, %d duplicate)\n", r.NAKs, r.PGM.NaksReceivedTooLate, r.PGM.DuplicateNaks)
+		if r.LinkDropped > 0 {
+			fmt.Fprintf(tw, "  link drops\t%d packets (--loss)\n", r.LinkDropped)
+		}
+		fmt.Fprintf(tw, "  result\t%s\n", r.Result)
+		tw.Flush()
+	}
+}
+
+// printReceiver prints r in the chosen format.
+func printReceiver(w io.Writer, f statsFormat, r *receiverReport) {
+	switch f {
+	case statsJSON:
+		_ = writeJSON(w, r)
+	case statsText:
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintf(tw, "receiver\t%s\n", r.Session)
+		fmt.Fprintf(tw, "  received\t%d bytes in %d messages, %.2fs, %s\n", r.Bytes, r.Messages, r.Seconds, fmtRate(r.Rate))
+		fmt.Fprintf(tw, "  packets\tODATA %d  RDATA %d  duplicate %d  NCF %d\n", r.ODATA, r.RDATA, r.Duplicates, r.NCFs)
+		fmt.Fprintf(tw, "  NAKs sent\t%d packets for %d sequences (%d suppressed)\n", r.NAKs, r.NAKSeqs, r.PGM.NaksSuppressed)
+		fmt.Fprintf(tw, "  lost\t%d sequences unrecoverable\n", r.Lost)
+		if r.LinkDropped > 0 {
+			fmt.Fprintf(tw, "  link drops\t%d packets (--loss)\n", r.LinkDropped)
+		}
+		fmt.Fprintf(tw, "  result\t%s\n", r.Result)
+		tw.Flush()
+	}
+}
