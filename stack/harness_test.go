@@ -122,7 +122,7 @@ func newCollector(lis *Socket, bufSize int) *collector {
 func (c *collector) poll(t *testing.T) {
 	for {
 		s, err := c.lis.Accept()
-		if errors.Is(err, ErrWouldBlock) {
+		if errors.Is(err, ErrWouldBlock) || errors.Is(err, ErrClosed) {
 			break
 		}
 		require.NoError(t, err)

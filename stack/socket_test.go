@@ -598,3 +598,57 @@ func TestLateJoiner(t *testing.T) {
 	require.NoError(t, err)
 	assert.Zero(t, st.TotalSelectiveNaksSent, "a late joiner asks for nothing before its first packet")
 }
+
+// Shutdown and Close right after the last send: the sender still serves
+// the repair the receiver needs, and the receiver ends with io.EOF. The
+// session outlives the listening socket's Close.
+func TestCloseKeepsServingRepairs(t *testing.T) {
+	checkGoroutines(t)
+	net := newTestNet(t, 12)
+	a, b := net.node(), net.node()
+	lis := b.listener(t, SockRDM, groupPort)
+	snd := a.sender(t, SockRDM, groupPort)
+	st, err := snd.SenderStats()
+	require.NoError(t, err)
+	last := st.LeadingEdgeSeqId + 5
+	dropped := 0
+	b.port.SetImpairment(memlink.Impairment{Drop: func(ip []byte) bool {
+		p, ok := pgmOf(ip)
+		if ok && p.Type() == wire.TypeODATA && p.Data().SQN() == last {
+			dropped++
+			return true
+		}
+		return false
+	}})
+	for i := 0; i < 5; i++ {
+		_, err := snd.Send(message(i, 1000))
+		require.NoError(t, err)
+	}
+	require.NoError(t, snd.Shutdown())
+	require.NoError(t, snd.Close())
+	_, err = snd.Send([]byte("late"))
+	assert.ErrorIs(t, err, ErrClosed)
+
+	c := newCollector(lis, 2000)
+	net.run(time.Second, time.Millisecond, func() bool { c.poll(t); return len(c.sessions) == 1 })
+	require.NoError(t, lis.Close(), "the accepted session keeps working")
+	net.run(time.Minute, 5*time.Millisecond, func() bool { c.poll(t); return c.errs[c.sessions[0]] != nil })
+	assert.Equal(t, 1, dropped)
+	assert.ErrorIs(t, c.errs[c.sessions[0]], io.EOF)
+	require.Len(t, c.msgs[c.sessions[0]], 5)
+	for i, m := range c.msgs[c.sessions[0]] {
+		assert.Equal(t, message(i, 1000), m)
+	}
+	net.run(time.Minute, 50*time.Millisecond, func() bool {
+		select {
+		case <-snd.Done():
+			return true
+		default:
+			return false
+		}
+	})
+	st, err = snd.SenderStats()
+	require.NoError(t, err)
+	assert.Equal(t, uint64(1), st.RepairPacketsSent)
+	c.closeAll()
+}
