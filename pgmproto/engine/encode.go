@@ -1,26 +1,14 @@
 package engine
 
 import (
-	"encoding/binary"
 	"net/netip"
 
 	"github.com/pgmtun/pgmtun/pgmproto/seq"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
 )
 
-// This file writes the few packet shapes the engine emits straight into an
-// engine-owned buffer: no allocation, one pass, checksum last.
-
-// Option type codes (RFC 3208 section 9) and the OPT_END bit.
-const (
-	optLength   = 0x00
-	optFragment = 0x01
-	optNAKList  = 0x02
-	optSYN      = 0x0D
-	optFIN      = 0x0E
-	optRST      = 0x0F
-	optEnd      = 0x80
-)
+// This file writes the few packet shapes the engine emits into an
+// engine-owned buffer with wire.Builder: no allocation, one pass.
 
 // pktFlags selects the session options a packet carries.
 type pktFlags uint8
@@ -38,159 +26,84 @@ type fragInfo struct {
 	apdu   uint32
 }
 
-func putHeader(b []byte, sport, dport uint16, t wire.Type, gsi wire.GSI, tsdu int) {
-	binary.BigEndian.PutUint16(b[0:], sport)
-	binary.BigEndian.PutUint16(b[2:], dport)
-	b[4] = byte(t)
-	b[5] = 0
-	b[6], b[7] = 0, 0
-	copy(b[8:14], gsi[:])
-	binary.BigEndian.PutUint16(b[14:], uint16(tsdu))
-}
-
-func putNLA(b []byte, a netip.Addr) int {
-	if a.Is4() {
-		binary.BigEndian.PutUint16(b, wire.AFIIPv4)
-		b[2], b[3] = 0, 0
-		v := a.As4()
-		copy(b[4:], v[:])
-		return 8
+// nla returns a, or the unspecified IPv4 address when a is unset, so that
+// a packet stays well formed before the address is known.
+func nla(a netip.Addr) netip.Addr {
+	if a.IsValid() {
+		return a
 	}
-	if a.Is6() {
-		binary.BigEndian.PutUint16(b, wire.AFIIPv6)
-		b[2], b[3] = 0, 0
-		v := a.As16()
-		copy(b[4:], v[:])
-		return 20
-	}
-	// Unknown address: an all-zero IPv4 NLA keeps the packet well formed.
-	binary.BigEndian.PutUint16(b, wire.AFIIPv4)
-	clear(b[2:8])
-	return 8
+	return netip.IPv4Unspecified()
 }
 
-// optWriter appends options after a fixed header; finish writes OPT_LENGTH,
-// marks the last option with OPT_END and sets OPT_PRESENT.
-type optWriter struct {
-	b     []byte
-	start int // offset of OPT_LENGTH
-	n     int // current end
-	last  int // offset of the last option header, -1 if none
-}
-
-func newOptWriter(b []byte, at int) optWriter {
-	return optWriter{b: b, start: at, n: at + optLengthLen, last: -1}
-}
-
-func (w *optWriter) flag(t byte) {
-	w.last = w.n
-	w.b[w.n], w.b[w.n+1], w.b[w.n+2], w.b[w.n+3] = t, optFlagLen, 0, 0
-	w.n += optFlagLen
-}
-
-func (w *optWriter) fragment(f fragInfo) {
-	w.last = w.n
-	b := w.b[w.n:]
-	b[0], b[1], b[2], b[3] = optFragment, optFragmentLen, 0, 0
-	binary.BigEndian.PutUint32(b[4:], uint32(f.first))
-	binary.BigEndian.PutUint32(b[8:], f.offset)
-	binary.BigEndian.PutUint32(b[12:], f.apdu)
-	w.n += optFragmentLen
-}
-
-func (w *optWriter) nakList(l []seq.Num) {
-	w.last = w.n
-	b := w.b[w.n:]
-	ln := optNAKListHdr + 4*len(l)
-	b[0], b[1], b[2], b[3] = optNAKList, byte(ln), 0, 0
-	for i, s := range l {
-		binary.BigEndian.PutUint32(b[4+4*i:], uint32(s))
-	}
-	w.n += ln
-}
-
-// finish returns the end offset; with no option written it writes nothing
-// and returns start.
-func (w *optWriter) finish() int {
-	if w.last < 0 {
-		return w.start
-	}
-	b := w.b[w.start:]
-	b[0], b[1] = optLength, optLengthLen
-	binary.BigEndian.PutUint16(b[2:], uint16(w.n-w.start))
-	w.b[w.last] |= optEnd
-	w.b[5] |= wire.OptFlagPresent
-	return w.n
-}
-
-func addFlags(w *optWriter, f pktFlags) {
+func addFlags(b *wire.Builder, f pktFlags) {
 	if f&flagSYN != 0 {
-		w.flag(optSYN)
+		b.SYN()
 	}
 	if f&flagFIN != 0 {
-		w.flag(optFIN)
+		b.FIN()
 	}
 	if f&flagRST != 0 {
-		w.flag(optRST)
+		b.RST(false, 0)
 	}
+}
+
+// finish completes a packet; the engine sizes its buffers so that a
+// failure is a bug, not an input problem.
+func finish(b *wire.Builder) int {
+	n, err := b.Finish()
+	if err != nil {
+		panic("engine: building a packet: " + err.Error())
+	}
+	return n
 }
 
 // encodeSPM writes an SPM and returns its length.
-func encodeSPM(b []byte, tsi wire.TSI, dport uint16, spmSQN, trail, lead seq.Num, nla netip.Addr, f pktFlags) int {
-	putHeader(b, tsi.SourcePort, dport, wire.TypeSPM, tsi.GSI, 0)
-	binary.BigEndian.PutUint32(b[16:], uint32(spmSQN))
-	binary.BigEndian.PutUint32(b[20:], uint32(trail))
-	binary.BigEndian.PutUint32(b[24:], uint32(lead))
-	n := 28 + putNLA(b[28:], nla)
-	w := newOptWriter(b, n)
-	addFlags(&w, f)
-	n = w.finish()
-	wire.SetChecksum(b[:n])
-	return n
+func encodeSPM(buf []byte, tsi wire.TSI, dport uint16, spmSQN, trail, lead seq.Num, path netip.Addr, f pktFlags) int {
+	var b wire.Builder
+	b.SPM(buf, wire.Downstream(tsi, dport), spmSQN, trail, lead, nla(path))
+	addFlags(&b, f)
+	return finish(&b)
 }
 
 // encodeData writes an ODATA or RDATA packet and returns its length.
-func encodeData(b []byte, t wire.Type, tsi wire.TSI, dport uint16, sqn, trail seq.Num, payload []byte, frag *fragInfo, f pktFlags) int {
-	putHeader(b, tsi.SourcePort, dport, t, tsi.GSI, len(payload))
-	binary.BigEndian.PutUint32(b[16:], uint32(sqn))
-	binary.BigEndian.PutUint32(b[20:], uint32(trail))
-	w := newOptWriter(b, 24)
-	if frag != nil {
-		w.fragment(*frag)
+func encodeData(buf []byte, t wire.Type, tsi wire.TSI, dport uint16, sqn, trail seq.Num, payload []byte, frag *fragInfo, f pktFlags) int {
+	var b wire.Builder
+	if t == wire.TypeRDATA {
+		b.RDATA(buf, wire.Downstream(tsi, dport), sqn, trail)
+	} else {
+		b.ODATA(buf, wire.Downstream(tsi, dport), sqn, trail)
 	}
-	addFlags(&w, f)
-	n := w.finish()
-	n += copy(b[n:], payload)
-	wire.SetChecksum(b[:n])
-	return n
+	if frag != nil {
+		b.Fragment(frag.first, frag.offset, frag.apdu)
+	}
+	addFlags(&b, f)
+	b.Payload(payload)
+	return finish(&b)
 }
 
-// encodeNAK writes a NAK, NNAK (upstream: ports swapped) or NCF for the
+// encodeNAK writes a NAK, NNAK (upstream) or NCF (downstream) for the
 // sequences in l (1..63; l[1:] go in OPT_NAK_LIST).
-func encodeNAK(b []byte, t wire.Type, tsi wire.TSI, dport uint16, l []seq.Num, src, grp netip.Addr) int {
-	if t == wire.TypeNCF {
-		putHeader(b, tsi.SourcePort, dport, t, tsi.GSI, 0)
-	} else {
-		putHeader(b, dport, tsi.SourcePort, t, tsi.GSI, 0)
+func encodeNAK(buf []byte, t wire.Type, tsi wire.TSI, dport uint16, l []seq.Num, src, grp netip.Addr) int {
+	var b wire.Builder
+	switch t {
+	case wire.TypeNCF:
+		b.NCF(buf, wire.Downstream(tsi, dport), l[0], nla(src), nla(grp))
+	case wire.TypeNNAK:
+		b.NNAK(buf, wire.Upstream(tsi, dport), l[0], nla(src), nla(grp))
+	default:
+		b.NAK(buf, wire.Upstream(tsi, dport), l[0], nla(src), nla(grp))
 	}
-	binary.BigEndian.PutUint32(b[16:], uint32(l[0]))
-	n := 20
-	n += putNLA(b[n:], src)
-	n += putNLA(b[n:], grp)
-	w := newOptWriter(b, n)
 	if len(l) > 1 {
-		w.nakList(l[1:])
+		b.NAKList(l[1:]...)
 	}
-	n = w.finish()
-	wire.SetChecksum(b[:n])
-	return n
+	return finish(&b)
 }
 
 // encodeSPMR writes an SPMR (header only, upstream).
-func encodeSPMR(b []byte, tsi wire.TSI, dport uint16) int {
-	putHeader(b, dport, tsi.SourcePort, wire.TypeSPMR, tsi.GSI, 0)
-	wire.SetChecksum(b[:wire.HeaderLen])
-	return wire.HeaderLen
+func encodeSPMR(buf []byte, tsi wire.TSI, dport uint16) int {
+	var b wire.Builder
+	b.SPMR(buf, wire.Upstream(tsi, dport))
+	return finish(&b)
 }
 
 // maxControlLen bounds any control packet the engine writes: header, NAK
