@@ -1,0 +1,139 @@
+package main
+
+import (
+	"fmt"
+	"time"
+)
+
+// Report groups, in report order.
+const (
+	gLimits    = "1. Limits of the path (no PGM)"
+	gBaseline  = "2. Baseline: OpenPGM → OpenPGM over veth"
+	gTUN       = "3. pgmtun through the kernel (TUN/TAP)"
+	gInproc    = "4. pgmtun → pgmtun in-process (memlink)"
+	gLoss      = "5. Loss: goodput and repair latency"
+	gImplosion = "6. NAK implosion (receivers sharing each loss)"
+	gCost      = "7. Cost"
+)
+
+var reportGroups = []string{gLimits, gBaseline, gTUN, gInproc, gLoss, gImplosion, gCost}
+
+// Message sizes of the throughput cases.
+var sizes = []int{64, 1000, 8000}
+
+// Loss rates of the loss cases.
+var lossRates = []float64{0, 0.01, 0.05, 0.10}
+
+// Receiver counts of the implosion cases.
+var receiverCounts = []int{1, 8, 32}
+
+// count gives the number of messages per run for a size: 40 MB or
+// 100 000 messages, whichever is fewer, so each run takes about a second.
+func (e *Env) count(size int, scale float64) int {
+	n := min(100_000, 40_000_000/size)
+	if e.quick {
+		n /= 5
+	}
+	return max(100, int(float64(n)*scale))
+}
+
+func allCases(e *Env, runs int) []*Case {
+	var cs []*Case
+	add := func(c *Case) {
+		if c.Runs == 0 {
+			c.Runs = runs
+		}
+		cs = append(cs, c)
+	}
+
+	// 1. Limits.
+	add(&Case{ID: "limit/memlink", Group: gLimits, Name: "in-memory link, 1500 B packets",
+		Timeout: 10 * time.Second, Show: []string{mPkts, mMbit}, Run: memlinkLimit})
+	add(&Case{ID: "limit/tun-write", Group: gLimits, Name: "TUN write → kernel raw socket, 1500 B",
+		Timeout: 15 * time.Second, Show: []string{mPkts, mMbit}, Needs: []string{"root"}, Run: tunLimit(false)})
+	add(&Case{ID: "limit/tun-read", Group: gLimits, Name: "kernel raw socket → TUN read, 1500 B",
+		Timeout: 15 * time.Second, Show: []string{mPkts, mMbit}, Needs: []string{"root"}, Run: tunLimit(true)})
+
+	// 2. Baseline.
+	for _, sz := range sizes {
+		add(&Case{ID: fmt.Sprintf("openpgm/veth/%d", sz), Group: gBaseline,
+			Name: fmt.Sprintf("OpenPGM → OpenPGM, %d B", sz), Timeout: 60 * time.Second,
+			Show: []string{mMsgs, mMbit}, Needs: []string{"openpgm"},
+			Run: baselineVeth(e, sz, e.count(sz, 1))})
+	}
+
+	// 3. Through the kernel.
+	for _, sz := range sizes {
+		base := fmt.Sprintf("openpgm/veth/%d", sz)
+		add(&Case{ID: fmt.Sprintf("tun/pgmtun-openpgm/%d", sz), Group: gTUN,
+			Name: fmt.Sprintf("pgmtun → OpenPGM via TUN, %d B", sz), Timeout: 60 * time.Second,
+			Baseline: base, Show: []string{mMsgs, mMbit, mRepairs}, Needs: []string{"openpgm"},
+			Run: pgmtunToOpenPGM(e, sz, e.count(sz, 1))})
+	}
+	for _, sz := range sizes {
+		base := fmt.Sprintf("openpgm/veth/%d", sz)
+		add(&Case{ID: fmt.Sprintf("tun/openpgm-pgmtun/%d", sz), Group: gTUN,
+			Name: fmt.Sprintf("OpenPGM → pgmtun via TUN, %d B", sz), Timeout: 60 * time.Second,
+			Baseline: base, Show: []string{mMsgs, mMbit}, Needs: []string{"openpgm"},
+			Run: openPGMToPgmtun(e, sz, e.count(sz, 1))})
+	}
+	for _, sz := range sizes {
+		base := fmt.Sprintf("openpgm/veth/%d", sz)
+		add(&Case{ID: fmt.Sprintf("tap/pgmtun-pgmtun/%d", sz), Group: gTUN,
+			Name: fmt.Sprintf("pgmtun → pgmtun via TAP + bridge, %d B", sz), Timeout: 60 * time.Second,
+			Baseline: base, Show: []string{mMsgs, mMbit, mRepairs}, Needs: []string{"root"},
+			Run: tapThroughput(e, sz, e.count(sz, 1))})
+	}
+
+	// 4. In-process.
+	for _, sz := range sizes {
+		add(&Case{ID: fmt.Sprintf("inproc/%d", sz), Group: gInproc,
+			Name: fmt.Sprintf("pgmtun → pgmtun in-process, %d B", sz), Timeout: 60 * time.Second,
+			Baseline: fmt.Sprintf("openpgm/veth/%d", sz), Show: []string{mMsgs, mMbit, mRepairs},
+			Run: inprocThroughput(sz, e.count(sz, 1))})
+	}
+
+	// 5. Loss.
+	const lossSize = 1000
+	for _, p := range lossRates {
+		add(&Case{ID: fmt.Sprintf("loss/inproc/%g", p*100), Group: gLoss,
+			Name: fmt.Sprintf("in-process, %g%% loss, %d B", p*100, lossSize), Timeout: 60 * time.Second,
+			Baseline: "loss/inproc/0", Show: []string{mMsgs, mMbit, mP50, mP99, mLostPkts, mRepairs},
+			Run: lossCase(p, lossSize, e.count(lossSize, 0.5), inprocTransfer)})
+	}
+	for _, p := range lossRates {
+		add(&Case{ID: fmt.Sprintf("loss/tun/%g", p*100), Group: gLoss,
+			Name: fmt.Sprintf("OpenPGM → pgmtun via TUN, %g%% loss, %d B", p*100, lossSize), Timeout: 60 * time.Second,
+			Baseline: "loss/tun/0", Show: []string{mMsgs, mMbit, mP50, mP99, mLostPkts},
+			Needs: []string{"openpgm"},
+			Run:   lossCase(p, lossSize, e.count(lossSize, 0.5), tunLossTransfer(e))})
+	}
+
+	// 6. NAK implosion.
+	for _, n := range receiverCounts {
+		add(&Case{ID: fmt.Sprintf("implosion/sim/%d", n), Group: gImplosion,
+			Name: fmt.Sprintf("simulator (LAN, 0.1–0.2 ms), %d receivers", n), Timeout: 60 * time.Second,
+			Show: []string{mNAKs, mNCFs, mRDATA}, Run: simImplosion(n, 100*time.Microsecond)})
+	}
+	for _, n := range receiverCounts {
+		add(&Case{ID: fmt.Sprintf("implosion/sim-1ms/%d", n), Group: gImplosion,
+			Name: fmt.Sprintf("simulator (1–2 ms one way), %d receivers", n), Timeout: 60 * time.Second,
+			Show: []string{mNAKs, mNCFs, mRDATA}, Run: simImplosion(n, time.Millisecond)})
+	}
+	for _, n := range receiverCounts {
+		add(&Case{ID: fmt.Sprintf("implosion/inproc/%d", n), Group: gImplosion,
+			Name: fmt.Sprintf("in-process stacks (memlink), %d receivers", n), Timeout: 60 * time.Second,
+			Show: []string{mNAKs, mNCFs, mRDATA}, Run: inprocImplosion(n)})
+	}
+
+	// 7. Cost.
+	add(&Case{ID: "cost/inproc", Group: gCost, Name: "pgmtun in-process, 8000 B (sender + receiver + link)",
+		Timeout: 60 * time.Second, Baseline: "cost/openpgm", Show: []string{mCPU, mAllocs, mAllocB},
+		Run: inprocCost(8000, e.count(8000, 1))})
+	add(&Case{ID: "cost/openpgm", Group: gCost, Name: "OpenPGM → OpenPGM over veth, 8000 B (both peers)",
+		Timeout: 60 * time.Second, Show: []string{mCPU}, Needs: []string{"openpgm"},
+		Run: openPGMCost(e, 8000, e.count(8000, 1))})
+	add(&Case{ID: "cost/memory", Group: gCost, Name: "engine memory (heap after GC)",
+		Timeout: 60 * time.Second, Show: []string{mSessMem, mWinMem}, Run: memoryCost})
+	return cs
+}

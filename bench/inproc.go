@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/pgmtun/pgmtun/stack"
+	"github.com/pgmtun/pgmtun/stack/memlink"
+)
+
+// memNet is a set of pgmtun stacks on one memlink hub, on the real clock.
+type memNet struct {
+	r   *Run
+	hub *memlink.Hub
+	n   int
+}
+
+func newMemNet(r *Run, seed int64) *memNet {
+	h := memlink.New(memlink.Options{Seed: seed})
+	r.Cleanup(h.Close)
+	return &memNet{r: r, hub: h}
+}
+
+type memNode struct {
+	s    *tcpipstack.Stack
+	p    *stack.Protocol
+	port *memlink.Port
+}
+
+func (m *memNet) node() *memNode {
+	m.n++
+	nd := &memNode{port: m.hub.NewPort()}
+	nd.s = stack.New(stack.Options{RNGSeed: int64(1000 + m.n)})
+	m.r.Cleanup(func() { nd.s.Close(); nd.s.Wait() })
+	m.r.Must(stack.AddNIC(nd.s, 1, nd.port, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 99, 0, byte(m.n)}), 24)))
+	p, err := stack.FromStack(nd.s)
+	m.r.Must(err)
+	nd.p = p
+	return nd
+}
+
+// countSink is a NetworkDispatcher that counts what a port delivers.
+type countSink struct{ pkts, bytes atomic.Uint64 }
+
+func (c *countSink) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *tcpipstack.PacketBuffer) {
+	c.pkts.Add(1)
+	c.bytes.Add(uint64(pkt.Size()))
+}
+func (c *countSink) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *tcpipstack.PacketBuffer) {}
+
+// memlinkLimit measures the in-memory link alone: one port writes
+// MTU-sized IPv4 packets as fast as it can for d, another counts the
+// deliveries. The queue drops what the pump cannot keep up with, so the
+// delivered rate is the link's limit.
+func memlinkLimit(ctx context.Context, r *Run) (Metrics, error) {
+	const d = time.Second
+	h := memlink.New(memlink.Options{Seed: 1})
+	defer h.Close()
+	tx, rx := h.NewPort(), h.NewPort()
+	sink := &countSink{}
+	rx.Attach(sink)
+	tx.Attach(&countSink{})
+	pkt := ipv4Packet(1500, netip.MustParseAddr("10.99.0.1"), netip.MustParseAddr(benchGroup))
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		var l tcpipstack.PacketBufferList
+		for range 16 {
+			l.PushBack(tcpipstack.NewPacketBuffer(tcpipstack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)}))
+		}
+		if _, err := tx.WritePackets(l); err != nil {
+			return nil, fmt.Errorf("write: %s", err)
+		}
+		l.DecRef()
+	}
+	h.WaitIdle()
+	el := time.Since(start).Seconds()
+	n, b := sink.pkts.Load(), sink.bytes.Load()
+	return Metrics{mPkts: float64(n) / el, mMbit: float64(b) * 8 / el / 1e6}, nil
+}
+
+// ipv4Packet builds an IPv4 packet of total length size carrying
+// protocol 113 (contents zero: it is never parsed past IP).
+func ipv4Packet(size int, src, dst netip.Addr) []byte {
+	b := make([]byte, size)
+	h := header.IPv4(b)
+	h.Encode(&header.IPv4Fields{
+		TotalLength: uint16(size), TTL: 8, Protocol: uint8(stack.ProtocolNumber),
+		SrcAddr: tcpip.AddrFrom4(src.As4()), DstAddr: tcpip.AddrFrom4(dst.As4()),
+	})
+	h.SetChecksum(^h.CalculateChecksum())
+	return b
+}
+
+// inprocThroughput: pgmtun → pgmtun, two stacks on the in-memory link.
+func inprocThroughput(size, count int) func(context.Context, *Run) (Metrics, error) {
+	return func(ctx context.Context, r *Run) (Metrics, error) {
+		res, st, err := inprocTransfer(ctx, r, size, count, 0, 1)
+		if err != nil {
+			return nil, err
+		}
+		m := res.metrics()
+		m[mRepairs] = float64(st.RepairPacketsSent)
+		return m, nil
+	}
+}
+
+// inprocTransfer runs one in-process transfer with downstream loss p on
+// the receiver's port.
+func inprocTransfer(ctx context.Context, r *Run, size, count int, p float64, seed int64) (recvResult, stack.SenderStats, error) {
+	net := newMemNet(r, seed)
+	a, b := net.node(), net.node()
+	var drops *dropLog
+	if p > 0 {
+		drops = newDropLog(p, uint64(seed))
+		b.port.SetImpairment(memlink.Impairment{Drop: drops.drop})
+	}
+	lis := newListener(r, b.p)
+	snd := newSender(r, a.p)
+	res, st, err := transfer(ctx, snd, lis, size, count, drops)
+	if err == nil {
+		if q := net.hub.Stats().QueueDrops; q > 0 {
+			r.Logf("memlink queue dropped %d packets (repaired)", q)
+		}
+	}
+	return res, st, err
+}
+
+// lossCase measures goodput and repair latency at downstream loss p.
+func lossCase(p float64, size, count int, xfer func(context.Context, *Run, int, int, float64, int64) (recvResult, stack.SenderStats, error)) func(context.Context, *Run) (Metrics, error) {
+	seed := int64(0)
+	return func(ctx context.Context, r *Run) (Metrics, error) {
+		seed++
+		res, st, err := xfer(ctx, r, size, count, p, seed)
+		if err != nil {
+			return nil, err
+		}
+		m := res.metrics()
+		m[mRepairs] = float64(st.RepairPacketsSent)
+		if p > 0 {
+			m[mLostPkts] = float64(res.Dropped)
+			m[mP50] = msec(percentile(res.Latencies, 50))
+			m[mP99] = msec(percentile(res.Latencies, 99))
+		}
+		return m, nil
+	}
+}

@@ -1,0 +1,86 @@
+// Command bench measures pgmtun against OpenPGM and against the limits of
+// the path it runs on (a TUN device, the in-memory link), each case several
+// times in one run, and writes REPORT.md with SVG plots.
+//
+//	go run ./bench                      # everything (root for TUN/netns cases)
+//	go run ./bench -run 'inproc|sim'    # only cases whose ID matches
+//	go run ./bench -quick               # 2 runs per case, smaller transfers
+//
+// `make bench` runs it with the defaults and writes bench/REPORT.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"syscall"
+	"time"
+)
+
+func main() {
+	var (
+		out     = flag.String("out", "bench", "directory for REPORT.md and the plots")
+		runs    = flag.Int("runs", 5, "runs per case")
+		match   = flag.String("run", "", "only run cases whose ID matches this regexp")
+		quick   = flag.Bool("quick", false, "2 runs per case and smaller transfers (a smoke test)")
+		verbose = flag.Bool("v", false, "log details of each run")
+		budget  = flag.Duration("budget", 15*time.Minute, "stop starting cases after this long")
+		profile = flag.Bool("profile", true, "profile the in-process hot path (CPU and allocations)")
+	)
+	flag.Parse()
+	log.SetFlags(log.Ltime)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	tmp, err := os.MkdirTemp("", "pgmtun-bench-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(tmp)
+
+	env := &Env{ctx: ctx, verbose: *verbose, quick: *quick, root: isRoot(), tmp: tmp}
+	env.peers.dir = filepath.Join(tmp, "peers")
+	if *quick {
+		*runs = 2
+	}
+	var re *regexp.Regexp
+	if *match != "" {
+		re = regexp.MustCompile(*match)
+	}
+
+	start := time.Now()
+	// Profile first, so the allocation profile covers only the profiled
+	// transfer (it is cumulative from the program's start).
+	var prof *profileResult
+	if *profile && (re == nil || re.MatchString("profile")) {
+		prof = runProfile(env, tmp)
+	}
+	cases := allCases(env, *runs)
+	var outcomes []*Outcome
+	for _, c := range cases {
+		if re != nil && !re.MatchString(c.ID) {
+			continue
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		if time.Since(start) > *budget {
+			outcomes = append(outcomes, &Outcome{Case: c, NotRun: fmt.Sprintf("the run's time budget (%v) was used up", *budget)})
+			continue
+		}
+		outcomes = append(outcomes, env.runCase(c))
+	}
+	rep := &report{
+		outcomes: outcomes, started: start, elapsed: time.Since(start), runs: *runs,
+		quick: *quick, profile: prof, filter: *match,
+	}
+	if err := rep.write(*out); err != nil {
+		log.Fatal(err)
+	}
+	log.Printf("wrote %s in %v", filepath.Join(*out, "REPORT.md"), time.Since(start).Round(time.Second))
+}

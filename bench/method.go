@@ -1,0 +1,48 @@
+package main
+
+// methodText closes the report: what each case measures and how.
+const methodText = `## Method
+
+- **Limits.** *In-memory link*: one memlink port writes 1500-byte IPv4 packets
+  in batches of 16 for one second, another port counts what the hub's pump
+  delivers (the queue drops the excess, so the delivered rate is the limit).
+  *TUN write*: a Go program writes 1500-byte IPv4/protocol-113 multicast packets
+  to a TUN device's fd for one second; a raw IP socket on the kernel side (same
+  namespace, group joined) counts what arrives. *TUN read*: the reverse — a raw
+  socket sends 1500-byte packets to the group routed into the TUN device and the
+  program reads the fd. No PGM in either.
+- **Baseline.** The OpenPGM 5.3 C peers of interop/peers (Debian libpgm) in two
+  namespaces joined by a veth pair, raw IP protocol 113, rate limit 1 GB/s,
+  windows of 60 000 sequences. Throughput is the receiver's: records over the
+  time from the first to the last record (every byte checked).
+- **Through the kernel.** pgmtun's netstack on a TUN device (tun.Open +
+  Device.Attach) in a namespace, the OpenPGM peer on the kernel side; and two
+  netstacks on TAP devices enslaved to one Linux bridge (tun TAP mode, ARP and
+  IGMP through the bridge). pgmtun senders use a rate of 8 Gbit/s and a 2 s
+  window; receivers a 16 MiB receive buffer and 200 ms NAK repeat/RDATA timers
+  (the OpenPGM receivers get the same timers).
+- **In-process.** Two netstacks on a memlink hub (no delay, no loss), real
+  clock, a blocking sender and a receiver goroutine that checks every byte.
+- **Loss.** A seeded filter drops downstream PGM packets (SPM, ODATA, RDATA,
+  NCF) at random at the receiver's link with the given probability; NAKs are
+  not dropped. Repair latency is, for each record whose ODATA was dropped, the
+  time from the first drop to the record's delivery to the application
+  (including the in-order wait). In-process: memlink's Drop hook; over TUN:
+  the OpenPGM sender on the kernel side, the filter wraps the netstack's TUN
+  link endpoint (inbound).
+- **NAK implosion.** 400 ODATA, every 20th (5 %) lost by every receiver on its
+  first transmission only (one lost packet every 50 ms or less), and every
+  receiver must deliver all 400 in order. *Simulator*: pgmproto/sim with a
+  one-way delay of 0.1 ms plus up to 0.1 ms jitter (a LAN), and of 1 ms plus up
+  to 1 ms, OpenPGM example timers (NAK_BO_IVL 50 ms), a new seed per run.
+  *In-process*: real stacks on memlink (no added delay, real clock), sender at
+  400 kB/s (OpenPGM's default rate). Metrics are counted at the source:
+  NAKed sequences received, NCFs sent and RDATA sent, each per lost packet.
+- **Cost.** CPU seconds (getrusage user+system) per GB delivered: for pgmtun the
+  whole process during an in-process transfer (sender, receiver and link, so
+  both ends), for OpenPGM both peer processes (RUSAGE_CHILDREN). Allocations
+  per data packet from runtime.MemStats (Mallocs, TotalAlloc) over the same
+  transfer, per ODATA+RDATA packet, both ends included. Memory: live heap after
+  GC of an engine Receiver tracking 200 sessions (one SPM and one 1000-byte
+  ODATA each), and of an engine Source whose transmit window holds 10 MB.
+`

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Metrics are the named figures one run of a case produced.
+type Metrics map[string]float64
+
+// Metric names shared by cases (ratios are taken between equal names).
+const (
+	mMsgs     = "msgs/s"
+	mMbit     = "Mbit/s"
+	mPkts     = "pkts/s"
+	mRepairs  = "repairs"
+	mP50      = "repair p50 ms"
+	mP99      = "repair p99 ms"
+	mNAKs     = "NAKs/loss"
+	mNCFs     = "NCFs/loss"
+	mRDATA    = "RDATA/loss"
+	mCPU      = "CPU s/GB"
+	mAllocs   = "allocs/pkt"
+	mAllocB   = "alloc B/pkt"
+	mSessMem  = "KiB/session"
+	mWinMem   = "MiB/10MB window"
+	mLostPkts = "lost pkts"
+)
+
+// Case is one benchmark: run Runs times, each bounded by Timeout.
+type Case struct {
+	ID      string // unique, used by -run and for baselines
+	Group   string // report section
+	Name    string // row label
+	Runs    int
+	Timeout time.Duration
+	// Baseline is the ID of the case whose medians divide ours (metrics of
+	// the same name); empty for none.
+	Baseline string
+	// Show lists the metrics to report, in order (default: all, sorted).
+	Show []string
+	// Needs names what the case requires (e.g. "root", "openpgm"); a
+	// missing need makes the report say so instead of running it.
+	Needs []string
+	Run   func(ctx context.Context, r *Run) (Metrics, error)
+}
+
+// Outcome is what running a case gave.
+type Outcome struct {
+	Case    *Case
+	Samples []Metrics
+	Errs    []error
+	NotRun  string // why the case did not run at all
+	Elapsed time.Duration
+}
+
+// Run is the context of one run of a case: a testing.TB stand-in for the
+// namespace helpers (their cleanups run when the run ends) and shared
+// resources.
+type Run struct {
+	testing.TB // nil: only the methods defined below may be used
+	env        *Env
+	ctx        context.Context
+	name       string
+	cleanups   []func()
+	failed     bool
+	errs       []string
+}
+
+// fatal is the panic value of Fatal, recovered by the runner.
+type fatal struct{ msg string }
+
+func (r *Run) Helper()                  {}
+func (r *Run) Name() string             { return r.name }
+func (r *Run) Context() context.Context { return r.ctx }
+func (r *Run) Cleanup(f func())         { r.cleanups = append(r.cleanups, f) }
+func (r *Run) Failed() bool             { return r.failed }
+func (r *Run) Log(a ...any)             { r.Logf("%s", fmt.Sprint(a...)) }
+func (r *Run) Logf(f string, a ...any) {
+	if r.env.verbose {
+		log.Printf("  %s: %s", r.name, fmt.Sprintf(f, a...))
+	}
+}
+func (r *Run) Error(a ...any) { r.Errorf("%s", fmt.Sprint(a...)) }
+func (r *Run) Errorf(f string, a ...any) {
+	r.failed = true
+	r.errs = append(r.errs, fmt.Sprintf(f, a...))
+}
+func (r *Run) Fatal(a ...any) { r.Fatalf("%s", fmt.Sprint(a...)) }
+func (r *Run) Fatalf(f string, a ...any) {
+	r.failed = true
+	panic(fatal{fmt.Sprintf(f, a...)})
+}
+
+// Must stops the run with err when it is not nil.
+func (r *Run) Must(err error) {
+	if err != nil {
+		r.Fatalf("%v", err)
+	}
+}
+
+func (r *Run) finish() {
+	for i := len(r.cleanups) - 1; i >= 0; i-- {
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					r.errs = append(r.errs, fmt.Sprintf("cleanup: %v", p))
+				}
+			}()
+			r.cleanups[i]()
+		}()
+	}
+	r.cleanups = nil
+}
+
+// runOnce runs one repetition with its time bound. A run that overstays
+// its bound by more than a grace period is abandoned (reported as an
+// error) so the whole benchmark stays bounded.
+func (e *Env) runOnce(c *Case, i int) (Metrics, error) {
+	ctx, cancel := context.WithTimeout(e.ctx, c.Timeout)
+	defer cancel()
+	r := &Run{env: e, ctx: ctx, name: fmt.Sprintf("%s#%d", c.ID, i+1)}
+	type res struct {
+		m   Metrics
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		var out res
+		defer func() { done <- out }()
+		defer r.finish()
+		defer func() {
+			if p := recover(); p != nil {
+				if f, ok := p.(fatal); ok {
+					out.err = errors.New(f.msg)
+					return
+				}
+				out.err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
+			}
+		}()
+		out.m, out.err = c.Run(ctx, r)
+	}()
+	select {
+	case o := <-done:
+		if o.err == nil && len(r.errs) > 0 {
+			o.err = errors.New(strings.Join(r.errs, "; "))
+		}
+		if o.err == nil && ctx.Err() != nil {
+			o.err = fmt.Errorf("exceeded its time bound of %v", c.Timeout)
+		}
+		return o.m, o.err
+	case <-time.After(c.Timeout + 20*time.Second):
+		return nil, fmt.Errorf("abandoned: still running %v after its time bound of %v", 20*time.Second, c.Timeout)
+	}
+}
+
+// runCase runs every repetition of c.
+func (e *Env) runCase(c *Case) *Outcome {
+	o := &Outcome{Case: c}
+	for _, n := range c.Needs {
+		if why := e.missing(n); why != "" {
+			o.NotRun = why
+			log.Printf("%-28s not run: %s", c.ID, why)
+			return o
+		}
+	}
+	start := time.Now()
+	for i := 0; i < c.Runs; i++ {
+		if e.ctx.Err() != nil {
+			o.Errs = append(o.Errs, fmt.Errorf("run %d: benchmark interrupted", i+1))
+			break
+		}
+		runtime.GC()
+		m, err := e.runOnce(c, i)
+		if err != nil {
+			o.Errs = append(o.Errs, fmt.Errorf("run %d: %w", i+1, err))
+			log.Printf("%-28s run %d: ERROR %v", c.ID, i+1, err)
+			continue
+		}
+		o.Samples = append(o.Samples, m)
+		log.Printf("%-28s run %d: %s", c.ID, i+1, formatMetrics(m))
+	}
+	o.Elapsed = time.Since(start)
+	return o
+}
+
+func formatMetrics(m Metrics) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString(" ")
+		}
+		fmt.Fprintf(&b, "%s=%s", strings.ReplaceAll(k, " ", "_"), fmtNum(m[k]))
+	}
+	return b.String()
+}
+
+// Env holds what cases share for the whole benchmark.
+type Env struct {
+	ctx     context.Context
+	verbose bool
+	quick   bool
+	root    bool
+	peers   peersState
+	tmp     string
+}
+
+func (e *Env) missing(need string) string {
+	switch need {
+	case "root":
+		if !e.root {
+			return "needs root (network namespaces, TUN devices)"
+		}
+	case "openpgm":
+		if !e.root {
+			return "needs root (network namespaces)"
+		}
+		if _, err := e.peers.get(); err != nil {
+			return fmt.Sprintf("OpenPGM peers could not be built: %v", err)
+		}
+	}
+	return ""
+}
+
+// isRoot reports whether we may create namespaces and devices.
+func isRoot() bool { return os.Geteuid() == 0 }

@@ -1,0 +1,272 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/pgmtun/pgmtun/interop"
+	"github.com/pgmtun/pgmtun/pgmproto/wire"
+	"github.com/pgmtun/pgmtun/stack"
+)
+
+// Shared transfer settings. The rate limit is set high enough not to bind
+// (the same for OpenPGM, see openpgm.go) and the window long enough that
+// nothing a receiver may still NAK leaves it.
+const (
+	benchGroup    = "239.192.0.1"
+	benchPort     = 7500
+	rateKbit      = 8_000_000 // 1 GB/s: never the bottleneck here
+	windowMs      = 2000
+	fastNAKRpt    = 200 * time.Millisecond
+	fastNAKRdata  = 200 * time.Millisecond
+	sendChunkSize = 1 << 16
+)
+
+var groupAddr = netip.AddrPortFrom(netip.MustParseAddr(benchGroup), benchPort)
+
+// senderOpts configures a pgmtun sender socket for the benchmarks.
+func senderOpts(s *stack.Socket) error {
+	if err := s.SetRateWindow(stack.RateWindow{RateKbitsPerSec: rateKbit, WindowSizeInMSecs: windowMs}); err != nil {
+		return err
+	}
+	return s.SetMulticastTTL(8)
+}
+
+// receiverOpts configures a pgmtun listener for the benchmarks.
+func receiverOpts(s *stack.Socket) error {
+	if err := s.SetRateWindow(stack.RateWindow{RateKbitsPerSec: rateKbit, WindowSizeInMSecs: windowMs}); err != nil {
+		return err
+	}
+	if err := s.SetTimers(stack.Timers{NAKRptIvl: fastNAKRpt, NAKRdataIvl: fastNAKRdata}); err != nil {
+		return err
+	}
+	return nil
+}
+
+// newSender returns a connected pgmtun RDM sender on p.
+func newSender(r *Run, p *stack.Protocol) *stack.Socket {
+	s, err := p.Socket(stack.SockRDM)
+	r.Must(err)
+	r.Must(s.Bind(netip.AddrPortFrom(netip.IPv4Unspecified(), 0)))
+	r.Must(senderOpts(s))
+	r.Must(s.Connect(groupAddr))
+	r.Cleanup(func() { s.Abort(); s.Close() })
+	return s
+}
+
+// newListener returns a listening pgmtun RDM receiver on p.
+func newListener(r *Run, p *stack.Protocol) *stack.Socket {
+	s, err := p.Socket(stack.SockRDM)
+	r.Must(err)
+	r.Must(s.Bind(groupAddr))
+	r.Must(receiverOpts(s))
+	r.Must(s.Listen())
+	r.Must(s.SetReceiveBuffer(16 << 20))
+	r.Cleanup(func() { s.Close() })
+	return s
+}
+
+// sendRecords sends count records of size bytes (the interop record
+// format) as RDM messages, blocking while the window is full.
+func sendRecords(ctx context.Context, s *stack.Socket, size, count int) error {
+	buf := make([]byte, size)
+	for i := 0; i < count; i++ {
+		interop.FillRecord(buf, uint32(i))
+		if _, err := s.SendContext(ctx, buf); err != nil {
+			return fmt.Errorf("send record %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// recvResult is what a checking receiver saw.
+type recvResult struct {
+	Records   int
+	Bytes     int64
+	First     time.Time
+	Last      time.Time
+	Latencies []time.Duration // repair latencies of dropped records (set by the caller)
+	Dropped   int             // packets the loss filter dropped
+}
+
+func (r recvResult) elapsed() time.Duration { return r.Last.Sub(r.First) }
+
+// metrics returns msgs/s and Mbit/s the way the C receiver computes them
+// (records and bytes over the time from the first to the last record).
+func (r recvResult) metrics() Metrics {
+	el := r.elapsed().Seconds()
+	if el <= 0 {
+		return Metrics{}
+	}
+	return Metrics{mMsgs: float64(r.Records) / el, mMbit: float64(r.Bytes) * 8 / el / 1e6}
+}
+
+// recvRecords accepts the first session on lis and reads count records
+// of size bytes, checking every byte.
+func recvRecords(ctx context.Context, lis *stack.Socket, size, count int) (recvResult, error) {
+	var res recvResult
+	sess, err := lis.AcceptContext(ctx)
+	if err != nil {
+		return res, fmt.Errorf("accept: %w", err)
+	}
+	defer sess.Close()
+	buf := make([]byte, size+1)
+	for res.Records < count {
+		n, flags, err := sess.RecvMsg(ctx, buf)
+		if err != nil {
+			return res, fmt.Errorf("after %d records: %w", res.Records, err)
+		}
+		now := time.Now()
+		if flags&stack.MsgPartial != 0 || n != size {
+			return res, fmt.Errorf("record %d: %d bytes (flags %d), want %d", res.Records, n, flags, size)
+		}
+		if err := interop.CheckRecord(buf[:n], uint32(res.Records)); err != nil {
+			return res, err
+		}
+		if res.Records == 0 {
+			res.First = now
+		}
+		res.Last = now
+		res.Records++
+		res.Bytes += int64(n)
+	}
+	return res, nil
+}
+
+// dropLog is a seeded random-loss filter for IP packets. It remembers
+// when the ODATA of each record was first dropped and when its first
+// repair (RDATA) got through, which gives the repair latency as the
+// network sees it (without the in-order wait of later records).
+type dropLog struct {
+	mu       sync.Mutex
+	rng      *rand.Rand
+	p        float64
+	first    map[uint32]time.Time
+	repaired map[uint32]time.Time
+	n        int // packets dropped
+}
+
+func newDropLog(p float64, seed uint64) *dropLog {
+	return &dropLog{rng: rand.New(rand.NewPCG(seed, 0x6c6f7373)), p: p,
+		first: map[uint32]time.Time{}, repaired: map[uint32]time.Time{}}
+}
+
+// drop decides the fate of one IPv4 packet: PGM packets going downstream
+// (SPM, ODATA, RDATA, NCF) are lost with probability p. Upstream NAKs are
+// left alone so every case measures the same repair path.
+func (d *dropLog) drop(ip []byte) bool {
+	if d.p == 0 {
+		return false
+	}
+	h := header.IPv4(ip)
+	if !h.IsValid(len(ip)) || h.TransportProtocol() != stack.ProtocolNumber {
+		return false
+	}
+	pgm := h.Payload()
+	if len(pgm) < wire.HeaderLen {
+		return false
+	}
+	typ := wire.Header(pgm).Type()
+	if typ == wire.TypeNAK || typ == wire.TypeNNAK || typ == wire.TypeSPMR {
+		return false
+	}
+	now := time.Now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	lost := d.rng.Float64() < d.p
+	if lost {
+		d.n++
+	}
+	if typ != wire.TypeODATA && typ != wire.TypeRDATA {
+		return lost
+	}
+	rec, ok := recordOf(pgm)
+	if !ok {
+		return lost
+	}
+	switch {
+	case typ == wire.TypeODATA && lost:
+		if _, seen := d.first[rec]; !seen {
+			d.first[rec] = now
+		}
+	case typ == wire.TypeRDATA && !lost:
+		if _, dropped := d.first[rec]; dropped {
+			if _, seen := d.repaired[rec]; !seen {
+				d.repaired[rec] = now
+			}
+		}
+	}
+	return lost
+}
+
+// recordOf returns the record number carried by an unfragmented data
+// packet (the first 4 bytes of the record).
+func recordOf(pgm []byte) (uint32, bool) {
+	p, err := wire.Parse(pgm)
+	if err != nil || len(p.Payload) < 4 {
+		return 0, false
+	}
+	if _, isFrag := p.Fragment(); isFrag {
+		return 0, false
+	}
+	b := p.Payload
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]), true
+}
+
+// latencies returns the repair latency of every dropped record that was
+// repaired, and how many dropped records were not (repaired otherwise,
+// e.g. by an RDATA sent before the drop was known, or not at all).
+func (d *dropLog) latencies() (lat []time.Duration, unrepaired int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for rec, at := range d.first {
+		if r, ok := d.repaired[rec]; ok {
+			lat = append(lat, r.Sub(at))
+		} else {
+			unrepaired++
+		}
+	}
+	return lat, unrepaired
+}
+
+func (d *dropLog) count() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.n
+}
+
+// transfer runs a pgmtun sender and a checking pgmtun receiver until count
+// records arrived; it returns what the receiver saw and the sender's stats.
+func transfer(ctx context.Context, snd, lis *stack.Socket, size, count int, drops *dropLog) (recvResult, stack.SenderStats, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var res recvResult
+	var rerr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		res, rerr = recvRecords(ctx, lis, size, count)
+		if drops != nil {
+			res.Latencies, _ = drops.latencies()
+			res.Dropped = drops.count()
+		}
+		cancel() // a failed receiver stops the sender
+	}()
+	serr := sendRecords(ctx, snd, size, count)
+	<-done
+	st, _ := snd.SenderStats()
+	if rerr != nil {
+		return res, st, fmt.Errorf("receiver: %w", rerr)
+	}
+	if serr != nil && !errors.Is(serr, context.Canceled) {
+		return res, st, fmt.Errorf("sender: %w", serr)
+	}
+	return res, st, nil
+}
