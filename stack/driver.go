@@ -24,7 +24,7 @@ type transmit struct {
 // driver's mutex held, never concurrently.
 type machine interface {
 	// handlePacket processes one received, checksum-verified packet.
-	handlePacket(now time.Time, in *Inbound)
+	handlePacket(now time.Time, in Inbound)
 	// next runs whatever is due at now and returns the next packet to send,
 	// if any; the driver calls it until it reports false.
 	next(now time.Time) (transmit, bool)
@@ -99,7 +99,7 @@ func newDriver(p *Protocol, eng machine, params txParams) *driver {
 func (d *driver) now() time.Time { return d.p.now() }
 
 // HandlePGM implements PacketHandler.
-func (d *driver) HandlePGM(in *Inbound) {
+func (d *driver) HandlePGM(in Inbound) {
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()

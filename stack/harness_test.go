@@ -19,7 +19,7 @@ import (
 // Tests drive it from a single goroutine with non-blocking sockets, so a
 // seed reproduces a run.
 type testNet struct {
-	t     *testing.T
+	t     testing.TB
 	clock *faketime.ManualClock
 	hub   *memlink.Hub
 	seed  int64
@@ -33,7 +33,7 @@ type tnode struct {
 	addr netip.Addr
 }
 
-func newTestNet(t *testing.T, seed int64) *testNet {
+func newTestNet(t testing.TB, seed int64) *testNet {
 	t.Helper()
 	clock := faketime.NewManualClock()
 	n := &testNet{t: t, clock: clock, seed: seed, hub: memlink.New(memlink.Options{Clock: clock, Seed: seed})}
@@ -75,7 +75,7 @@ func (n *testNet) run(limit time.Duration, step time.Duration, done func() bool)
 }
 
 // sender creates a connected sender socket on nd.
-func (nd *tnode) sender(t *testing.T, typ SocketType, group netip.AddrPort, opts ...func(*Socket)) *Socket {
+func (nd *tnode) sender(t testing.TB, typ SocketType, group netip.AddrPort, opts ...func(*Socket)) *Socket {
 	t.Helper()
 	s, err := nd.p.Socket(typ)
 	require.NoError(t, err)
@@ -89,7 +89,7 @@ func (nd *tnode) sender(t *testing.T, typ SocketType, group netip.AddrPort, opts
 }
 
 // listener creates a listening socket on nd.
-func (nd *tnode) listener(t *testing.T, typ SocketType, group netip.AddrPort, opts ...func(*Socket)) *Socket {
+func (nd *tnode) listener(t testing.TB, typ SocketType, group netip.AddrPort, opts ...func(*Socket)) *Socket {
 	t.Helper()
 	s, err := nd.p.Socket(typ)
 	require.NoError(t, err)

@@ -43,7 +43,7 @@ type Inbound struct {
 // on the stack's receive path and must not block or call back into the
 // Protocol's registration methods synchronously.
 type PacketHandler interface {
-	HandlePGM(in *Inbound)
+	HandlePGM(in Inbound)
 }
 
 // ProtocolStats are the transport-level counters.
@@ -198,7 +198,7 @@ func (p *Protocol) HandleUnknownDestinationPacket(id tcpipstack.TransportEndpoin
 		Header: wire.Header(b[:wire.HeaderLen]),
 		Data:   b,
 	}
-	if p.dispatch(&in) {
+	if p.dispatch(in) {
 		p.c.delivered.Add(1)
 	} else {
 		p.c.noReceiver.Add(1)
@@ -209,7 +209,7 @@ func (p *Protocol) HandleUnknownDestinationPacket(id tcpipstack.TransportEndpoin
 }
 
 // dispatch hands in to every matching receiver and source.
-func (p *Protocol) dispatch(in *Inbound) bool {
+func (p *Protocol) dispatch(in Inbound) bool {
 	t := in.Header.Type()
 	var rport uint16
 	var src PacketHandler

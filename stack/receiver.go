@@ -36,7 +36,7 @@ type receiverEngine struct {
 	group netip.Addr // destination of multicast transmits (SPMR copies)
 }
 
-func (e *receiverEngine) handlePacket(now time.Time, in *Inbound) {
+func (e *receiverEngine) handlePacket(now time.Time, in Inbound) {
 	// Errors are counted by the engine (PacketsDiscarded).
 	_ = e.r.HandlePacket(now, in.Data, in.Src, in.Dst)
 }
@@ -363,8 +363,8 @@ func (s *Socket) RecvMsg(ctx context.Context, b []byte) (int, MsgFlags, error) {
 		return 0, 0, err
 	}
 	l := ss.lis
+	var ch <-chan struct{}
 	for {
-		ch := l.notify.wait()
 		l.d.mu.Lock()
 		if ss.closed {
 			l.d.mu.Unlock()
@@ -384,9 +384,16 @@ func (s *Socket) RecvMsg(ctx context.Context, b []byte) (int, MsgFlags, error) {
 		if final != nil {
 			return 0, 0, final
 		}
+		if ch == nil && !s.nonBlocking.Load() {
+			// Take the wake-up channel only when about to wait (it
+			// allocates), then look once more.
+			ch = l.notify.wait()
+			continue
+		}
 		if err := s.wait(ctx, ch, &s.rd, nil); err != nil {
 			return 0, 0, err
 		}
+		ch = l.notify.wait()
 	}
 }
 

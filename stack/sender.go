@@ -23,7 +23,7 @@ type sourceEngine struct {
 	finished atomic.Bool // src.Done(), published for the socket layer
 }
 
-func (e *sourceEngine) handlePacket(now time.Time, in *Inbound) {
+func (e *sourceEngine) handlePacket(now time.Time, in Inbound) {
 	// Errors are counted by the engine (PacketsDiscarded).
 	_ = e.src.HandlePacket(now, in.Data, in.Src)
 }
@@ -258,8 +258,8 @@ func (snd *sender) sendStream(ctx context.Context, b []byte) (int, error) {
 
 // sendAPDU hands one APDU to the engine, waiting while the window is full.
 func (snd *sender) sendAPDU(ctx context.Context, apdu []byte) error {
+	var ch <-chan struct{}
 	for {
-		ch := snd.notify.wait()
 		var err error
 		if !snd.d.do(func(now time.Time) { err = snd.eng.src.Send(now, apdu) }) {
 			return ErrClosed
@@ -274,9 +274,19 @@ func (snd *sender) sendAPDU(ctx context.Context, apdu []byte) error {
 		case !errors.Is(err, engine.ErrWindowFull):
 			return err
 		}
+		if snd.s.nonBlocking.Load() {
+			return ErrWouldBlock
+		}
+		if ch == nil {
+			// Take the wake-up channel only now (it allocates), and try
+			// once more so that a change in between is not missed.
+			ch = snd.notify.wait()
+			continue
+		}
 		if err := snd.s.wait(ctx, ch, &snd.s.wr, snd.apiClosed); err != nil {
 			return err
 		}
+		ch = snd.notify.wait()
 	}
 }
 

@@ -37,7 +37,7 @@ type recvd struct {
 	at       time.Time
 }
 
-func (e *fakeEngine) handlePacket(now time.Time, in *Inbound) {
+func (e *fakeEngine) handlePacket(now time.Time, in Inbound) {
 	e.mu.Lock()
 	e.got = append(e.got, recvd{src: in.Src, dst: in.Dst, typ: in.Header.Type(), data: append([]byte(nil), in.Data...), at: now})
 	e.mu.Unlock()
