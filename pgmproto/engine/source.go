@@ -18,6 +18,7 @@ type SourceStats struct {
 	NumOutstandingNaks     uint64  // repairs queued, not yet sent
 	NumNaksAfterRData      uint64  // requests for a sequence already repaired once
 	RepairPacketsSent      uint64  // RDATA packets
+	BufferSpaceAvailable   uint64  // free transmit-window sequences
 	TrailingEdgeSeqId      seq.Num // transmit window trail
 	LeadingEdgeSeqId       seq.Num // last ODATA sequence sent
 	RateKBitsPerSecOverall uint64  // since the session started
@@ -521,6 +522,7 @@ func later(a, b time.Time) time.Time {
 func (s *Source) Stats(now time.Time) SourceStats {
 	st := s.stats
 	st.NumOutstandingNaks = uint64(s.rLen)
+	st.BufferSpaceAvailable = uint64(uint32(len(s.w.ring)) - s.w.len())
 	st.TrailingEdgeSeqId = s.w.trail
 	st.LeadingEdgeSeqId = s.w.lead()
 	if el := now.Sub(s.start); el > 0 {

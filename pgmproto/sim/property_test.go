@@ -84,6 +84,8 @@ func randomScenario(seed uint64, recover bool) scenario {
 		// source's trail (Winsock late join).
 		ec.LateJoinPct = 75
 	} else {
+		// OpenPGM window behaviour (evict the oldest on send) half the time.
+		ec.TXWEvictOnFull = rng.IntN(2) == 0
 		ec.NAKDataRetries = 1 + rng.IntN(5)
 		ec.NAKNCFRetries = 1 + rng.IntN(5)
 	}
