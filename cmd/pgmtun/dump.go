@@ -99,18 +99,23 @@ type dumpStats struct {
 	malformed   int // PGM that does not parse
 	badChecksum int
 	noChecksum  int
+	fragments   int // frames that were IP fragments
+	reassembled int // datagrams put back together
+	incomplete  int // datagrams still missing fragments at the end
 	byType      map[wire.Type]int
 }
 
 // dump decodes every frame of the capture r and writes one line per PGM packet.
 // It stops at the first error in the file itself, after printing what came before.
-func dump(w io.Writer, r io.Reader, o dumpOptions) (dumpStats, error) {
-	st := dumpStats{byType: map[wire.Type]int{}}
+func dump(w io.Writer, r io.Reader, o dumpOptions) (st dumpStats, err error) {
+	st.byType = map[wire.Type]int{}
 	rd, err := pcapio.NewReader(r)
 	if err != nil {
 		return st, err
 	}
 	var t0 time.Time
+	var ra pcapio.Reassembler
+	defer func() { st.incomplete = ra.Pending() + ra.Dropped() }()
 	for {
 		pkt, err := rd.Next()
 		if err == io.EOF {
@@ -124,7 +129,15 @@ func dump(w io.Writer, r io.Reader, o dumpOptions) (dumpStats, error) {
 			t0 = pkt.Timestamp
 		}
 		rel := pkt.Timestamp.Sub(t0).Seconds()
-		pg, err := decodeFrame(pkt, o.udpPorts)
+		pg, frags, err := decodeFrame(&ra, pkt, o.udpPorts)
+		if err == nil && frags == 0 {
+			st.fragments++ // held until its datagram is complete
+			continue
+		}
+		if frags > 1 {
+			st.fragments++
+			st.reassembled++
+		}
 		switch {
 		case errors.Is(err, pcapio.ErrNotIP), errors.Is(err, pcapio.ErrNotPGM):
 			st.other++
@@ -161,27 +174,32 @@ func dump(w io.Writer, r io.Reader, o dumpOptions) (dumpStats, error) {
 		}
 		writePacket(w, p, csum)
 		if o.verbose {
-			writeVerbose(w, pg, p)
+			writeVerbose(w, pg, p, frags)
 		}
 	}
 }
 
-// decodeFrame is pcapio.DecodeFrame, but keeps the IP header when the layer above fails
-// so the error line can name the addresses.
-func decodeFrame(pkt pcapio.Packet, udpPorts []uint16) (pcapio.PGM, error) {
+// decodeFrame is pcapio.DecodeFrame with IP reassembly: frags is 0 while a datagram
+// is incomplete, else the number of IP packets it came in. On an error above the IP
+// layer the IP header is kept so the error line can name the addresses.
+func decodeFrame(ra *pcapio.Reassembler, pkt pcapio.Packet, udpPorts []uint16) (pg pcapio.PGM, frags int, err error) {
 	nl, err := pcapio.NetworkLayer(pkt.LinkType, pkt.Data)
 	if err != nil {
-		return pcapio.PGM{}, err
+		return pcapio.PGM{}, 1, err
 	}
 	ip, err := pcapio.ParseIP(nl)
 	if err != nil {
-		return pcapio.PGM{}, err
+		return pcapio.PGM{}, 1, err
 	}
-	pg, err := pcapio.ExtractPGM(ip, udpPorts)
+	ip, frags, err = ra.Add(ip)
+	if err != nil || frags == 0 {
+		return pcapio.PGM{IP: ip}, frags, err
+	}
+	pg, err = pcapio.ExtractPGM(ip, udpPorts)
 	if err != nil {
-		return pcapio.PGM{IP: ip}, err
+		return pcapio.PGM{IP: ip}, frags, err
 	}
-	return pg, nil
+	return pg, frags, nil
 }
 
 // writePacket writes the one-line summary of p.
@@ -282,9 +300,12 @@ func formatOption(o wire.Option) string {
 }
 
 // writeVerbose writes the detail lines of -v under a packet's summary line.
-func writeVerbose(w io.Writer, pg pcapio.PGM, p wire.Packet) {
+func writeVerbose(w io.Writer, pg pcapio.PGM, p wire.Packet, frags int) {
 	h := p.Header
 	fmt.Fprintf(w, "        ipv%d ttl=%d", pg.IP.Version, pg.IP.TTL)
+	if frags > 1 {
+		fmt.Fprintf(w, " reassembled from %d fragments", frags)
+	}
 	if pg.UDP {
 		fmt.Fprintf(w, " udp %d→%d", pg.UDPSrc, pg.UDPDst)
 	} else {
@@ -326,6 +347,9 @@ func (st dumpStats) print(w io.Writer) {
 		fmt.Fprintf(w, " (%d UDP-encapsulated)", st.udp)
 	}
 	fmt.Fprintf(w, ", %d other, %d undecodable\n", st.other, st.undecodable)
+	if st.fragments > 0 || st.incomplete > 0 {
+		fmt.Fprintf(w, "IP fragments: %d frames, %d datagrams reassembled, %d incomplete\n", st.fragments, st.reassembled, st.incomplete)
+	}
 	types := make([]wire.Type, 0, len(st.byType))
 	for t := range st.byType {
 		types = append(types, t)

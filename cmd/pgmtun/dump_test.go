@@ -144,8 +144,19 @@ func TestDumpBadPackets(t *testing.T) {
 	noSum := build(func(b *wire.Builder, buf []byte) *wire.Builder {
 		return b.SPM(buf, wire.Downstream(tsi, 7500), 5, 0, 4, src).NoChecksum()
 	})
-	frag := pcapio.AppendIPv4(nil, src, grp, pcapio.ProtoPGM, 16, odata(2))
-	binary.BigEndian.PutUint16(frag[6:], 0x2000) // MF set: first of several fragments
+	// IP fragments: the first two of a datagram whose rest never comes, then a
+	// datagram in two fragments (offset 0 with MF, offset 48 without).
+	fragment := func(p []byte, id uint16, off int, more bool) []byte {
+		f := pcapio.AppendIPv4(nil, src, grp, pcapio.ProtoPGM, 16, p)
+		v := uint16(off / 8)
+		if more {
+			v |= 0x2000
+		}
+		binary.BigEndian.PutUint16(f[4:], id)
+		binary.BigEndian.PutUint16(f[6:], v)
+		return f
+	}
+	lost, whole := odata(2), odata(3)
 	nak := build(func(b *wire.Builder, buf []byte) *wire.Builder {
 		return b.NAK(buf, wire.Upstream(tsi, 7500), 9, src, grp).NAKList(10, 11, 12)
 	})
@@ -161,8 +172,11 @@ func TestDumpBadPackets(t *testing.T) {
 		ip(odata(3)[:40]),             // TSDU cut short
 		ip([]byte{1, 2, 3}),           // not even a header
 		eth(0x0806, make([]byte, 28)), // ARP
-		eth(0x0800, frag),
+		eth(0x0800, fragment(lost[:48], 1, 0, true)),
 		ip(nak),
+		eth(0x0800, fragment(whole[48:], 2, 48, false)), // last fragment first
+		eth(0x0800, fragment(whole[:48], 2, 0, true)),
+		eth(0x0800, []byte{0x45, 0, 0, 40, 0, 0}), // IPv4 header cut short
 	} {
 		require.NoError(t, w.WritePacket(t0.Add(time.Duration(i)*time.Millisecond), fr))
 	}
@@ -178,10 +192,12 @@ func TestDumpBadPackets(t *testing.T) {
 	assert.Regexp(t, `^ +3 .* SPM 4000→7500 .* sqn=5 trail=0 lead=4 path=10\.213\.0\.1 csum=none$`, lines[2])
 	assert.Regexp(t, `^ +4 .* PGM MALFORMED \(40 bytes\): .+`, lines[3])
 	assert.Regexp(t, `^ +5 .* PGM MALFORMED \(3 bytes\): .+`, lines[4])
-	assert.Regexp(t, `^ +7 0\.006000 10\.213\.0\.1 → 239\.192\.0\.1 NOT DECODED: .*fragment at offset 0 \(more=true\).* not reassembled`, lines[5])
-	assert.Regexp(t, `^ +8 .* NAK 7500→4000 tsi=01\.02\.03\.04\.05\.06\.4000 sqn=9 src=10\.213\.0\.1 grp=239\.192\.0\.1 \[NAK_LIST 10,11,12\] csum=ok$`, lines[6])
-	assert.Contains(t, out, "8 frames: 6 PGM, 1 other, 1 undecodable")
-	assert.Contains(t, out, "PGM by type: SPM 1, ODATA 2, NAK 1")
+	assert.Regexp(t, `^ +8 .* NAK 7500→4000 tsi=01\.02\.03\.04\.05\.06\.4000 sqn=9 src=10\.213\.0\.1 grp=239\.192\.0\.1 \[NAK_LIST 10,11,12\] csum=ok$`, lines[5])
+	assert.Regexp(t, `^ +10 .* ODATA .* sqn=3 trail=0 len=100 .* csum=ok$`, lines[6])
+	assert.Regexp(t, `^ +11 0\.010000 NOT DECODED: pcapio: ipv4: header 6 bytes < 20: truncated$`, lines[7])
+	assert.Contains(t, out, "11 frames: 7 PGM, 1 other, 1 undecodable")
+	assert.Contains(t, out, "IP fragments: 3 frames, 1 datagrams reassembled, 1 incomplete")
+	assert.Contains(t, out, "PGM by type: SPM 1, ODATA 3, NAK 1")
 	assert.Contains(t, out, "malformed 2, bad checksum 1, no checksum 1")
 
 	// The same file cut in the middle of the last record: everything before it is
@@ -190,8 +206,8 @@ func TestDumpBadPackets(t *testing.T) {
 	require.NoError(t, os.WriteFile(cut, buf.Bytes()[:buf.Len()-5], 0o644))
 	code, out, errOut = runCmd("dump", cut)
 	assert.Equal(t, exitFail, code)
-	assert.Contains(t, out, "7 frames: 5 PGM")
-	assert.Regexp(t, `pgmtun dump: .*cut\.pcap: pcapio: offset \d+: record 8 data: need \d+ bytes, have \d+: truncated`, errOut)
+	assert.Contains(t, out, "10 frames: 7 PGM")
+	assert.Regexp(t, `pgmtun dump: .*cut\.pcap: pcapio: offset \d+: record 11 data: need \d+ bytes, have \d+: truncated`, errOut)
 
 	// Not a capture at all.
 	code, _, errOut = runCmd("dump", "dump_test.go")

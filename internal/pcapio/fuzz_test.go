@@ -30,6 +30,13 @@ func FuzzReader(f *testing.F) {
 	f.Add(newPcapFile(binary.BigEndian, true, uint32(LinkTypeNull)).
 		add(time.Unix(5, 5), append([]byte{0, 0, 0, 2}, AppendIPv4(nil, addrA, group, ProtoUDP, 1, AppendUDP(nil, 1, 3056, pgmBytes(20, 4)))...), 60).buf)
 
+	frag := newPcapFile(binary.LittleEndian, false, uint32(LinkTypeRaw))
+	for i, fr := range append(fragment4(AppendIPv4(nil, addrA, group, ProtoPGM, 1, pgmBytes(200, 1)), 64, 9),
+		fragment6(AppendIPv6(nil, addr6, grp6, ProtoPGM, 1, pgmBytes(100, 2)), 48, 3)...) {
+		frag.add(time.Unix(int64(i), 0), fr, len(fr))
+	}
+	f.Add(frag.buf)
+
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := NewReader(bytes.NewReader(b))
 		if err != nil {
@@ -39,6 +46,7 @@ func FuzzReader(f *testing.F) {
 			}
 			return
 		}
+		var ra Reassembler
 		for range 1000 {
 			p, err := r.Next()
 			if err == io.EOF {
@@ -53,6 +61,13 @@ func FuzzReader(f *testing.F) {
 			}
 			if len(p.Data) > MaxRecordLen {
 				t.Fatalf("record of %d bytes", len(p.Data))
+			}
+			if nl, err := NetworkLayer(p.LinkType, p.Data); err == nil {
+				if ip, err := ParseIP(nl); err == nil {
+					if d, n, err := ra.Add(ip); err == nil && n > 0 && len(d.Payload) > 65535 {
+						t.Fatalf("reassembled %d bytes", len(d.Payload))
+					}
+				}
 			}
 			for _, lt := range []LinkType{p.LinkType, LinkTypeRaw, LinkTypeEthernet, LinkTypeNull} {
 				pg, err := DecodeFrame(lt, p.Data, DefaultUDPPorts)

@@ -111,9 +111,7 @@ func parseIPv6(b []byte) (IP, error) {
 	}
 	next, off := b[6], 40
 	for {
-		switch next {
-		case ip6HopByHop, ip6Routing, ip6DestOpts, ip6Mobility, ip6HIP, ip6Shim6, ip6AH, ip6Fragment:
-		default:
+		if !isIPv6Ext(next) {
 			ip.Protocol = next
 			ip.Payload = b[off:end]
 			return ip, nil
@@ -121,18 +119,23 @@ func parseIPv6(b []byte) (IP, error) {
 		if end-off < 8 {
 			return IP{}, layerErr("ipv6", ErrTruncated, "extension header %d at %d needs 8 bytes, have %d", next, off, end-off)
 		}
-		var n int
-		switch next {
-		case ip6Fragment:
-			n = 8
+		if next == ip6Fragment {
+			// Fragment offsets count from the byte after this header: stop here and leave
+			// the rest (which may start with more extension headers) to reassembly.
 			fo := binary.BigEndian.Uint16(b[off+2:])
 			ip.FragOffset = int(fo &^ 7) // offset in 8-byte units in the top 13 bits
 			ip.MoreFragments = fo&1 != 0
 			ip.ID = binary.BigEndian.Uint32(b[off+4:])
-		case ip6AH:
+			ip.Protocol = b[off]
+			ip.Payload = b[off+8 : end]
+			if !ip.IsFragment() { // atomic fragment: carries the whole datagram
+				return skipIPv6Ext(ip)
+			}
+			return ip, nil
+		}
+		n := (int(b[off+1]) + 1) * 8
+		if next == ip6AH {
 			n = (int(b[off+1]) + 2) * 4
-		default:
-			n = (int(b[off+1]) + 1) * 8
 		}
 		if end-off < n {
 			return IP{}, layerErr("ipv6", ErrTruncated, "extension header %d at %d is %d bytes, have %d", next, off, n, end-off)
@@ -140,6 +143,39 @@ func parseIPv6(b []byte) (IP, error) {
 		next = b[off]
 		off += n
 	}
+}
+
+func isIPv6Ext(p uint8) bool {
+	switch p {
+	case ip6HopByHop, ip6Routing, ip6DestOpts, ip6Mobility, ip6HIP, ip6Shim6, ip6AH, ip6Fragment:
+		return true
+	}
+	return false
+}
+
+// skipIPv6Ext steps over extension headers at the start of ip.Payload (after
+// reassembly, or after an atomic fragment header).
+func skipIPv6Ext(ip IP) (IP, error) {
+	b := ip.Payload
+	for isIPv6Ext(ip.Protocol) {
+		if ip.Protocol == ip6Fragment {
+			return IP{}, layerErr("ipv6", ErrCorrupt, "fragment header inside a fragmented datagram")
+		}
+		if len(b) < 8 {
+			return IP{}, layerErr("ipv6", ErrTruncated, "extension header %d needs 8 bytes, have %d", ip.Protocol, len(b))
+		}
+		n := (int(b[1]) + 1) * 8
+		if ip.Protocol == ip6AH {
+			n = (int(b[1]) + 2) * 4
+		}
+		if len(b) < n {
+			return IP{}, layerErr("ipv6", ErrTruncated, "extension header %d is %d bytes, have %d", ip.Protocol, n, len(b))
+		}
+		ip.Protocol = b[0]
+		b = b[n:]
+	}
+	ip.Payload = b
+	return ip, nil
 }
 
 // PGM is a PGM packet found in an IP packet.
