@@ -110,6 +110,13 @@ func (s *Socket) Connect(group netip.AddrPort) error {
 	eng := &sourceEngine{group: ga}
 	d := newDriver(s.p, eng, txParams{NIC: nic, Local: localAddr, TTL: s.opts.ttl, Loop: s.opts.loop})
 
+	snd := &sender{
+		s: s, p: s.p, d: d, eng: eng, group: group, nla: cfg.NLA,
+		apiClosed: make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	d.onChange = snd.changed
+
 	// Hold the driver until the engine exists: a NAK may arrive as soon as
 	// the TSI is registered.
 	d.mu.Lock()
@@ -127,15 +134,10 @@ func (s *Socket) Connect(group netip.AddrPort) error {
 		return fmt.Errorf("%w: %v", ErrInvalidOption, err)
 	}
 	eng.src = src
+	snd.tsi = tsi
+	snd.tsdu = src.Config().MaxTSDU()
 	d.mu.Unlock()
 
-	snd := &sender{
-		s: s, p: s.p, d: d, eng: eng, tsi: tsi, group: group, nla: cfg.NLA,
-		tsdu:      cfg.MaxTSDU(),
-		apiClosed: make(chan struct{}),
-		done:      make(chan struct{}),
-	}
-	d.onChange = snd.changed
 	s.snd = snd
 	s.state = stateConnected
 	// Send the first SPM now.
