@@ -7,8 +7,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/pgmtun/pgmtun/pgmproto/engine"
+	"github.com/pgmtun/pgmtun/stack/memlink"
 )
 
 func TestRateWindowFill(t *testing.T) {
@@ -108,4 +110,33 @@ func TestSameStackLoop(t *testing.T) {
 	assert.Equal(t, snd.LocalAddr().TSI, c.sessions[0].RemoteAddr().TSI)
 	c.closeAll()
 	snd.Close()
+}
+
+// Listening joins the group with IGMP (so switches and the host kernel see
+// the membership); closing leaves it.
+func TestListenSendsIGMP(t *testing.T) {
+	net := newTestNet(t, 13)
+	a, b := net.node(), net.node()
+	var reports [][]byte
+	a.port.SetImpairment(memlink.Impairment{Drop: func(ip []byte) bool {
+		h := header.IPv4(ip)
+		if h.IsValid(len(ip)) && h.Protocol() == uint8(header.IGMPProtocolNumber) {
+			reports = append(reports, append([]byte(nil), h.Payload()...))
+		}
+		return false
+	}})
+	net.hub.WaitIdle()
+	before := len(reports)
+	lis := b.listener(t, SockRDM, groupPort)
+	net.run(time.Second, 10*time.Millisecond, func() bool { return len(reports) > before })
+	r := reports[len(reports)-1]
+	require.GreaterOrEqual(t, len(r), 16)
+	assert.Equal(t, byte(0x22), r[0], "IGMPv3 membership report")
+	g := group1.As4()
+	assert.Equal(t, g[:], r[12:16], "for the group")
+
+	before = len(reports)
+	require.NoError(t, lis.Close())
+	net.run(time.Second, 10*time.Millisecond, func() bool { return len(reports) > before })
+	assert.Equal(t, g[:], reports[len(reports)-1][12:16], "leave reported")
 }
