@@ -652,3 +652,37 @@ func TestCloseKeepsServingRepairs(t *testing.T) {
 	assert.Equal(t, uint64(1), st.RepairPacketsSent)
 	c.closeAll()
 }
+
+// Two receiver sockets on the same group and port in one stack each get
+// the whole session, and a wildcard listener on the port sees it too.
+func TestTwoListenersOneStack(t *testing.T) {
+	checkGoroutines(t)
+	net := newTestNet(t, 14)
+	a, b := net.node(), net.node()
+	var cs []*collector
+	for i := 0; i < 2; i++ {
+		cs = append(cs, newCollector(b.listener(t, SockRDM, groupPort), 1<<10))
+	}
+	cs = append(cs, newCollector(b.listener(t, SockRDM, netip.AddrPortFrom(netip.IPv4Unspecified(), groupPort.Port())), 1<<10))
+	snd := a.sender(t, SockRDM, groupPort)
+	for i := 0; i < 10; i++ {
+		_, err := snd.Send(message(i, 700))
+		require.NoError(t, err)
+	}
+	net.run(5*time.Second, time.Millisecond, func() bool {
+		done := true
+		for _, c := range cs {
+			c.poll(t)
+			done = done && c.total() == 10
+		}
+		return done
+	})
+	for _, c := range cs {
+		require.Len(t, c.sessions, 1)
+		for i, m := range c.msgs[c.sessions[0]] {
+			assert.Equal(t, message(i, 700), m)
+		}
+		c.closeAll()
+	}
+	snd.Close()
+}
