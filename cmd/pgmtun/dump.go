@@ -19,7 +19,7 @@ import (
 func init() {
 	register(&command{
 		name:    "dump",
-		usage:   "[flags] FILE",
+		usage:   "[flags] FILE|-",
 		summary: "decode the PGM packets of a pcap or pcapng file, one line each",
 		flags: func(fs *flag.FlagSet) func(*env, []string) int {
 			o := dumpOptions{udpPorts: portList(slices.Clone(pcapio.DefaultUDPPorts))}
@@ -27,7 +27,7 @@ func init() {
 			fs.BoolVar(&o.verbose, "v", false, "verbose: header flags, checksum, IP details and every option's header bits")
 			return func(e *env, args []string) int {
 				if len(args) != 1 {
-					fmt.Fprintln(e.stderr, "usage: pgmtun dump [flags] FILE")
+					fmt.Fprintln(e.stderr, "usage: pgmtun dump [flags] FILE|-")
 					return exitUsage
 				}
 				return runDump(e, args[0], o)
@@ -71,15 +71,19 @@ func (p *portList) Set(v string) error {
 }
 
 func runDump(e *env, name string, o dumpOptions) int {
-	f, err := os.Open(name)
-	if err != nil {
-		fmt.Fprintf(e.stderr, "pgmtun dump: %v\n", err)
-		return exitFail
+	in := e.stdin // "-": read the capture from standard input (tcpdump -w - | pgmtun dump -)
+	if name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "pgmtun dump: %v\n", err)
+			return exitFail
+		}
+		defer f.Close()
+		in = f
 	}
-	defer f.Close()
 	w := bufio.NewWriter(e.stdout)
 	defer w.Flush()
-	st, err := dump(w, f, o)
+	st, err := dump(w, in, o)
 	st.print(w)
 	if err != nil {
 		w.Flush()

@@ -100,6 +100,17 @@ func checkAgainstTshark(t *testing.T, file, out string) {
 	assert.Contains(t, out, fmt.Sprintf(": %d PGM", len(rows)))
 }
 
+func TestDumpStdin(t *testing.T) {
+	f, err := os.Open("testdata/tun-nak-repair.pcapng")
+	require.NoError(t, err)
+	defer f.Close()
+	code, out, errOut := runCmdIn(f, "dump", "-")
+	require.Equal(t, exitOK, code, errOut)
+	want, err := os.ReadFile("testdata/tun-nak-repair.golden")
+	require.NoError(t, err)
+	assert.Equal(t, string(want), out)
+}
+
 func TestDumpUDPPorts(t *testing.T) {
 	file := "testdata/merged-raw-ethernet.pcapng"
 	for _, tc := range []struct {

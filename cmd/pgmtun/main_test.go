@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"strings"
 	"testing"
 
@@ -10,8 +11,13 @@ import (
 
 // runCmd runs the command line and returns exit status, stdout and stderr.
 func runCmd(args ...string) (int, string, string) {
+	return runCmdIn(strings.NewReader(""), args...)
+}
+
+// runCmdIn is runCmd with stdin.
+func runCmdIn(stdin io.Reader, args ...string) (int, string, string) {
 	var out, errb bytes.Buffer
-	code := run(args, &env{stdin: strings.NewReader(""), stdout: &out, stderr: &errb})
+	code := run(args, &env{stdin: stdin, stdout: &out, stderr: &errb})
 	return code, out.String(), errb.String()
 }
 
@@ -32,7 +38,7 @@ func TestCommandLine(t *testing.T) {
 		{name: "help dump", args: []string{"help", "dump"}, code: exitOK, stdout: "-udp-port", noStderr: true},
 		{name: "help unknown", args: []string{"help", "frob"}, code: exitUsage, stderr: `unknown command "frob"`},
 		{name: "unknown command", args: []string{"frob"}, code: exitUsage, stderr: `unknown command "frob"`, noStdout: true},
-		{name: "dump -h", args: []string{"dump", "-h"}, code: exitOK, stderr: "usage: pgmtun dump [flags] FILE"},
+		{name: "dump -h", args: []string{"dump", "-h"}, code: exitOK, stderr: "usage: pgmtun dump [flags] FILE|-"},
 		{name: "dump bad flag", args: []string{"dump", "--bogus", "x"}, code: exitUsage, stderr: "flag provided but not defined: -bogus"},
 		{name: "dump no file", args: []string{"dump"}, code: exitUsage, stderr: "usage: pgmtun dump"},
 		{name: "dump two files", args: []string{"dump", "a", "b"}, code: exitUsage, stderr: "usage: pgmtun dump"},
