@@ -40,8 +40,8 @@ func init() {
 			fs.DurationVar(&o.timers.NAKRptIvl, "nak-rpt-ivl", o.timers.NAKRptIvl, "wait for an NCF before repeating a NAK")
 			fs.DurationVar(&o.timers.NAKRdataIvl, "nak-rdata-ivl", o.timers.NAKRdataIvl, "wait for RDATA after an NCF before NAKing again")
 			fs.DurationVar(&o.timeout, "timeout", o.timeout, "give up after this long")
-			fs.Var(&o.stats, "stats", "final statistics on stdout: `format` text, json or none")
-			fs.Var(&o.progress, "progress", "live progress line on stderr: `mode` auto (when a terminal), on, off")
+			fs.Var(&o.stats, "stats", "final statistics on stdout in this `format`: text, json or none")
+			fs.Var(&o.progress, "progress", "live progress line on stderr in this `mode`: auto (when stderr is a terminal), on or off")
 			return func(e *env, args []string) int {
 				if len(args) != 0 {
 					fmt.Fprintf(e.stderr, "pgmtun demo: unexpected argument %q\n", args[0])

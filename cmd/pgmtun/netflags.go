@@ -92,8 +92,8 @@ func (f *netFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.loss, "loss", "drop this `percent` of PGM packets at random in each direction (research, testing)")
 	fs.Uint64Var(&f.seed, "seed", f.seed, "seed of the --loss pattern")
 	fs.BoolVar(&f.rdm, "rdm", false, "reliable messages (SOCK_RDM) instead of a byte stream")
-	fs.Var(&f.stats, "stats", "final statistics on stderr: `format` text, json or none")
-	fs.Var(&f.progress, "progress", "progress line on stderr: `mode` auto (when a terminal), on, off")
+	fs.Var(&f.stats, "stats", "final statistics on stderr in this `format`: text, json or none")
+	fs.Var(&f.progress, "progress", "progress line on stderr in this `mode`: auto (when stderr is a terminal), on or off")
 }
 
 // netConfig is netFlags checked and resolved.

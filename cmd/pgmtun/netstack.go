@@ -73,7 +73,7 @@ func openNetstack(c *netConfig) (_ *netstack, err error) {
 	if ep != nil {
 		if pcap != nil {
 			sniffer.LogPackets.Store(0)
-			if ep, err = sniffer.NewWithWriter(ep, pcap, 0); err != nil {
+			if ep, err = sniffer.NewWithWriter(ep, pcap, 65535); err != nil {
 				return nil, fmt.Errorf("--pcap: %w", err)
 			}
 		}

@@ -1,0 +1,344 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/pgmtun/pgmtun/stack"
+	"github.com/pgmtun/pgmtun/stack/memlink"
+)
+
+// useMemlink makes send and recv attach to ports of one in-process hub
+// instead of TUN devices, for the rest of the test.
+func useMemlink(t *testing.T) *memlink.Hub {
+	hub := memlink.New(memlink.Options{Seed: 1})
+	linkFactory = func(*netConfig) (tcpipstack.LinkEndpoint, func(), error) {
+		return hub.NewPort(), func() {}, nil
+	}
+	t.Cleanup(func() {
+		linkFactory = nil
+		testHookListening = nil
+		hub.Close()
+	})
+	return hub
+}
+
+type transfer struct {
+	sendCode, recvCode int
+	sendErr, recvErr   string
+	out                []byte
+}
+
+// sendRecv runs `pgmtun recv` and, once it listens, `pgmtun send` with
+// data on its stdin, both in this process over a memlink hub.
+func sendRecv(t *testing.T, data []byte, common, sendArgs, recvArgs []string) transfer {
+	t.Helper()
+	useMemlink(t)
+	listening := make(chan struct{})
+	testHookListening = func() { close(listening) }
+	var tr transfer
+	var out []byte
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		args := append(append([]string{"recv", "--addr", "10.0.0.2/24", "--seed", "2"}, common...), recvArgs...)
+		tr.recvCode, out, tr.recvErr = runWith(nil, args...)
+	}()
+	<-listening
+	args := append(append([]string{"send", "--addr", "10.0.0.1/24", "--seed", "3"}, common...), sendArgs...)
+	tr.sendCode, _, tr.sendErr = runWith(data, args...)
+	wg.Wait()
+	tr.out = out
+	return tr
+}
+
+func randomBytes(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// Fast timers so loss is repaired in a fraction of a second.
+var fastPGM = []string{"--rate", "4MB/s", "--txw-secs", "1", "--nak-rpt-ivl", "100ms", "--nak-rdata-ivl", "100ms", "--progress", "off"}
+
+func TestSendRecvByteExact(t *testing.T) {
+	checkNoLeaks(t)
+	for _, tc := range []struct {
+		name       string
+		n          int
+		common     []string
+		send, recv []string
+	}{
+		{name: "stream", n: 150_000},
+		{name: "stream with loss", n: 200_000, common: []string{"--loss", "5"}},
+		{name: "rdm", n: 120_000, common: []string{"--rdm"}, send: []string{"--size", "1000"}},
+		{name: "rdm with loss", n: 200_000, common: []string{"--rdm", "--loss", "5"}, send: []string{"--size", "1000"}},
+		{name: "rdm fragmented with loss", n: 200_000, common: []string{"--rdm", "--loss", "5"}, send: []string{"--size", "20000"}},
+		{name: "rdm sender, stream receiver", n: 50_003, send: []string{"--rdm", "--size", "777"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := randomBytes(uint64(tc.n), tc.n)
+			common := append(append([]string{}, fastPGM...), tc.common...)
+			tr := sendRecv(t, data, common, tc.send, tc.recv)
+			require.Equal(t, exitOK, tr.sendCode, "send stderr:\n%s", tr.sendErr)
+			require.Equal(t, exitOK, tr.recvCode, "recv stderr:\n%s", tr.recvErr)
+			require.Equal(t, len(data), len(tr.out))
+			require.True(t, bytes.Equal(data, tr.out), "output differs from input")
+			assert.Contains(t, tr.recvErr, "ok, session ended gracefully")
+			assert.Contains(t, tr.sendErr, "result")
+			if slicesContain(tc.common, "--loss") {
+				assert.Contains(t, tr.recvErr, "link drops")
+				assert.NotContains(t, tr.recvErr, "RDATA 0 ", "loss but no repairs")
+			}
+		})
+	}
+}
+
+func slicesContain(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func TestSendRecvStatsJSONAndPcap(t *testing.T) {
+	dir := t.TempDir()
+	outFile, pcapFile := filepath.Join(dir, "out"), filepath.Join(dir, "send.pcap")
+	inFile := filepath.Join(dir, "in")
+	data := randomBytes(9, 100_000)
+	require.NoError(t, os.WriteFile(inFile, data, 0o644))
+	common := append(append([]string{}, fastPGM...), "--rdm", "--loss", "10", "--stats", "json")
+	tr := sendRecv(t, nil, common,
+		[]string{"--in", inFile, "--size", "1400", "--pcap", pcapFile},
+		[]string{"--out", outFile})
+	require.Equal(t, exitOK, tr.sendCode, "send stderr:\n%s", tr.sendErr)
+	require.Equal(t, exitOK, tr.recvCode, "recv stderr:\n%s", tr.recvErr)
+	assert.Empty(t, tr.out, "--out given: nothing on stdout")
+	got, err := os.ReadFile(outFile)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(data, got), "output file differs from input")
+
+	var srep senderReport
+	require.NoError(t, json.Unmarshal([]byte(tr.sendErr), &srep), "%s", tr.sendErr)
+	var rrep receiverReport
+	require.NoError(t, json.Unmarshal([]byte(tr.recvErr), &rrep), "%s", tr.recvErr)
+	assert.Equal(t, "sender", srep.Role)
+	assert.EqualValues(t, len(data), srep.Bytes)
+	assert.EqualValues(t, (len(data)+1399)/1400, srep.Messages)
+	assert.EqualValues(t, (len(data)+1399)/1400, srep.ODATA)
+	assert.Positive(t, srep.RDATA)
+	assert.Positive(t, srep.LinkDropped)
+	assert.Equal(t, srep.Session, rrep.Session)
+	assert.True(t, rrep.OK)
+	assert.EqualValues(t, len(data), rrep.Bytes)
+	assert.EqualValues(t, srep.Messages, rrep.Messages)
+	assert.Positive(t, rrep.NAKs)
+	assert.Positive(t, rrep.RDATA)
+	assert.Positive(t, rrep.LinkDropped)
+	assert.Zero(t, rrep.Lost)
+
+	// The capture (taken between the link and the loss filter, so it
+	// shows what crossed the link) decodes as PGM, and since the receiver
+	// got everything, every sequence crossed as ODATA or RDATA.
+	code, dump, errOut := runWith(nil, "dump", pcapFile)
+	require.Equal(t, exitOK, code, errOut)
+	seen := map[int]bool{}
+	types := map[string]int{}
+	body, summary, _ := strings.Cut(string(dump), "\n\n")
+	assert.Contains(t, summary, "0 undecodable")
+	assert.Contains(t, summary, "malformed 0, bad checksum 0, no checksum 0")
+	for _, l := range strings.Split(body, "\n") {
+		assert.Contains(t, l, "csum=ok")
+		f := strings.Fields(l)
+		require.Greater(t, len(f), 5, l)
+		types[f[5]]++
+		if f[5] == "ODATA" || f[5] == "RDATA" {
+			var sqn int
+			for _, x := range f {
+				if v, ok := strings.CutPrefix(x, "sqn="); ok {
+					sqn, err = strconv.Atoi(v)
+					require.NoError(t, err, l)
+				}
+			}
+			seen[sqn] = true
+		}
+	}
+	for i := range int(srep.ODATA) {
+		assert.True(t, seen[i], "sequence %d never crossed the link", i)
+	}
+	assert.Len(t, seen, int(srep.ODATA))
+	assert.LessOrEqual(t, types["ODATA"], int(srep.ODATA))
+	assert.GreaterOrEqual(t, types["ODATA"], int(srep.ODATA)-int(srep.LinkDropped))
+	assert.Positive(t, types["RDATA"])
+	assert.Positive(t, types["NAK"])
+	assert.Positive(t, types["NCF"])
+	assert.Positive(t, types["SPM"])
+}
+
+func TestRecvUnrecoverableLoss(t *testing.T) {
+	checkNoLeaks(t)
+	// A 10 ms window at 30 % loss: repairs are requested after the data
+	// has left the window, so the receiver must give up and say so.
+	data := randomBytes(4, 200_000)
+	tr := sendRecv(t, data, []string{"--rate", "20MB/s", "--txw-secs", "10ms", "--loss", "30", "--progress", "off"}, nil, nil)
+	assert.Equal(t, exitOK, tr.sendCode, "send stderr:\n%s", tr.sendErr)
+	require.Equal(t, exitFail, tr.recvCode, "recv stderr:\n%s", tr.recvErr)
+	assert.Contains(t, tr.recvErr, "pgmtun recv: pgm: session ")
+	assert.Contains(t, tr.recvErr, "unrecoverable loss of sequences")
+	assert.Contains(t, tr.recvErr, "bytes were written before it")
+	assert.Less(t, len(tr.out), len(data))
+	assert.True(t, bytes.HasPrefix(data, tr.out), "what was written must be a prefix of the input")
+}
+
+func TestRecvPeerExpiry(t *testing.T) {
+	checkNoLeaks(t)
+	hub := useMemlink(t)
+	listening := make(chan struct{})
+	testHookListening = func() { close(listening) }
+	type result struct {
+		code   int
+		out    []byte
+		stderr string
+	}
+	done := make(chan result)
+	go func() {
+		var r result
+		r.code, r.out, r.stderr = runWith(nil, "recv", "--addr", "10.0.0.2/24", "--peer-expiry", "300ms", "--progress", "off")
+		done <- r
+	}()
+	<-listening
+
+	// A source that sends a little and then vanishes without OPT_FIN.
+	s := stack.New(stack.Options{})
+	require.NoError(t, stack.AddNIC(s, 1, hub.NewPort(), netip.MustParsePrefix("10.0.0.1/24")))
+	p, err := stack.FromStack(s)
+	require.NoError(t, err)
+	sock, err := p.Socket(stack.SockStream)
+	require.NoError(t, err)
+	require.NoError(t, sock.Bind(netip.AddrPortFrom(netip.IPv4Unspecified(), 0)))
+	require.NoError(t, sock.Connect(netip.MustParseAddrPort("239.192.0.1:7500")))
+	_, err = sock.Write([]byte("hello, then silence"))
+	require.NoError(t, err)
+	// Let it arrive before the source disappears.
+	var r result
+	require.Eventually(t, func() bool {
+		st, err := sock.SenderStats()
+		return err == nil && st.TotalODataPacketsSent == 1
+	}, 5*time.Second, 5*time.Millisecond)
+	time.Sleep(50 * time.Millisecond)
+	s.Close()
+	s.Wait()
+
+	select {
+	case r = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("recv did not notice the source vanish")
+	}
+	assert.Equal(t, exitFail, r.code, r.stderr)
+	assert.Equal(t, "hello, then silence", string(r.out))
+	assert.Contains(t, r.stderr, "source expired")
+}
+
+func TestRecvWait(t *testing.T) {
+	useMemlink(t)
+	start := time.Now()
+	code, out, errOut := runWith(nil, "recv", "--wait", "200ms", "--progress", "off")
+	assert.Equal(t, exitFail, code)
+	assert.Empty(t, out)
+	assert.Contains(t, errOut, "no session started within --wait 200ms")
+	assert.Less(t, time.Since(start), 5*time.Second)
+}
+
+func TestSendEmptyInput(t *testing.T) {
+	useMemlink(t)
+	code, _, errOut := runWith(nil, "send", "--txw-secs", "100ms", "--progress", "off", "--stats", "json")
+	require.Equal(t, exitOK, code, errOut)
+	var rep senderReport
+	require.NoError(t, json.Unmarshal([]byte(errOut), &rep), errOut)
+	assert.Zero(t, rep.Bytes)
+	assert.Zero(t, rep.ODATA)
+	assert.Positive(t, rep.SPMs)
+}
+
+func TestSendRecvFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args   []string
+		code   int
+		stderr string
+	}{
+		{[]string{"send", "--network", ";10.0.0.1"}, exitUsage, `group "10.0.0.1" is not an IPv4 multicast address`},
+		{[]string{"recv", "--network", "eth0;bogus"}, exitUsage, `group "bogus" is not an IPv4 multicast address`},
+		{[]string{"send", "--network", "tunA;239.192.0.9", "--tun", "tunB"}, exitUsage, `--network names device "tunA" but --tun is "tunB"`},
+		{[]string{"send", "--network", "10.1.0.2;", "--addr", "10.1.0.3/24"}, exitUsage, "--network names address 10.1.0.2 but --addr is 10.1.0.3/24"},
+		{[]string{"send", "--port", "0"}, exitUsage, "--port 0: want 1..65535"},
+		{[]string{"send", "--port", "70000"}, exitUsage, "--port 70000"},
+		{[]string{"recv", "--addr", "10.0.0.300/24"}, exitUsage, `--addr: bad address "10.0.0.300/24"`},
+		{[]string{"recv", "--host-addr", "x"}, exitUsage, `--host-addr: bad address "x"`},
+		{[]string{"recv", "--addr", "10.0.0.1/24", "--host-addr", "10.0.0.1/24"}, exitUsage, "need addresses of their own"},
+		{[]string{"recv", "--addr", "fd00::1/64"}, exitUsage, "only IPv4 for now"},
+		{[]string{"send", "--rate", "10"}, exitUsage, "--rate 10: want at least 1000"},
+		{[]string{"send", "--rate", "fast"}, exitUsage, `bad byte count "fast"`},
+		{[]string{"send", "--txw-sqns", "100", "--txw-secs", "2"}, exitUsage, "give the window one way"},
+		{[]string{"send", "--txw-secs", "-1"}, exitUsage, `bad duration "-1"`},
+		{[]string{"send", "--nak-bo-ivl", "-5ms"}, exitUsage, "must not be negative"},
+		{[]string{"send", "--ttl", "256"}, exitUsage, "--ttl 256: want 0..255"},
+		{[]string{"send", "--mtu", "100"}, exitUsage, "--mtu 100: want 576..65535"},
+		{[]string{"send", "--loss", "100"}, exitUsage, "nothing would ever arrive"},
+		{[]string{"send", "--loss", "-1"}, exitUsage, `bad percentage "-1"`},
+		{[]string{"send", "--stats", "yaml"}, exitUsage, `bad stats format "yaml"`},
+		{[]string{"send", "--rdm", "--size", "0"}, exitUsage, "--size 0: want 1..65536"},
+		{[]string{"send", "--linger", "-1s"}, exitUsage, "--linger -1s: must not be negative"},
+		{[]string{"send", "file.txt"}, exitUsage, `unexpected argument "file.txt" (data comes from stdin or --in)`},
+		{[]string{"recv", "out.txt"}, exitUsage, `unexpected argument "out.txt" (data goes to stdout or --out)`},
+		{[]string{"recv", "--wait", "-1s"}, exitUsage, "--wait -1s: must not be negative"},
+		{[]string{"recv", "--bogus"}, exitUsage, "flag provided but not defined: -bogus"},
+		{[]string{"send", "--in", "/nonexistent/input"}, exitFail, "pgmtun send: open /nonexistent/input: no such file or directory"},
+		{[]string{"recv", "--tun", "pgmtun-absent0"}, exitFail, "pgmtun recv: tun attach pgmtun-absent0"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			code, out, errOut := runWith(nil, tc.args...)
+			assert.Equal(t, tc.code, code, errOut)
+			assert.Empty(t, out)
+			assert.Contains(t, errOut, tc.stderr)
+		})
+	}
+}
+
+func TestHelpDocumentsFlags(t *testing.T) {
+	for cmd, flags := range map[string][]string{
+		"send": {"-network", "-port", "-rate", "-txw-sqns", "-txw-secs", "-txw-bytes", "-nak-bo-ivl", "-nak-rpt-ivl",
+			"-nak-rdata-ivl", "-ttl", "-tun", "-create", "-addr", "-host-addr", "-pcap", "-loss", "-linger", "-stats", "-rdm", "-size", "-in"},
+		"recv": {"-network", "-out", "-rdm", "-wait", "-peer-expiry", "-stats"},
+		"demo": {"-receivers", "-loss", "-bytes", "-size", "-seed", "-rate", "-stats"},
+	} {
+		code, out, errOut := runWith(nil, "help", cmd)
+		require.Equal(t, exitOK, code, errOut)
+		for _, f := range flags {
+			assert.Regexp(t, "(?m)^  "+f+"( |$)", string(out), "pgmtun help %s: %s", cmd, f)
+		}
+	}
+	code, out, _ := runWith(nil, "help")
+	require.Equal(t, exitOK, code)
+	for _, c := range []string{"demo", "send", "recv", "dump"} {
+		assert.Contains(t, string(out), "  "+c+" ")
+	}
+}
