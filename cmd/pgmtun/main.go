@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 )
 
 // command is one subcommand.
@@ -151,7 +152,9 @@ func usage(w io.Writer) {
 	}
 	slices.Sort(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-*s  %s\n", width, n, commands[n].summary)
+		// Continuation lines of a multi-line summary line up under its first line.
+		sum := strings.ReplaceAll(strings.TrimSpace(commands[n].summary), "\n", "\n"+strings.Repeat(" ", width+4))
+		fmt.Fprintf(w, "  %-*s  %s\n", width, n, sum)
 	}
 	fmt.Fprintf(w, "  %-*s  %s\n", width, "help", "show this list, or a command's flags: pgmtun help <command>")
 }
