@@ -2,8 +2,11 @@ package stack
 
 import (
 	"errors"
+	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/pgmtun/pgmtun/stack/memlink"
 )
 
 // BenchmarkRDMTransfer measures one 1000-byte message from a sender stack
@@ -71,4 +74,73 @@ func BenchmarkRDMTransfer(b *testing.B) {
 	b.StopTimer()
 	snd.Close()
 	sess.Close()
+}
+
+// BenchmarkRDMRealClock pushes 1000-byte messages between two stacks on
+// the real clock as fast as the window lets them (blocking send and
+// receive in their own goroutines).
+func BenchmarkRDMRealClock(b *testing.B) {
+	h := memlink.New(memlink.Options{Seed: 1, QueueLen: 1 << 16})
+	defer h.Close()
+	var protos []*Protocol
+	for i := byte(1); i <= 2; i++ {
+		s := New(Options{})
+		if err := AddNIC(s, 1, h.NewPort(), netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, i}), 24)); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { s.Close(); s.Wait() }()
+		p, _ := FromStack(s)
+		protos = append(protos, p)
+	}
+	rw := RateWindow{RateKbitsPerSec: 10_000_000, WindowSizeInMSecs: 200}
+	lis, _ := protos[1].Socket(SockRDM)
+	lis.Bind(groupPort)
+	lis.SetRateWindow(rw)
+	if err := lis.Listen(); err != nil {
+		b.Fatal(err)
+	}
+	defer lis.Close()
+	snd, _ := protos[0].Socket(SockRDM)
+	snd.Bind(netip.AddrPort{})
+	snd.SetRateWindow(rw)
+	if err := snd.Connect(groupPort); err != nil {
+		b.Fatal(err)
+	}
+	defer snd.Close()
+	msg := message(0, 1000)
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	done := make(chan int)
+	go func() {
+		sess, err := lis.Accept()
+		if err != nil {
+			done <- 0
+			return
+		}
+		defer sess.Close()
+		buf := make([]byte, 2000)
+		n := 0
+		for n < b.N {
+			if _, err := sess.Recv(buf); err != nil {
+				break
+			}
+			n++
+		}
+		done <- n
+	}()
+	for i := 0; i < b.N; i++ {
+		if _, err := snd.Send(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case n := <-done:
+		if n != b.N {
+			b.Fatalf("received %d of %d", n, b.N)
+		}
+	case <-time.After(30 * time.Second):
+		st, _ := lis.ReceiverStats()
+		b.Fatalf("stuck: %+v", st)
+	}
 }
