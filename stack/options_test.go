@@ -140,3 +140,75 @@ func TestListenSendsIGMP(t *testing.T) {
 	net.run(time.Second, 10*time.Millisecond, func() bool { return len(reports) > before })
 	assert.Equal(t, g[:], reports[len(reports)-1][12:16], "leave reported")
 }
+
+// Send and receive interfaces pick the NIC: a stack on two LANs receives
+// a session from the second one only when asked to listen there, and a
+// sender reaches the second LAN only through SetSendInterface.
+func TestSendAndReceiveInterfaces(t *testing.T) {
+	checkGoroutines(t)
+	net := newTestNet(t, 15)
+	lan2 := memlink.New(memlink.Options{Clock: net.clock, Seed: 2})
+	t.Cleanup(lan2.Close)
+	a := net.node() // on LAN 1 only
+	b := net.node() // on LAN 1 (NIC 1) and LAN 2 (NIC 2)
+	require.NoError(t, AddNIC(b.s, 2, lan2.NewPort(), netip.MustParsePrefix("10.0.2.2/24")))
+	c := New(Options{Clock: net.clock, RNGSeed: 3}) // on LAN 2 only
+	require.NoError(t, AddNIC(c, 1, lan2.NewPort(), netip.MustParsePrefix("10.0.2.3/24")))
+	t.Cleanup(func() { c.Close(); c.Wait() })
+	pc, err := FromStack(c)
+	require.NoError(t, err)
+	cn := &tnode{s: c, p: pc}
+
+	wait := func(cond func() bool) {
+		t.Helper()
+		for i := 0; i < 500 && !cond(); i++ {
+			net.clock.Advance(2 * time.Millisecond)
+			net.hub.WaitIdle()
+			lan2.WaitIdle()
+		}
+	}
+
+	// Receiver on b, default interface (NIC 1), and one on NIC 2.
+	def := newCollector(b.listener(t, SockRDM, groupPort), 1<<10)
+	gp2 := netip.AddrPortFrom(group2, 7500)
+	on2 := newCollector(b.listener(t, SockRDM, gp2, func(s *Socket) {
+		require.NoError(t, s.AddReceiveInterface(2))
+		require.NoError(t, s.AddReceiveInterface(1))
+		require.NoError(t, s.DelReceiveInterface(1))
+		assert.ErrorIs(t, s.DelReceiveInterface(1), ErrInvalidOption)
+	}), 1<<10)
+	defOn2 := newCollector(b.listener(t, SockRDM, netip.AddrPortFrom(group2, 7501)), 1<<10)
+
+	// Sender on LAN 2 (stack c).
+	s2 := cn.sender(t, SockRDM, gp2)
+	s2b := cn.sender(t, SockRDM, netip.AddrPortFrom(group2, 7501))
+	_, err = s2.Send([]byte("via lan2"))
+	require.NoError(t, err)
+	_, err = s2b.Send([]byte("not heard on NIC 1"))
+	require.NoError(t, err)
+	// Sender on b through NIC 2 reaches c; a sender on a reaches b's default.
+	s1 := a.sender(t, SockRDM, groupPort)
+	_, err = s1.Send([]byte("via lan1"))
+	require.NoError(t, err)
+	toC := newCollector(cn.listener(t, SockRDM, netip.AddrPortFrom(group1, 7600)), 1<<10)
+	sb := b.sender(t, SockRDM, netip.AddrPortFrom(group1, 7600), func(s *Socket) { require.NoError(t, s.SetSendInterface(2)) })
+	_, err = sb.Send([]byte("b via NIC 2"))
+	require.NoError(t, err)
+
+	wait(func() bool {
+		for _, c := range []*collector{def, on2, defOn2, toC} {
+			c.poll(t)
+		}
+		return on2.total() == 1 && def.total() == 1 && toC.total() == 1
+	})
+	assert.Equal(t, 1, on2.total())
+	assert.Equal(t, 1, def.total())
+	assert.Equal(t, 1, toC.total())
+	assert.Zero(t, defOn2.total(), "joined on NIC 1, the session is on LAN 2")
+	for _, c := range []*collector{def, on2, defOn2, toC} {
+		c.closeAll()
+	}
+	for _, s := range []*Socket{s1, s2, s2b, sb} {
+		s.Close()
+	}
+}

@@ -153,15 +153,15 @@ func (s *Socket) Listen() error {
 	}
 	d.postLocked = l.pumpLocked
 	d.onChange = l.notify.notify
-	var regGroup netip.Addr
 	if multicast {
-		regGroup = group
+		// Only from the NICs we joined on: another socket may have joined
+		// the same group elsewhere.
+		for _, nic := range nics {
+			s.p.RegisterReceiver(port, group, nic, d)
+		}
+	} else {
+		s.p.RegisterReceiver(port, netip.Addr{}, 0, d)
 	}
-	var regNIC tcpip.NICID
-	if len(s.opts.recvNICs) == 1 {
-		regNIC = s.opts.recvNICs[0]
-	}
-	s.p.RegisterReceiver(port, regGroup, regNIC, d)
 	s.lis = l
 	s.state = stateListening
 	return nil
