@@ -390,21 +390,24 @@ func (s *Source) Next(now time.Time) (Transmit, bool) {
 	if s.rLen > 0 {
 		q := s.repairs[s.rHead]
 		e := s.w.at(q)
-		size := ipv4HeaderLen + dataHeaderLen + len(e.payload) + optLengthLen + optFragmentLen
-		if !s.total.allows(now, size) || !s.rdata.allows(now, size) {
+		size := dataSize(e)
+		if !s.total.allows(now, size) {
 			return Transmit{}, false
 		}
-		s.rHead = (s.rHead + 1) % len(s.repairs)
-		s.rLen--
-		e.repair, e.repaired = false, true
-		n := s.data(wire.TypeRDATA, q, e)
-		s.stats.RepairPacketsSent++
-		return s.emit(now, n, &s.rdata), true
+		// RDATA goes first; only its own limit lets ODATA pass it.
+		if s.rdata.allows(now, size) {
+			s.rHead = (s.rHead + 1) % len(s.repairs)
+			s.rLen--
+			e.repair, e.repaired = false, true
+			n := s.data(wire.TypeRDATA, q, e)
+			s.stats.RepairPacketsSent++
+			return s.emit(now, n, &s.rdata), true
+		}
 	}
 	if s.w.sendNext != s.w.next {
 		q := s.w.sendNext
 		e := s.w.at(q)
-		size := ipv4HeaderLen + dataHeaderLen + len(e.payload) + optLengthLen + optFragmentLen
+		size := dataSize(e)
 		if !s.total.allows(now, size) || !s.odata.allows(now, size) {
 			return Transmit{}, false
 		}
@@ -420,6 +423,12 @@ func (s *Source) Next(now time.Time) (Transmit, bool) {
 		return s.emit(now, n, &s.odata), true
 	}
 	return Transmit{}, false
+}
+
+// dataSize bounds the wire size of e as ODATA/RDATA (IP header included)
+// for the rate limiter.
+func dataSize(e *txEntry) int {
+	return ipv4HeaderLen + dataHeaderLen + optLengthLen + optFragmentLen + optFlagLen + len(e.payload)
 }
 
 func (s *Source) spm(f pktFlags) int {
@@ -497,12 +506,11 @@ func (s *Source) NextDeadline() (time.Time, bool) {
 		set(s.nextAmbient)
 	}
 	if s.rLen > 0 {
-		e := s.w.at(s.repairs[s.rHead])
-		size := ipv4HeaderLen + dataHeaderLen + len(e.payload) + optLengthLen + optFragmentLen
+		size := dataSize(s.w.at(s.repairs[s.rHead]))
 		set(later(s.total.readyAt(s.now, size), s.rdata.readyAt(s.now, size)))
-	} else if s.w.sendNext != s.w.next {
-		e := s.w.at(s.w.sendNext)
-		size := ipv4HeaderLen + dataHeaderLen + len(e.payload) + optLengthLen + optFragmentLen
+	}
+	if s.w.sendNext != s.w.next {
+		size := dataSize(s.w.at(s.w.sendNext))
 		set(later(s.total.readyAt(s.now, size), s.odata.readyAt(s.now, size)))
 	}
 	if old := s.w.oldestSent(); !old.IsZero() && s.w.evictable() {

@@ -323,3 +323,28 @@ func TestSourceRateLimit(t *testing.T) {
 	require.Len(t, od, 100)
 	assert.InDelta(t, 1.0, od[99].at.Seconds(), 0.05)
 }
+
+func TestSourceSeparateRDATARate(t *testing.T) {
+	// RDATA limited to 10 kB/s: repairs trickle out, ODATA is not held
+	// behind them; all of it counts against the total.
+	c := testConfig()
+	c.MaxRate, c.RDATARate = 1_000_000, 10_000
+	c.TXWSqns, c.TXWSecs = 1000, time.Minute
+	h := newSourceHarness(t, c)
+	for range 20 {
+		h.send(make([]byte, 1000))
+	}
+	h.run(100 * time.Millisecond)
+	h.wire = nil
+	h.toSource(pNAK(wire.TypeNAK, seqRange(first, 20)[:10]...))
+	for range 20 {
+		h.send(make([]byte, 1000))
+	}
+	h.run(100 * time.Millisecond)
+	assert.Len(t, h.of(wire.TypeODATA), 20, "ODATA passes the rate-limited repairs")
+	rd := h.of(wire.TypeRDATA)
+	assert.GreaterOrEqual(t, len(rd), 1)
+	assert.LessOrEqual(t, len(rd), 3, "about 1 kB per 100 ms at 10 kB/s (plus the burst)")
+	h.run(2 * time.Second)
+	assert.Len(t, h.of(wire.TypeRDATA), 10)
+}
