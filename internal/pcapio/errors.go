@@ -34,7 +34,7 @@ var (
 type FormatError struct {
 	Offset int64  // offset in the file of the structure that is wrong
 	What   string // what is wrong, e.g. "record 12: caplen 70000000 > 262144"
-	Err    error  // one of the sentinel errors above
+	Err    error  // one of the sentinel errors above, or the reader's I/O error
 }
 
 func (e *FormatError) Error() string {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/pgmtun/pgmtun/internal/tshark"
@@ -327,4 +328,42 @@ func TestCorruptFiles(t *testing.T) {
 			assert.Contains(t, err.Error(), fmt.Sprintf("offset %d", tc.offset))
 		})
 	}
+}
+
+// TestStreaming: the reader needs nothing but io.Reader, whatever the read sizes, and
+// an I/O error surfaces with its offset.
+func TestStreaming(t *testing.T) {
+	b, err := os.ReadFile("../../cmd/pgmtun/testdata/merged-raw-ethernet.pcapng")
+	require.NoError(t, err)
+	_, want := readAll(t, b)
+	require.Len(t, want, 39)
+	for name, wrap := range map[string]func(io.Reader) io.Reader{
+		"one byte": iotest.OneByteReader,
+		"half":     iotest.HalfReader,
+		"data+EOF": iotest.DataErrReader,
+	} {
+		t.Run(name, func(t *testing.T) {
+			r, err := NewReader(wrap(bytes.NewReader(b)))
+			require.NoError(t, err)
+			for i := range want {
+				p, err := r.Next()
+				require.NoError(t, err, "packet %d", i+1)
+				assert.Equal(t, want[i].Data, p.Data, "packet %d", i+1)
+				assert.Equal(t, want[i].Timestamp, p.Timestamp, "packet %d", i+1)
+			}
+			_, err = r.Next()
+			assert.Equal(t, io.EOF, err)
+		})
+	}
+	boom := errors.New("disk on fire")
+	r, err := NewReader(io.MultiReader(bytes.NewReader(b[:1000]), iotest.ErrReader(boom)))
+	require.NoError(t, err)
+	for err == nil {
+		_, err = r.Next()
+	}
+	assert.ErrorIs(t, err, boom)
+	var fe *FormatError
+	require.ErrorAs(t, err, &fe)
+	assert.Positive(t, fe.Offset)
+	assert.Less(t, fe.Offset, int64(1000))
 }
