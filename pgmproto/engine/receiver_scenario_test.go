@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -421,4 +422,48 @@ func TestScenarioSessions(t *testing.T) {
 	assert.Equal(t, 2, h.rx.Sessions())
 	assert.Equal(t, []string{"a", "b"}, dataEvents(h.events))
 	assert.Equal(t, other, h.events[len(h.events)-1].TSI)
+}
+
+func TestReceiverBoundedWhenNotDrained(t *testing.T) {
+	// An application that stops taking events: the receiver keeps at most
+	// MaxEvents events and RXWSqns packets, drops the rest (counted), and
+	// NAKs for it once the application drains.
+	c := testConfig()
+	c.MaxEvents, c.RXWSqns = 10, 50
+	r, err := NewReceiver(c, t0, rand.New(rand.NewPCG(1, 1)))
+	require.NoError(t, err)
+	for i := range 500 {
+		require.NoError(t, r.HandlePacket(t0, pODATA(seq.Num(i), 0, "0123456789"), tSrcNLA, tGroup))
+	}
+	assert.LessOrEqual(t, r.pendingEvents(), 11) // + NewSession
+	assert.LessOrEqual(t, r.BufferedBytes(), 50*10)
+	st := r.Stats()
+	assert.Greater(t, st.WindowOverflowDrops, uint64(400))
+	var got int
+	for {
+		e, ok := r.NextEvent()
+		if !ok {
+			break
+		}
+		if e.Kind == EventData {
+			got++
+		}
+	}
+	assert.Equal(t, 59, got, "the queued events, then the window's contents")
+	require.NoError(t, r.HandlePacket(t0, pODATA(500, 0, "x"), tSrcNLA, tGroup))
+	var naked []seq.Num
+	for now := t0; now.Before(t0.Add(time.Second)); now = now.Add(10 * time.Millisecond) {
+		for {
+			tx, ok := r.Next(now)
+			if !ok {
+				break
+			}
+			p, err := wire.Parse(tx.Packet)
+			require.NoError(t, err)
+			if p.Type() == wire.TypeNAK {
+				naked = append(naked, nakSeqs(p)...)
+			}
+		}
+	}
+	assert.Equal(t, seqRange(59, 50), naked, "the dropped packets are requested again, a window's worth")
 }

@@ -348,3 +348,23 @@ func TestSourceSeparateRDATARate(t *testing.T) {
 	h.run(2 * time.Second)
 	assert.Len(t, h.of(wire.TypeRDATA), 10)
 }
+
+func TestSourceEvictOnFull(t *testing.T) {
+	// OpenPGM behaviour: a full window evicts its oldest sent packet rather
+	// than refusing data, but never one with a repair pending.
+	c := testConfig()
+	c.TXWSqns, c.TXWSecs, c.TXWEvictOnFull = 4, time.Hour, true
+	c.MaxRate = 10_000
+	h := newSourceHarness(t, c)
+	for range 4 {
+		h.send([]byte("x"))
+	}
+	h.run(time.Second)
+	require.Len(t, h.of(wire.TypeODATA), 4)
+	h.send([]byte("y")) // evicts 0
+	assert.Equal(t, first+1, h.src.Stats(h.now).TrailingEdgeSeqId)
+	h.run(time.Second)
+	h.src.total.level = -1 << 20 // hold the repair in the queue
+	h.toSource(pNAK(wire.TypeNAK, first+1))
+	assert.ErrorIs(t, h.src.Send(h.now, []byte("z")), ErrWindowFull, "1 has a repair pending")
+}
