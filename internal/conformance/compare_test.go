@@ -68,7 +68,7 @@ func compare(t *testing.T, name string, pg pcapio.PGM, pkt tshark.Packet) wire.P
 
 	_, malformed := pkt.Proto("_ws.malformed")
 	assert.False(t, malformed, "%s: tshark says malformed", name)
-	assert.Empty(t, ix.Shows("_ws.expert"), "%s: tshark expert info", name)
+	assert.Empty(t, ix["_ws.expert"], "%s: tshark expert info %q", name, ix.Shows("_ws.expert.message"))
 	pgmLayer, ok := pkt.Proto("pgm")
 	require.True(t, ok, "%s: tshark does not dissect it as PGM", name)
 
