@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pgmtun/pgmtun/internal/pcapio"
+	"github.com/pgmtun/pgmtun/pgmproto/seq"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
 )
 
@@ -107,12 +108,40 @@ type dumpStats struct {
 	reassembled int // datagrams put back together
 	incomplete  int // datagrams still missing fragments at the end
 	byType      map[wire.Type]int
+	sessions    map[wire.TSI]*sessionStats
+	order       []wire.TSI // sessions in order of first appearance
+}
+
+// sessionStats summarises one transport session.
+type sessionStats struct {
+	byType   map[wire.Type]int
+	haveData bool
+	lo, hi   seq.Num // data sequence numbers seen (serial-number order)
+}
+
+func (st *dumpStats) session(p wire.Packet) {
+	tsi := p.TSI()
+	s, ok := st.sessions[tsi]
+	if !ok {
+		s = &sessionStats{byType: map[wire.Type]int{}}
+		st.sessions[tsi] = s
+		st.order = append(st.order, tsi)
+	}
+	s.byType[p.Type()]++
+	if t := p.Type(); t == wire.TypeODATA || t == wire.TypeRDATA {
+		n := p.Data().SQN()
+		if !s.haveData {
+			s.lo, s.hi, s.haveData = n, n, true
+		}
+		s.lo, s.hi = seq.Min(s.lo, n), seq.Max(s.hi, n)
+	}
 }
 
 // dump decodes every frame of the capture r and writes one line per PGM packet.
 // It stops at the first error in the file itself, after printing what came before.
 func dump(w io.Writer, r io.Reader, o dumpOptions) (st dumpStats, err error) {
 	st.byType = map[wire.Type]int{}
+	st.sessions = map[wire.TSI]*sessionStats{}
 	rd, err := pcapio.NewReader(r)
 	if err != nil {
 		return st, err
@@ -167,6 +196,7 @@ func dump(w io.Writer, r io.Reader, o dumpOptions) (st dumpStats, err error) {
 			continue
 		}
 		st.byType[p.Type()]++
+		st.session(p)
 		csum := "ok"
 		switch {
 		case p.Header.Checksum() == 0:
@@ -354,17 +384,32 @@ func (st dumpStats) print(w io.Writer) {
 	if st.fragments > 0 || st.incomplete > 0 {
 		fmt.Fprintf(w, "IP fragments: %d frames, %d datagrams reassembled, %d incomplete\n", st.fragments, st.reassembled, st.incomplete)
 	}
-	types := make([]wire.Type, 0, len(st.byType))
-	for t := range st.byType {
+	if len(st.byType) > 0 {
+		fmt.Fprintf(w, "PGM by type: %s\n", typeCounts(st.byType))
+	}
+	fmt.Fprintf(w, "malformed %d, bad checksum %d, no checksum %d\n", st.malformed, st.badChecksum, st.noChecksum)
+	if len(st.order) > 0 {
+		fmt.Fprintf(w, "sessions (%d):\n", len(st.order))
+	}
+	for _, tsi := range st.order {
+		s := st.sessions[tsi]
+		fmt.Fprintf(w, "  tsi=%s: %s", tsi, typeCounts(s.byType))
+		if s.haveData {
+			fmt.Fprintf(w, "; data sqn %d..%d", s.lo, s.hi)
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+func typeCounts(m map[wire.Type]int) string {
+	types := make([]wire.Type, 0, len(m))
+	for t := range m {
 		types = append(types, t)
 	}
 	slices.Sort(types)
-	var parts []string
-	for _, t := range types {
-		parts = append(parts, fmt.Sprintf("%s %d", t, st.byType[t]))
+	parts := make([]string, len(types))
+	for i, t := range types {
+		parts[i] = fmt.Sprintf("%s %d", t, m[t])
 	}
-	if len(parts) > 0 {
-		fmt.Fprintf(w, "PGM by type: %s\n", strings.Join(parts, ", "))
-	}
-	fmt.Fprintf(w, "malformed %d, bad checksum %d, no checksum %d\n", st.malformed, st.badChecksum, st.noChecksum)
+	return strings.Join(parts, ", ")
 }

@@ -225,3 +225,40 @@ func TestDumpBadPackets(t *testing.T) {
 	assert.Equal(t, exitFail, code)
 	assert.Contains(t, errOut, "neither pcap nor pcapng")
 }
+
+func TestSessionSummaryAcrossWrap(t *testing.T) {
+	st := dumpStats{byType: map[wire.Type]int{}, sessions: map[wire.TSI]*sessionStats{}}
+	a := wire.TSI{GSI: wire.GSI{1, 2, 3, 4, 5, 6}, SourcePort: 1000}
+	b := wire.TSI{GSI: wire.GSI{1, 2, 3, 4, 5, 6}, SourcePort: 2000}
+	buf := make([]byte, 200)
+	for _, c := range []struct {
+		tsi wire.TSI
+		typ wire.Type
+		sqn uint32
+	}{
+		{a, wire.TypeODATA, 1}, {a, wire.TypeODATA, 0xfffffffe}, {b, wire.TypeSPM, 3},
+		{a, wire.TypeRDATA, 0xffffffff}, {a, wire.TypeODATA, 0}, {a, wire.TypeNAK, 0xffffffff},
+	} {
+		var bl wire.Builder
+		switch c.typ {
+		case wire.TypeODATA:
+			bl.ODATA(buf, wire.Downstream(c.tsi, 7500), seq.Num(c.sqn), 0).Payload([]byte{1})
+		case wire.TypeRDATA:
+			bl.RDATA(buf, wire.Downstream(c.tsi, 7500), seq.Num(c.sqn), 0).Payload([]byte{1})
+		case wire.TypeSPM:
+			bl.SPM(buf, wire.Downstream(c.tsi, 7500), seq.Num(c.sqn), 0, 0, netip.MustParseAddr("10.0.0.1"))
+		case wire.TypeNAK:
+			bl.NAK(buf, wire.Upstream(c.tsi, 7500), seq.Num(c.sqn), netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("239.192.0.1"))
+		}
+		n, err := bl.Finish()
+		require.NoError(t, err)
+		p, err := wire.Parse(buf[:n])
+		require.NoError(t, err)
+		st.session(p)
+	}
+	var out bytes.Buffer
+	st.print(&out)
+	assert.Contains(t, out.String(), "sessions (2):\n"+
+		"  tsi=01.02.03.04.05.06.1000: ODATA 3, RDATA 1, NAK 1; data sqn 4294967294..1\n"+
+		"  tsi=01.02.03.04.05.06.2000: SPM 1\n")
+}
