@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"syscall"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/link/sniffer"
@@ -95,8 +96,11 @@ func openNetstack(c *netConfig) (_ *netstack, err error) {
 	}
 	dev, err := tun.Open(cfg)
 	if err != nil {
-		if errors.Is(err, os.ErrPermission) {
+		switch {
+		case errors.Is(err, os.ErrPermission):
 			err = fmt.Errorf("%w (creating or configuring a TUN device needs CAP_NET_ADMIN; an administrator can make one for you: ip tuntap add dev %s mode tun user $USER)", err, c.tun)
+		case !c.create && (errors.Is(err, syscall.ENODEV) || errors.Is(err, os.ErrNotExist)):
+			err = fmt.Errorf("%w (add --create to make it, or have an administrator run: ip tuntap add dev %s mode tun user $USER)", err, c.tun)
 		}
 		return nil, err
 	}
