@@ -75,6 +75,7 @@ func main() {
 		}
 		outcomes = append(outcomes, env.runCase(c))
 	}
+	env.cleanupAbandoned()
 	rep := &report{
 		outcomes: outcomes, started: start, elapsed: time.Since(start), runs: *runs,
 		quick: *quick, profile: prof, filter: *match,

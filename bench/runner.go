@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -68,6 +70,7 @@ type Outcome struct {
 // resources.
 type Run struct {
 	testing.TB // nil: only the methods defined below may be used
+	mu         sync.Mutex
 	env        *Env
 	ctx        context.Context
 	name       string
@@ -82,9 +85,13 @@ type fatal struct{ msg string }
 func (r *Run) Helper()                  {}
 func (r *Run) Name() string             { return r.name }
 func (r *Run) Context() context.Context { return r.ctx }
-func (r *Run) Cleanup(f func())         { r.cleanups = append(r.cleanups, f) }
-func (r *Run) Failed() bool             { return r.failed }
-func (r *Run) Log(a ...any)             { r.Logf("%s", fmt.Sprint(a...)) }
+func (r *Run) Cleanup(f func()) {
+	r.mu.Lock()
+	r.cleanups = append(r.cleanups, f)
+	r.mu.Unlock()
+}
+func (r *Run) Failed() bool { return r.failed }
+func (r *Run) Log(a ...any) { r.Logf("%s", fmt.Sprint(a...)) }
 func (r *Run) Logf(f string, a ...any) {
 	if r.env.verbose {
 		log.Printf("  %s: %s", r.name, fmt.Sprintf(f, a...))
@@ -109,17 +116,20 @@ func (r *Run) Must(err error) {
 }
 
 func (r *Run) finish() {
-	for i := len(r.cleanups) - 1; i >= 0; i-- {
+	r.mu.Lock()
+	cs := r.cleanups
+	r.cleanups = nil
+	r.mu.Unlock()
+	for i := len(cs) - 1; i >= 0; i-- {
 		func() {
 			defer func() {
 				if p := recover(); p != nil {
 					r.errs = append(r.errs, fmt.Sprintf("cleanup: %v", p))
 				}
 			}()
-			r.cleanups[i]()
+			cs[i]()
 		}()
 	}
-	r.cleanups = nil
 }
 
 // runOnce runs one repetition with its time bound. A run that overstays
@@ -159,7 +169,14 @@ func (e *Env) runOnce(c *Case, i int) (Metrics, error) {
 		}
 		return o.m, o.err
 	case <-time.After(c.Timeout + 20*time.Second):
-		return nil, fmt.Errorf("abandoned: still running %v after its time bound of %v", 20*time.Second, c.Timeout)
+		e.abandoned = append(e.abandoned, r)
+		dump := filepath.Join(os.TempDir(), "pgmtun-bench-stuck-"+strings.ReplaceAll(r.name, "/", "_")+".txt")
+		buf := make([]byte, 8<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		if err := os.WriteFile(dump, buf, 0o644); err != nil {
+			dump = "(not written: " + err.Error() + ")"
+		}
+		return nil, fmt.Errorf("abandoned: still running %v after its time bound of %v (goroutines: %s)", 20*time.Second, c.Timeout, dump)
 	}
 }
 
@@ -217,6 +234,22 @@ type Env struct {
 	root    bool
 	peers   peersState
 	tmp     string
+	// abandoned runs overstayed their bound; their cleanups (namespaces,
+	// devices) run at exit.
+	abandoned []*Run
+}
+
+// cleanupAbandoned runs the cleanups of abandoned runs, each bounded.
+func (e *Env) cleanupAbandoned() {
+	for _, r := range e.abandoned {
+		done := make(chan struct{})
+		go func() { defer close(done); r.finish() }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			log.Printf("%s: cleanup still blocked after 15s; namespaces named pgmtun-* may be left", r.name)
+		}
+	}
 }
 
 func (e *Env) missing(need string) string {

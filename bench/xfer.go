@@ -32,8 +32,8 @@ const (
 var groupAddr = netip.AddrPortFrom(netip.MustParseAddr(benchGroup), benchPort)
 
 // senderOpts configures a pgmtun sender socket for the benchmarks.
-func senderOpts(s *stack.Socket) error {
-	if err := s.SetRateWindow(stack.RateWindow{RateKbitsPerSec: rateKbit, WindowSizeInMSecs: windowMs}); err != nil {
+func senderOpts(s *stack.Socket, kbit uint64) error {
+	if err := s.SetRateWindow(stack.RateWindow{RateKbitsPerSec: kbit, WindowSizeInMSecs: windowMs}); err != nil {
 		return err
 	}
 	return s.SetMulticastTTL(8)
@@ -50,12 +50,19 @@ func receiverOpts(s *stack.Socket) error {
 	return nil
 }
 
-// newSender returns a connected pgmtun RDM sender on p.
+// newSender returns a connected pgmtun RDM sender on p, rate-limited only
+// far above what any path here carries.
 func newSender(r *Run, p *stack.Protocol) *stack.Socket {
+	return newSenderRate(r, p, rateKbit*1000/8)
+}
+
+// newSenderRate returns a connected pgmtun RDM sender on p limited to rate
+// bytes/s (IP headers included).
+func newSenderRate(r *Run, p *stack.Protocol, rate int) *stack.Socket {
 	s, err := p.Socket(stack.SockRDM)
 	r.Must(err)
 	r.Must(s.Bind(netip.AddrPortFrom(netip.IPv4Unspecified(), 0)))
-	r.Must(senderOpts(s))
+	r.Must(senderOpts(s, uint64(rate)*8/1000))
 	r.Must(s.Connect(groupAddr))
 	r.Cleanup(func() { s.Abort(); s.Close() })
 	return s
