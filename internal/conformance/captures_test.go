@@ -1,11 +1,7 @@
 package conformance
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -15,34 +11,16 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// frame is one PGM packet found by pcapio in a capture.
-type frame struct {
-	number int
-	pg     pcapio.PGM
-}
-
 // readPGM returns every PGM packet of a capture, keyed by tshark's frame number.
-func readPGM(t *testing.T, file string) map[int]frame {
+func readPGM(t *testing.T, file string) map[int]pcapio.Frame {
 	t.Helper()
-	f, err := os.Open(file)
+	frames, err := pcapio.ReadPGMFile(file, pcapio.DefaultUDPPorts)
 	require.NoError(t, err)
-	defer f.Close()
-	r, err := pcapio.NewReader(f)
-	require.NoError(t, err)
-	out := map[int]frame{}
-	for n := 1; ; n++ {
-		p, err := r.Next()
-		if err == io.EOF {
-			return out
-		}
-		require.NoError(t, err)
-		pg, err := pcapio.DecodeFrame(p.LinkType, bytes.Clone(p.Data), pcapio.DefaultUDPPorts)
-		if errors.Is(err, pcapio.ErrNotIP) || errors.Is(err, pcapio.ErrNotPGM) {
-			continue
-		}
-		require.NoError(t, err, "frame %d", n)
-		out[n] = frame{n, pg}
+	out := map[int]pcapio.Frame{}
+	for _, f := range frames {
+		out[f.Number] = f
 	}
+	return out
 }
 
 // captureFiles are the OpenPGM captures and the pcapng copies made from them.
@@ -71,7 +49,7 @@ func TestCapturesMatchTshark(t *testing.T) {
 				n := int(num(t, pkt.Index().Show("frame.number")))
 				f, ok := ours[n]
 				require.True(t, ok, "frame %d: PGM for tshark, not for pcapio", n)
-				p := compare(t, fmt.Sprintf("%s#%d", filepath.Base(file), n), f.pg, pkt)
+				p := compare(t, fmt.Sprintf("%s#%d", filepath.Base(file), n), f.PGM, pkt)
 				types[p.Type()]++
 				for it := p.Options.Iter(); it.Next(); {
 					opts[it.Option().Type()]++

@@ -101,18 +101,18 @@ func TestBuiltPacketsThroughTshark(t *testing.T) {
 	ours := readPGM(t, path)
 	require.Len(t, ours, len(pkts))
 	for i, b := range pkts {
-		assert.Equal(t, b.pgm, ours[i+1].pg.Data, b.name)
+		assert.Equal(t, b.pgm, ours[i+1].PGM.Data, b.name)
 	}
 
 	dissected := tshark.PDML(t, path, "", tshark.DefaultDecodeAs, pdmlLayers...)
 	require.Len(t, dissected, len(pkts))
 	for i, b := range pkts {
 		pkt := dissected[i]
-		if _, ok := pkt.Proto("pgm"); !ok && ours[i+1].pg.Data[4] == byte(wire.TypeSPMR) {
+		if _, ok := pkt.Proto("pgm"); !ok && ours[i+1].PGM.Data[4] == byte(wire.TypeSPMR) {
 			checkUndissectedSPMR(t, b, pkt)
 			continue
 		}
-		compare(t, fmt.Sprintf("%s (frame %d)", b.name, i+1), ours[i+1].pg, pkt)
+		compare(t, fmt.Sprintf("%s (frame %d)", b.name, i+1), ours[i+1].PGM, pkt)
 	}
 }
 

@@ -1,6 +1,9 @@
 package tshark
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -70,4 +73,34 @@ func TestPDML(t *testing.T) {
 	assert.Equal(t, []string{"240", "1"}[1], ix.Shows("pgm.hdr.cksum.status")[1])
 	assert.NotEmpty(t, ix.Show("frame.number"))
 	assert.Empty(t, ix.Show("no.such.field"))
+}
+
+// recorder is a testing.TB that records Errorf calls instead of failing.
+type recorder struct {
+	testing.TB
+	errs []string
+}
+
+func (r *recorder) Errorf(format string, args ...any) {
+	r.errs = append(r.errs, fmt.Sprintf(format, args...))
+}
+func (r *recorder) Helper() {}
+
+func TestCheckPGM(t *testing.T) {
+	counts := CheckPGM(t, nakRepair, nil)
+	assert.Equal(t, map[string]int{"0x00": 5, "0x04": 20, "0x05": 1, "0x0a": 1}, counts)
+
+	// Flip a byte of the last packet (an RDATA's payload): its checksum goes bad.
+	b, err := os.ReadFile(nakRepair)
+	require.NoError(t, err)
+	b[len(b)-1] ^= 0xff
+	bad := filepath.Join(t.TempDir(), "bad.pcap")
+	require.NoError(t, os.WriteFile(bad, b, 0o644))
+	rec := &recorder{TB: t}
+	CheckPGM(rec, bad, nil)
+	require.NotEmpty(t, rec.errs)
+	joined := strings.Join(rec.errs, "\n")
+	assert.Contains(t, joined, "frame 29: PGM type 0x05: checksum status \"0\", want good")
+	assert.Contains(t, joined, "frame 29: tshark: Bad checksum")
+	assert.Len(t, rec.errs, 2, joined)
 }
