@@ -26,6 +26,7 @@ func init() {
 			o := dumpOptions{udpPorts: portList(slices.Clone(pcapio.DefaultUDPPorts))}
 			fs.Var(&o.udpPorts, "udp-port", "comma-separated UDP `ports` carrying encapsulated PGM (empty: none)")
 			fs.BoolVar(&o.verbose, "v", false, "verbose: header flags, checksum, IP details and every option's header bits")
+			fs.Var(&o.types, "type", "print only packets of these comma-separated `types` (e.g. NAK,NCF,RDATA); the summary counts all")
 			return func(e *env, args []string) int {
 				if len(args) != 1 {
 					fmt.Fprintln(e.stderr, "usage: pgmtun dump [flags] FILE|-")
@@ -40,6 +41,7 @@ func init() {
 type dumpOptions struct {
 	udpPorts portList
 	verbose  bool
+	types    typeList
 }
 
 // portList is a flag.Value for a comma-separated list of ports.
@@ -70,6 +72,47 @@ func (p *portList) Set(v string) error {
 	}
 	return nil
 }
+
+// typeList is a flag.Value for a comma-separated list of PGM packet type names.
+type typeList []wire.Type
+
+func (l *typeList) String() string {
+	if l == nil {
+		return ""
+	}
+	s := make([]string, len(*l))
+	for i, t := range *l {
+		s[i] = t.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (l *typeList) Set(v string) error {
+	*l = (*l)[:0]
+	for f := range strings.SplitSeq(v, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		t, ok := typeByName(f)
+		if !ok {
+			return fmt.Errorf("unknown packet type %q", f)
+		}
+		*l = append(*l, t)
+	}
+	return nil
+}
+
+func typeByName(name string) (wire.Type, bool) {
+	for t := range wire.Type(0x10) {
+		if n := t.String(); strings.EqualFold(n, name) && !strings.Contains(n, "(") { // not "Type(0x03)"
+			return t, true
+		}
+	}
+	return 0, false
+}
+
+// wants reports whether packets of type t are to be printed.
+func (o dumpOptions) wants(t wire.Type) bool { return len(o.types) == 0 || slices.Contains(o.types, t) }
 
 func runDump(e *env, name string, o dumpOptions) int {
 	in := e.stdin // "-": read the capture from standard input (tcpdump -w - | pgmtun dump -)
@@ -188,11 +231,11 @@ func dump(w io.Writer, r io.Reader, o dumpOptions) (st dumpStats, err error) {
 		if pg.UDP {
 			st.udp++
 		}
-		fmt.Fprintf(w, "%5d %.6f %s → %s ", st.frames, rel, pg.IP.Src, pg.IP.Dst)
+		prefix := fmt.Sprintf("%5d %.6f %s → %s ", st.frames, rel, pg.IP.Src, pg.IP.Dst)
 		p, err := wire.Parse(pg.Data)
 		if err != nil {
 			st.malformed++
-			fmt.Fprintf(w, "PGM MALFORMED (%d bytes): %v\n", len(pg.Data), err)
+			fmt.Fprintf(w, "%sPGM MALFORMED (%d bytes): %v\n", prefix, len(pg.Data), err)
 			continue
 		}
 		st.byType[p.Type()]++
@@ -206,6 +249,10 @@ func dump(w io.Writer, r io.Reader, o dumpOptions) (st dumpStats, err error) {
 			csum = fmt.Sprintf("BAD(%#04x, want %#04x)", p.Header.Checksum(), wire.Checksum(pg.Data))
 			st.badChecksum++
 		}
+		if !o.wants(p.Type()) {
+			continue
+		}
+		io.WriteString(w, prefix)
 		writePacket(w, p, csum)
 		if o.verbose {
 			writeVerbose(w, pg, p, frags)

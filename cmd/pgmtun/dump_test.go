@@ -262,3 +262,24 @@ func TestSessionSummaryAcrossWrap(t *testing.T) {
 		"  tsi=01.02.03.04.05.06.1000: ODATA 3, RDATA 1, NAK 1; data sqn 4294967294..1\n"+
 		"  tsi=01.02.03.04.05.06.2000: SPM 1\n")
 }
+
+func TestDumpTypeFilter(t *testing.T) {
+	file := filepath.Join(pcaps, "raw-pgm-loss5.pcap")
+	code, out, errOut := runCmd("dump", "--type", "nak,NCF", file)
+	require.Equal(t, exitOK, code, errOut)
+	n := 0
+	for line := range strings.SplitSeq(out, "\n") {
+		if m := lineRE.FindStringSubmatch(line); m != nil {
+			n++
+			assert.Contains(t, []string{"NAK", "NCF"}, m[4], line)
+		}
+	}
+	want := tshark.Fields(t, file, "pgm.hdr.type == 0x08 || pgm.hdr.type == 0x0a", nil, "frame.number")
+	assert.Len(t, want, n, "the capture's NAKs and NCFs")
+	assert.Positive(t, n)
+	assert.Contains(t, out, "PGM by type: SPM 29, ODATA 946, RDATA 55, NAK 42, NCF 39", "the summary counts all")
+
+	code, _, errOut = runCmd("dump", "--type", "NAK,FOO", file)
+	assert.Equal(t, exitUsage, code)
+	assert.Contains(t, errOut, `unknown packet type "FOO"`)
+}
