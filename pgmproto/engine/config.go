@@ -49,22 +49,25 @@ type Config struct {
 	// transmit window cannot hold that many fragments).
 	MaxAPDU int
 
-	// Transmit window. TXWSqns is the window size in sequences; when 0 it is
-	// TXWSecs × TXWMaxRate / MaxTPDU (OpenPGM). TXWBytes optionally caps the
-	// payload bytes held. TXWSecs is how long a transmitted packet is kept
-	// for repairs; when 0 it is the time the window takes to fill at
-	// TXWMaxRate (TXWSqns × MaxTPDU / TXWMaxRate).
+	// Transmit window, in one of two modes.
+	//
+	// OpenPGM mode (TXWSecs 0, the default): the window holds the last
+	// TXWSqns packets (TXWSqns 0: TXWSecs × TXWMaxRate / MaxTPDU) however
+	// old; Send evicts the oldest sent packet to make room, never one with
+	// a repair pending. After Close, packets stay repairable for Linger.
+	//
+	// Winsock mode (TXWSecs set, as by RM_SEND_WINDOW's WindowSizeInMSecs):
+	// a packet stays TXWSecs after it was sent, the trail advancing in
+	// TXWAdvancePct steps; a full window makes Send return ErrWindowFull
+	// (unless TXWEvictOnFull). TXWBytes optionally caps the payload bytes
+	// held in either mode.
 	TXWSqns    uint32
 	TXWBytes   int
 	TXWSecs    time.Duration
 	TXWMaxRate int // bytes per second; also the default total output rate
-	// TXWAdvancePct is the Winsock window-advance percentage: the trail moves
-	// in steps of this fraction of TXWSecs (1–100).
+	// TXWAdvancePct is the Winsock window-advance percentage (1–100).
 	TXWAdvancePct int
-	// TXWEvictOnFull makes Send evict the oldest transmitted packets when
-	// the window is full (OpenPGM behaviour) instead of returning
-	// ErrWindowFull until they age out (Winsock behaviour). Packets with a
-	// pending repair are never evicted.
+	// TXWEvictOnFull makes a Winsock-mode window evict like OpenPGM's.
 	TXWEvictOnFull bool
 
 	// Rate limits in bytes per second, counting IP header and PGM packet.
@@ -83,6 +86,12 @@ type Config struct {
 	SPMRMinIvl time.Duration
 	// InitialSQN is the first ODATA sequence number.
 	InitialSQN uint32
+	// Linger is how long an OpenPGM-mode source keeps serving repairs
+	// after Close (0: NAKRptIvl + NAKRdataIvl, one full NAK cycle).
+	Linger time.Duration
+
+	// timedTXW is set by withDefaults when TXWSecs was given (Winsock mode).
+	timedTXW bool
 
 	// Receive window in sequences; when 0 it is RXWSecs × RXWMaxRate / MaxTPDU.
 	RXWSqns    uint32
@@ -152,6 +161,7 @@ func (c Config) withDefaults() Config {
 	if c.TXWMaxRate == 0 {
 		c.TXWMaxRate = d.TXWMaxRate
 	}
+	c.timedTXW = c.TXWSecs > 0
 	if c.TXWSqns == 0 && c.TXWSecs == 0 {
 		c.TXWSqns = d.TXWSqns
 	}
@@ -215,6 +225,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxEvents == 0 {
 		c.MaxEvents = d.MaxEvents
 	}
+	if c.Linger == 0 {
+		c.Linger = c.NAKRptIvl + c.NAKRdataIvl
+	}
 	if c.MaxAPDU == 0 {
 		// 64 KiB, or what a small transmit window can hold.
 		c.MaxAPDU = DefaultMaxAPDU
@@ -246,6 +259,8 @@ func (c Config) Validate() error {
 		return cfgErr("ODATARate %d / RDATARate %d must not be negative", c.ODATARate, c.RDATARate)
 	case c.AmbientSPM < 0:
 		return cfgErr("AmbientSPM %v is negative", c.AmbientSPM)
+	case c.Linger < 0:
+		return cfgErr("Linger %v is negative", c.Linger)
 	case c.SPMRMinIvl < 0:
 		return cfgErr("SPMRMinIvl %v is negative", c.SPMRMinIvl)
 	case c.RXWSqns < 1 || c.RXWSqns > 1<<30:

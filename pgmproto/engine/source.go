@@ -41,10 +41,18 @@ type ncfReq struct {
 	sqns [MaxNAKList]seq.Num
 }
 
-// finSPMs is how many SPMs with OPT_FIN a closing source sends before it
-// reports Done (with the default heartbeat that takes 1.7 s), so that a
-// receiver that lost a few still learns of the end.
-const finSPMs = 5
+// finSPMs is how many SPMs with OPT_FIN a closing source sends, every
+// finIvl, before it reports Done, so that a receiver that lost the last
+// packets and a burst of SPMs still learns where the session ends.
+const finSPMs = 20
+
+// finIvl is the SPM interval while closing: the first heartbeat interval.
+func (s *Source) finIvl() time.Duration {
+	if len(s.cfg.HeartbeatSPM) > 0 {
+		return s.cfg.HeartbeatSPM[0]
+	}
+	return s.cfg.SPMRMinIvl
+}
 
 // Source is the sending side of one PGM session (one TSI): a sans-IO state
 // machine. It is not safe for concurrent use.
@@ -79,7 +87,9 @@ type Source struct {
 
 	sentFirst bool
 	closing   bool
-	finalSQN  seq.Num // last sequence of the session once closing
+	closedAt  time.Time
+	lastNAK   time.Time // last NAK for a sequence in the window
+	finalSQN  seq.Num   // last sequence of the session once closing
 	aborted   bool
 	rstSent   bool
 	done      bool
@@ -131,6 +141,22 @@ func (s *Source) Config() Config { return s.cfg }
 // NextSQN returns the sequence number the next APDU's first packet gets.
 func (s *Source) NextSQN() seq.Num { return s.w.next }
 
+// lingerEnd is when a closed OpenPGM-mode window stops serving repairs:
+// Linger after Close, after the last packet went out and after the last
+// NAK (receivers still asking get answers), but at most 10 × Linger after
+// the last packet.
+func (s *Source) lingerEnd() time.Time {
+	last := later(s.closedAt, s.w.newestSent())
+	end := later(last, s.lastNAK).Add(s.cfg.Linger)
+	if cap := last.Add(10 * s.cfg.Linger); end.After(cap) {
+		end = cap
+	}
+	return end
+}
+
+// evict reports whether Send may evict the oldest sent packets.
+func (s *Source) evict() bool { return !s.cfg.timedTXW || s.cfg.TXWEvictOnFull }
+
 // Done reports whether a closed session has finished: after Close, once
 // every packet went out and the window has moved past the last sequence
 // (no repair can be asked for any more); after Abort, once the OPT_RST SPM
@@ -150,7 +176,7 @@ func (s *Source) Send(now time.Time, apdu []byte) error {
 	s.advance(now)
 	maxT, maxF := s.cfg.maxTSDU(), s.cfg.maxTSDUFragment()
 	if len(apdu) <= maxT {
-		if !s.w.room(1, len(apdu), s.cfg.TXWBytes, s.cfg.TXWEvictOnFull) {
+		if !s.w.room(1, len(apdu), s.cfg.TXWBytes, s.evict()) {
 			return ErrWindowFull
 		}
 		s.w.push(apdu, nil)
@@ -160,7 +186,7 @@ func (s *Source) Send(now time.Time, apdu []byte) error {
 	if uint32(n) > uint32(len(s.w.ring)) {
 		return ErrTooLarge
 	}
-	if !s.w.room(uint32(n), len(apdu), s.cfg.TXWBytes, s.cfg.TXWEvictOnFull) {
+	if !s.w.room(uint32(n), len(apdu), s.cfg.TXWBytes, s.evict()) {
 		return ErrWindowFull
 	}
 	f := fragInfo{first: s.w.next, apdu: uint32(len(apdu))}
@@ -179,13 +205,11 @@ func (s *Source) Close(now time.Time) {
 		return
 	}
 	s.closing = true
+	s.closedAt = now
 	s.finalSQN = s.w.next - 1
 	if s.w.sendNext == s.w.next {
 		s.spmNow = true // announce FIN now; otherwise the last ODATA does
-		if len(s.cfg.HeartbeatSPM) > 0 {
-			s.hbState = 0
-			s.nextHB = now.Add(s.cfg.HeartbeatSPM[0])
-		}
+		s.nextHB = now.Add(s.finIvl())
 	}
 }
 
@@ -272,6 +296,7 @@ func (s *Source) onNAK(now time.Time, p wire.Packet) {
 			req.sqns[req.n] = q
 			req.n++
 		}
+		s.lastNAK = now
 		e := s.w.at(q)
 		if e.repaired {
 			s.stats.NumNaksAfterRData++
@@ -328,11 +353,15 @@ func (s *Source) advance(now time.Time) {
 	if now.After(s.now) {
 		s.now = now
 	}
-	if !now.Before(s.nextAdvance) && s.w.trail != s.w.sendNext {
-		if n := s.w.expire(now.Add(-s.cfg.TXWSecs)); n > 0 {
-			step := s.cfg.TXWSecs * time.Duration(s.cfg.TXWAdvancePct) / 100
-			s.nextAdvance = now.Add(step)
+	if s.cfg.timedTXW {
+		if !now.Before(s.nextAdvance) && s.w.trail != s.w.sendNext {
+			if n := s.w.expire(now.Add(-s.cfg.TXWSecs)); n > 0 {
+				step := s.cfg.TXWSecs * time.Duration(s.cfg.TXWAdvancePct) / 100
+				s.nextAdvance = now.Add(step)
+			}
 		}
+	} else if s.closing && !now.Before(s.lingerEnd()) {
+		s.w.expire(now)
 	}
 	if s.aborted {
 		return
@@ -344,7 +373,13 @@ func (s *Source) advance(now time.Time) {
 	if !s.nextHB.IsZero() && !now.Before(s.nextHB) {
 		s.spmNow = true
 		s.hbState++
-		if s.hbState < len(s.cfg.HeartbeatSPM) {
+		if s.closing && s.w.sendNext == s.w.next {
+			if s.done {
+				s.nextHB = time.Time{}
+			} else {
+				s.nextHB = now.Add(s.finIvl())
+			}
+		} else if s.hbState < len(s.cfg.HeartbeatSPM) {
 			s.nextHB = now.Add(s.cfg.HeartbeatSPM[s.hbState])
 		} else {
 			s.nextHB = time.Time{}
@@ -514,7 +549,11 @@ func (s *Source) NextDeadline() (time.Time, bool) {
 		set(later(s.total.readyAt(s.now, size), s.odata.readyAt(s.now, size)))
 	}
 	if old := s.w.oldestSent(); !old.IsZero() && s.w.evictable() {
-		set(later(old.Add(s.cfg.TXWSecs), s.nextAdvance))
+		if s.cfg.timedTXW {
+			set(later(old.Add(s.cfg.TXWSecs), s.nextAdvance))
+		} else if s.closing {
+			set(s.lingerEnd())
+		}
 	}
 	return d, !d.IsZero()
 }

@@ -116,3 +116,11 @@ func (w *txw) room(n uint32, b int, byteCap int, evict bool) bool {
 	}
 	return true
 }
+
+// newestSent returns when the lead was sent (zero if nothing was).
+func (w *txw) newestSent() time.Time {
+	if w.trail == w.sendNext {
+		return time.Time{}
+	}
+	return w.at(w.sendNext - 1).sentAt
+}

@@ -61,7 +61,7 @@ func implosion(t testing.TB, seed uint64, receivers int) (naks, ncfs, rdata floa
 func TestNAKImplosion(t *testing.T) {
 	var sum float64
 	seeds := 20
-	if testing.Short() {
+	if testing.Short() || raceEnabled {
 		seeds = 5
 	}
 	for seed := range seeds {

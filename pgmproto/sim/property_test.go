@@ -16,9 +16,8 @@ import (
 )
 
 var (
-	seedsFlag   = flag.Int("sim.seeds", 0, "number of seeds for the property tests (0: default)")
-	seedFlag    = flag.Uint64("sim.seed", 0, "run the property tests for this one seed only")
-	recoverFlag = flag.Bool("sim.recover", false, "TestDebugSeed: use the recovery scenario")
+	seedsFlag = flag.Int("sim.seeds", 0, "number of seeds for the property tests (0: default)")
+	seedFlag  = flag.Uint64("sim.seed", 0, "run the property tests for this one seed only")
 )
 
 func seedList(t *testing.T, normal, short int) []uint64 {
@@ -29,7 +28,7 @@ func seedList(t *testing.T, normal, short int) []uint64 {
 	if testing.Short() {
 		n = short
 	} else if raceEnabled {
-		n = normal / 4 // the race detector slows the simulator ~10x
+		n = normal / 10 // the race detector slows the simulator ~10x
 	}
 	if *seedsFlag > 0 {
 		n = *seedsFlag

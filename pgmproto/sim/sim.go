@@ -34,9 +34,11 @@ type Link struct {
 	// Loss returns a fresh loss model for each link (nil: no loss).
 	Loss func() LossModel
 	// Delay is the one-way delay; Jitter adds a uniform random [0, Jitter).
+	// A link is FIFO: jitter alone never reorders packets.
 	Delay, Jitter time.Duration
 	// Reorder is the probability that a packet is held back an extra
-	// ReorderDelay (so later packets overtake it).
+	// ReorderDelay (so later packets overtake it); such a packet does not
+	// hold back the ones behind it.
 	Reorder      float64
 	ReorderDelay time.Duration
 	// Duplicate is the probability that a packet is delivered twice.
@@ -150,8 +152,10 @@ type Sim struct {
 	Now       time.Time
 	Source    *engine.Source
 	Receivers []*engine.Receiver // index 0 is receiver 1
-	// Events holds every event each receiver reported, in order.
-	Events [][]engine.Event
+	// Events holds every event each receiver reported, in order, and
+	// EventTimes when each was reported.
+	Events     [][]engine.Event
+	EventTimes [][]time.Time
 	// Wire is the trace of sent packets (Config.Trace).
 	Wire  []Sent
 	Stats Stats
@@ -161,8 +165,10 @@ type Sim struct {
 	order    uint64
 	wakeAt   []time.Time
 	down, up []LossModel
-	pending  [][]byte // application data not yet accepted by the source
-	closeReq bool
+	// Latest arrival scheduled on each link (FIFO order), by (from, to).
+	lastArrival map[[2]Node]time.Time
+	pending     [][]byte // application data not yet accepted by the source
+	closeReq    bool
 	// APDUs lists what the source accepted, in order, with its sequences.
 	APDUs []APDU
 }
@@ -172,6 +178,7 @@ type APDU struct {
 	First seq.Num
 	Count uint32
 	Data  []byte
+	At    time.Time // when the source accepted it
 }
 
 // New builds a simulation; nothing happens until Run* is called.
@@ -197,11 +204,13 @@ func New(cfg Config) (*Sim, error) {
 	}
 	cfg.Engine = ec
 	s := &Sim{
-		Cfg:    cfg,
-		Now:    cfg.Start,
-		rng:    rand.New(rand.NewPCG(cfg.Seed, 0x5157)),
-		wakeAt: make([]time.Time, cfg.Receivers+1),
-		Events: make([][]engine.Event, cfg.Receivers),
+		Cfg:         cfg,
+		Now:         cfg.Start,
+		rng:         rand.New(rand.NewPCG(cfg.Seed, 0x5157)),
+		wakeAt:      make([]time.Time, cfg.Receivers+1),
+		lastArrival: make(map[[2]Node]time.Time),
+		Events:      make([][]engine.Event, cfg.Receivers),
+		EventTimes:  make([][]time.Time, cfg.Receivers),
 	}
 	if !cfg.NoSource {
 		src, err := engine.NewSource(ec, cfg.Start)
@@ -333,7 +342,7 @@ func (s *Sim) service(n Node) {
 				break
 			}
 			if err == nil {
-				s.APDUs = append(s.APDUs, APDU{First: first, Count: uint32(s.Source.NextSQN() - first), Data: s.pending[0]})
+				s.APDUs = append(s.APDUs, APDU{First: first, Count: uint32(s.Source.NextSQN() - first), Data: s.pending[0], At: now})
 			}
 			s.pending[0] = nil
 			s.pending = s.pending[1:]
@@ -368,6 +377,7 @@ func (s *Sim) service(n Node) {
 			break
 		}
 		s.Events[n-1] = append(s.Events[n-1], ev)
+		s.EventTimes[n-1] = append(s.EventTimes[n-1], now)
 	}
 	if d, ok := rx.NextDeadline(); ok {
 		s.schedule(n, s.later(d))
@@ -468,11 +478,18 @@ func (s *Sim) transmit(from, to Node, l *Link, loss LossModel, pkt []byte, src, 
 		if l.Jitter > 0 {
 			d += time.Duration(s.rng.Int64N(int64(l.Jitter)))
 		}
+		at := s.Now.Add(d)
 		if l.Reorder > 0 && s.rng.Float64() < l.Reorder {
-			d += l.ReorderDelay
+			at = at.Add(l.ReorderDelay)
 			s.Stats.Reordered++
+		} else {
+			key := [2]Node{from, to}
+			if last := s.lastArrival[key]; at.Before(last) {
+				at = last
+			}
+			s.lastArrival[key] = at
 		}
-		s.push(&event{at: s.Now.Add(d), kind: evDeliver, node: to, pkt: b, from: src, to: dst})
+		s.push(&event{at: at, kind: evDeliver, node: to, pkt: b, from: src, to: dst})
 	}
 }
 
@@ -505,3 +522,38 @@ func (s *Sim) RunWhile(cond func() bool, limit time.Duration) bool {
 // Pending returns the number of APDUs the application has queued that the
 // source did not take yet.
 func (s *Sim) Pending() int { return len(s.pending) }
+
+// Summary is what one receiver got.
+type Summary struct {
+	Delivered      int             // APDUs delivered
+	Bytes          int             // their payload bytes
+	LostSequences  int             // sequences reported lost
+	Latencies      []time.Duration // per delivered APDU: accepted by the source → delivered
+	Ended, Expired bool
+}
+
+// Summarize returns receiver i's (from 1) summary.
+func (s *Sim) Summarize(i Node) Summary {
+	var sum Summary
+	at := make(map[seq.Num]time.Time, len(s.APDUs))
+	for _, a := range s.APDUs {
+		at[a.First] = a.At
+	}
+	for k, e := range s.Events[i-1] {
+		switch e.Kind {
+		case engine.EventData:
+			sum.Delivered++
+			sum.Bytes += len(e.Data)
+			if t, ok := at[e.First]; ok {
+				sum.Latencies = append(sum.Latencies, s.EventTimes[i-1][k].Sub(t))
+			}
+		case engine.EventLoss:
+			sum.LostSequences += int(e.Count)
+		case engine.EventEnd:
+			sum.Ended = true
+		case engine.EventExpired:
+			sum.Expired = true
+		}
+	}
+	return sum
+}
