@@ -29,10 +29,12 @@
 //
 // # Semantics
 //
-// The transmit window holds TXWSqns packets (and optionally TXWBytes) for
-// TXWSecs after each was sent, advancing in TXWAdvancePct steps (Winsock);
-// a full window makes Send return ErrWindowFull. Packets with a repair
-// pending never leave it. NAKs are confirmed at once with NCFs (lists too),
+// The transmit window works as OpenPGM's (the last TXWSqns packets, the
+// oldest evicted to make room) or, when Config.TXWSecs is set, as
+// Winsock's (each packet kept TXWSecs, Send returning ErrWindowFull while
+// the window is full). Packets with a repair pending never leave it, and a
+// closed source keeps serving repairs until its window has passed the last
+// sequence. NAKs are confirmed at once with NCFs (lists too),
 // RDATA goes ahead of ODATA, all output passes a token bucket.
 //
 // The receiver delivers APDUs in order, exactly once, reassembled from
