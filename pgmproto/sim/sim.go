@@ -71,6 +71,9 @@ type Config struct {
 	NoSource bool
 	// DeliverCorrupt hands corrupted packets to the engines unchecked.
 	DeliverCorrupt bool
+	// JoinAt, if set, gives each receiver (index 0 is receiver 1) the time
+	// after Start at which it joins the group: it hears nothing before.
+	JoinAt []time.Duration
 }
 
 // Sent is one packet as transmitted by a node (before the medium acts).
@@ -447,6 +450,9 @@ func (s *Sim) route(n Node, t engine.Transmit) {
 
 // transmit applies the link's impairments to one copy and schedules it.
 func (s *Sim) transmit(from, to Node, l *Link, loss LossModel, pkt []byte, src, dst netip.Addr) {
+	if to != SourceNode && int(to) <= len(s.Cfg.JoinAt) && s.Now.Before(s.Cfg.Start.Add(s.Cfg.JoinAt[to-1])) {
+		return // not a member of the group yet
+	}
 	s.Stats.Copies++
 	if loss.Drop(s.rng) {
 		s.Stats.Lost++
