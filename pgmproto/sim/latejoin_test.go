@@ -15,9 +15,9 @@ import (
 // reaches back into the source's window and recovers that much history.
 func TestLateJoin(t *testing.T) {
 	for _, tc := range []struct {
-		name    string
-		pct     int
-		back    int // sequences reached back
+		name string
+		pct  int
+		back int // sequences reached back
 	}{
 		{"first packet seen", 0, 0},
 		{"half the window", 50, 50},
