@@ -100,15 +100,20 @@ func runRecv(e *env, c *netConfig, o *recvOptions) int {
 		testHookListening()
 	}
 
-	ctx := context.Background()
+	ctx, stopSignals := interruptContext()
+	defer stopSignals()
+	actx := ctx
 	if o.wait > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.wait)
+		actx, cancel = context.WithTimeout(ctx, o.wait)
 		defer cancel()
 	}
-	sess, err := lis.AcceptContext(ctx)
+	sess, err := lis.AcceptContext(actx)
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
+		switch {
+		case ctx.Err() != nil:
+			return fail("interrupted before a session started")
+		case errors.Is(err, context.DeadlineExceeded):
 			return fail("no session started within --wait %v", o.wait)
 		}
 		return fail("%v", err)
@@ -125,7 +130,7 @@ func runRecv(e *env, c *netConfig, o *recvOptions) int {
 			el, fmtBytes(float64(got.Load())), fmtRate(float64(got.Load())/el), st.NumRDataPacketsReceived, st.NAKPacketsSent, st.LostSequences)
 	})
 	w := bufio.NewWriterSize(out, 64<<10)
-	recvErr := receive(sess, w, &got, &msgs)
+	recvErr := receive(ctx, sess, w, &got, &msgs)
 	if err := w.Flush(); err != nil && recvErr == nil {
 		recvErr = fmt.Errorf("writing output: %w", err)
 	}
@@ -152,10 +157,10 @@ func runRecv(e *env, c *netConfig, o *recvOptions) int {
 
 // receive writes the session's data to w until the session ends. nil means
 // a graceful end with everything written.
-func receive(sess *stack.Socket, w io.Writer, got, msgs *atomic.Int64) error {
+func receive(ctx context.Context, sess *stack.Socket, w io.Writer, got, msgs *atomic.Int64) error {
 	buf := make([]byte, 64<<10)
 	for {
-		n, flags, err := sess.RecvMsg(context.Background(), buf)
+		n, flags, err := sess.RecvMsg(ctx, buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return fmt.Errorf("writing output: %w", werr)
@@ -171,6 +176,8 @@ func receive(sess *stack.Socket, w io.Writer, got, msgs *atomic.Int64) error {
 			return nil
 		case errors.Is(err, stack.ErrConnReset):
 			return fmt.Errorf("%w; %d bytes were written before it", err, got.Load())
+		case ctx.Err() != nil:
+			return fmt.Errorf("interrupted after %d bytes", got.Load())
 		default:
 			return err
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -106,9 +107,13 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 		return fmt.Sprintf("%5.1fs  sent %s (%s)  ODATA %d  RDATA %d  NAKs %d",
 			el, fmtBytes(float64(st.DataBytesSent)), fmtRate(float64(st.DataBytesSent)/el), st.TotalODataPacketsSent, st.RepairPacketsSent, st.NaksReceived)
 	})
-	sendErr := sendInput(s, in, c.sockType, int(o.size), &sent, &msgs)
+	ctx, stopSignals := interruptContext()
+	defer stopSignals()
+	sendErr := sendInput(ctx, s, in, c.sockType, int(o.size), &sent, &msgs)
 	result := "ok"
 	if sendErr != nil {
+		// Receivers learn at once that the session is over (OPT_RST)
+		// rather than waiting for a peer expiry.
 		s.Abort()
 		result = sendErr.Error()
 	} else {
@@ -125,6 +130,8 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 		case <-s.Done():
 		case <-linger:
 			result = "ok (stopped serving repairs after --linger)"
+		case <-ctx.Done():
+			result = "interrupted while serving repairs"
 		}
 	}
 	prog.stop()
@@ -141,35 +148,77 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 }
 
 // sendInput copies in to the socket: in RDM mode size bytes per message
-// (the last message may be shorter), in stream mode as it comes.
-func sendInput(s *stack.Socket, in io.Reader, typ stack.SocketType, size int, sent, msgs *atomic.Int64) error {
-	buf := make([]byte, max(size, 64<<10))
-	if typ == stack.SockRDM {
-		buf = buf[:size]
+// (the last message may be shorter), in stream mode as it comes. Input is
+// read on its own goroutine so that an interrupt is seen even while a read
+// blocks; that goroutine ends with the input (the process exits anyway).
+func sendInput(ctx context.Context, s *stack.Socket, in io.Reader, typ stack.SocketType, size int, sent, msgs *atomic.Int64) error {
+	type chunk struct {
+		b   []byte
+		err error
 	}
-	for {
-		var n int
-		var rerr error
-		if typ == stack.SockRDM {
-			n, rerr = io.ReadFull(in, buf)
-			if errors.Is(rerr, io.ErrUnexpectedEOF) {
-				rerr = io.EOF // a short last message
+	const nbuf = 4
+	bufLen := max(size, 64<<10)
+	if typ == stack.SockRDM {
+		bufLen = size
+	}
+	free := make(chan []byte, nbuf)
+	for range nbuf {
+		free <- make([]byte, bufLen)
+	}
+	chunks := make(chan chunk, nbuf)
+	quit := make(chan struct{})
+	defer close(quit)
+	go func() {
+		for {
+			var buf []byte
+			select {
+			case buf = <-free:
+			case <-quit:
+				return
 			}
-		} else {
-			n, rerr = in.Read(buf)
+			var n int
+			var err error
+			if typ == stack.SockRDM {
+				n, err = io.ReadFull(in, buf)
+				if errors.Is(err, io.ErrUnexpectedEOF) {
+					err = io.EOF // a short last message
+				}
+			} else {
+				n, err = in.Read(buf)
+			}
+			select {
+			case chunks <- chunk{buf[:n], err}:
+			case <-quit:
+				return
+			}
+			if err != nil {
+				return
+			}
 		}
-		if n > 0 {
-			if _, err := s.Send(buf[:n]); err != nil {
+	}()
+	for {
+		var c chunk
+		select {
+		case c = <-chunks:
+		case <-ctx.Done():
+			return errors.New("interrupted")
+		}
+		if len(c.b) > 0 {
+			if _, err := s.SendContext(ctx, c.b); err != nil {
+				if ctx.Err() != nil {
+					return errors.New("interrupted")
+				}
 				return fmt.Errorf("after %d bytes: %w", sent.Load(), err)
 			}
-			sent.Add(int64(n))
+			sent.Add(int64(len(c.b)))
 			msgs.Add(1)
 		}
 		switch {
-		case errors.Is(rerr, io.EOF):
+		case errors.Is(c.err, io.EOF):
 			return nil
-		case rerr != nil:
-			return fmt.Errorf("reading input: %w", rerr)
+		case c.err != nil:
+			return fmt.Errorf("reading input: %w", c.err)
 		}
+		free <- c.b[:cap(c.b)]
 	}
 }

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"io"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -28,12 +30,25 @@ func useMemlink(t *testing.T) *memlink.Hub {
 	linkFactory = func(*netConfig) (tcpipstack.LinkEndpoint, func(), error) {
 		return hub.NewPort(), func() {}, nil
 	}
+	// No os/signal: its goroutine would outlive the test.
+	interrupt, cancel := context.WithCancel(context.Background())
+	interruptContext = func() (context.Context, context.CancelFunc) { return context.WithCancel(interrupt) }
 	t.Cleanup(func() {
+		cancel()
 		linkFactory = nil
 		testHookListening = nil
+		interruptContext = signalContext
 		hub.Close()
 	})
 	return hub
+}
+
+// interruptAfter makes the next runs see an interrupt (SIGINT) once ready
+// is closed.
+func interruptAfter(ready <-chan struct{}) {
+	interrupt, cancel := context.WithCancel(context.Background())
+	go func() { <-ready; cancel() }()
+	interruptContext = func() (context.Context, context.CancelFunc) { return context.WithCancel(interrupt) }
 }
 
 type transfer struct {
@@ -76,7 +91,7 @@ func randomBytes(seed uint64, n int) []byte {
 }
 
 // Fast timers so loss is repaired in a fraction of a second.
-var fastPGM = []string{"--rate", "4MB/s", "--txw-secs", "1", "--nak-rpt-ivl", "100ms", "--nak-rdata-ivl", "100ms", "--progress", "off"}
+var fastPGM = []string{"--rate", "4MB/s", "--txw-secs", "0.5", "--nak-rpt-ivl", "100ms", "--nak-rdata-ivl", "100ms", "--progress", "off"}
 
 func TestSendRecvByteExact(t *testing.T) {
 	checkNoLeaks(t)
@@ -341,4 +356,38 @@ func TestHelpDocumentsFlags(t *testing.T) {
 	for _, c := range []string{"demo", "send", "recv", "dump"} {
 		assert.Contains(t, string(out), "  "+c+" ")
 	}
+}
+
+func TestInterrupt(t *testing.T) {
+	checkNoLeaks(t)
+	t.Run("recv before a session", func(t *testing.T) {
+		useMemlink(t)
+		listening := make(chan struct{})
+		testHookListening = func() { close(listening) }
+		interruptAfter(listening)
+		code, out, errOut := runWith(nil, "recv", "--progress", "off")
+		assert.Equal(t, exitFail, code)
+		assert.Empty(t, out)
+		assert.Contains(t, errOut, "pgmtun recv: interrupted before a session started")
+	})
+	t.Run("send waiting for input", func(t *testing.T) {
+		useMemlink(t)
+		pr, pw := io.Pipe()
+		t.Cleanup(func() { pw.Close() })
+		wrote := make(chan struct{})
+		go func() {
+			pw.Write([]byte("some data"))
+			close(wrote)
+		}()
+		interruptAfter(wrote)
+		var errb bytes.Buffer
+		code := run([]string{"send", "--progress", "off", "--stats", "json"}, &env{stdin: pr, stdout: io.Discard, stderr: &errb})
+		assert.Equal(t, exitFail, code)
+		var rep senderReport
+		dec := json.NewDecoder(&errb)
+		require.NoError(t, dec.Decode(&rep))
+		assert.Equal(t, "interrupted", rep.Result)
+		rest, _ := io.ReadAll(dec.Buffered())
+		assert.Contains(t, string(rest), "pgmtun send: interrupted")
+	})
 }
