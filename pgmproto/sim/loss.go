@@ -54,8 +54,3 @@ func (g *GilbertElliott) StationaryLoss() float64 {
 	}
 	return (g.R*g.LossGood + g.P*g.LossBad) / (g.P + g.R)
 }
-
-// dropFunc adapts a function to LossModel (scenario tests drop exact packets).
-type dropFunc func() bool
-
-func (f dropFunc) Drop(*rand.Rand) bool { return f() }
