@@ -39,6 +39,7 @@ func captureFiles(t *testing.T) []string {
 func TestCapturesMatchTshark(t *testing.T) {
 	for _, file := range captureFiles(t) {
 		t.Run(filepath.Base(file), func(t *testing.T) {
+			t.Parallel() // tshark runs are independent
 			ours := readPGM(t, file)
 			pkts := tshark.PDML(t, file, "pgm", tshark.DefaultDecodeAs, pdmlLayers...)
 			require.Len(t, pkts, len(ours), "PGM packets: tshark vs pcapio")
