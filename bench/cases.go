@@ -89,7 +89,7 @@ func allCases(e *Env, runs int) []*Case {
 	for _, sz := range sizes {
 		add(&Case{ID: fmt.Sprintf("inproc/%d", sz), Group: gInproc,
 			Name: fmt.Sprintf("pgmtun → pgmtun in-process, %d B", sz), Timeout: 60 * time.Second,
-			Baseline: fmt.Sprintf("openpgm/veth/%d", sz), Show: []string{mMsgs, mMbit, mRepairs},
+			Baseline: fmt.Sprintf("openpgm/veth/%d", sz), Show: []string{mMsgs, mMbit, mRepairs, mLinkDrops},
 			Run: inprocThroughput(sz, e.count(sz, 1))})
 	}
 

@@ -54,6 +54,7 @@ func main() {
 	}
 
 	start := time.Now()
+	loadStart := loadAvg()
 	// Profile first, so the allocation profile covers only the profiled
 	// transfer (it is cumulative from the program's start).
 	var prof *profileResult
@@ -78,7 +79,7 @@ func main() {
 	env.cleanupAbandoned()
 	rep := &report{
 		outcomes: outcomes, started: start, elapsed: time.Since(start), runs: *runs,
-		quick: *quick, profile: prof, filter: *match,
+		quick: *quick, profile: prof, filter: *match, loadStart: loadStart,
 	}
 	if err := rep.write(*out); err != nil {
 		log.Fatal(err)

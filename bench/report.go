@@ -20,6 +20,20 @@ type report struct {
 	quick    bool
 	filter   string
 	profile  *profileResult
+	// loadStart is /proc/loadavg when the run began.
+	loadStart string
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func (rep *report) byID(id string) *Outcome {
@@ -87,7 +101,10 @@ func (rep *report) header(b *strings.Builder) {
 	if rep.filter != "" {
 		fmt.Fprintf(b, "| Case filter | `%s` |\n", rep.filter)
 	}
+	fmt.Fprintf(b, "| Load average (1/5/15 min) | at start %s; at end %s |\n", rep.loadStart, loadAvg())
 	fmt.Fprintf(b, "| Whole run | %v |\n\n", rep.elapsed.Round(time.Second))
+	fmt.Fprintf(b, "The machine is shared (other jobs may run during the benchmark; see the load "+
+		"average), so single runs can be far off: compare medians, and look at the spread.\n\n")
 	fmt.Fprintf(b, "Each figure is the **median** over the runs; the spread is the min–max range "+
 		"(and ± half of it relative to the median). A **ratio** divides a pgmtun median by its "+
 		"baseline's median measured in this same run. Every transfer checks every byte "+

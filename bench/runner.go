@@ -21,21 +21,22 @@ type Metrics map[string]float64
 
 // Metric names shared by cases (ratios are taken between equal names).
 const (
-	mMsgs     = "msgs/s"
-	mMbit     = "Mbit/s"
-	mPkts     = "pkts/s"
-	mRepairs  = "repairs"
-	mP50      = "repair p50 ms"
-	mP99      = "repair p99 ms"
-	mNAKs     = "NAKs/loss"
-	mNCFs     = "NCFs/loss"
-	mRDATA    = "RDATA/loss"
-	mCPU      = "CPU s/GB"
-	mAllocs   = "allocs/pkt"
-	mAllocB   = "alloc B/pkt"
-	mSessMem  = "KiB/session"
-	mWinMem   = "MiB/10MB window"
-	mLostPkts = "lost pkts"
+	mMsgs      = "msgs/s"
+	mMbit      = "Mbit/s"
+	mPkts      = "pkts/s"
+	mRepairs   = "repairs"
+	mP50       = "repair p50 ms"
+	mP99       = "repair p99 ms"
+	mNAKs      = "NAKs/loss"
+	mNCFs      = "NCFs/loss"
+	mRDATA     = "RDATA/loss"
+	mCPU       = "CPU s/GB"
+	mAllocs    = "allocs/pkt"
+	mAllocB    = "alloc B/pkt"
+	mSessMem   = "KiB/session"
+	mWinMem    = "MiB/10MB window"
+	mLostPkts  = "lost pkts"
+	mLinkDrops = "link queue drops"
 )
 
 // Case is one benchmark: run Runs times, each bounded by Timeout.

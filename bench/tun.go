@@ -166,6 +166,10 @@ func tunLimit(read bool) func(context.Context, *Run) (Metrics, error) {
 func tunStack(r *Run, dev *tun.Device, addr string, drops *dropLog) *stack.Protocol {
 	s := stack.New(stack.Options{RNGSeed: 77})
 	r.Cleanup(func() { s.Close(); s.Wait() })
+	// Close the device (which removes the NIC and stops its reader) before
+	// the stack: Stack.Wait removing a NIC whose fdbased reader is still
+	// delivering deadlocks (the reader wants the stack lock that Wait holds).
+	r.Cleanup(func() { dev.Close() })
 	prefix := netip.MustParsePrefix(addr + "/24")
 	if drops == nil {
 		r.Must(dev.Attach(s, 1, prefix, tun.LinkOptions{}))
@@ -324,6 +328,7 @@ func tapThroughput(e *Env, size, count int) func(context.Context, *Run) (Metrics
 				HandleLocal:        true,
 			})
 			r.Cleanup(func() { s.Close(); s.Wait() })
+			r.Cleanup(func() { dev.Close() }) // before the stack, see tunStack
 			r.Must(dev.Attach(s, 1, netip.MustParsePrefix(fmt.Sprintf("10.213.45.%d/24", i+2)), tun.LinkOptions{}))
 			p, err := stack.FromStack(s)
 			r.Must(err)

@@ -101,6 +101,7 @@ type recvResult struct {
 	Last      time.Time
 	Latencies []time.Duration // repair latencies of dropped records (set by the caller)
 	Dropped   int             // packets the loss filter dropped
+	LinkDrops uint64          // packets the in-memory link's queue dropped
 }
 
 func (r recvResult) elapsed() time.Duration { return r.Last.Sub(r.First) }
