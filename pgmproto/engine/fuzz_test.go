@@ -161,9 +161,15 @@ func checkReceiverBounds(t *testing.T, r *Receiver) {
 		if w.size() > uint32(len(w.ring)) || len(w.ring) != int(r.cfg.RXWSqns) {
 			t.Fatalf("window [%d, %d] larger than %d", w.trail, w.lead, len(w.ring))
 		}
-		held := 0
+		held, missing := 0, 0
 		for s := w.trail; s.BeforeEq(w.lead); s++ {
 			held += len(w.at(s).payload)
+			if w.at(s).state.missing() {
+				missing++
+			}
+		}
+		if missing != w.missing {
+			t.Fatalf("%d missing slots, counted %d", missing, w.missing)
 		}
 		if held != w.bytes {
 			t.Fatalf("window holds %d bytes, accounted %d", held, w.bytes)

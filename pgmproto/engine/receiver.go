@@ -318,6 +318,7 @@ func (r *Receiver) addMissing(pr *peer, s seq.Num, expiry time.Time) {
 		return
 	}
 	*sl = rxSlot{state: stBackOff, timer: expiry}
+	pr.w.missing++
 	r.noteTimer(pr, expiry)
 }
 
@@ -355,9 +356,10 @@ func (r *Receiver) sourceTrail(pr *peer, trail seq.Num) {
 			w.lostBefore = trail
 		}
 	}
-	for s := w.trail; s.BeforeEq(end); s++ {
+	for s := w.trail; s.BeforeEq(end) && w.missing > 0; s++ {
 		if sl := w.at(s); sl.state.missing() {
 			sl.state = stLost
+			w.missing--
 		}
 	}
 }
@@ -435,7 +437,8 @@ func (r *Receiver) onData(now time.Time, pr *peer, p wire.Packet) {
 	default:
 		if q.After(w.lead) {
 			w.lead = q
-			*w.at(q) = rxSlot{state: stBackOff} // overwritten below
+			*w.at(q) = rxSlot{state: stBackOff} // filled below
+			w.missing++
 		}
 		sl := w.at(q)
 		if !sl.state.missing() {
@@ -443,6 +446,7 @@ func (r *Receiver) onData(now time.Time, pr *peer, p wire.Packet) {
 			break
 		}
 		sl.state = stHave
+		w.missing--
 		sl.payload = append([]byte(nil), p.Payload...)
 		sl.frag, sl.hasFrag = fi, hasFrag
 		w.bytes += len(sl.payload)
@@ -477,6 +481,7 @@ func (r *Receiver) confirm(now time.Time, pr *peer, q seq.Num) {
 		}
 		w.lead = q
 		*w.at(q) = rxSlot{state: stBackOff}
+		w.missing++
 	}
 	sl := w.at(q)
 	switch sl.state {
@@ -691,6 +696,7 @@ func (r *Receiver) expire(pr *peer) {
 		for s := w.trail; s.BeforeEq(w.lead); s++ {
 			if sl := w.at(s); sl.state.missing() {
 				sl.state = stLost
+				w.missing--
 			}
 		}
 		// Drop the delivery limit: the session is over.
@@ -718,11 +724,13 @@ func (r *Receiver) nakTimers(now time.Time, pr *peer) {
 	pr.nextTimer = time.Time{}
 	lost := false
 	retry := now.Add(r.backoff()) // shared by the sequences retried now: one NAK
-	for s := w.trail; s.BeforeEq(w.lead); s++ {
+	left := w.missing
+	for s := w.trail; left > 0 && s.BeforeEq(w.lead); s++ {
 		sl := w.at(s)
 		if !sl.state.missing() {
 			continue
 		}
+		left--
 		if now.Before(sl.timer) {
 			r.noteTimer(pr, sl.timer)
 			continue
@@ -741,6 +749,7 @@ func (r *Receiver) nakTimers(now time.Time, pr *peer) {
 			sl.ncfRetries++
 			if int(sl.ncfRetries) >= r.cfg.NAKNCFRetries {
 				sl.state, lost = stLost, true
+				w.missing--
 				continue
 			}
 			sl.state, sl.timer = stBackOff, retry
@@ -748,6 +757,7 @@ func (r *Receiver) nakTimers(now time.Time, pr *peer) {
 			sl.dataRetries++
 			if int(sl.dataRetries) >= r.cfg.NAKDataRetries {
 				sl.state, lost = stLost, true
+				w.missing--
 				continue
 			}
 			sl.state, sl.timer = stBackOff, retry

@@ -41,6 +41,7 @@ type rxw struct {
 	// lead) are lost; set when the source's trail overtakes our lead.
 	lostBefore seq.Num
 	bytes      int // payload bytes held
+	missing    int // slots in a missing state (bounds the NAK timer scan)
 }
 
 func newRXW(sqns uint32, start seq.Num) rxw {
