@@ -236,7 +236,7 @@ func DecodeFrame(lt LinkType, frame []byte, udpPorts []uint16) (PGM, error) {
 }
 
 // AppendIPv4 appends an IPv4 header without options (DF clear, ID 0) with a correct
-// header checksum, then payload.
+// header checksum, then payload. src and dst must be IPv4 addresses.
 func AppendIPv4(b []byte, src, dst netip.Addr, proto, ttl uint8, payload []byte) []byte {
 	var h [20]byte
 	h[0] = 0x45
@@ -250,7 +250,8 @@ func AppendIPv4(b []byte, src, dst netip.Addr, proto, ttl uint8, payload []byte)
 	return append(append(b, h[:]...), payload...)
 }
 
-// AppendIPv6 appends a fixed IPv6 header (no extension headers), then payload.
+// AppendIPv6 appends a fixed IPv6 header (no extension headers), then payload. IPv4
+// addresses are written in their IPv4-mapped form.
 func AppendIPv6(b []byte, src, dst netip.Addr, proto, hopLimit uint8, payload []byte) []byte {
 	var h [40]byte
 	h[0] = 0x60
