@@ -52,7 +52,7 @@ type recvOptions struct {
 
 // testHookListening, when set, is called once recv listens (tests start
 // the sender then, so no data precedes the receiver).
-var testHookListening func()
+var testHookListening func(c *netConfig)
 
 func runRecv(e *env, c *netConfig, o *recvOptions) int {
 	fail := func(format string, a ...any) int {
@@ -97,7 +97,7 @@ func runRecv(e *env, c *netConfig, o *recvOptions) int {
 		fmt.Fprintf(e.stderr, "pgmtun recv: %s; listening on %v (%v)\n", ns.desc, c.group, c.sockType)
 	}
 	if testHookListening != nil {
-		testHookListening()
+		testHookListening(c)
 	}
 
 	ctx, stopSignals := interruptContext()
