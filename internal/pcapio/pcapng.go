@@ -37,7 +37,7 @@ type ngInterface struct {
 // section comes from its byte-order magic.
 func (r *Reader) readSHB() error {
 	start := r.off
-	h, err := r.read(12, start, "pcapng section header", false)
+	h, err := r.read(12, start, what{name: "pcapng section header"}, false)
 	if err != nil {
 		return err
 	}
@@ -53,7 +53,7 @@ func (r *Reader) readSHB() error {
 	if err := checkBlockLen(start, total, 28); err != nil {
 		return err
 	}
-	body, err := r.read(int(total)-12, start+12, "pcapng section header", false)
+	body, err := r.read(int(total)-12, start+12, what{name: "pcapng section header"}, false)
 	if err != nil {
 		return err
 	}
@@ -95,7 +95,7 @@ func (r *Reader) nextNG() (Packet, error) {
 			}
 			continue
 		}
-		h, err := r.read(8, start, "pcapng block header", false)
+		h, err := r.read(8, start, what{name: "pcapng block header"}, false)
 		if err != nil {
 			return Packet{}, err
 		}
@@ -104,7 +104,7 @@ func (r *Reader) nextNG() (Packet, error) {
 		if err := checkBlockLen(start, total, ngMinBlockLen); err != nil {
 			return Packet{}, err
 		}
-		body, err := r.read(int(total)-8, start+8, fmt.Sprintf("pcapng block type %#x", typ), false)
+		body, err := r.read(int(total)-8, start+8, what{block: typ}, false)
 		if err != nil {
 			return Packet{}, err
 		}

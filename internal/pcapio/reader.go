@@ -151,9 +151,27 @@ func (r *Reader) Next() (Packet, error) {
 	return r.nextPcap()
 }
 
+// what names the structure being read, for error messages only; it is formatted
+// lazily so that reading allocates nothing.
+type what struct {
+	name  string
+	num   int    // record number when > 0
+	block uint32 // pcapng block type when name == "" and num == 0
+}
+
+func (w what) String() string {
+	switch {
+	case w.num > 0:
+		return fmt.Sprintf("record %d %s", w.num, w.name)
+	case w.name == "":
+		return fmt.Sprintf("pcapng block type %#x", w.block)
+	}
+	return w.name
+}
+
 // read returns exactly n bytes in r.buf. At a clean end of file with eofOK it returns
 // io.EOF; anywhere else running out of data is ErrTruncated at offset start.
-func (r *Reader) read(n int, start int64, what string, eofOK bool) ([]byte, error) {
+func (r *Reader) read(n int, start int64, w what, eofOK bool) ([]byte, error) {
 	if cap(r.buf) < n {
 		r.buf = make([]byte, n)
 	}
@@ -165,9 +183,9 @@ func (r *Reader) read(n int, start int64, what string, eofOK bool) ([]byte, erro
 			return nil, io.EOF
 		}
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, &FormatError{Offset: start, What: fmt.Sprintf("%s: need %d bytes, have %d", what, n, got), Err: ErrTruncated}
+			return nil, &FormatError{Offset: start, What: fmt.Sprintf("%s: need %d bytes, have %d", w, n, got), Err: ErrTruncated}
 		}
-		return nil, &FormatError{Offset: start, What: what, Err: err}
+		return nil, &FormatError{Offset: start, What: w.String(), Err: err}
 	}
 	return b, nil
 }
@@ -183,7 +201,7 @@ const (
 )
 
 func (r *Reader) readPcapHeader() error {
-	h, err := r.read(pcapHeaderLen, 0, "pcap file header", false)
+	h, err := r.read(pcapHeaderLen, 0, what{name: "pcap file header"}, false)
 	if err != nil {
 		return err
 	}
@@ -209,7 +227,7 @@ func (r *Reader) readPcapHeader() error {
 
 func (r *Reader) nextPcap() (Packet, error) {
 	start := r.off
-	h, err := r.read(pcapRecordHeaderLen, start, fmt.Sprintf("record %d header", r.n+1), true)
+	h, err := r.read(pcapRecordHeaderLen, start, what{name: "header", num: r.n + 1}, true)
 	if err != nil {
 		return Packet{}, err
 	}
@@ -224,7 +242,7 @@ func (r *Reader) nextPcap() (Packet, error) {
 	if !r.nano {
 		nsec *= 1000
 	}
-	data, err := r.read(int(capLen), start+pcapRecordHeaderLen, fmt.Sprintf("record %d data", r.n+1), false)
+	data, err := r.read(int(capLen), start+pcapRecordHeaderLen, what{name: "data", num: r.n + 1}, false)
 	if err != nil {
 		return Packet{}, err
 	}
