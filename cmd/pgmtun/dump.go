@@ -224,7 +224,7 @@ func dump(w io.Writer, r io.Reader, o dumpOptions) (st dumpStats, err error) {
 			if pg.IP.Version != 0 {
 				fmt.Fprintf(w, "%s → %s ", pg.IP.Src, pg.IP.Dst)
 			}
-			fmt.Fprintf(w, "NOT DECODED: %v\n", err)
+			fmt.Fprintf(w, "NOT DECODED: %v%s\n", err, snapped(pkt))
 			continue
 		}
 		st.pgm++
@@ -235,7 +235,7 @@ func dump(w io.Writer, r io.Reader, o dumpOptions) (st dumpStats, err error) {
 		p, err := wire.Parse(pg.Data)
 		if err != nil {
 			st.malformed++
-			fmt.Fprintf(w, "%sPGM MALFORMED (%d bytes): %v\n", prefix, len(pg.Data), err)
+			fmt.Fprintf(w, "%sPGM MALFORMED (%d bytes): %v%s\n", prefix, len(pg.Data), err, snapped(pkt))
 			continue
 		}
 		st.byType[p.Type()]++
@@ -258,6 +258,14 @@ func dump(w io.Writer, r io.Reader, o dumpOptions) (st dumpStats, err error) {
 			writeVerbose(w, pg, p, frags)
 		}
 	}
+}
+
+// snapped explains a decode error caused by the capture's snap length.
+func snapped(p pcapio.Packet) string {
+	if len(p.Data) < p.OrigLen {
+		return fmt.Sprintf(" (frame captured %d of %d bytes: snap length)", len(p.Data), p.OrigLen)
+	}
+	return ""
 }
 
 // decodeFrame is pcapio.DecodeFrame with IP reassembly: frags is 0 while a datagram

@@ -226,6 +226,19 @@ func TestDumpBadPackets(t *testing.T) {
 	assert.Contains(t, out, "10 frames: 7 PGM")
 	assert.Regexp(t, `pgmtun dump: .*cut\.pcap: pcapio: offset \d+: record 11 data: need \d+ bytes, have \d+: truncated`, errOut)
 
+	// A capture made with a small snap length: the PGM is cut short, and dump says why.
+	var snap bytes.Buffer
+	sw, err := pcapio.NewWriter(&snap, pcapio.LinkTypeEthernet)
+	require.NoError(t, err)
+	require.NoError(t, sw.WritePacket(t0, ip(odata(0))[:60]))
+	snapRaw := snap.Bytes()
+	binary.LittleEndian.PutUint32(snapRaw[24+12:], uint32(len(ip(odata(0))))) // original length
+	snapFile := filepath.Join(t.TempDir(), "snap.pcap")
+	require.NoError(t, os.WriteFile(snapFile, snapRaw, 0o644))
+	code, out, errOut = runCmd("dump", snapFile)
+	require.Equal(t, exitOK, code, errOut)
+	assert.Regexp(t, `NOT DECODED: .*ipv4: total length \d+ > 46 bytes captured: truncated \(frame captured 60 of \d+ bytes: snap length\)`, out)
+
 	// Not a capture at all.
 	code, _, errOut = runCmd("dump", "dump_test.go")
 	assert.Equal(t, exitFail, code)
