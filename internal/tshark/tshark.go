@@ -8,6 +8,7 @@ package tshark
 import (
 	"bytes"
 	"context"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -51,6 +52,9 @@ func Run(t testing.TB, args ...string) []byte {
 	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, Path(t), append(append([]string{}, commonArgs...), args...)...)
+	// An empty personal configuration: the user's own preferences, decode-as rules or
+	// disabled protocols must not change what the tests see.
+	cmd.Env = append(os.Environ(), "WIRESHARK_CONFIG_DIR="+t.TempDir())
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
