@@ -1,0 +1,84 @@
+package engine
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestDefaultConfig(t *testing.T) {
+	c := DefaultConfig()
+	require.NoError(t, c.Validate())
+	d := c.withDefaults()
+	assert.Equal(t, 1500, d.MaxTPDU)
+	assert.Equal(t, 1456, d.MaxTSDU(), "OpenPGM's TSDU at MTU 1500")
+	assert.Equal(t, 1436, d.maxTSDUFragment(), "OpenPGM's fragment payload: 16 × 1436 = 22 976")
+	assert.Equal(t, DefaultMaxAPDU, d.MaxAPDU)
+	assert.EqualValues(t, 100, d.TXWSqns)
+	assert.EqualValues(t, 100, d.RXWSqns)
+	assert.Equal(t, 400_000, d.TXWMaxRate)
+	assert.Equal(t, 400_000, d.MaxRate, "total rate defaults to the window rate")
+	assert.Equal(t, 30*time.Second, d.AmbientSPM)
+	assert.Equal(t, 100*time.Millisecond, d.HeartbeatSPM[0])
+	assert.Equal(t, 300*time.Second, d.PeerExpiry)
+	assert.Equal(t, 250*time.Millisecond, d.SPMRExpiry)
+	assert.Equal(t, 50*time.Millisecond, d.NAKBOIvl)
+	assert.Equal(t, 2*time.Second, d.NAKRptIvl)
+	assert.Equal(t, 2*time.Second, d.NAKRdataIvl)
+	assert.Equal(t, 50, d.NAKDataRetries)
+	assert.Equal(t, 50, d.NAKNCFRetries)
+	assert.Equal(t, 4*time.Second, d.Linger)
+	assert.False(t, d.timedTXW, "OpenPGM window mode by default")
+
+	// The zero Config means the same.
+	assert.NoError(t, Config{}.Validate())
+	z := Config{}.withDefaults()
+	assert.Equal(t, d.TXWSqns, z.TXWSqns)
+	assert.Equal(t, d.HeartbeatSPM, z.HeartbeatSPM)
+}
+
+func TestConfigDerivedWindow(t *testing.T) {
+	// Winsock: 10 s at 1 MB/s → 10 MB / 1500 B per packet.
+	c := Config{TXWSecs: 10 * time.Second, TXWMaxRate: 1_000_000, RXWSecs: time.Second}.withDefaults()
+	assert.True(t, c.timedTXW)
+	assert.EqualValues(t, 6666, c.TXWSqns)
+	assert.EqualValues(t, 400_000/1500, c.RXWSqns)
+	// A small window caps the default MaxAPDU.
+	c = Config{TXWSqns: 4}.withDefaults()
+	assert.Equal(t, 4*1436, c.MaxAPDU)
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"tiny MTU", func(c *Config) { c.MaxTPDU = 60 }, "MaxTPDU 60"},
+		{"huge MTU", func(c *Config) { c.MaxTPDU = 70000 }, "MaxTPDU 70000"},
+		{"negative APDU", func(c *Config) { c.MaxAPDU = -1 }, "MaxAPDU -1"},
+		{"window too big", func(c *Config) { c.TXWSqns = 1 << 31 }, "transmit window"},
+		{"negative bytes", func(c *Config) { c.TXWBytes = -5 }, "TXWBytes -5"},
+		{"advance pct", func(c *Config) { c.TXWAdvancePct = 101 }, "TXWAdvancePct 101"},
+		{"rates", func(c *Config) { c.RDATARate = -1 }, "RDATARate -1"},
+		{"late join", func(c *Config) { c.LateJoinPct = 80 }, "LateJoinPct 80"},
+		{"timers", func(c *Config) { c.NAKBOIvl = -time.Second }, "receiver timers"},
+		{"heartbeat", func(c *Config) { c.HeartbeatSPM = []time.Duration{time.Second, 0} }, "HeartbeatSPM[1]"},
+		{"group", func(c *Config) { c.Group = netip.MustParseAddr("10.0.0.1") }, "not a multicast address"},
+		{"linger", func(c *Config) { c.Linger = -1 }, "Linger"},
+		{"APDU vs window", func(c *Config) { c.TXWSqns, c.MaxAPDU = 2, 10_000 }, "needs 7 fragments"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultConfig()
+			tc.mod(&c)
+			err := c.Validate()
+			require.ErrorIs(t, err, ErrConfig)
+			assert.Contains(t, err.Error(), tc.want)
+			_, err = NewSource(c, t0)
+			assert.ErrorIs(t, err, ErrConfig)
+		})
+	}
+}
