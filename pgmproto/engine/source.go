@@ -309,12 +309,13 @@ func (s *Source) onNAK(now time.Time, p wire.Packet) {
 		s.repairs[(s.rHead+s.rLen)%len(s.repairs)] = q
 		s.rLen++
 	}
+	l, hasList := p.NAKList()
+	if hasList && l.Len() > MaxNAKList-1 {
+		s.stats.MalformedNaks++
+		return
+	}
 	handle(nak.SQN())
-	if l, ok := p.NAKList(); ok {
-		if l.Len() > MaxNAKList-1 {
-			s.stats.MalformedNaks++
-			return
-		}
+	if hasList {
 		for i := range l.Len() {
 			handle(l.At(i))
 		}
