@@ -265,20 +265,20 @@ func runDemo(e *env, o demoOptions) int {
 	}
 	rep.Sender.Bytes, rep.Sender.Messages = sent.Load(), (sent.Load()+int64(o.size)-1)/int64(o.size)
 	st, _ := snd.SenderStats()
-	rep.Sender.Session = snd.LocalAddr().TSI.String()
+	rep.Sender.Session, rep.Sender.Mode = snd.LocalAddr().TSI.String(), typ.String()
 	rep.Sender.LinkDropped = sn.drop.total()
-	rep.Sender.fill(st, elapsed)
+	rep.Sender.fill(st, elapsed, elapsed)
 	rep.Sender.Result = "ok"
 	if serr != nil {
 		rep.Sender.Result = serr.Error()
 	}
 	for i, r := range rcvs {
 		var rr receiverReport
-		rr.Name = fmt.Sprintf("r%d", i+1)
+		rr.Name, rr.Mode = fmt.Sprintf("r%d", i+1), typ.String()
 		rr.Bytes, rr.Messages = r.got.Load(), r.msgs
 		rr.LinkDropped = r.node.drop.total()
 		rst, _ := r.lis.ReceiverStats()
-		rr.fill(rst, r.dur)
+		rr.fill(rst, r.dur, r.dur)
 		rr.OK = r.err == nil
 		rr.Verified = rr.OK
 		rr.Result = "ok, every byte verified"

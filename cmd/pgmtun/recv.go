@@ -130,7 +130,8 @@ func runRecv(e *env, c *netConfig, o *recvOptions) int {
 			el, fmtBytes(float64(got.Load())), fmtRate(float64(got.Load())/el), st.NumRDataPacketsReceived, st.NAKPacketsSent, st.LostSequences)
 	})
 	w := bufio.NewWriterSize(out, 64<<10)
-	recvErr := receive(ctx, sess, w, &got, &msgs)
+	var last atomic.Int64 // when the last data arrived, Unix ns
+	recvErr := receive(ctx, sess, w, &got, &msgs, &last)
 	if err := w.Flush(); err != nil && recvErr == nil {
 		recvErr = fmt.Errorf("writing output: %w", err)
 	}
@@ -143,11 +144,15 @@ func runRecv(e *env, c *netConfig, o *recvOptions) int {
 
 	// The listener's statistics include the session after it ended.
 	st, _ := lis.ReceiverStats()
-	rep := receiverReport{Session: tsi.String(), Bytes: got.Load(), Messages: msgs.Load(), LinkDropped: ns.dropped(), OK: recvErr == nil, Result: "ok, session ended gracefully"}
+	rep := receiverReport{Mode: c.sockType.String(), Session: tsi.String(), Bytes: got.Load(), Messages: msgs.Load(), LinkDropped: ns.dropped(), OK: recvErr == nil, Result: "ok, session ended gracefully"}
 	if recvErr != nil {
 		rep.Result = recvErr.Error()
 	}
-	rep.fill(st, time.Since(start))
+	dataTime := time.Duration(0)
+	if l := last.Load(); l != 0 {
+		dataTime = time.Unix(0, l).Sub(start)
+	}
+	rep.fill(st, dataTime, time.Since(start))
 	printReceiver(e.stderr, c.stats, &rep)
 	if recvErr != nil {
 		return fail("%v", recvErr)
@@ -157,7 +162,7 @@ func runRecv(e *env, c *netConfig, o *recvOptions) int {
 
 // receive writes the session's data to w until the session ends. nil means
 // a graceful end with everything written.
-func receive(ctx context.Context, sess *stack.Socket, w io.Writer, got, msgs *atomic.Int64) error {
+func receive(ctx context.Context, sess *stack.Socket, w io.Writer, got, msgs, last *atomic.Int64) error {
 	buf := make([]byte, 64<<10)
 	for {
 		n, flags, err := sess.RecvMsg(ctx, buf)
@@ -166,6 +171,7 @@ func receive(ctx context.Context, sess *stack.Socket, w io.Writer, got, msgs *at
 				return fmt.Errorf("writing output: %w", werr)
 			}
 			got.Add(int64(n))
+			last.Store(time.Now().UnixNano())
 			if flags&stack.MsgPartial == 0 {
 				msgs.Add(1)
 			}

@@ -110,6 +110,7 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 	ctx, stopSignals := interruptContext()
 	defer stopSignals()
 	sendErr := sendInput(ctx, s, in, c.sockType, int(o.size), &sent, &msgs)
+	var dataDone time.Time
 	result := "ok"
 	if sendErr != nil {
 		// Receivers learn at once that the session is over (OPT_RST)
@@ -126,20 +127,36 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 			defer t.Stop()
 			linger = t.C
 		}
-		select {
-		case <-s.Done():
-		case <-linger:
-			result = "ok (stopped serving repairs after --linger)"
-		case <-ctx.Done():
-			result = "interrupted while serving repairs"
+		// Note when the last data has left, for the rate.
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+	wait:
+		for {
+			select {
+			case <-s.Done():
+				break wait
+			case <-linger:
+				result = "ok (stopped serving repairs after --linger)"
+				break wait
+			case <-ctx.Done():
+				result = "interrupted while serving repairs"
+				break wait
+			case now := <-tick.C:
+				if st, err := s.SenderStats(); dataDone.IsZero() && err == nil && st.DataBytesSent >= uint64(sent.Load()) {
+					dataDone = now
+				}
+			}
 		}
 	}
 	prog.stop()
 	elapsed := time.Since(start)
 
 	st, _ := s.SenderStats()
-	rep := senderReport{Session: tsi.String(), Bytes: sent.Load(), Messages: msgs.Load(), LinkDropped: ns.dropped(), Result: result}
-	rep.fill(st, elapsed)
+	rep := senderReport{Mode: c.sockType.String(), Session: tsi.String(), Bytes: sent.Load(), Messages: msgs.Load(), LinkDropped: ns.dropped(), Result: result}
+	if dataDone.IsZero() {
+		dataDone = start.Add(elapsed)
+	}
+	rep.fill(st, dataDone.Sub(start), elapsed)
 	printSender(e.stderr, c.stats, &rep)
 	if sendErr != nil {
 		return fail("%v", sendErr)

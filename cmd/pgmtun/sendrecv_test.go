@@ -224,6 +224,14 @@ func TestSendRecvStatsJSONAndPcap(t *testing.T) {
 	var rrep receiverReport
 	require.NoError(t, json.Unmarshal([]byte(tr.recvErr), &rrep), "%s", tr.recvErr)
 	assert.Equal(t, "sender", srep.Role)
+	assert.Equal(t, "rdm", srep.Mode)
+	assert.Equal(t, "rdm", rrep.Mode)
+	// The data took less than the whole session, which lingers for
+	// repairs; the rates are over the data time.
+	assert.Less(t, srep.Seconds, srep.TotalSeconds)
+	assert.LessOrEqual(t, rrep.Seconds, rrep.TotalSeconds)
+	assert.InDelta(t, float64(srep.Bytes)/srep.Seconds, srep.Rate, 1)
+	assert.InDelta(t, float64(rrep.Bytes)/rrep.Seconds, rrep.Rate, 1)
 	assert.EqualValues(t, len(data), srep.Bytes)
 	assert.EqualValues(t, (len(data)+1399)/1400, srep.Messages)
 	assert.EqualValues(t, (len(data)+1399)/1400, srep.ODATA)

@@ -34,62 +34,73 @@ func (f *statsFormat) Set(s string) error {
 // senderReport is what a sender prints at the end. The flat fields are the
 // ones people look at; PGM holds every engine counter (Winsock names).
 type senderReport struct {
-	Role        string            `json:"role"`
-	Session     string            `json:"session,omitempty"` // TSI
-	Bytes       int64             `json:"bytes"`             // application bytes sent
-	Messages    int64             `json:"messages"`          // sends (RDM messages, or stream writes)
-	Seconds     float64           `json:"seconds"`
-	Rate        float64           `json:"rate_bytes_per_sec"`
-	ODATA       uint64            `json:"odata"`
-	RDATA       uint64            `json:"rdata"`
-	NAKs        uint64            `json:"naks_received"` // sequences requested
-	NCFs        uint64            `json:"ncfs_sent"`
-	SPMs        uint64            `json:"spms_sent"`
-	LinkDropped uint64            `json:"link_dropped"` // by --loss, both directions
-	Result      string            `json:"result"`
-	PGM         stack.SenderStats `json:"pgm"`
+	Role     string `json:"role"`
+	Mode     string `json:"mode,omitempty"`    // rdm or stream
+	Session  string `json:"session,omitempty"` // TSI
+	Bytes    int64  `json:"bytes"`             // application bytes sent
+	Messages int64  `json:"messages"`          // sends (RDM messages, or stream writes)
+	// Seconds is the time until the last data left (or the input ended);
+	// Rate is Bytes over it. TotalSeconds includes serving repairs
+	// after the graceful end.
+	Seconds      float64           `json:"seconds"`
+	TotalSeconds float64           `json:"total_seconds"`
+	Rate         float64           `json:"rate_bytes_per_sec"`
+	ODATA        uint64            `json:"odata"`
+	RDATA        uint64            `json:"rdata"`
+	NAKs         uint64            `json:"naks_received"` // sequences requested
+	NCFs         uint64            `json:"ncfs_sent"`
+	SPMs         uint64            `json:"spms_sent"`
+	LinkDropped  uint64            `json:"link_dropped"` // by --loss, both directions
+	Result       string            `json:"result"`
+	PGM          stack.SenderStats `json:"pgm"`
 }
 
 // receiverReport is what a receiver prints at the end.
 type receiverReport struct {
-	Role        string              `json:"role"`
-	Name        string              `json:"name,omitempty"`
-	Session     string              `json:"session,omitempty"`
-	Bytes       int64               `json:"bytes"`    // application bytes delivered
-	Messages    int64               `json:"messages"` // whole messages (RDM) or reads (stream)
-	Seconds     float64             `json:"seconds"`
-	Rate        float64             `json:"rate_bytes_per_sec"`
-	ODATA       uint64              `json:"odata"`
-	RDATA       uint64              `json:"rdata"`
-	Duplicates  uint64              `json:"duplicates"`
-	NAKs        uint64              `json:"naks_sent"` // NAK packets
-	NAKSeqs     uint64              `json:"nak_sequences"`
-	NCFs        uint64              `json:"ncfs_received"`
-	Lost        uint64              `json:"lost_sequences"` // unrecoverable
-	LinkDropped uint64              `json:"link_dropped"`
-	Verified    bool                `json:"verified,omitempty"` // demo: every byte compared
-	OK          bool                `json:"ok"`
-	Result      string              `json:"result"`
-	PGM         stack.ReceiverStats `json:"pgm"`
+	Role     string `json:"role"`
+	Mode     string `json:"mode,omitempty"`
+	Name     string `json:"name,omitempty"`
+	Session  string `json:"session,omitempty"`
+	Bytes    int64  `json:"bytes"`    // application bytes delivered
+	Messages int64  `json:"messages"` // whole messages (RDM) or reads (stream)
+	// Seconds is from the session's start to its last data; Rate is
+	// Bytes over it. TotalSeconds runs to the session's end.
+	Seconds      float64             `json:"seconds"`
+	TotalSeconds float64             `json:"total_seconds"`
+	Rate         float64             `json:"rate_bytes_per_sec"`
+	ODATA        uint64              `json:"odata"`
+	RDATA        uint64              `json:"rdata"`
+	Duplicates   uint64              `json:"duplicates"`
+	NAKs         uint64              `json:"naks_sent"` // NAK packets
+	NAKSeqs      uint64              `json:"nak_sequences"`
+	NCFs         uint64              `json:"ncfs_received"`
+	Lost         uint64              `json:"lost_sequences"` // unrecoverable
+	LinkDropped  uint64              `json:"link_dropped"`
+	Verified     bool                `json:"verified,omitempty"` // demo: every byte compared
+	OK           bool                `json:"ok"`
+	Result       string              `json:"result"`
+	PGM          stack.ReceiverStats `json:"pgm"`
 }
 
-func (r *senderReport) fill(st stack.SenderStats, d time.Duration) {
+// fill sets the counters from st, the data time d and the total time.
+func (r *senderReport) fill(st stack.SenderStats, d, total time.Duration) {
 	r.Role = "sender"
 	r.PGM = st
 	r.ODATA, r.RDATA = st.TotalODataPacketsSent, st.RepairPacketsSent
 	r.NAKs, r.NCFs, r.SPMs = st.NaksReceived, st.NCFsSent, st.SPMsSent
-	r.Seconds = d.Seconds()
+	r.Seconds, r.TotalSeconds = d.Seconds(), total.Seconds()
 	if r.Seconds > 0 {
 		r.Rate = float64(r.Bytes) / r.Seconds
 	}
 }
 
-func (r *receiverReport) fill(st stack.ReceiverStats, d time.Duration) {
+// fill sets the counters from st, the data time d and the total time.
+func (r *receiverReport) fill(st stack.ReceiverStats, d, total time.Duration) {
 	r.Role = "receiver"
 	r.PGM = st
 	r.ODATA, r.RDATA, r.Duplicates = st.NumODataPacketsReceived, st.NumRDataPacketsReceived, st.NumDuplicateDataPackets
 	r.NAKs, r.NAKSeqs, r.NCFs, r.Lost = st.NAKPacketsSent, st.TotalSelectiveNaksSent, st.NCFsReceived, st.LostSequences
-	r.Seconds = d.Seconds()
+	r.Seconds, r.TotalSeconds = d.Seconds(), total.Seconds()
 	if r.Seconds > 0 {
 		r.Rate = float64(r.Bytes) / r.Seconds
 	}
@@ -109,7 +120,8 @@ func printSender(w io.Writer, f statsFormat, r *senderReport) {
 	case statsText:
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintf(tw, "sender\t%s\n", r.Session)
-		fmt.Fprintf(tw, "  sent\t%d bytes in %d messages, %.2fs, %s\n", r.Bytes, r.Messages, r.Seconds, fmtRate(r.Rate))
+		fmt.Fprintf(tw, "  sent\t%d bytes (%d %s) in %.2fs, %s; session closed after %.2fs\n",
+			r.Bytes, r.Messages, units(r.Mode, "messages", "writes"), r.Seconds, fmtRate(r.Rate), r.TotalSeconds)
 		fmt.Fprintf(tw, "  packets\tODATA %d  RDATA %d  SPM %d  NCF %d\n", r.ODATA, r.RDATA, r.SPMs, r.NCFs)
 		fmt.Fprintf(tw, "  NAKs received\t%d sequences (%d too late, %d duplicate)\n", r.NAKs, r.PGM.NaksReceivedTooLate, r.PGM.DuplicateNaks)
 		if r.LinkDropped > 0 {
@@ -128,7 +140,8 @@ func printReceiver(w io.Writer, f statsFormat, r *receiverReport) {
 	case statsText:
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintf(tw, "receiver\t%s\n", r.Session)
-		fmt.Fprintf(tw, "  received\t%d bytes in %d messages, %.2fs, %s\n", r.Bytes, r.Messages, r.Seconds, fmtRate(r.Rate))
+		fmt.Fprintf(tw, "  received\t%d bytes (%d %s) in %.2fs, %s; session ended after %.2fs\n",
+			r.Bytes, r.Messages, units(r.Mode, "messages", "reads"), r.Seconds, fmtRate(r.Rate), r.TotalSeconds)
 		fmt.Fprintf(tw, "  packets\tODATA %d  RDATA %d  duplicate %d  NCF %d\n", r.ODATA, r.RDATA, r.Duplicates, r.NCFs)
 		fmt.Fprintf(tw, "  NAKs sent\t%d packets for %d sequences (%d suppressed)\n", r.NAKs, r.NAKSeqs, r.PGM.NaksSuppressed)
 		fmt.Fprintf(tw, "  lost\t%d sequences unrecoverable\n", r.Lost)
@@ -138,4 +151,12 @@ func printReceiver(w io.Writer, f statsFormat, r *receiverReport) {
 		fmt.Fprintf(tw, "  result\t%s\n", r.Result)
 		tw.Flush()
 	}
+}
+
+// units names what Messages counts in a mode.
+func units(mode, rdm, stream string) string {
+	if mode == stack.SockRDM.String() {
+		return rdm
+	}
+	return stream
 }
