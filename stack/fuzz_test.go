@@ -1,0 +1,88 @@
+package stack
+
+import (
+	"encoding/binary"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/pgmtun/pgmtun/pgmproto/wire"
+	"github.com/pgmtun/pgmtun/stack/memlink"
+)
+
+// FuzzReceivePath feeds arbitrary PGM packets (checksum fixed up, ports
+// steered to the sockets) through a stack that has a listener with an
+// accepted session and a sender: nothing may panic, and the sockets keep
+// working.
+func FuzzReceivePath(f *testing.F) {
+	f.Add([]byte{}, false)
+	f.Add(pgmPacket(wire.TypeODATA, 1000, 7500, gsiA, []byte{0, 0, 0, 1, 0, 0, 0, 1, 'h', 'i'}), false)
+	f.Add(pgmPacket(wire.TypeSPM, 1000, 7500, gsiA, make([]byte, 20)), false)
+	f.Add(pgmPacket(wire.TypeNAK, 7500, 1000, gsiA, []byte{0, 0, 0, 1, 0, 1, 0, 0, 10, 0, 0, 1, 0, 1, 0, 0, 239, 192, 0, 1}), true)
+	f.Add(pgmPacket(wire.TypeODATA, 1000, 7500, gsiA, []byte{0, 0, 0, 2, 0, 0, 0, 1, 1, 2}), false)
+	f.Fuzz(receivePathCase)
+}
+
+func receivePathCase(t *testing.T, pgm []byte, upstream bool) {
+	net := newTestNet(t, 1)
+	a, b := net.node(), net.node()
+	lis := b.listener(t, SockRDM, groupPort)
+	snd := b.sender(t, SockRDM, groupPort)
+	src := a.sender(t, SockRDM, groupPort)
+	_, err := src.Send([]byte("hello"))
+	require.NoError(t, err)
+	c := newCollector(lis, 1<<10)
+	net.run(time.Second, time.Millisecond, func() bool { c.poll(t); return c.total() == 1 })
+
+	p := append([]byte(nil), pgm...)
+	if len(p) >= wire.HeaderLen {
+		// Aim at the sockets: the listener's port, or the sender's TSI.
+		if upstream {
+			tsi := snd.LocalAddr().TSI
+			binary.BigEndian.PutUint16(p[2:], tsi.SourcePort)
+			copy(p[8:14], tsi.GSI[:])
+		} else {
+			binary.BigEndian.PutUint16(p[2:], groupPort.Port())
+		}
+		wire.SetChecksum(p)
+	}
+	injector := net.hub.NewPort()
+	for _, dst := range []tcpip.Address{tcpipAddr(group1), tcpipAddr(b.addr)} {
+		inject(injector, tcpipAddr(a.addr), dst, p)
+	}
+	net.run(time.Second, 10*time.Millisecond, func() bool { c.poll(t); return true })
+	_, err = src.Send([]byte("still works"))
+	require.NoError(t, err)
+	_, _ = snd.Send([]byte("sender still works"))
+	_, _ = lis.ReceiverStats()
+	_, _ = snd.SenderStats()
+	c.closeAll()
+	snd.Close()
+	src.Close()
+}
+
+// inject writes an IPv4 packet carrying payload as protocol 113 onto the
+// hub through a port with no stack behind it.
+func inject(port *memlink.Port, src, dst tcpip.Address, payload []byte) {
+	ip := make([]byte, header.IPv4MinimumSize+len(payload))
+	h := header.IPv4(ip)
+	h.Encode(&header.IPv4Fields{
+		TotalLength: uint16(len(ip)),
+		TTL:         1,
+		Protocol:    uint8(ProtocolNumber),
+		SrcAddr:     src,
+		DstAddr:     dst,
+	})
+	h.SetChecksum(^h.CalculateChecksum())
+	copy(ip[header.IPv4MinimumSize:], payload)
+	pkt := tcpipstack.NewPacketBuffer(tcpipstack.PacketBufferOptions{Payload: buffer.MakeWithData(ip)})
+	var l tcpipstack.PacketBufferList
+	l.PushBack(pkt)
+	port.WritePackets(l)
+	l.DecRef()
+}
