@@ -142,8 +142,12 @@ func runRecv(e *env, c *netConfig, o *recvOptions) int {
 	}
 	prog.stop()
 
-	// The listener's statistics include the session after it ended.
-	st, _ := lis.ReceiverStats()
+	// The session's own statistics, unless the engine has already
+	// forgotten it; the listener's sum still includes it then.
+	st, _ := sess.ReceiverStats()
+	if st.NumODataPacketsReceived+st.NumRDataPacketsReceived == 0 {
+		st, _ = lis.ReceiverStats()
+	}
 	rep := receiverReport{Mode: c.sockType.String(), Session: tsi.String(), Bytes: got.Load(), Messages: msgs.Load(), LinkDropped: ns.dropped(), OK: recvErr == nil, Result: "ok, session ended gracefully"}
 	if recvErr != nil {
 		rep.Result = recvErr.Error()

@@ -103,7 +103,7 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 	var sent, msgs atomic.Int64
 	prog := startProgress(e.stderr, c.progress.enabled(e.stderr), 250*time.Millisecond, func() string {
 		st, _ := s.SenderStats()
-		el := time.Since(start).Seconds()
+		el := max(time.Since(start).Seconds(), 1e-3)
 		return fmt.Sprintf("%5.1fs  sent %s (%s)  ODATA %d  RDATA %d  NAKs %d",
 			el, fmtBytes(float64(st.DataBytesSent)), fmtRate(float64(st.DataBytesSent)/el), st.TotalODataPacketsSent, st.RepairPacketsSent, st.NaksReceived)
 	})
@@ -139,10 +139,14 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 				result = "ok (stopped serving repairs after --linger)"
 				break wait
 			case <-ctx.Done():
-				result = "interrupted while serving repairs"
+				sendErr = errors.New("interrupted while serving repairs")
+				result = sendErr.Error()
 				break wait
 			case now := <-tick.C:
-				if st, err := s.SenderStats(); dataDone.IsZero() && err == nil && st.DataBytesSent >= uint64(sent.Load()) {
+				if !dataDone.IsZero() {
+					continue
+				}
+				if st, err := s.SenderStats(); err == nil && st.DataBytesSent >= uint64(sent.Load()) {
 					dataDone = now
 				}
 			}
