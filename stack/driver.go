@@ -70,6 +70,9 @@ type driver struct {
 	// postLocked, if set, runs after every engine call with the mutex held
 	// (the receiver moves events to its sessions there).
 	postLocked func()
+	// onAbort, if set, runs once when the stack closes the driver.
+	onAbort   func()
+	abortOnce sync.Once
 
 	mu      sync.Mutex
 	eng     machine
@@ -289,6 +292,17 @@ func (d *driver) close() {
 		d.releaseRoutesLocked()
 	}
 	d.txMu.Unlock()
+}
+
+// abort closes the driver because its stack is closing and tells the
+// socket layer.
+func (d *driver) abort() {
+	d.abortOnce.Do(func() {
+		d.close()
+		if d.onAbort != nil {
+			d.onAbort()
+		}
+	})
 }
 
 func (d *driver) releaseRoutesLocked() {

@@ -144,3 +144,64 @@ func TestNetListenerCloseAndDeadline(t *testing.T) {
 	_, err = NewListener(c.Socket())
 	assert.ErrorIs(t, err, ErrBadState)
 }
+
+// Closing the stack ends every socket: blocked Accept, Recv and Send return
+// ErrClosed and no goroutine is left behind.
+func TestStackCloseUnblocksSockets(t *testing.T) {
+	checkGoroutines(t)
+	h := memlink.New(memlink.Options{Seed: 1})
+	t.Cleanup(h.Close)
+	pa, pb := realNode(t, h, 1), realNode(t, h, 2)
+	gp := netip.AddrPortFrom(group1, 7800)
+
+	lis, err := Listen(pb, SockRDM, gp)
+	require.NoError(t, err)
+	idle, err := Listen(pb, SockRDM, netip.AddrPortFrom(group2, 7800))
+	require.NoError(t, err)
+	snd, err := Dial(pa, SockRDM, gp)
+	require.NoError(t, err)
+	_, err = snd.Write([]byte("x"))
+	require.NoError(t, err)
+	sess, err := lis.Accept()
+	require.NoError(t, err)
+	buf := make([]byte, 10)
+	_, err = sess.Read(buf)
+	require.NoError(t, err)
+
+	// A sender blocked on a full window (tiny window, nobody drains it).
+	tiny, err := pa.Socket(SockRDM)
+	require.NoError(t, err)
+	require.NoError(t, tiny.Bind(netip.AddrPort{}))
+	require.NoError(t, tiny.SetRateWindow(RateWindow{RateKbitsPerSec: 80, WindowSizeInMSecs: 1000}))
+	require.NoError(t, tiny.Connect(netip.AddrPortFrom(group2, 7801)))
+
+	errs := make(chan error, 3)
+	go func() { _, err := idle.Accept(); errs <- err }()
+	go func() { _, err := sess.Read(buf); errs <- err }()
+	go func() {
+		for {
+			if _, err := tiny.Send(make([]byte, 1000)); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	time.Sleep(20 * time.Millisecond)
+	pb.Stack().Close()
+	pa.Stack().Close()
+	for i := 0; i < 3; i++ {
+		select {
+		case err := <-errs:
+			assert.ErrorIs(t, err, net.ErrClosed)
+		case <-time.After(5 * time.Second):
+			t.Fatal("a blocked call did not return after the stack closed")
+		}
+	}
+	_, err = pa.Socket(SockRDM)
+	assert.ErrorIs(t, err, ErrClosed)
+	select {
+	case <-snd.Socket().Done():
+	default:
+		t.Error("sender not done after the stack closed")
+	}
+}

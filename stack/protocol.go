@@ -100,6 +100,7 @@ type Protocol struct {
 	sources   map[wire.TSI]PacketHandler // upstream packets by TSI
 	gsi       wire.GSI                   // default GSI of this stack's sources
 	gsiSet    bool
+	closed    bool // the stack was closed: no new sockets
 
 	// Engine time: the clock's wall time at creation advanced by its
 	// monotonic reading, so wall-clock jumps do not disturb timers.
@@ -319,6 +320,9 @@ func (p *Protocol) AllocateSource(gsi wire.GSI, h PacketHandler) (wire.TSI, erro
 	rng := p.s.InsecureRNG()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed {
+		return wire.TSI{}, ErrClosed
+	}
 	for i := 0; i < 1<<16; i++ {
 		port := uint16(rng.Intn(0xffff-1024) + 1024)
 		tsi := wire.TSI{GSI: gsi, SourcePort: port}
@@ -370,8 +374,37 @@ func (*Protocol) Option(tcpip.GettableTransportProtocolOption) tcpip.Error {
 	return &tcpip.ErrUnknownProtocolOption{}
 }
 
-// Close implements stack.TransportProtocol.
-func (*Protocol) Close() {}
+// aborter is a registered handler that can be shut down with the stack.
+type aborter interface{ abort() }
+
+// Close implements stack.TransportProtocol; Stack.Close calls it. Every
+// socket of the stack stops: its timer is cancelled, blocked calls return
+// ErrClosed, and new sockets cannot be created.
+func (p *Protocol) Close() {
+	p.mu.Lock()
+	p.closed = true
+	var hs []PacketHandler
+	for _, h := range p.sources {
+		hs = append(hs, h)
+	}
+	for _, bs := range p.receivers {
+		for _, b := range bs {
+			hs = append(hs, b.h)
+		}
+	}
+	p.mu.Unlock()
+	for _, h := range hs {
+		if a, ok := h.(aborter); ok {
+			a.abort()
+		}
+	}
+}
+
+func (p *Protocol) isClosed() bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.closed
+}
 
 // Wait implements stack.TransportProtocol.
 func (*Protocol) Wait() {}

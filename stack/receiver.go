@@ -83,6 +83,7 @@ type listener struct {
 	torn      bool
 
 	teardownOnce sync.Once
+	closeOnce    sync.Once
 }
 
 // Listen makes a bound socket a receiver for its group and port. It joins
@@ -153,6 +154,7 @@ func (s *Socket) Listen() error {
 	}
 	d.postLocked = l.pumpLocked
 	d.onChange = l.notify.notify
+	d.onAbort = l.aborted
 	if multicast {
 		// Only from the NICs we joined on: another socket may have joined
 		// the same group elsewhere.
@@ -280,11 +282,27 @@ func (l *listener) close() {
 	l.acceptQ = nil
 	last := l.open == 0
 	l.d.mu.Unlock()
-	close(l.closed)
+	l.closeOnce.Do(func() { close(l.closed) })
 	l.notify.notify()
 	if last {
 		l.teardown()
 	}
+}
+
+// aborted runs when the stack closes under the listener: accepts and
+// reads that would wait fail with ErrClosed instead.
+func (l *listener) aborted() {
+	l.d.mu.Lock()
+	l.apiClosed = true
+	for _, ss := range l.sessions {
+		if ss.final == nil {
+			ss.final = ErrClosed
+		}
+	}
+	l.d.mu.Unlock()
+	l.closeOnce.Do(func() { close(l.closed) })
+	l.notify.notify()
+	l.teardown()
 }
 
 func (l *listener) teardown() {

@@ -116,6 +116,7 @@ func (s *Socket) Connect(group netip.AddrPort) error {
 		done:      make(chan struct{}),
 	}
 	d.onChange = snd.changed
+	d.onAbort = snd.aborted
 
 	// Hold the driver until the engine exists: a NAK may arrive as soon as
 	// the TSI is registered.
@@ -154,6 +155,16 @@ func (snd *sender) changed() {
 			close(snd.done)
 		})
 	}
+}
+
+// aborted runs when the stack closes under the sender.
+func (snd *sender) aborted() {
+	snd.finishOnce.Do(func() {
+		snd.p.UnregisterSource(snd.tsi)
+		close(snd.done)
+	})
+	snd.closeAPI()
+	snd.notify.notify()
 }
 
 func (snd *sender) closeAPI() {

@@ -80,6 +80,9 @@ func (p *Protocol) Socket(typ SocketType) (*Socket, error) {
 	if typ != SockRDM && typ != SockStream {
 		return nil, fmt.Errorf("%w: socket type %d", ErrInvalidOption, typ)
 	}
+	if p.isClosed() {
+		return nil, ErrClosed
+	}
 	return &Socket{p: p, typ: typ, opts: defaultSockOpts()}, nil
 }
 
