@@ -686,3 +686,81 @@ func TestTwoListenersOneStack(t *testing.T) {
 	}
 	snd.Close()
 }
+
+func TestStreamUnderLoss(t *testing.T) {
+	checkGoroutines(t)
+	net := newTestNet(t, 16)
+	src := net.node()
+	src.port.SetImpairment(memlink.Impairment{Loss: 0.05})
+	gp := netip.AddrPortFrom(group2, 7900)
+	var nodes []*tnode
+	var lis []*Socket
+	for i := 0; i < 2; i++ {
+		nd := net.node()
+		nodes = append(nodes, nd)
+		lis = append(lis, nd.listener(t, SockStream, gp, lossyOpts))
+	}
+	snd := src.sender(t, SockStream, gp, lossyOpts)
+	var want []byte
+	for i := 0; i < 200; i++ {
+		want = append(want, message(i, 1+(i*331)%2500)...)
+	}
+	sess := make([]*Socket, len(lis))
+	got := make([][]byte, len(lis))
+	buf := make([]byte, 4000)
+	written := 0
+	write := func() {
+		for written < len(want) {
+			n, err := snd.Write(want[written:min(len(want), written+3000)])
+			written += n
+			if errors.Is(err, ErrWouldBlock) {
+				return
+			}
+			require.NoError(t, err)
+		}
+	}
+	read := func() bool {
+		done := true
+		for i, l := range lis {
+			if sess[i] == nil {
+				s, err := l.Accept()
+				if err != nil {
+					done = false
+					continue
+				}
+				s.SetNonBlocking(true)
+				sess[i] = s
+			}
+			for {
+				n, err := sess[i].Read(buf)
+				if errors.Is(err, ErrWouldBlock) {
+					break
+				}
+				require.NoError(t, err)
+				got[i] = append(got[i], buf[:n]...)
+			}
+			done = done && len(got[i]) == len(want)
+		}
+		return done
+	}
+	// First bytes without loss (a receiver missing the session start joins late).
+	_, err := snd.Write(want[:100])
+	require.NoError(t, err)
+	written = 100
+	net.run(time.Second, time.Millisecond, func() bool {
+		read()
+		return len(got[0]) == 100 && len(got[1]) == 100
+	})
+	for i, nd := range nodes {
+		nd.port.SetImpairment(memlink.Impairment{Loss: 0.05 + 0.05*float64(i), Jitter: 3 * time.Millisecond})
+	}
+	net.run(2*time.Minute, 5*time.Millisecond, func() bool { write(); return read() })
+	for i := range lis {
+		assert.Equal(t, want, got[i], "receiver %d", i)
+		st, err := sess[i].ReceiverStats()
+		require.NoError(t, err)
+		assert.Greater(t, st.NumRDataPacketsReceived, uint64(0))
+		sess[i].Close()
+	}
+	snd.Close()
+}
