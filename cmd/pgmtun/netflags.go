@@ -82,6 +82,7 @@ func (f *netFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.timers.NAKDataRetries, "nak-data-retries", 0, "NAKs after NCFs before a sequence is lost (default 50)")
 	fs.IntVar(&f.timers.NAKNCFRetries, "nak-ncf-retries", 0, "NAKs without an NCF before a sequence is lost (default 50)")
 	fs.DurationVar(&f.timers.PeerExpiry, "peer-expiry", 0, "end a session whose source is silent this long (default 5m)")
+	fs.DurationVar(&f.timers.AmbientSPM, "spm-ambient", 0, "send: SPM interval during data (default 30s); shorter lets receivers that\nmissed the first SPM (OpenPGM needs one before it can NAK) recover sooner")
 	fs.UintVar(&f.ttl, "ttl", f.ttl, "multicast TTL")
 	fs.StringVar(&f.tun, "tun", "", "TUN device `name` (default "+defaultTUN+", or IFACE of --network)")
 	fs.BoolVar(&f.create, "create", false, "create the TUN device (needs CAP_NET_ADMIN) instead of attaching to an existing one")
@@ -203,8 +204,8 @@ func (f *netFlags) resolve() (*netConfig, error) {
 		return nil, fmt.Errorf("--txw-secs %v: want at least 1ms", c.window.dur)
 	}
 	t := f.timers
-	if t.NAKBOIvl < 0 || t.NAKRptIvl < 0 || t.NAKRdataIvl < 0 || t.PeerExpiry < 0 || t.NAKDataRetries < 0 || t.NAKNCFRetries < 0 {
-		return nil, errors.New("NAK timers, retries and --peer-expiry must not be negative")
+	if t.NAKBOIvl < 0 || t.NAKRptIvl < 0 || t.NAKRdataIvl < 0 || t.PeerExpiry < 0 || t.AmbientSPM < 0 || t.NAKDataRetries < 0 || t.NAKNCFRetries < 0 {
+		return nil, errors.New("NAK timers, retries, --peer-expiry and --spm-ambient must not be negative")
 	}
 	if f.ttl > 255 {
 		return nil, fmt.Errorf("--ttl %d: want 0..255", f.ttl)

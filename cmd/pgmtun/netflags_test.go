@@ -112,12 +112,13 @@ func TestResolveNetwork(t *testing.T) {
 func TestResolvePGMOptions(t *testing.T) {
 	c, err := resolveArgs(t, "--rdm", "--rate", "1MB/s", "--txw-sqns", "500", "--ttl", "1",
 		"--nak-bo-ivl", "10ms", "--nak-rpt-ivl", "300ms", "--nak-rdata-ivl", "400ms",
-		"--nak-data-retries", "3", "--nak-ncf-retries", "4", "--peer-expiry", "9s", "--loss", "2.5", "--seed", "42")
+		"--nak-data-retries", "3", "--nak-ncf-retries", "4", "--peer-expiry", "9s", "--spm-ambient", "1s", "--loss", "2.5", "--seed", "42")
 	require.NoError(t, err)
 	assert.Equal(t, stack.SockRDM, c.sockType)
 	assert.Equal(t, uint8(1), c.ttl)
 	assert.Equal(t, stack.Timers{NAKBOIvl: 10 * time.Millisecond, NAKRptIvl: 300 * time.Millisecond,
-		NAKRdataIvl: 400 * time.Millisecond, NAKDataRetries: 3, NAKNCFRetries: 4, PeerExpiry: 9 * time.Second}, c.timers)
+		NAKRdataIvl: 400 * time.Millisecond, NAKDataRetries: 3, NAKNCFRetries: 4, PeerExpiry: 9 * time.Second,
+		AmbientSPM: time.Second}, c.timers)
 	assert.Equal(t, 2.5, c.loss)
 	assert.Equal(t, uint64(42), c.seed)
 	// 500 sequences of 1500 bytes at 1 MB/s: 750 ms.
