@@ -467,3 +467,24 @@ func TestReceiverBoundedWhenNotDrained(t *testing.T) {
 	}
 	assert.Equal(t, seqRange(59, 50), naked, "the dropped packets are requested again, a window's worth")
 }
+
+func TestScenarioOPTJoin(t *testing.T) {
+	// OPT_JOIN on the first packet seen: the receiver requests everything
+	// from the join minimum on.
+	var b wire.Builder
+	n, err := b.ODATA(buf, wire.Downstream(tTSI, tPort), 100, 90).Join(95).Payload([]byte("x")).Finish()
+	require.NoError(t, err)
+	h := newReceiverHarness(t, testConfig())
+	h.toReceiver(append([]byte(nil), buf[:n]...))
+	h.run(100 * time.Millisecond)
+	var got []seq.Num
+	for _, s := range h.of(wire.TypeNAK) {
+		got = append(got, nakSeqs(s.p)...)
+	}
+	assert.Equal(t, seqRange(95, 5), got)
+	assert.Empty(t, dataEvents(h.events), "x waits for 95..99")
+	for q := seq.Num(95); q < 100; q++ {
+		h.toReceiver(pData(wire.TypeRDATA, q, 90, "r"))
+	}
+	assert.Equal(t, []string{"r", "r", "r", "r", "r", "x"}, dataEvents(h.events))
+}
