@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -161,4 +162,23 @@ func TestDemoProgressLine(t *testing.T) {
 	require.Equal(t, exitOK, code, errOut)
 	assert.Contains(t, errOut, "\r\x1b[K")
 	assert.Regexp(t, `sent [0-9.]+ KiB/293\.0 KiB  slowest receiver`, errOut)
+}
+
+func TestCaptureFileKeepsFirstError(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "c.pcap"))
+	require.NoError(t, err)
+	c := &captureFile{f: f}
+	ns := &netstack{pcap: c}
+	n, err := c.Write([]byte("ok"))
+	assert.Equal(t, 2, n)
+	assert.NoError(t, err)
+	assert.NoError(t, ns.captureErr())
+	require.NoError(t, f.Close())
+	// A failing write must not fail the caller (the sniffer would panic).
+	n, err = c.Write([]byte("lost"))
+	assert.Equal(t, 4, n)
+	assert.NoError(t, err)
+	assert.ErrorIs(t, ns.captureErr(), os.ErrClosed)
+	assert.ErrorContains(t, ns.captureErr(), "--pcap: capture incomplete")
+	assert.NoError(t, (&netstack{}).captureErr())
 }

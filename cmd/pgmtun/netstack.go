@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"sync"
 	"syscall"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -26,6 +27,7 @@ type netstack struct {
 	mtu   uint32
 	desc  string             // where it is attached, for messages
 	lossy *tun.LossyEndpoint // nil without --loss
+	pcap  *captureFile       // nil without --pcap
 	undo  []func() error     // run in reverse by close
 }
 
@@ -43,12 +45,15 @@ func openNetstack(c *netConfig) (_ *netstack, err error) {
 			ns.close()
 		}
 	}()
-	var pcap *os.File
+	var pcap *captureFile
 	if c.pcap != "" {
-		if pcap, err = os.Create(c.pcap); err != nil {
+		f, err := os.Create(c.pcap)
+		if err != nil {
 			return nil, fmt.Errorf("--pcap: %w", err)
 		}
-		ns.undo = append(ns.undo, pcap.Close)
+		pcap = &captureFile{f: f}
+		ns.pcap = pcap
+		ns.undo = append(ns.undo, f.Close)
 	}
 	var loss *tun.Loss
 	if c.loss > 0 {
@@ -144,4 +149,35 @@ func (ns *netstack) close() error {
 	}
 	ns.undo = nil
 	return errors.Join(errs...)
+}
+
+// captureFile is the --pcap file. gVisor's sniffer panics when a write
+// fails (disk full, say); this keeps the first error for a warning at the
+// end and drops the rest of the capture, so the transfer goes on.
+type captureFile struct {
+	f   *os.File
+	mu  sync.Mutex
+	err error
+}
+
+func (c *captureFile) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err == nil {
+		_, c.err = c.f.Write(b)
+	}
+	return len(b), nil
+}
+
+// captureErr returns the first error writing the --pcap file, if any.
+func (ns *netstack) captureErr() error {
+	if ns.pcap == nil {
+		return nil
+	}
+	ns.pcap.mu.Lock()
+	defer ns.pcap.mu.Unlock()
+	if ns.pcap.err != nil {
+		return fmt.Errorf("--pcap: capture incomplete: %w", ns.pcap.err)
+	}
+	return nil
 }

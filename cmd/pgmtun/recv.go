@@ -158,6 +158,9 @@ func runRecv(e *env, c *netConfig, o *recvOptions) int {
 	}
 	rep.fill(st, dataTime, time.Since(start))
 	printReceiver(e.stderr, c.stats, &rep)
+	if err := ns.captureErr(); err != nil {
+		fmt.Fprintf(e.stderr, "pgmtun recv: warning: %v\n", err)
+	}
 	if recvErr != nil {
 		return fail("%v", recvErr)
 	}

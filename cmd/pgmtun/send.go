@@ -162,6 +162,9 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 	}
 	rep.fill(st, dataDone.Sub(start), elapsed)
 	printSender(e.stderr, c.stats, &rep)
+	if err := ns.captureErr(); err != nil {
+		fmt.Fprintf(e.stderr, "pgmtun send: warning: %v\n", err)
+	}
 	if sendErr != nil {
 		return fail("%v", sendErr)
 	}
