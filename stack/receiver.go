@@ -34,11 +34,16 @@ const DefaultReceiveBuffer = 4 << 20
 type receiverEngine struct {
 	r     *engine.Receiver
 	group netip.Addr // destination of multicast transmits (SPMR copies)
+	// onODATA runs (driver mutex held) for every ODATA handed to r.
+	onODATA func(wire.TSI)
 }
 
 func (e *receiverEngine) handlePacket(now time.Time, in Inbound) {
 	// Errors are counted by the engine (PacketsDiscarded).
 	_ = e.r.HandlePacket(now, in.Data, in.Src, in.Dst)
+	if in.Header.Type() == wire.TypeODATA && e.onODATA != nil {
+		e.onODATA(in.Header.TSI())
+	}
 }
 
 func (e *receiverEngine) next(now time.Time) (transmit, bool) {
@@ -152,6 +157,7 @@ func (s *Socket) Listen() error {
 		}
 		d.params.NIC = nics[0]
 	}
+	eng.onODATA = l.odataLocked
 	d.postLocked = l.pumpLocked
 	d.onChange = l.notify.notify
 	d.onAbort = l.aborted
@@ -195,23 +201,24 @@ func (l *listener) pumpLocked() {
 func (l *listener) eventLocked(ev engine.Event) {
 	ss := l.sessions[ev.TSI]
 	if ss == nil {
-		// Winsock accepts a session on its first ODATA only; a session
-		// first seen through an SPM is accepted when data arrives.
-		switch {
-		case ev.Kind == engine.EventNewSession && ev.PacketType == wire.TypeODATA,
-			ev.Kind == engine.EventData, ev.Kind == engine.EventLoss:
+		switch ev.Kind {
+		case engine.EventNewSession, engine.EventData, engine.EventLoss:
 		default:
-			return
-		}
-		if l.apiClosed {
-			return
+			return // the end of a session never seen: nothing to report
 		}
 		ss = &session{lis: l, tsi: ev.TSI, typ: l.s.typ}
 		l.sessions[ev.TSI] = ss
-		l.acceptQ = append(l.acceptQ, ss)
+		if ev.Kind == engine.EventNewSession && ev.PacketType == wire.TypeODATA {
+			l.acceptableLocked(ss)
+		}
 	}
 	if ss.closed || ss.final != nil {
-		return // over: nothing more is delivered
+		// Over: nothing more is delivered. Once the engine ends a session
+		// the application closed, forget it.
+		if ss.closed && ss.final == nil && terminal(ev.Kind) && l.sessions[ss.tsi] == ss {
+			delete(l.sessions, ss.tsi)
+		}
+		return
 	}
 	switch ev.Kind {
 	case engine.EventData:
@@ -227,6 +234,39 @@ func (l *listener) eventLocked(ev engine.Event) {
 	case engine.EventExpired:
 		ss.final = &SessionError{TSI: ev.TSI, Reason: ReasonExpired}
 	}
+	if ss.final != nil && !ss.queued {
+		// Over before any ODATA made it acceptable (or after the
+		// application closed it): forget it.
+		ss.dropLocked()
+		delete(l.sessions, ss.tsi)
+	}
+}
+
+func terminal(k engine.EventKind) bool {
+	return k == engine.EventLoss || k == engine.EventEnd || k == engine.EventReset || k == engine.EventExpired
+}
+
+// odataLocked makes the session of tsi acceptable: Winsock accepts a
+// session on its first ODATA only (SPM or RDATA alone do not).
+func (l *listener) odataLocked(tsi wire.TSI) {
+	ss := l.sessions[tsi]
+	if ss == nil {
+		ss = &session{lis: l, tsi: tsi, typ: l.s.typ}
+		l.sessions[tsi] = ss
+	}
+	l.acceptableLocked(ss)
+}
+
+func (l *listener) acceptableLocked(ss *session) {
+	if ss.queued || ss.closed || ss.final != nil {
+		return
+	}
+	if l.apiClosed {
+		ss.closed = true
+		return
+	}
+	ss.queued = true
+	l.acceptQ = append(l.acceptQ, ss)
 }
 
 // Accept waits for a new session (the first ODATA of a TSI not seen
@@ -324,6 +364,7 @@ type session struct {
 	off      int
 	bytes    int
 	final    error // what reads return once q is empty: end, reset
+	queued   bool  // acceptable: in acceptQ or accepted
 	accepted bool
 	closed   bool
 }
@@ -341,6 +382,9 @@ func (ss *session) close() {
 	l := ss.lis
 	l.d.mu.Lock()
 	ss.dropLocked()
+	if ss.final != nil && l.sessions[ss.tsi] == ss {
+		delete(l.sessions, ss.tsi)
+	}
 	l.open--
 	last := l.open == 0 && l.apiClosed
 	resume := l.stalled

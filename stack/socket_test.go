@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net/netip"
@@ -763,4 +764,75 @@ func TestStreamUnderLoss(t *testing.T) {
 		sess[i].Close()
 	}
 	snd.Close()
+}
+
+// Only ODATA makes a session acceptable (seed 000): a source heard only
+// through SPMs or RDATA is not returned by Accept until its first ODATA.
+func TestAcceptOnlyOnODATA(t *testing.T) {
+	net := newTestNet(t, 17)
+	a, b := net.node(), net.node()
+	lis := b.listener(t, SockRDM, groupPort)
+	injector := net.hub.NewPort()
+	send := func(p []byte) {
+		inject(injector, tcpipAddr(a.addr), tcpipAddr(group1), p)
+		net.hub.WaitIdle()
+	}
+	spmBody := func(sqn, trail, lead uint32) []byte {
+		b := make([]byte, 20)
+		binary.BigEndian.PutUint32(b[0:], sqn)
+		binary.BigEndian.PutUint32(b[4:], trail)
+		binary.BigEndian.PutUint32(b[8:], lead)
+		binary.BigEndian.PutUint16(b[12:], 1) // AFI IPv4
+		ip := a.addr.As4()
+		copy(b[16:], ip[:])
+		return b
+	}
+	dataBody := func(sqn, trail uint32, payload string) []byte {
+		b := make([]byte, 8, 8+len(payload))
+		binary.BigEndian.PutUint32(b[0:], sqn)
+		binary.BigEndian.PutUint32(b[4:], trail)
+		return append(b, payload...)
+	}
+	accept := func() *Socket {
+		s, err := lis.Accept()
+		if errors.Is(err, ErrWouldBlock) {
+			return nil
+		}
+		require.NoError(t, err)
+		return s
+	}
+
+	// Session A: SPM, then RDATA of sequence 10: not acceptable yet.
+	send(pgmPacket(wire.TypeSPM, 1000, 7500, gsiA, spmBody(1, 10, 9)))
+	send(pgmPacket(wire.TypeRDATA, 1000, 7500, gsiA, dataBody(10, 10, "repair")))
+	// Session B: RDATA only.
+	send(pgmPacket(wire.TypeRDATA, 2000, 7500, gsiB, dataBody(5, 5, "rdata only")))
+	assert.Nil(t, accept(), "SPM and RDATA alone do not make a session acceptable")
+
+	// A's first ODATA: A is accepted, with everything in order.
+	send(pgmPacket(wire.TypeODATA, 1000, 7500, gsiA, dataBody(11, 10, "odata")))
+	s := accept()
+	require.NotNil(t, s)
+	assert.Equal(t, wire.TSI{GSI: gsiA, SourcePort: 1000}, s.RemoteAddr().TSI)
+	assert.Nil(t, accept(), "B still has no ODATA")
+	s.SetNonBlocking(true)
+	buf := make([]byte, 100)
+	var got []string
+	for {
+		n, err := s.Recv(buf)
+		if err != nil {
+			assert.ErrorIs(t, err, ErrWouldBlock)
+			break
+		}
+		got = append(got, string(buf[:n]))
+	}
+	assert.Equal(t, []string{"repair", "odata"}, got)
+
+	// B's ODATA makes it acceptable too.
+	send(pgmPacket(wire.TypeODATA, 2000, 7500, gsiB, dataBody(6, 5, "b")))
+	sb := accept()
+	require.NotNil(t, sb)
+	assert.Equal(t, wire.TSI{GSI: gsiB, SourcePort: 2000}, sb.RemoteAddr().TSI)
+	s.Close()
+	sb.Close()
 }
