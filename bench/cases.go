@@ -93,17 +93,26 @@ func allCases(e *Env, runs int) []*Case {
 			Run: inprocThroughput(sz, e.count(sz, 1))})
 	}
 
+	// The sender's rate limiter: configured rate against achieved goodput
+	// (1000-byte messages, in-process, so nothing else limits it).
+	for _, mbps := range []int{4, 16, 64} {
+		add(&Case{ID: fmt.Sprintf("inproc/rate/%dMBps", mbps), Group: gInproc,
+			Name: fmt.Sprintf("rate limit %d MB/s (incl. headers), 1000 B", mbps), Timeout: 60 * time.Second,
+			Show: []string{mMbit, mRateShare},
+			Run:  rateAccuracy(1000, e.count(1000, 0.25), mbps*1_000_000)})
+	}
+
 	// 5. Loss.
 	const lossSize = 1000
 	for _, p := range lossRates {
 		add(&Case{ID: fmt.Sprintf("loss/inproc/%g", p*100), Group: gLoss,
-			Name: fmt.Sprintf("in-process, %g%% loss, %d B", p*100, lossSize), Timeout: 60 * time.Second,
+			Name: fmt.Sprintf("in-process at 16 MB/s, %g%% loss, %d B", p*100, lossSize), Timeout: 60 * time.Second,
 			Baseline: "loss/inproc/0", Show: []string{mMsgs, mMbit, mP50, mP99, mLostPkts, mRepairs},
-			Run: lossCase(p, lossSize, e.count(lossSize, 0.5), inprocTransfer)})
+			Run: lossCase(p, lossSize, e.count(lossSize, 0.5), inprocLossTransfer)})
 	}
 	for _, p := range lossRates {
 		add(&Case{ID: fmt.Sprintf("loss/tun/%g", p*100), Group: gLoss,
-			Name: fmt.Sprintf("OpenPGM → pgmtun via TUN, %g%% loss, %d B", p*100, lossSize), Timeout: 60 * time.Second,
+			Name: fmt.Sprintf("OpenPGM → pgmtun via TUN at 16 MB/s, %g%% loss, %d B", p*100, lossSize), Timeout: 60 * time.Second,
 			Baseline: "loss/tun/0", Show: []string{mMsgs, mMbit, mP50, mP99, mLostPkts},
 			Needs: []string{"openpgm"},
 			Run:   lossCase(p, lossSize, e.count(lossSize, 0.5), tunLossTransfer(e))})

@@ -120,8 +120,20 @@ func inprocThroughput(size, count int) func(context.Context, *Run) (Metrics, err
 }
 
 // inprocTransfer runs one in-process transfer with downstream loss p on
-// the receiver's port.
+// the receiver's port, the sender unlimited.
 func inprocTransfer(ctx context.Context, r *Run, size, count int, p float64, seed int64) (recvResult, stack.SenderStats, error) {
+	return inprocTransferRate(ctx, r, size, count, p, seed, rateKbit*1000/8)
+}
+
+// inprocLossTransfer is inprocTransfer at the rate the TUN loss case runs
+// (the OpenPGM limit for the size): goodput under loss is then measured at
+// a steady offered load, not as a short burst whose end waits for the
+// slowest repair.
+func inprocLossTransfer(ctx context.Context, r *Run, size, count int, p float64, seed int64) (recvResult, stack.SenderStats, error) {
+	return inprocTransferRate(ctx, r, size, count, p, seed, openPGMRateFor(size))
+}
+
+func inprocTransferRate(ctx context.Context, r *Run, size, count int, p float64, seed int64, rate int) (recvResult, stack.SenderStats, error) {
 	net := newMemNet(r, seed)
 	a, b := net.node(), net.node()
 	var drops *dropLog
@@ -130,7 +142,7 @@ func inprocTransfer(ctx context.Context, r *Run, size, count int, p float64, see
 		b.port.SetImpairment(memlink.Impairment{Drop: drops.drop})
 	}
 	lis := newListener(r, b.p)
-	snd := newSender(r, a.p)
+	snd := newSenderRate(r, a.p, rate)
 	res, st, err := transfer(ctx, snd, lis, size, count, drops)
 	res.LinkDrops = net.hub.Stats().QueueDrops
 	return res, st, err
@@ -152,6 +164,22 @@ func lossCase(p float64, size, count int, xfer func(context.Context, *Run, int, 
 			m[mP50] = msec(percentile(res.Latencies, 50))
 			m[mP99] = msec(percentile(res.Latencies, 99))
 		}
+		return m, nil
+	}
+}
+
+// rateAccuracy runs an in-process transfer with the sender limited to rate
+// bytes/s and reports the achieved share of it (on-wire bytes: payload plus
+// the IPv4, PGM and ODATA headers, 44 bytes per unfragmented message).
+func rateAccuracy(size, count, rate int) func(context.Context, *Run) (Metrics, error) {
+	return func(ctx context.Context, r *Run) (Metrics, error) {
+		res, _, err := inprocTransferRate(ctx, r, size, count, 0, 3, rate)
+		if err != nil {
+			return nil, err
+		}
+		m := res.metrics()
+		wire := m[mMsgs] * float64(size+44)
+		m[mRateShare] = wire / float64(rate)
 		return m, nil
 	}
 }

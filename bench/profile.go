@@ -23,7 +23,7 @@ type profileResult struct {
 // and allocations) and summarises both with `go tool pprof -top`.
 func runProfile(e *Env, tmp string) *profileResult {
 	const size = 1000
-	count := e.count(size, 1)
+	count := e.count(size, 2.5)
 	res := &profileResult{what: fmt.Sprintf("in-process pgmtun → pgmtun, %d × %d B", count, size)}
 	log.Printf("profiling %s", res.what)
 	cpuFile := filepath.Join(tmp, "cpu.pprof")

@@ -251,7 +251,7 @@ func (rep *report) results(b *strings.Builder) {
 					continue
 				}
 				ratio := ""
-				if c.Baseline != "" {
+				if c.Baseline != "" && c.Baseline != c.ID {
 					if r, ok := rep.ratio(c.ID, c.Baseline, m); ok {
 						ratio = fmt.Sprintf("%.2f× %s", r, shortID(c.Baseline))
 					}

@@ -37,6 +37,7 @@ const (
 	mWinMem    = "MiB/10MB window"
 	mLostPkts  = "lost pkts"
 	mLinkDrops = "link queue drops"
+	mRateShare = "share of limit"
 )
 
 // Case is one benchmark: run Runs times, each bounded by Timeout.

@@ -302,7 +302,8 @@ func tunLossTransfer(e *Env) func(context.Context, *Run, int, int, float64, int6
 }
 
 // tapThroughput: two pgmtun netstacks, each on its own TAP device, on one
-// Linux bridge (the kernel forwards, IGMP snooping included).
+// Linux bridge (the kernel forwards, IGMP snooping included), the sender
+// at the OpenPGM baseline's rate limit.
 func tapThroughput(e *Env, size, count int) func(context.Context, *Run) (Metrics, error) {
 	return func(ctx context.Context, r *Run) (Metrics, error) {
 		ns := netns.New(r)
@@ -339,10 +340,22 @@ func tapThroughput(e *Env, size, count int) func(context.Context, *Run) (Metrics
 				}
 			})
 		}
+		// Runs first at teardown: take both ports down so no frame is being
+		// delivered while Device.Close removes a NIC (that deadlocks in
+		// gVisor: RemoveNIC holds the stack lock and waits for the fdbased
+		// reader, which waits for the stack lock in ipv4.HandlePacket).
+		r.Cleanup(func() {
+			for _, name := range []string{"pgmtun-tapa", "pgmtun-tapb"} {
+				ns.Run("ip", "link", "set", name, "down")
+			}
+			time.Sleep(50 * time.Millisecond)
+		})
 		lis := newListener(r, protos[1])
 		// Let the IGMP report reach the bridge before data flows.
 		time.Sleep(100 * time.Millisecond)
-		snd := newSender(r, protos[0])
+		// The baseline's rate limit: unlimited, the receiving netstack
+		// falls behind the bridge and the repairs cannot catch up.
+		snd := newSenderRate(r, protos[0], openPGMRateFor(size))
 		res, st, err := transfer(ctx, snd, lis, size, count, nil)
 		if err != nil {
 			return nil, err
