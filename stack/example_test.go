@@ -170,3 +170,83 @@ func ExampleSocket_RecvMsg() {
 	// "4567" partial=true
 	// "89" partial=false
 }
+
+// A sender: bind to any address, set options, connect to the group, send,
+// then close gracefully and wait until repairs are no longer needed.
+func ExampleSocket_Connect() {
+	sp, rp, closeAll := twoStacks()
+	defer closeAll()
+	group := netip.MustParseAddrPort("239.192.0.4:7800")
+	l, _ := stack.Listen(rp, stack.SockRDM, group) // someone to listen
+	defer l.Close()
+
+	s, err := sp.Socket(stack.SockRDM)
+	if err != nil {
+		log.Fatal(err)
+	}
+	s.Bind(netip.AddrPort{})
+	s.SetMulticastTTL(1)
+	s.SetRateWindow(stack.RateWindow{RateKbitsPerSec: 8000, WindowSizeInMSecs: 500})
+	fmt.Printf("window: %+v\n", s.RateWindow())
+	if err := s.Connect(group); err != nil {
+		log.Fatal(err)
+	}
+	if err := s.SetMulticastTTL(2); errors.Is(err, stack.ErrOptionTooLate) {
+		fmt.Println("options are fixed once connected")
+	}
+	for i := 0; i < 3; i++ {
+		s.Send([]byte(fmt.Sprintf("message %d", i)))
+	}
+	st, _ := s.SenderStats()
+	fmt.Println("ODATA sent:", st.TotalODataPacketsSent)
+	s.Close()
+	<-s.Done() // the window has passed the last sequence
+	fmt.Println("session finished")
+	// Output:
+	// window: {RateKbitsPerSec:8000 WindowSizeInMSecs:500 WindowSizeInBytes:500000}
+	// options are fixed once connected
+	// ODATA sent: 3
+	// session finished
+}
+
+// A receiver: bind the group and port, listen, accept sessions as their
+// first ODATA arrives, and read until the session ends.
+func ExampleSocket_Accept() {
+	sp, rp, closeAll := twoStacks()
+	defer closeAll()
+	group := netip.MustParseAddrPort("239.192.0.5:7900")
+
+	lis, _ := rp.Socket(stack.SockRDM)
+	lis.Bind(group)
+	if err := lis.Listen(); err != nil {
+		log.Fatal(err)
+	}
+	defer lis.Close()
+
+	c, _ := stack.Dial(sp, stack.SockRDM, group)
+	c.Write([]byte("hello, group"))
+	c.Close()
+
+	sess, err := lis.Accept()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sess.Close()
+	fmt.Println("session from the sender's TSI:", sess.RemoteAddr().TSI == c.LocalAddr().(stack.Addr).TSI)
+	buf := make([]byte, 100)
+	for {
+		n, err := sess.Recv(buf)
+		if err != nil {
+			fmt.Println("end:", errors.Is(err, io.EOF))
+			break
+		}
+		fmt.Printf("%s\n", buf[:n])
+	}
+	st, _ := sess.ReceiverStats()
+	fmt.Println("APDUs delivered:", st.APDUsDelivered)
+	// Output:
+	// session from the sender's TSI: true
+	// hello, group
+	// end: true
+	// APDUs delivered: 1
+}
