@@ -466,3 +466,19 @@ func TestInterrupt(t *testing.T) {
 		assert.Contains(t, string(rest), "pgmtun send: interrupted")
 	})
 }
+
+func TestSendLinger(t *testing.T) {
+	checkNoLeaks(t)
+	data := randomBytes(11, 30_000)
+	tr := sendRecv(t, data, append(append([]string{}, fastPGM...), "--stats", "json"), []string{"--linger", "300ms"}, nil)
+	require.Equal(t, exitOK, tr.recvCode, tr.recvErr)
+	require.Equal(t, exitOK, tr.sendCode, tr.sendErr)
+	assert.Equal(t, data, tr.out)
+	var rep senderReport
+	require.NoError(t, json.Unmarshal([]byte(tr.sendErr), &rep), tr.sendErr)
+	assert.Equal(t, "ok (stopped serving repairs after --linger)", rep.Result)
+	// Without --linger the closing sender would keep going for the 2 s
+	// window and its FIN SPMs.
+	assert.Less(t, rep.TotalSeconds, 1.5)
+	assert.GreaterOrEqual(t, rep.TotalSeconds, 0.3)
+}
