@@ -106,6 +106,9 @@ func (s *Socket) Listen() error {
 	default:
 		return fmt.Errorf("%w: already connected or listening", ErrBadState)
 	}
+	if s.p.isClosed() {
+		return ErrClosed
+	}
 	group := s.local.Addr()
 	port := s.local.Port()
 	multicast := group.IsMulticast()
