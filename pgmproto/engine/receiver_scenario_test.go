@@ -488,3 +488,18 @@ func TestScenarioOPTJoin(t *testing.T) {
 	}
 	assert.Equal(t, []string{"r", "r", "r", "r", "r", "x"}, dataEvents(h.events))
 }
+
+func TestScenarioPeerNAKSuppression(t *testing.T) {
+	// Another receiver's NAK seen on the group suppresses ours like an NCF.
+	h := odataJumpSetup(t, testConfig())
+	at := h.now.Sub(t0)
+	h.toReceiver(pODATA(90003, 90001, "ichigo"))
+	require.NoError(t, h.rx.HandlePacket(h.now, pNAK(wire.TypeNAK, 90002), tRxAddr, tGroup))
+	h.run(time.Second)
+	_, ok := h.firstNAK(at)
+	assert.False(t, ok, "suppressed for NAK_RDATA_IVL")
+	h.run(2 * time.Second)
+	nak, ok := h.firstNAK(at)
+	require.True(t, ok, "asks itself once the repair is overdue")
+	assert.Greater(t, nak.at-at, 2*time.Second)
+}
