@@ -97,6 +97,8 @@ type peer struct {
 	winSamples, winSum uint64
 	stats              ReceiverStats
 	start              time.Time
+	rateMark           time.Time // start of the "last" rate interval
+	rateBytes          uint64
 }
 
 // outReq is a receiver packet waiting for Next.
@@ -859,7 +861,15 @@ func (r *Receiver) peerStats(pr *peer) ReceiverStats {
 	}
 	if el := r.now.Sub(pr.start); el > 0 {
 		st.RateKBitsPerSecOverall = uint64(float64(st.TotalBytesReceived) * 8 / 1000 / el.Seconds())
-		st.RateKBitsPerSecLast = st.RateKBitsPerSecOverall
+	}
+	if pr.rateMark.IsZero() {
+		pr.rateMark = pr.start
+	}
+	if el := r.now.Sub(pr.rateMark); el > 0 {
+		st.RateKBitsPerSecLast = uint64(float64(st.TotalBytesReceived-pr.rateBytes) * 8 / 1000 / el.Seconds())
+		if el >= time.Second {
+			pr.rateMark, pr.rateBytes = r.now, st.TotalBytesReceived
+		}
 	}
 	if pr.defined && !pr.over {
 		w := &pr.w
