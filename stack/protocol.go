@@ -272,13 +272,18 @@ func (p *Protocol) dispatch(in Inbound) bool {
 // sessions, to h. group restricts to one IP destination (invalid = any);
 // nic restricts to one NIC (0 = any). Several handlers may share a port
 // and group; each sees every matching packet.
-func (p *Protocol) RegisterReceiver(port uint16, group netip.Addr, nic tcpip.NICID, h PacketHandler) {
+// It fails with ErrClosed once the stack is closed.
+func (p *Protocol) RegisterReceiver(port uint16, group netip.Addr, nic tcpip.NICID, h PacketHandler) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed {
+		return ErrClosed
+	}
 	old := p.receivers[port]
 	n := make([]binding, len(old), len(old)+1)
 	copy(n, old)
 	p.receivers[port] = append(n, binding{group: group, nic: nic, h: h})
+	return nil
 }
 
 // UnregisterReceiver removes every registration of h on port.
@@ -307,6 +312,9 @@ var ErrTSIInUse = errors.New("pgm: TSI already in use")
 func (p *Protocol) RegisterSource(tsi wire.TSI, h PacketHandler) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed {
+		return ErrClosed
+	}
 	if _, ok := p.sources[tsi]; ok {
 		return ErrTSIInUse
 	}

@@ -164,14 +164,26 @@ func (s *Socket) Listen() error {
 	d.postLocked = l.pumpLocked
 	d.onChange = l.notify.notify
 	d.onAbort = l.aborted
+	// A group listener takes packets only from the NICs it joined on:
+	// another socket may have joined the same group elsewhere.
+	type reg struct {
+		group netip.Addr
+		nic   tcpip.NICID
+	}
+	regs := []reg{{}}
 	if multicast {
-		// Only from the NICs we joined on: another socket may have joined
-		// the same group elsewhere.
+		regs = regs[:0]
 		for _, nic := range nics {
-			s.p.RegisterReceiver(port, group, nic, d)
+			regs = append(regs, reg{group, nic})
 		}
-	} else {
-		s.p.RegisterReceiver(port, netip.Addr{}, 0, d)
+	}
+	for _, r := range regs {
+		if err := s.p.RegisterReceiver(port, r.group, r.nic, d); err != nil {
+			s.p.UnregisterReceiver(port, d)
+			l.leave()
+			d.close()
+			return err
+		}
 	}
 	s.lis = l
 	s.state = stateListening

@@ -152,7 +152,7 @@ func TestDemuxMulticast(t *testing.T) {
 	reg := func(name string, port uint16, g netip.Addr, nic tcpip.NICID) {
 		e := &fakeEngine{}
 		rx[name] = e
-		b.p.RegisterReceiver(port, g, nic, b.driver(e, txParams{}))
+		require.NoError(t, b.p.RegisterReceiver(port, g, nic, b.driver(e, txParams{})))
 	}
 	reg("g1:7500 first", 7500, group1, 0)
 	reg("g1:7500 second", 7500, group1, 0)
@@ -223,7 +223,7 @@ func TestDemuxUpstreamToSource(t *testing.T) {
 	// A receiver elsewhere on the group listens to the data port (7500)
 	// and must see multicast NAKs of that session, not unicast ones.
 	peer := &fakeEngine{}
-	other.p.RegisterReceiver(7500, group1, 0, other.driver(peer, txParams{}))
+	require.NoError(t, other.p.RegisterReceiver(7500, group1, 0, other.driver(peer, txParams{})))
 
 	re := &fakeEngine{}
 	rd := rcv.driver(re, txParams{NIC: 1, TTL: 1})
@@ -260,7 +260,7 @@ func TestBadPacketsDropped(t *testing.T) {
 	b := newTestNode(t, h, clock, "10.0.0.2")
 	b.join(t, group1)
 	e := &fakeEngine{}
-	b.p.RegisterReceiver(7500, group1, 0, b.driver(e, txParams{}))
+	require.NoError(t, b.p.RegisterReceiver(7500, group1, 0, b.driver(e, txParams{})))
 
 	good := pgmPacket(wire.TypeODATA, 1000, 7500, gsiA, []byte{0, 0, 0, 1, 0, 0, 0, 1, 'o', 'k'})
 	corrupt := append([]byte(nil), good...)
@@ -307,7 +307,7 @@ func TestTTLAndLoop(t *testing.T) {
 	}})
 
 	local := &fakeEngine{}
-	a.p.RegisterReceiver(7500, group1, 0, a.driver(local, txParams{}))
+	require.NoError(t, a.p.RegisterReceiver(7500, group1, 0, a.driver(local, txParams{})))
 	odata := pgmPacket(wire.TypeODATA, 1000, 7500, gsiA, []byte{0, 0, 0, 1, 0, 0, 0, 1})
 
 	for _, tc := range []struct {
@@ -340,7 +340,7 @@ func TestDriverTimer(t *testing.T) {
 	b := newTestNode(t, h, clock, "10.0.0.2")
 	b.join(t, group1)
 	rx := &fakeEngine{}
-	b.p.RegisterReceiver(7500, group1, 0, b.driver(rx, txParams{}))
+	require.NoError(t, b.p.RegisterReceiver(7500, group1, 0, b.driver(rx, txParams{})))
 
 	spm := pgmPacket(wire.TypeSPM, 1000, 7500, gsiA, make([]byte, 20))
 	e := &fakeEngine{}
