@@ -102,8 +102,12 @@ func openNetstack(c *netConfig) (_ *netstack, err error) {
 	dev, err := tun.Open(cfg)
 	if err != nil {
 		switch {
+		case errors.Is(err, os.ErrPermission) && c.create:
+			err = fmt.Errorf("%w (creating a TUN device needs CAP_NET_ADMIN; without it, have an administrator make one for you, ip tuntap add dev %s mode tun user $USER, and attach with --tun %s)", err, c.tun, c.tun)
+		case errors.Is(err, os.ErrPermission) && c.hostAddr.IsValid():
+			err = fmt.Errorf("%w (configuring the kernel side with --host-addr needs CAP_NET_ADMIN; leave it out and have an administrator add the address)", err)
 		case errors.Is(err, os.ErrPermission):
-			err = fmt.Errorf("%w (creating or configuring a TUN device needs CAP_NET_ADMIN; an administrator can make one for you: ip tuntap add dev %s mode tun user $USER)", err, c.tun)
+			err = fmt.Errorf("%w (attaching needs read-write access to /dev/net/tun and a device made for you: ip tuntap add dev %s mode tun user $USER)", err, c.tun)
 		case !c.create && (errors.Is(err, syscall.ENODEV) || errors.Is(err, os.ErrNotExist)):
 			err = fmt.Errorf("%w (add --create to make it, or have an administrator run: ip tuntap add dev %s mode tun user $USER)", err, c.tun)
 		}
