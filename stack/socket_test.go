@@ -836,3 +836,52 @@ func TestAcceptOnlyOnODATA(t *testing.T) {
 	s.Close()
 	sb.Close()
 }
+
+// A small receive buffer stalls the listener until the application reads;
+// nothing is lost meanwhile (the engine holds or later repairs the rest).
+func TestReceiveBufferBackpressure(t *testing.T) {
+	net := newTestNet(t, 18)
+	a, b := net.node(), net.node()
+	lis := b.listener(t, SockRDM, groupPort, lossyOpts)
+	require.NoError(t, lis.SetReceiveBuffer(2500))
+	assert.ErrorIs(t, lis.SetReceiveBuffer(0), ErrInvalidOption)
+	snd := a.sender(t, SockRDM, groupPort, lossyOpts)
+	f := &feeder{s: snd, n: 60, size: func(int) int { return 1000 }}
+	var sess *Socket
+	net.run(time.Second, time.Millisecond, func() bool {
+		f.feed(t)
+		sess, _ = lis.Accept()
+		return sess != nil
+	})
+	sess.SetNonBlocking(true)
+	// Let everything arrive without reading: the listener holds at most
+	// the buffer (plus the message that crossed it).
+	net.run(5*time.Second, 5*time.Millisecond, func() bool { f.feed(t); return f.next == f.n })
+	net.clock.Advance(time.Second)
+	net.hub.WaitIdle()
+	lis.lis.d.mu.Lock()
+	held := lis.lis.buffered
+	stalled := lis.lis.stalled
+	lis.lis.d.mu.Unlock()
+	assert.LessOrEqual(t, held, 2500+1000)
+	assert.True(t, stalled)
+
+	var got [][]byte
+	buf := make([]byte, 2000)
+	net.run(time.Minute, 5*time.Millisecond, func() bool {
+		for i := 0; i < 2; i++ { // a slow reader
+			n, err := sess.Recv(buf)
+			if errors.Is(err, ErrWouldBlock) {
+				break
+			}
+			require.NoError(t, err)
+			got = append(got, append([]byte(nil), buf[:n]...))
+		}
+		return len(got) == f.n
+	})
+	for i, m := range got {
+		assert.Equal(t, message(i, 1000), m)
+	}
+	sess.Close()
+	snd.Close()
+}
