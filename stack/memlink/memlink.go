@@ -39,7 +39,8 @@ type Impairment struct {
 	// then arrive out of order.
 	Jitter time.Duration
 	// Drop, when set, sees every IP packet before the random loss and drops
-	// it when it returns true. It runs on the hub's pump and must not block.
+	// it when it returns true. It runs on the hub's pump with the hub
+	// locked: it must not block or call the hub's methods.
 	Drop func(ipPacket []byte) bool
 }
 
