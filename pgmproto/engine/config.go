@@ -90,8 +90,10 @@ type Config struct {
 	// after Close (0: NAKRptIvl + NAKRdataIvl, one full NAK cycle).
 	Linger time.Duration
 
-	// timedTXW is set by withDefaults when TXWSecs was given (Winsock mode).
-	timedTXW bool
+	// timedTXW is set by withDefaults when TXWSecs was given (Winsock mode);
+	// defaulted marks a Config withDefaults already completed (as returned
+	// by Source.Config), so that reusing it keeps the same mode.
+	timedTXW, defaulted bool
 
 	// Receive window in sequences; when 0 it is RXWSecs × RXWMaxRate / MaxTPDU.
 	RXWSqns    uint32
@@ -154,6 +156,9 @@ func cfgErr(format string, a ...any) error {
 // withDefaults returns c with zero fields replaced by defaults and derived
 // fields computed.
 func (c Config) withDefaults() Config {
+	if c.defaulted {
+		return c
+	}
 	d := DefaultConfig()
 	if c.MaxTPDU == 0 {
 		c.MaxTPDU = d.MaxTPDU
@@ -228,6 +233,7 @@ func (c Config) withDefaults() Config {
 	if c.Linger == 0 {
 		c.Linger = c.NAKRptIvl + c.NAKRdataIvl
 	}
+	c.defaulted = true
 	if c.MaxAPDU == 0 {
 		// 64 KiB, or what a small transmit window can hold.
 		c.MaxAPDU = DefaultMaxAPDU

@@ -82,3 +82,14 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestConfigRoundTrip(t *testing.T) {
+	// A Config read back from an engine means the same when reused.
+	s, err := NewSource(testConfig(), t0)
+	require.NoError(t, err)
+	c := s.Config()
+	assert.False(t, c.withDefaults().timedTXW, "still OpenPGM mode")
+	s2, err := NewSource(c, t0)
+	require.NoError(t, err)
+	assert.Equal(t, s.Config(), s2.Config())
+}

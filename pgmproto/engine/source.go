@@ -135,7 +135,8 @@ func NewSource(cfg Config, now time.Time) (*Source, error) {
 	return s, nil
 }
 
-// Config returns the configuration in effect (defaults filled in).
+// Config returns the configuration in effect (defaults filled in). Reused
+// for another engine it keeps its window mode (OpenPGM or Winsock).
 func (s *Source) Config() Config { return s.cfg }
 
 // NextSQN returns the sequence number the next APDU's first packet gets.
