@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"gvisor.dev/gvisor/pkg/tcpip"
 
+	"github.com/pgmtun/pgmtun/pgmproto/wire"
 	"github.com/pgmtun/pgmtun/stack/memlink"
 )
 
@@ -79,7 +80,7 @@ func TestNetConnStreamPair(t *testing.T) {
 	require.NoError(t, r.err)
 	assert.Equal(t, want, r.data)
 	assert.Equal(t, c.LocalAddr().(Addr).TSI, r.conn.RemoteAddr().(Addr).TSI)
-	assert.Contains(t, r.conn.RemoteAddr().String(), c.LocalAddr().(Addr).TSI.String())
+	assert.Equal(t, c.LocalAddr().String(), r.conn.RemoteAddr().String(), "the session's source address and TSI")
 
 	// A session cannot write.
 	_, err = r.conn.Write([]byte("x"))
@@ -203,5 +204,21 @@ func TestStackCloseUnblocksSockets(t *testing.T) {
 	case <-snd.Socket().Done():
 	default:
 		t.Error("sender not done after the stack closed")
+	}
+}
+
+func TestAddrString(t *testing.T) {
+	tsi := wire.TSI{GSI: gsiA, SourcePort: 4242}
+	for _, tc := range []struct {
+		a    Addr
+		want string
+	}{
+		{Addr{AddrPort: netip.MustParseAddrPort("239.192.0.1:7500")}, "239.192.0.1:7500"},
+		{Addr{AddrPort: netip.MustParseAddrPort("10.0.0.1:4242"), TSI: tsi}, "10.0.0.1:4242/" + tsi.String()},
+		{Addr{TSI: tsi}, "/" + tsi.String()},
+		{Addr{}, ""},
+	} {
+		assert.Equal(t, tc.want, tc.a.String())
+		assert.Equal(t, "pgm", tc.a.Network())
 	}
 }

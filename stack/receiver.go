@@ -34,15 +34,16 @@ const DefaultReceiveBuffer = 4 << 20
 type receiverEngine struct {
 	r     *engine.Receiver
 	group netip.Addr // destination of multicast transmits (SPMR copies)
-	// onODATA runs (driver mutex held) for every ODATA handed to r.
-	onODATA func(wire.TSI)
+	// onODATA runs (driver mutex held) for every ODATA handed to r, with
+	// the packet's IP source.
+	onODATA func(wire.TSI, netip.Addr)
 }
 
 func (e *receiverEngine) handlePacket(now time.Time, in Inbound) {
 	// Errors are counted by the engine (PacketsDiscarded).
 	_ = e.r.HandlePacket(now, in.Data, in.Src, in.Dst)
 	if in.Header.Type() == wire.TypeODATA && e.onODATA != nil {
-		e.onODATA(in.Header.TSI())
+		e.onODATA(in.Header.TSI(), in.Src)
 	}
 }
 
@@ -263,11 +264,14 @@ func terminal(k engine.EventKind) bool {
 
 // odataLocked makes the session of tsi acceptable: Winsock accepts a
 // session on its first ODATA only (SPM or RDATA alone do not).
-func (l *listener) odataLocked(tsi wire.TSI) {
+func (l *listener) odataLocked(tsi wire.TSI, src netip.Addr) {
 	ss := l.sessions[tsi]
 	if ss == nil {
 		ss = &session{lis: l, tsi: tsi, typ: l.s.typ}
 		l.sessions[tsi] = ss
+	}
+	if !ss.src.IsValid() {
+		ss.src = src
 	}
 	l.acceptableLocked(ss)
 }
@@ -373,6 +377,7 @@ type session struct {
 	lis *listener
 	tsi wire.TSI
 	typ SocketType
+	src netip.Addr // IP source of its first ODATA (guarded by lis.d.mu)
 
 	// Guarded by lis.d.mu.
 	q        [][]byte // whole APDUs; q[0][off:] is unread
@@ -384,7 +389,12 @@ type session struct {
 	closed   bool
 }
 
-func (ss *session) remoteAddr() Addr { return Addr{TSI: ss.tsi} }
+func (ss *session) remoteAddr() Addr {
+	ss.lis.d.mu.Lock()
+	src := ss.src
+	ss.lis.d.mu.Unlock()
+	return Addr{AddrPort: netip.AddrPortFrom(src, ss.tsi.SourcePort), TSI: ss.tsi}
+}
 
 // dropLocked frees the session's data.
 func (ss *session) dropLocked() {

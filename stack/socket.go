@@ -125,15 +125,17 @@ func (s *Socket) LocalAddr() Addr {
 }
 
 // RemoteAddr returns the group a sender is connected to, or the source of an
-// accepted session (its NLA when known, and its TSI).
+// accepted session: the IP source of its first ODATA, its source port and
+// its TSI.
 func (s *Socket) RemoteAddr() Addr {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	snd, sess := s.snd, s.sess
+	s.mu.Unlock()
 	switch {
-	case s.snd != nil:
-		return Addr{AddrPort: s.snd.group}
-	case s.sess != nil:
-		return s.sess.remoteAddr()
+	case snd != nil:
+		return Addr{AddrPort: snd.group}
+	case sess != nil:
+		return sess.remoteAddr()
 	}
 	return Addr{}
 }
@@ -355,10 +357,14 @@ type Addr struct {
 // Network implements net.Addr.
 func (Addr) Network() string { return "pgm" }
 
-// String implements net.Addr.
+// String implements net.Addr: "ip:port", plus "/TSI" for a session.
 func (a Addr) String() string {
-	if a.TSI == (wire.TSI{}) {
-		return a.AddrPort.String()
+	s := ""
+	if a.AddrPort.IsValid() {
+		s = a.AddrPort.String()
 	}
-	return a.AddrPort.String() + "/" + a.TSI.String()
+	if a.TSI != (wire.TSI{}) {
+		s += "/" + a.TSI.String()
+	}
+	return s
 }
