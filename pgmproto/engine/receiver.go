@@ -895,8 +895,9 @@ func (r *Receiver) peerStats(pr *peer) ReceiverStats {
 	return st
 }
 
-// Stats returns the statistics summed over all sessions (plus packets that
-// belonged to none).
+// Stats returns the counters summed over all sessions (plus packets that
+// belonged to none); window edges, window sizes, rates and the first NAK
+// sequence are per session (SessionStats) and left zero here.
 func (r *Receiver) Stats() ReceiverStats {
 	st := r.orphan
 	for _, pr := range r.order {
