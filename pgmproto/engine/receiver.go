@@ -87,6 +87,7 @@ type peer struct {
 	finSeen   bool
 	finSQN    seq.Num
 	over      bool // ended (FIN/RST): ignore everything until expiry
+	ending    bool // expiring: deliver regardless of MaxEvents
 
 	lostAPDU      seq.Num // first sequence of the last APDU counted lost
 	lostAPDUValid bool
@@ -547,7 +548,7 @@ func (r *Receiver) deliver(pr *peer) {
 		return
 	}
 	w := &pr.w
-	for r.pendingEvents() < r.cfg.MaxEvents {
+	for pr.ending || r.pendingEvents() < r.cfg.MaxEvents {
 		if w.trail.After(w.lead) { // window empty
 			if w.trail.Before(w.lostBefore) {
 				n := uint32(w.lostBefore - w.trail)
@@ -702,10 +703,8 @@ func (r *Receiver) expire(pr *peer) {
 			}
 		}
 		// Drop the delivery limit: the session is over.
-		max := r.cfg.MaxEvents
-		r.cfg.MaxEvents = 1 << 30
+		pr.ending = true // the session is over: no event limit
 		r.deliver(pr)
-		r.cfg.MaxEvents = max
 		for ; w.trail.BeforeEq(w.lead); w.trail++ {
 			// Leftover incomplete APDU fragments.
 			r.loss(pr, w.trail, 1)
