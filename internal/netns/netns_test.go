@@ -66,12 +66,16 @@ func exchange(t *testing.T, a, b *NS, n int) int {
 	dst := listenUDP(t, b, "10.77.0.2:9999")
 	defer src.Close()
 	defer dst.Close()
+	// A large buffer and a generous idle timeout: on a loaded machine the
+	// sender can stall for hundreds of milliseconds, and a datagram lost to
+	// either would be blamed on the rule.
+	require.NoError(t, dst.SetReadBuffer(4<<20))
 	got := make(chan int, 1)
 	go func() {
 		cnt := 0
 		buf := make([]byte, 64)
 		for {
-			_ = dst.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			_ = dst.SetReadDeadline(time.Now().Add(1500 * time.Millisecond))
 			if _, _, err := dst.ReadFromUDP(buf); err != nil {
 				got <- cnt
 				return
