@@ -43,7 +43,9 @@ FUZZ_TARGETS := \
 	./pgmproto/wire:FuzzOptions \
 	./pgmproto/engine:FuzzReceiver \
 	./pgmproto/engine:FuzzSource \
-	./internal/pcapio:FuzzReader
+	./internal/pcapio:FuzzReader \
+	./stack:FuzzReceivePath \
+	./cmd/pgmtun:FuzzDump
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
