@@ -50,8 +50,6 @@ func newRXW(sqns uint32, start seq.Num) rxw {
 
 func (w *rxw) at(s seq.Num) *rxSlot { return &w.ring[uint32(s)%uint32(len(w.ring))] }
 
-func (w *rxw) contains(s seq.Num) bool { return s.InWindow(w.trail, w.lead) }
-
 // fits reports whether s can be held without moving the trail.
 func (w *rxw) fits(s seq.Num) bool {
 	return uint32(s-w.trail) < uint32(len(w.ring))

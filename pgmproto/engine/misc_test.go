@@ -1,0 +1,99 @@
+package engine
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgmtun/pgmtun/pgmproto/seq"
+	"github.com/pgmtun/pgmtun/pgmproto/wire"
+)
+
+func TestSourceRejects(t *testing.T) {
+	other := tTSI
+	other.SourcePort++
+	for _, tc := range []struct {
+		name  string
+		pkt   func() []byte
+		check func(*testing.T, SourceStats)
+	}{
+		{"NAK naming another source", func() []byte {
+			n := encodeNAK(buf, wire.TypeNAK, tTSI, tPort, []seq.Num{0}, netip.MustParseAddr("10.9.9.9"), tGroup)
+			return append([]byte(nil), buf[:n]...)
+		}, func(t *testing.T, st SourceStats) { assert.EqualValues(t, 1, st.MalformedNaks) }},
+		{"NAK for another group", func() []byte {
+			n := encodeNAK(buf, wire.TypeNAK, tTSI, tPort, []seq.Num{0}, tSrcNLA, netip.MustParseAddr("239.192.9.9"))
+			return append([]byte(nil), buf[:n]...)
+		}, func(t *testing.T, st SourceStats) { assert.EqualValues(t, 1, st.MalformedNaks) }},
+		{"parity NAK", func() []byte {
+			var b wire.Builder
+			n, _ := b.NAK(buf, wire.Upstream(tTSI, tPort), 0, tSrcNLA, tGroup).Flags(wire.OptFlagParity).Finish()
+			return append([]byte(nil), buf[:n]...)
+		}, func(t *testing.T, st SourceStats) { assert.EqualValues(t, 1, st.ParityNaksReceived) }},
+		{"NNAK", func() []byte { return pNAK(wire.TypeNNAK, 0, 1) },
+			func(t *testing.T, st SourceStats) { assert.EqualValues(t, 2, st.NNaksReceived) }},
+		{"another session", func() []byte {
+			n := encodeNAK(buf, wire.TypeNAK, other, tPort, []seq.Num{0}, tSrcNLA, tGroup)
+			return append([]byte(nil), buf[:n]...)
+		}, func(t *testing.T, st SourceStats) { assert.EqualValues(t, 1, st.PacketsDiscarded) }},
+		{"downstream packet", func() []byte { return pODATA(0, 0, "x") },
+			func(t *testing.T, st SourceStats) { assert.EqualValues(t, 1, st.PacketsDiscarded) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := threeODATA(t)
+			h.wire = nil
+			h.toSource(tc.pkt())
+			assert.Empty(t, h.of(wire.TypeNCF))
+			assert.Empty(t, h.of(wire.TypeRDATA))
+			tc.check(t, h.src.Stats(h.now))
+		})
+	}
+	h := threeODATA(t)
+	assert.Error(t, h.src.HandlePacket(h.now, []byte{1, 2, 3}, tRxAddr), "truncated")
+	assert.EqualValues(t, 1, h.src.Stats(h.now).PacketsDiscarded)
+}
+
+func TestReceiverSessionStatsAndLimits(t *testing.T) {
+	c := testConfig()
+	c.MaxPeers = 2
+	r, err := NewReceiver(c, t0, rand.New(rand.NewPCG(1, 1)))
+	require.NoError(t, err)
+	_, err = NewReceiver(c, t0, nil)
+	require.ErrorIs(t, err, ErrConfig, "an RNG is required")
+	require.NoError(t, r.HandlePacket(t0, pODATA(10, 10, "a"), tSrcNLA, tGroup))
+	require.NoError(t, r.HandlePacket(t0, pODATA(13, 10, "d"), tSrcNLA, tGroup))
+	st, ok := r.SessionStats(tTSI)
+	require.True(t, ok)
+	assert.Equal(t, seq.Num(11), st.TrailingEdgeSeqId)
+	assert.Equal(t, seq.Num(13), st.LeadingEdgeSeqId)
+	assert.EqualValues(t, 2, st.NumPendingNaks)
+	assert.Equal(t, seq.Num(11), st.FirstNakSequenceNumber)
+	assert.EqualValues(t, 1, st.NumDataPacketsBuffered)
+	assert.EqualValues(t, 1, st.MinSequencesInWindow)
+	assert.EqualValues(t, 3, st.MaxSequencesInWindow)
+	// An NCF beyond the lead creates the gap and confirms its end.
+	require.NoError(t, r.HandlePacket(t0, pNAK(wire.TypeNCF, 15), tSrcNLA, tGroup))
+	st, _ = r.SessionStats(tTSI)
+	assert.Equal(t, seq.Num(15), st.LeadingEdgeSeqId)
+	assert.EqualValues(t, 3, st.NumPendingNaks, "11, 12, 14")
+	assert.EqualValues(t, 1, st.NumOutstandingNaks, "15 waits for data")
+	// MaxPeers: a third source is ignored.
+	for port := range uint16(2) {
+		tsi := tTSI
+		tsi.SourcePort += 1 + port
+		n := encodeData(buf, wire.TypeODATA, tsi, tPort, 1, 1, []byte("x"), nil, 0)
+		require.NoError(t, r.HandlePacket(t0, buf[:n], tSrcNLA, tGroup))
+	}
+	assert.Equal(t, 2, r.Sessions())
+	_, ok = r.SessionStats(wire.TSI{})
+	assert.False(t, ok)
+	assert.Equal(t, c.DestPort, r.Config().DestPort)
+	// Other ports are not ours.
+	n := encodeData(buf, wire.TypeODATA, tTSI, tPort+1, 1, 1, []byte("x"), nil, 0)
+	require.NoError(t, r.HandlePacket(t0.Add(time.Second), buf[:n], tSrcNLA, tGroup))
+	assert.EqualValues(t, 2, r.Stats().PacketsDiscarded)
+}
