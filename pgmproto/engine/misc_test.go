@@ -97,3 +97,11 @@ func TestReceiverSessionStatsAndLimits(t *testing.T) {
 	require.NoError(t, r.HandlePacket(t0.Add(time.Second), buf[:n], tSrcNLA, tGroup))
 	assert.EqualValues(t, 2, r.Stats().PacketsDiscarded)
 }
+
+func TestReceiverHasSession(t *testing.T) {
+	r, err := NewReceiver(testConfig(), t0, rand.New(rand.NewPCG(1, 1)))
+	require.NoError(t, err)
+	assert.False(t, r.HasSession(tTSI))
+	require.NoError(t, r.HandlePacket(t0, pODATA(1, 1, "x"), tSrcNLA, tGroup))
+	assert.True(t, r.HasSession(tTSI))
+}
