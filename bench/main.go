@@ -31,6 +31,7 @@ func main() {
 		verbose = flag.Bool("v", false, "log details of each run")
 		budget  = flag.Duration("budget", 15*time.Minute, "stop starting cases after this long")
 		profile = flag.Bool("profile", true, "profile the in-process hot path (CPU and allocations)")
+		profDir = flag.String("profile-dir", "", "keep the pprof files (cpu.pprof, allocs.pprof) in this directory")
 	)
 	flag.Parse()
 	log.SetFlags(log.Ltime)
@@ -59,7 +60,11 @@ func main() {
 	// transfer (it is cumulative from the program's start).
 	var prof *profileResult
 	if *profile && (re == nil || re.MatchString("profile")) {
-		prof = runProfile(env, tmp)
+		dir := tmp
+		if *profDir != "" {
+			dir = *profDir
+		}
+		prof = runProfile(env, dir)
 	}
 	cases := allCases(env, *runs)
 	var outcomes []*Outcome

@@ -24,7 +24,8 @@ const methodText = `## Method
   baseline's rate limits (8, 16 and 24 MB/s for 64, 1000 and 8000 bytes: the
   highest at which OpenPGM's receiver kept up reliably; PGM has no flow control
   and an unlimited sender overruns any receiver here), elsewhere 250 MB/s
-  (unbound); a 1 s window; receivers a 16 MiB receive buffer and 200 ms NAK repeat/RDATA timers
+  (unbound); a 3 s window when rate-limited, else 1 s (the engine preallocates
+  its window as rate × time); receivers a 16 MiB receive buffer and 200 ms NAK repeat/RDATA timers
   (the OpenPGM receivers get the same timers).
 - **In-process.** Two netstacks on a memlink hub (no delay, no loss, a queue of
   131 072 packets so the link never drops), real clock, a sender limited only

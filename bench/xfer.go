@@ -35,9 +35,16 @@ const (
 
 var groupAddr = netip.AddrPortFrom(netip.MustParseAddr(benchGroup), benchPort)
 
-// senderOpts configures a pgmtun sender socket for the benchmarks.
+// senderOpts configures a pgmtun sender socket for the benchmarks. Senders
+// below the unbound rate (those that meet loss or a slower receiver) keep
+// 3 s of data for repairs: at 10 % loss a repair may itself be lost a few
+// times, and 1 s was too short (the trail passed unrepaired sequences).
 func senderOpts(s *stack.Socket, kbit uint64) error {
-	if err := s.SetRateWindow(stack.RateWindow{RateKbitsPerSec: kbit, WindowSizeInMSecs: windowMs}); err != nil {
+	ms := uint64(windowMs)
+	if kbit < rateKbit {
+		ms = 3000
+	}
+	if err := s.SetRateWindow(stack.RateWindow{RateKbitsPerSec: kbit, WindowSizeInMSecs: ms}); err != nil {
 		return err
 	}
 	return s.SetMulticastTTL(8)
@@ -285,7 +292,8 @@ func transfer(ctx context.Context, snd, lis *stack.Socket, size, count int, drop
 	<-done
 	st, _ := snd.SenderStats()
 	if rerr != nil {
-		return res, st, fmt.Errorf("receiver: %w", rerr)
+		rs, _ := lis.ReceiverStats()
+		return res, st, fmt.Errorf("receiver: %w (receiver stats %+v; sender stats %+v)", rerr, rs, st)
 	}
 	if serr != nil && !errors.Is(serr, context.Canceled) {
 		return res, st, fmt.Errorf("sender: %w", serr)
