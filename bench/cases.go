@@ -70,6 +70,10 @@ func allCases(e *Env, runs int) []*Case {
 			Baseline: base, Show: []string{mMsgs, mMbit, mRepairs}, Needs: []string{"openpgm"},
 			Run: pgmtunToOpenPGM(e, sz, e.count(sz, 1))})
 	}
+	add(&Case{ID: "tun/pgmtun-tx/8000", Group: gTUN,
+		Name: "pgmtun sending into TUN, unlimited, no receiver, 8000 B (IP bytes)", Timeout: 60 * time.Second,
+		Baseline: "limit/tun-write", Show: []string{mPkts, mMbit, mArrivedPct}, Needs: []string{"root"},
+		Run: pgmtunTUNSend(8000, e.count(8000, 1))})
 	for _, sz := range sizes {
 		base := fmt.Sprintf("openpgm/veth/%d", sz)
 		add(&Case{ID: fmt.Sprintf("tun/openpgm-pgmtun/%d", sz), Group: gTUN,

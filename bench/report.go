@@ -158,8 +158,9 @@ func (rep *report) targets(b *strings.Builder) {
 
 	// Over TUN ≥ 0.8× the raw TUN limit (bytes, 8000-byte messages, ~MTU packets).
 	for _, dir := range []struct{ id, limit, name string }{
-		{"tun/pgmtun-openpgm/8000", "limit/tun-write", "pgmtun → OpenPGM vs TUN write limit"},
-		{"tun/openpgm-pgmtun/8000", "limit/tun-read", "OpenPGM → pgmtun vs TUN read limit"},
+		{"tun/pgmtun-tx/8000", "limit/tun-write", "pgmtun sending (unlimited, no receiver) vs TUN write limit"},
+		{"tun/pgmtun-openpgm/8000", "limit/tun-write", "pgmtun → OpenPGM (at the 24 MB/s limit, ≤ 0.19× by construction) vs TUN write limit"},
+		{"tun/openpgm-pgmtun/8000", "limit/tun-read", "OpenPGM (24 MB/s) → pgmtun vs TUN read limit"},
 	} {
 		r, ok := rep.ratio(dir.id, dir.limit, mMbit)
 		m := "n/a"

@@ -21,23 +21,24 @@ type Metrics map[string]float64
 
 // Metric names shared by cases (ratios are taken between equal names).
 const (
-	mMsgs      = "msgs/s"
-	mMbit      = "Mbit/s"
-	mPkts      = "pkts/s"
-	mRepairs   = "repairs"
-	mP50       = "repair p50 ms"
-	mP99       = "repair p99 ms"
-	mNAKs      = "NAKs/loss"
-	mNCFs      = "NCFs/loss"
-	mRDATA     = "RDATA/loss"
-	mCPU       = "CPU s/GB"
-	mAllocs    = "allocs/pkt"
-	mAllocB    = "alloc B/pkt"
-	mSessMem   = "KiB/session"
-	mWinMem    = "MiB/10MB window"
-	mLostPkts  = "lost pkts"
-	mLinkDrops = "link queue drops"
-	mRateShare = "share of limit"
+	mMsgs       = "msgs/s"
+	mMbit       = "Mbit/s"
+	mPkts       = "pkts/s"
+	mRepairs    = "repairs"
+	mP50        = "repair p50 ms"
+	mP99        = "repair p99 ms"
+	mNAKs       = "NAKs/loss"
+	mNCFs       = "NCFs/loss"
+	mRDATA      = "RDATA/loss"
+	mCPU        = "CPU s/GB"
+	mAllocs     = "allocs/pkt"
+	mAllocB     = "alloc B/pkt"
+	mSessMem    = "KiB/session"
+	mWinMem     = "MiB/10MB window"
+	mLostPkts   = "lost pkts"
+	mLinkDrops  = "link queue drops"
+	mRateShare  = "share of limit"
+	mArrivedPct = "% arrived"
 )
 
 // Case is one benchmark: run Runs times, each bounded by Timeout.
@@ -118,20 +119,36 @@ func (r *Run) Must(err error) {
 }
 
 func (r *Run) finish() {
-	r.mu.Lock()
-	cs := r.cleanups
-	r.cleanups = nil
-	r.mu.Unlock()
-	for i := len(cs) - 1; i >= 0; i-- {
+	for {
+		f := r.popCleanup()
+		if f == nil {
+			return
+		}
 		func() {
 			defer func() {
 				if p := recover(); p != nil {
+					r.mu.Lock()
 					r.errs = append(r.errs, fmt.Sprintf("cleanup: %v", p))
+					r.mu.Unlock()
 				}
 			}()
-			cs[i]()
+			f()
 		}()
 	}
+}
+
+// popCleanup takes the most recently registered cleanup, so that cleanups
+// not yet run stay registered (see cleanupAbandoned).
+func (r *Run) popCleanup() func() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := len(r.cleanups)
+	if n == 0 {
+		return nil
+	}
+	f := r.cleanups[n-1]
+	r.cleanups = r.cleanups[:n-1]
+	return f
 }
 
 // runOnce runs one repetition with its time bound. A run that overstays
@@ -241,15 +258,27 @@ type Env struct {
 	abandoned []*Run
 }
 
-// cleanupAbandoned runs the cleanups of abandoned runs, each bounded.
+// cleanupAbandoned runs the cleanups of abandoned runs, each bounded on
+// its own: one that blocks (e.g. a device close stuck in the netstack) is
+// left behind so that the later ones (deleting the namespaces) still run.
 func (e *Env) cleanupAbandoned() {
 	for _, r := range e.abandoned {
-		done := make(chan struct{})
-		go func() { defer close(done); r.finish() }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			log.Printf("%s: cleanup still blocked after 15s; namespaces named pgmtun-* may be left", r.name)
+		for {
+			f := r.popCleanup()
+			if f == nil {
+				break
+			}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				defer func() { recover() }()
+				f()
+			}()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				log.Printf("%s: a cleanup is still blocked after 5s; going on with the others", r.name)
+			}
 		}
 	}
 }

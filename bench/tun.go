@@ -365,3 +365,69 @@ func tapThroughput(e *Env, size, count int) func(context.Context, *Run) (Metrics
 		return m, nil
 	}
 }
+
+// pgmtunTUNSend measures pgmtun's sending side against the raw TUN write
+// limit: a pgmtun sender without a binding rate limit on a TUN device, and
+// on the kernel side only a raw socket counting the IP bytes that arrive
+// (no PGM receiver to keep up with, so nothing is repaired).
+func pgmtunTUNSend(size, count int) func(context.Context, *Run) (Metrics, error) {
+	return func(ctx context.Context, r *Run) (Metrics, error) {
+		ns, dev := tunNS(r, tunConfig("pgmtun-b2", "10.213.46.1"))
+		sock, _, err := rawSocket(ns, dev.Index())
+		r.Must(err)
+		defer sock.Close()
+		proto := tunStack(r, dev, "10.213.46.2", nil)
+
+		var pkts, bytes atomic.Uint64
+		var first, last atomic.Int64
+		stop := make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			buf := make([]byte, 65536)
+			for {
+				sock.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+				n, err := sock.Read(buf)
+				if err != nil {
+					if errors.Is(err, os.ErrDeadlineExceeded) {
+						select {
+						case <-stop:
+							done <- nil
+							return
+						default:
+							continue
+						}
+					}
+					done <- err
+					return
+				}
+				now := time.Now().UnixNano()
+				first.CompareAndSwap(0, now)
+				last.Store(now)
+				pkts.Add(1)
+				bytes.Add(uint64(n))
+			}
+		}()
+		snd := newSender(r, proto)
+		serr := sendRecords(ctx, snd, size, count)
+		// Let the last packets drain through the device.
+		time.Sleep(200 * time.Millisecond)
+		close(stop)
+		if err := <-done; err != nil {
+			return nil, fmt.Errorf("raw socket: %w", err)
+		}
+		if serr != nil {
+			return nil, serr
+		}
+		st, _ := snd.SenderStats()
+		el := time.Duration(last.Load() - first.Load()).Seconds()
+		if el <= 0 {
+			return nil, errors.New("nothing arrived on the kernel side")
+		}
+		r.Logf("sent %d ODATA, kernel got %d packets", st.TotalODataPacketsSent, pkts.Load())
+		return Metrics{
+			mPkts:       float64(pkts.Load()) / el,
+			mMbit:       float64(bytes.Load()) * 8 / el / 1e6,
+			mArrivedPct: float64(pkts.Load()) / float64(st.TotalODataPacketsSent+st.SPMsSent) * 100,
+		}, nil
+	}
+}
