@@ -24,7 +24,7 @@ type Opts struct {
 	Count       int    // records to send / expect
 	Stream      bool   // stream mode (records cut into Chunk-byte sends)
 	Chunk       int    // stream sender: bytes per send
-	Rate        int    // bytes per second
+	Rate        int    // bytes per second; OpenPGM needs Rate/1000 >= the largest APDU
 	TXW, RXW    int    // windows in sequences
 	NakBoIvl    time.Duration
 	NakRptIvl   time.Duration

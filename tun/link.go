@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"sync"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -91,7 +92,8 @@ func (d *Device) LinkEndpoint(opts LinkOptions) (stack.LinkEndpoint, error) {
 		if snap == 0 {
 			snap = d.mtu + header.EthernetMinimumSize
 		}
-		sn, err := sniffer.NewWithWriter(inner, opts.PcapWriter, snap)
+		d.pcapW = &pcapWriter{d: d, w: opts.PcapWriter}
+		sn, err := sniffer.NewWithWriter(inner, d.pcapW, snap)
 		if err != nil {
 			return nil, fmt.Errorf("tun: %s: pcap: %w", d.name, err)
 		}
@@ -129,6 +131,42 @@ func (d *Device) Raw() (*os.File, error) {
 	d.raw = true
 	// Non-blocking, so the Go poller waits for it without tying up threads.
 	return os.NewFile(uintptr(fd), d.name), nil
+}
+
+// pcapWriter keeps a failing capture writer from panicking the reader
+// goroutine (the sniffer panics on write errors): the first error is kept
+// for PcapErr and later packets are not captured.
+type pcapWriter struct {
+	d   *Device
+	w   io.Writer
+	mu  sync.Mutex // not d.mu: the sniffer writes its header under d.mu
+	err error
+}
+
+func (p *pcapWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err != nil {
+		return len(b), nil
+	}
+	if _, err := p.w.Write(b); err != nil {
+		p.err = fmt.Errorf("tun: %s: pcap: %w", p.d.name, err)
+	}
+	return len(b), nil
+}
+
+// PcapErr returns the first error writing the capture, if any; capturing
+// stops at that error but the link keeps working.
+func (d *Device) PcapErr() error {
+	d.mu.Lock()
+	pw := d.pcapW
+	d.mu.Unlock()
+	if pw == nil {
+		return nil
+	}
+	pw.mu.Lock()
+	defer pw.mu.Unlock()
+	return pw.err
 }
 
 // Lossy returns the loss filter made by LinkOptions.Loss, or nil.

@@ -69,6 +69,7 @@ type Device struct {
 	inner   stack.LinkEndpoint // the fdbased endpoint inside ep
 	lossy   *LossyEndpoint
 	raw     bool // Raw was called
+	pcapW   *pcapWriter
 	s       *stack.Stack
 	nicID   tcpip.NICID
 	addrs   []netip.Prefix // kernel addresses we added (removed on Close if !created)

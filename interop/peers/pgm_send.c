@@ -4,7 +4,10 @@
  * per APDU (msg mode) or as a byte stream cut into CHUNK-byte sends (stream
  * mode), then keeps serving repairs for LINGER seconds and closes with FIN.
  * A non-blocking OpenPGM source serves one queued repair per receive call,
- * so the program calls pgm_recv on its own socket whenever it would wait.
+ * so the program calls pgm_recv on its own socket between APDUs and while
+ * lingering. OpenPGM checks a whole APDU against a token bucket of about
+ * 1 ms of --rate: APDUs larger than that never leave (reported after 5 s).
+ * `--dump SEQ SIZE` prints one record (format check).
  * Prints one summary line on stdout; exits 0 on success. */
 #include "common.h"
 
@@ -14,7 +17,8 @@
 #include <string.h>
 #include <unistd.h>
 
-/* SIGTERM/SIGINT end the linger early; the close is still graceful. */
+/* SIGTERM/SIGINT end the linger early (the close is still graceful) or,
+ * while sending, stop the program with status "interrupted". */
 static volatile sig_atomic_t stop_linger;
 static void on_signal(int sig) { (void)sig; stop_linger = 1; }
 
@@ -63,27 +67,68 @@ static void serve(pgm_sock_t *sock, int ms)
 	}
 }
 
-/* send_all sends len bytes as one APDU, serving repairs while blocked. */
+/* pump calls receive up to n times without waiting, serving up to n queued
+ * repairs (one per call), and stops at a rate limit. */
+static void pump(pgm_sock_t *sock, int n)
+{
+	char buf[4096];
+	size_t got;
+	pgm_error_t *err = NULL;
+	for (int i = 0; i < n; i++) {
+		int st = pgm_recv(sock, buf, sizeof buf, 0, &got, &err);
+		if (err) {
+			pgm_error_free(err);
+			err = NULL;
+		}
+		if (st == PGM_IO_STATUS_RATE_LIMITED)
+			return;
+	}
+}
+
+/* send_all sends len bytes as one APDU. While a send is suspended (rate
+ * limit or full socket buffer) OpenPGM holds its transmit window locked
+ * and the same arguments must be passed again: receiving on the socket
+ * then would deadlock, so only plain waits happen here. */
 static void send_all(pgm_sock_t *sock, const uint8_t *p, size_t len)
 {
+	double give_up = now_seconds() + 5;
 	for (;;) {
+		if (stop_linger) {
+			fprintf(stdout, "pgm_send: status=interrupted\n");
+			exit(1);
+		}
+		if (now_seconds() > give_up) {
+			/* OpenPGM checks a whole APDU against its token bucket, which
+			 * holds about 1 ms of the rate: a larger APDU never fits. */
+			fprintf(stdout, "pgm_send: status=error why=send stalled for 5 s "
+				"(an APDU larger than 1 ms of --rate never passes OpenPGM's rate limit)\n");
+			exit(1);
+		}
 		size_t written = 0;
 		int st = pgm_send(sock, p, len, &written);
 		switch (st) {
 		case PGM_IO_STATUS_NORMAL:
 			return;
-		case PGM_IO_STATUS_RATE_LIMITED:
-			serve(sock, remain_ms(sock, PGM_RATE_REMAIN));
+		case PGM_IO_STATUS_RATE_LIMITED: {
+			int ms = remain_ms(sock, PGM_RATE_REMAIN);
+			usleep((ms > 0 ? ms : 1) * 1000);
 			break;
+		}
 		case PGM_IO_STATUS_WOULD_BLOCK:
 		case PGM_IO_STATUS_CONGESTION:
-			serve(sock, 1);
+			usleep(500);
 			break;
 		default:
 			fprintf(stdout, "pgm_send: status=error send_status=%d\n", st);
 			exit(1);
 		}
 	}
+}
+
+/* sent is called after each APDU: serve repairs between sends. */
+static void sent(pgm_sock_t *sock, long apdus)
+{
+	pump(sock, apdus % 32 == 0 ? 64 : 2);
 }
 
 int main(int argc, char **argv)
@@ -116,7 +161,7 @@ int main(int argc, char **argv)
 		for (long i = 0; i < o.count; i++) {
 			record_fill(rec, o.size, (uint32_t)i);
 			send_all(sock, rec, o.size);
-			apdus++;
+			sent(sock, ++apdus);
 			bytes += o.size;
 		}
 	} else {
@@ -139,7 +184,7 @@ int main(int argc, char **argv)
 			off += n;
 			if (fill == o.chunk) {
 				send_all(sock, chunk, fill);
-				apdus++;
+				sent(sock, ++apdus);
 				bytes += fill;
 				fill = 0;
 			}
