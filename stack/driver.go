@@ -53,6 +53,17 @@ type txItem struct {
 // forever.
 const maxTransmitBurst = 4096
 
+// maxTxQueue bounds the packets waiting for the writer. The queue only
+// grows while another goroutine is writing (a link that blocks); packets
+// beyond it are dropped and counted (ProtocolStats.TxQueueDrops), and PGM
+// repairs them like any loss.
+const maxTxQueue = maxTransmitBurst
+
+// maxCachedRoutes bounds a driver's route cache. A receiver sends NAKs and
+// SPMRs unicast to every source it hears, at addresses taken from the
+// network (IP source, SPM path NLA), so the cache must not grow with them.
+const maxCachedRoutes = 64
+
 // driver runs one engine on the stack: packets from the demultiplexer and
 // calls from the socket layer go in under one mutex, one clock timer is
 // armed at the engine's deadline, and the packets it returns are written
@@ -194,7 +205,10 @@ func (d *driver) drainLocked(now time.Time) {
 		}
 		it := txItem{to: t.To, ttl1: t.HopLimitOne, buf: buffer.MakeWithData(t.Data)}
 		d.txMu.Lock()
-		if d.txClosed {
+		if d.txClosed || len(d.txq) >= maxTxQueue {
+			if !d.txClosed {
+				d.p.c.txQueueDrops.Add(1)
+			}
 			d.txMu.Unlock()
 			it.buf.Release()
 			continue
@@ -240,6 +254,15 @@ func (d *driver) write(it *txItem) {
 			d.p.c.sendErrors.Add(1)
 			it.buf.Release()
 			return
+		}
+		if len(d.routes) >= maxCachedRoutes {
+			// Evict one at random (map order): cheap, and a busy
+			// destination is simply looked up again.
+			for k, old := range d.routes {
+				old.Release()
+				delete(d.routes, k)
+				break
+			}
 		}
 		d.routes[it.to] = r
 	}

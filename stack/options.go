@@ -109,6 +109,22 @@ func (t Timers) apply(c *engine.Config) {
 // default hop limit).
 const DefaultMulticastTTL = 16
 
+// Listener limits: how many sessions wait for Accept, and how many sources
+// a listener tracks at once. Both bound memory that grows with the network:
+// every source that sends to the group costs state until it expires.
+const (
+	// DefaultAcceptBacklog is the accept backlog of a new listener (see
+	// SetAcceptBacklog).
+	DefaultAcceptBacklog = 64
+	// MaxAcceptBacklog is the largest accept backlog SetAcceptBacklog takes.
+	MaxAcceptBacklog = 1 << 16
+	// DefaultMaxSessions is how many sources a new listener tracks at once
+	// (see SetMaxSessions).
+	DefaultMaxSessions = 1024
+	// MaxMaxSessions is the largest value SetMaxSessions takes.
+	MaxMaxSessions = 1 << 16
+)
+
 // sockOpts are the options fixed at Connect/Listen.
 type sockOpts struct {
 	rateWindow    RateWindow
@@ -123,10 +139,12 @@ type sockOpts struct {
 	timers        Timers
 	maxAPDU       int
 	receiveWindow uint32 // receiver window in sequences (0 = default)
+	backlog       int    // listener: sessions waiting for Accept
+	maxSessions   int    // listener: sources tracked at once
 }
 
 func defaultSockOpts() sockOpts {
-	return sockOpts{ttl: DefaultMulticastTTL}
+	return sockOpts{ttl: DefaultMulticastTTL, backlog: DefaultAcceptBacklog, maxSessions: DefaultMaxSessions}
 }
 
 // engineConfig maps the options onto an engine configuration.
@@ -157,6 +175,9 @@ func (o *sockOpts) engineConfig() engine.Config {
 	}
 	if o.receiveWindow != 0 {
 		c.RXWSqns = o.receiveWindow
+	}
+	if o.maxSessions != 0 {
+		c.MaxPeers = o.maxSessions
 	}
 	o.timers.apply(&c)
 	return c

@@ -74,10 +74,18 @@ type ProtocolStats struct {
 	Delivered       uint64 // handed to at least one socket
 	PacketsSent     uint64
 	SendErrors      uint64
+	// TxQueueDrops: packets an engine produced while its transmit queue
+	// was full (a stalled link); PGM repairs them like any loss.
+	TxQueueDrops uint64
+	// BacklogDrops and SessionLimitDrops sum ListenerStats over every
+	// listener of the stack.
+	BacklogDrops      uint64
+	SessionLimitDrops uint64
 }
 
 type protocolCounters struct {
 	received, malformed, checksum, noReceiver, delivered, sent, sendErrors atomic.Uint64
+	txQueueDrops, backlogDrops, sessionLimitDrops                          atomic.Uint64
 }
 
 // binding is one receiver registration: packets for data port port whose
@@ -149,13 +157,16 @@ func (p *Protocol) Stack() *tcpipstack.Stack { return p.s }
 // Stats returns a snapshot of the transport counters.
 func (p *Protocol) Stats() ProtocolStats {
 	return ProtocolStats{
-		PacketsReceived: p.c.received.Load(),
-		Malformed:       p.c.malformed.Load(),
-		ChecksumErrors:  p.c.checksum.Load(),
-		NoReceiver:      p.c.noReceiver.Load(),
-		Delivered:       p.c.delivered.Load(),
-		PacketsSent:     p.c.sent.Load(),
-		SendErrors:      p.c.sendErrors.Load(),
+		PacketsReceived:   p.c.received.Load(),
+		Malformed:         p.c.malformed.Load(),
+		ChecksumErrors:    p.c.checksum.Load(),
+		NoReceiver:        p.c.noReceiver.Load(),
+		Delivered:         p.c.delivered.Load(),
+		PacketsSent:       p.c.sent.Load(),
+		SendErrors:        p.c.sendErrors.Load(),
+		TxQueueDrops:      p.c.txQueueDrops.Load(),
+		BacklogDrops:      p.c.backlogDrops.Load(),
+		SessionLimitDrops: p.c.sessionLimitDrops.Load(),
 	}
 }
 

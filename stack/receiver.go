@@ -34,12 +34,18 @@ const DefaultReceiveBuffer = 4 << 20
 type receiverEngine struct {
 	r     *engine.Receiver
 	group netip.Addr // destination of multicast transmits (SPMR copies)
+	// admit, if set, runs (driver mutex held) before a packet reaches r;
+	// false drops it.
+	admit func(Inbound) bool
 	// onODATA runs (driver mutex held) for every ODATA handed to r, with
 	// the packet's IP source.
 	onODATA func(wire.TSI, netip.Addr)
 }
 
 func (e *receiverEngine) handlePacket(now time.Time, in Inbound) {
+	if e.admit != nil && !e.admit(in) {
+		return
+	}
 	// Errors are counted by the engine (PacketsDiscarded).
 	_ = e.r.HandlePacket(now, in.Data, in.Src, in.Dst)
 	if in.Header.Type() == wire.TypeODATA && e.onODATA != nil {
@@ -80,13 +86,18 @@ type listener struct {
 
 	// Guarded by d.mu.
 	sessions  map[wire.TSI]*session
-	acceptQ   []*session
-	buffered  int // bytes queued in sessions
+	acceptQ   []*session // the accept backlog
+	deferQ    []*session // started while acceptQ was full (see acceptableLocked)
+	buffered  int        // bytes queued in sessions
 	bufLimit  int
 	stalled   bool // events left in the engine for lack of buffer
 	apiClosed bool // Close called on the listening socket
 	open      int  // accepted sessions not closed
 	torn      bool
+	backlog   int // most sessions in acceptQ
+	maxSess   int // most sources the engine tracks
+
+	backlogDrops, sessionLimitDrops uint64
 
 	teardownOnce sync.Once
 	closeOnce    sync.Once
@@ -150,6 +161,8 @@ func (s *Socket) Listen() error {
 		closed:   make(chan struct{}),
 		sessions: make(map[wire.TSI]*session),
 		bufLimit: DefaultReceiveBuffer,
+		backlog:  s.opts.backlog,
+		maxSess:  r.Config().MaxPeers,
 	}
 	if multicast {
 		for _, nic := range nics {
@@ -161,6 +174,7 @@ func (s *Socket) Listen() error {
 		}
 		d.params.NIC = nics[0]
 	}
+	eng.admit = l.admitLocked
 	eng.onODATA = l.odataLocked
 	d.postLocked = l.pumpLocked
 	d.onChange = l.notify.notify
@@ -250,7 +264,7 @@ func (l *listener) eventLocked(ev engine.Event) {
 	case engine.EventExpired:
 		ss.final = &SessionError{TSI: ev.TSI, Reason: ReasonExpired}
 	}
-	if ss.final != nil && !ss.queued {
+	if ss.final != nil && !ss.queued && !ss.deferred {
 		// Over before any ODATA made it acceptable (or after the
 		// application closed it): forget it.
 		ss.dropLocked()
@@ -262,11 +276,47 @@ func terminal(k engine.EventKind) bool {
 	return k == engine.EventLoss || k == engine.EventEnd || k == engine.EventReset || k == engine.EventExpired
 }
 
+// admitLocked decides whether a packet may reach the engine. Only SPM,
+// ODATA and RDATA make the engine track a new source; for a source it does
+// not track yet they are refused while the accept backlog is full, or
+// while the engine tracks the most sources it may. A refused source costs
+// nothing (no state, no NAKs), and its packets are counted. Sources
+// already tracked always pass: refusing some of their packets would leave
+// the engine with a stale window to NAK for.
+func (l *listener) admitLocked(in Inbound) bool {
+	switch in.Header.Type() {
+	case wire.TypeSPM, wire.TypeODATA, wire.TypeRDATA:
+	default:
+		return true
+	}
+	tsi := in.Header.TSI()
+	if l.eng.r.HasSession(tsi) {
+		return true
+	}
+	if len(l.acceptQ) >= l.backlog {
+		l.backlogDrops++
+		l.p.c.backlogDrops.Add(1)
+		return false
+	}
+	if l.eng.r.Sessions() >= l.maxSess {
+		l.sessionLimitDrops++
+		l.p.c.sessionLimitDrops.Add(1)
+		return false
+	}
+	return true
+}
+
 // odataLocked makes the session of tsi acceptable: Winsock accepts a
 // session on its first ODATA only (SPM or RDATA alone do not).
 func (l *listener) odataLocked(tsi wire.TSI, src netip.Addr) {
 	ss := l.sessions[tsi]
 	if ss == nil {
+		if !l.eng.r.HasSession(tsi) {
+			// The engine did not take the packet (malformed, or over
+			// the session limit): no session to offer, and none that
+			// would ever end.
+			return
+		}
 		ss = &session{lis: l, tsi: tsi, typ: l.s.typ}
 		l.sessions[tsi] = ss
 	}
@@ -276,16 +326,44 @@ func (l *listener) odataLocked(tsi wire.TSI, src netip.Addr) {
 	l.acceptableLocked(ss)
 }
 
+// acceptableLocked offers ss to Accept. With the backlog full it waits in
+// deferQ instead: such a session can only come from a source the engine
+// tracked before the backlog filled (admitLocked refuses new ones), so
+// deferQ never holds more than the session limit. Its data is buffered
+// meanwhile, and it enters the backlog, in order, as Accept makes room.
 func (l *listener) acceptableLocked(ss *session) {
-	if ss.queued || ss.closed || ss.final != nil {
+	if ss.queued || ss.deferred || ss.closed || ss.final != nil {
 		return
 	}
 	if l.apiClosed {
 		ss.closed = true
 		return
 	}
+	if len(l.acceptQ) >= l.backlog || len(l.deferQ) > 0 {
+		ss.deferred = true
+		l.deferQ = append(l.deferQ, ss)
+		return
+	}
 	ss.queued = true
 	l.acceptQ = append(l.acceptQ, ss)
+}
+
+// promoteLocked moves deferred sessions into the backlog while it has room.
+func (l *listener) promoteLocked() {
+	for len(l.deferQ) > 0 && len(l.acceptQ) < l.backlog {
+		ss := l.deferQ[0]
+		l.deferQ[0] = nil
+		l.deferQ = l.deferQ[1:]
+		ss.deferred = false
+		if ss.closed {
+			continue
+		}
+		ss.queued = true
+		l.acceptQ = append(l.acceptQ, ss)
+	}
+	if len(l.deferQ) == 0 {
+		l.deferQ = nil
+	}
 }
 
 // Accept waits for a new session (the first ODATA of a TSI not seen
@@ -317,6 +395,7 @@ func (s *Socket) AcceptContext(ctx context.Context) (*Socket, error) {
 			ss := l.acceptQ[0]
 			l.acceptQ[0] = nil
 			l.acceptQ = l.acceptQ[1:]
+			l.promoteLocked()
 			ss.accepted = true
 			l.open++
 			l.d.mu.Unlock()
@@ -338,7 +417,10 @@ func (l *listener) close() {
 	for _, ss := range l.acceptQ {
 		ss.dropLocked()
 	}
-	l.acceptQ = nil
+	for _, ss := range l.deferQ {
+		ss.dropLocked()
+	}
+	l.acceptQ, l.deferQ = nil, nil
 	last := l.open == 0
 	l.d.mu.Unlock()
 	l.closeOnce.Do(func() { close(l.closed) })
@@ -385,6 +467,7 @@ type session struct {
 	bytes    int
 	final    error // what reads return once q is empty: end, reset
 	queued   bool  // acceptable: in acceptQ or accepted
+	deferred bool  // acceptable, waiting in deferQ for room in acceptQ
 	accepted bool
 	closed   bool
 }
@@ -559,6 +642,50 @@ func (s *Socket) ReceiverStats() (ReceiverStats, error) {
 		return st, nil
 	}
 	return l.eng.r.Stats(), nil
+}
+
+// ListenerStats describe a listening socket's sessions and what it refused
+// to keep its memory bounded.
+type ListenerStats struct {
+	Pending int // sessions in the accept backlog
+	// Deferred: sessions of sources tracked before the backlog filled
+	// whose first ODATA came while it was full; they enter the backlog in
+	// order as Accept makes room.
+	Deferred      int
+	Accepted      int // accepted sessions not yet closed
+	Sessions      int // sources the receive engine tracks (accepted or not)
+	BufferedBytes int // received bytes held for sessions, not yet read
+	// BacklogDrops counts SPM, ODATA and RDATA packets of new sources
+	// dropped because the accept backlog was full (SetAcceptBacklog).
+	BacklogDrops uint64
+	// SessionLimitDrops counts SPM, ODATA and RDATA packets of new sources
+	// dropped because the listener tracked SetMaxSessions sources.
+	SessionLimitDrops uint64
+}
+
+// ListenerStats returns the listening socket's session counters; valid
+// any time after Listen.
+func (s *Socket) ListenerStats() (ListenerStats, error) {
+	s.mu.Lock()
+	l, state := s.lis, s.state
+	s.mu.Unlock()
+	if l == nil {
+		if state == stateConnected || state == stateSession {
+			return ListenerStats{}, ErrWrongRole
+		}
+		return ListenerStats{}, fmt.Errorf("%w: not listening", ErrBadState)
+	}
+	l.d.mu.Lock()
+	defer l.d.mu.Unlock()
+	return ListenerStats{
+		Pending:           len(l.acceptQ),
+		Deferred:          len(l.deferQ),
+		Accepted:          l.open,
+		Sessions:          l.eng.r.Sessions(),
+		BufferedBytes:     l.buffered,
+		BacklogDrops:      l.backlogDrops,
+		SessionLimitDrops: l.sessionLimitDrops,
+	}, nil
 }
 
 // SetReceiveBuffer sets how many received bytes a listener holds for its

@@ -57,6 +57,7 @@ type sender struct {
 	group netip.AddrPort
 	nla   netip.Addr
 	tsdu  int // largest unfragmented payload (stream chunks)
+	apdu  int // largest message (SetMaxMessageSize)
 
 	notify     notifier
 	apiClosed  chan struct{} // Close called: wake blocked senders
@@ -137,6 +138,7 @@ func (s *Socket) Connect(group netip.AddrPort) error {
 	eng.src = src
 	snd.tsi = tsi
 	snd.tsdu = src.Config().MaxTSDU()
+	snd.apdu = src.Config().MaxAPDU
 	d.mu.Unlock()
 
 	s.snd = snd
@@ -247,6 +249,10 @@ func (s *Socket) SetMessageBoundary(n int) error {
 	}
 	if n < 0 {
 		return fmt.Errorf("%w: message boundary %d", ErrInvalidOption, n)
+	}
+	if n > snd.apdu {
+		// Refuse now rather than buffer sends that can never go out.
+		return fmt.Errorf("%w: message boundary %d > %d bytes", ErrMessageTooLarge, n, snd.apdu)
 	}
 	snd.bmu.Lock()
 	defer snd.bmu.Unlock()

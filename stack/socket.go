@@ -284,6 +284,37 @@ func (s *Socket) SetMaxMessageSize(n int) error {
 	return s.setOpt(func(o *sockOpts) error { o.maxAPDU = n; return nil })
 }
 
+// SetAcceptBacklog sets how many sessions a listener holds for Accept
+// (the backlog of Winsock's listen; default DefaultAcceptBacklog, at most
+// MaxAcceptBacklog). A session waits in the backlog from its first ODATA
+// until it is accepted, even if it ends meanwhile. While the backlog is
+// full, no new source is taken on: the SPM, ODATA and RDATA of sources the
+// listener does not track yet are dropped (counted in
+// ListenerStats.BacklogDrops), so they cost no state, NAKs or buffers.
+// Once Accept makes room, such a source's next packets start its session
+// as a late join (see SetLateJoin). A source tracked before the backlog
+// filled (it sent an SPM) whose first ODATA comes while it is full is
+// deferred, its data kept, and enters the backlog as room appears
+// (ListenerStats.Deferred).
+func (s *Socket) SetAcceptBacklog(n int) error {
+	if n < 1 || n > MaxAcceptBacklog {
+		return fmt.Errorf("%w: accept backlog %d not in 1..%d", ErrInvalidOption, n, MaxAcceptBacklog)
+	}
+	return s.setOpt(func(o *sockOpts) error { o.backlog = n; return nil })
+}
+
+// SetMaxSessions sets how many sources a listener tracks at once, accepted
+// or not (default DefaultMaxSessions, at most MaxMaxSessions). Packets that
+// would start a session beyond it are dropped (ListenerStats.SessionLimitDrops)
+// until a tracked source ends or expires. Each tracked source may hold up
+// to one receive window of data.
+func (s *Socket) SetMaxSessions(n int) error {
+	if n < 1 || n > MaxMaxSessions {
+		return fmt.Errorf("%w: max sessions %d not in 1..%d", ErrInvalidOption, n, MaxMaxSessions)
+	}
+	return s.setOpt(func(o *sockOpts) error { o.maxSessions = n; return nil })
+}
+
 // SetNonBlocking makes Send fail with ErrWouldBlock instead of waiting when
 // the window is full, and Recv/Accept fail with ErrWouldBlock when nothing
 // is ready. It may be changed at any time.
