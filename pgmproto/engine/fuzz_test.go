@@ -18,7 +18,7 @@ import (
 
 func fuzzConfig() Config {
 	c := testConfig()
-	c.RXWSqns, c.TXWSqns = 32, 32
+	c.RXWSqns, c.TXWSqns = 100, 100 // above initialRing: the rings grow
 	c.MaxPeers, c.MaxEvents = 4, 64
 	c.NAKRptIvl, c.NAKRdataIvl = 100*time.Millisecond, 100*time.Millisecond
 	c.NAKNCFRetries, c.NAKDataRetries = 3, 3
@@ -158,8 +158,8 @@ func checkReceiverBounds(t *testing.T, r *Receiver) {
 			continue
 		}
 		w := &pr.w
-		if w.size() > uint32(len(w.ring)) || len(w.ring) != int(r.cfg.RXWSqns) {
-			t.Fatalf("window [%d, %d] larger than %d", w.trail, w.lead, len(w.ring))
+		if w.size() > uint32(len(w.ring)) || len(w.ring) > int(r.cfg.RXWSqns) || w.max != r.cfg.RXWSqns {
+			t.Fatalf("window [%d, %d] larger than its ring %d (max %d)", w.trail, w.lead, len(w.ring), w.max)
 		}
 		held, missing := 0, 0
 		for s := w.trail; s.BeforeEq(w.lead); s++ {
@@ -226,7 +226,7 @@ func FuzzSource(f *testing.F) {
 					t.Fatalf("sent an unparsable packet: %v", err)
 				}
 			}
-			if s.w.len() > c.TXWSqns || s.rLen > int(c.TXWSqns) || s.nLen > len(s.ncfs) {
+			if s.w.len() > c.TXWSqns || uint32(len(s.w.ring)) > c.TXWSqns || s.rLen > int(c.TXWSqns) || s.nLen > len(s.ncfs) {
 				t.Fatalf("window %d, repairs %d, NCFs %d", s.w.len(), s.rLen, s.nLen)
 			}
 			if c.TXWBytes > 0 && s.w.bytes > c.TXWBytes {

@@ -105,3 +105,35 @@ func TestReceiverHasSession(t *testing.T) {
 	require.NoError(t, r.HandlePacket(t0, pODATA(1, 1, "x"), tSrcNLA, tGroup))
 	assert.True(t, r.HasSession(tTSI))
 }
+
+func TestWindowsGrowOnDemand(t *testing.T) {
+	// A 1-million-sequence window costs memory only as it fills.
+	c := testConfig()
+	c.TXWSqns, c.RXWSqns, c.MaxRate = 1<<20, 1<<20, -1
+	s, err := NewSource(c, t0)
+	require.NoError(t, err)
+	r, err := NewReceiver(c, t0, rand.New(rand.NewPCG(1, 1)))
+	require.NoError(t, err)
+	assert.Len(t, s.w.ring, initialRing)
+	for i := range 1000 {
+		require.NoError(t, s.Send(t0, []byte{byte(i)}))
+	}
+	for {
+		tx, ok := s.Next(t0)
+		if !ok {
+			break
+		}
+		if p, _ := wire.Parse(tx.Packet); p.Type() != wire.TypeODATA || p.Data().SQN() != 0 {
+			require.NoError(t, r.HandlePacket(t0, tx.Packet, tSrcNLA, tGroup)) // 0 lost: the rest waits
+		}
+	}
+	assert.Len(t, s.w.ring, 1024)
+	pr := r.order[0]
+	assert.EqualValues(t, 1000, pr.w.size(), "0 missing, 1..999 held")
+	assert.Len(t, pr.w.ring, 1024)
+	// Everything is still where it belongs after the moves.
+	for q := seq.Num(1); q < 1000; q++ {
+		require.Equal(t, []byte{byte(q)}, pr.w.at(q).payload)
+		require.Equal(t, []byte{byte(q)}, s.w.at(q).payload)
+	}
+}

@@ -314,6 +314,7 @@ func (r *Receiver) define(now time.Time, pr *peer, next, trail seq.Num, join seq
 // until expiry. Every placeholder of one gap shares one random back-off (as
 // in OpenPGM), so the whole gap goes out in one NAK with OPT_NAK_LIST.
 func (r *Receiver) addMissing(pr *peer, s seq.Num, expiry time.Time) {
+	pr.w.reach(s)
 	pr.w.lead = s
 	sl := pr.w.at(s)
 	if s.Before(pr.w.lostBefore) {
@@ -439,6 +440,7 @@ func (r *Receiver) onData(now time.Time, pr *peer, p wire.Packet) {
 		pr.stats.WindowOverflowDrops++
 	default:
 		if q.After(w.lead) {
+			w.reach(q)
 			w.lead = q
 			*w.at(q) = rxSlot{state: stBackOff} // filled below
 			w.missing++
@@ -482,6 +484,7 @@ func (r *Receiver) confirm(now time.Time, pr *peer, q seq.Num) {
 		if q.Before(w.lostBefore) || !r.extendTo(now, pr, q) {
 			return
 		}
+		w.reach(q)
 		w.lead = q
 		*w.at(q) = rxSlot{state: stBackOff}
 		w.missing++
@@ -646,7 +649,7 @@ func (r *Receiver) apduExtent(pr *peer) (n uint32, complete, wait bool) {
 		if acc == f.apdu {
 			return n, true, false
 		}
-		if acc > f.apdu || n >= uint32(len(w.ring)) {
+		if acc > f.apdu || n >= w.max {
 			return n, false, false
 		}
 	}

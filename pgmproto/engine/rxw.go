@@ -32,9 +32,11 @@ type rxSlot struct {
 }
 
 // rxw is a receive window: slots for [trail, lead]; trail is the next
-// sequence to deliver. Empty when lead == trail-1.
+// sequence to deliver. Empty when lead == trail-1. The ring grows on demand
+// up to max slots.
 type rxw struct {
 	ring  []rxSlot
+	max   uint32 // capacity in sequences (RXWSqns)
 	trail seq.Num
 	lead  seq.Num
 	// lostBefore: sequences before it that are not in the window (beyond
@@ -45,14 +47,29 @@ type rxw struct {
 }
 
 func newRXW(sqns uint32, start seq.Num) rxw {
-	return rxw{ring: make([]rxSlot, sqns), trail: start, lead: start - 1, lostBefore: start}
+	return rxw{ring: make([]rxSlot, min(sqns, initialRing)), max: sqns, trail: start, lead: start - 1, lostBefore: start}
 }
 
 func (w *rxw) at(s seq.Num) *rxSlot { return &w.ring[uint32(s)%uint32(len(w.ring))] }
 
 // fits reports whether s can be held without moving the trail.
 func (w *rxw) fits(s seq.Num) bool {
-	return uint32(s-w.trail) < uint32(len(w.ring))
+	return uint32(s-w.trail) < w.max
+}
+
+// reach makes the ring hold sequence s (which must fit): called before a
+// slot beyond the lead is written.
+func (w *rxw) reach(s seq.Num) {
+	need := uint32(s-w.trail) + 1
+	n := uint32(len(w.ring))
+	if need <= n {
+		return
+	}
+	nr := make([]rxSlot, min(w.max, max(2*n, need)))
+	for q := w.trail; q.BeforeEq(w.lead); q++ {
+		nr[uint32(q)%uint32(len(nr))] = *w.at(q)
+	}
+	w.ring = nr
 }
 
 func (w *rxw) size() uint32 { return seq.WindowLen(w.trail, w.lead) }

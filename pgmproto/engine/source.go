@@ -118,7 +118,7 @@ func NewSource(cfg Config, now time.Time) (*Source, error) {
 		odata:    newBucket(c.ODATARate, max(2*c.MaxTPDU, c.ODATARate/100)),
 		rdata:    newBucket(c.RDATARate, max(2*c.MaxTPDU, c.RDATARate/100)),
 		buf:      make([]byte, max(c.MaxTPDU, maxControlLen)),
-		repairs:  make([]seq.Num, c.TXWSqns),
+		repairs:  make([]seq.Num, min(c.TXWSqns, initialRing)),
 		ncfs:     make([]ncfReq, 16),
 		spmNow:   true,
 		rateMark: now,
@@ -184,7 +184,7 @@ func (s *Source) Send(now time.Time, apdu []byte) error {
 		return nil
 	}
 	n := (len(apdu) + maxF - 1) / maxF
-	if uint32(n) > uint32(len(s.w.ring)) {
+	if uint32(n) > s.w.max {
 		return ErrTooLarge
 	}
 	if !s.w.room(uint32(n), len(apdu), s.cfg.TXWBytes, s.evict()) {
@@ -307,8 +307,7 @@ func (s *Source) onNAK(now time.Time, p wire.Packet) {
 			return
 		}
 		e.repair = true
-		s.repairs[(s.rHead+s.rLen)%len(s.repairs)] = q
-		s.rLen++
+		s.queueRepair(q)
 	}
 	l, hasList := p.NAKList()
 	if hasList && l.Len() > MaxNAKList-1 {
@@ -336,6 +335,20 @@ func (s *Source) onNAK(now time.Time, p wire.Packet) {
 		// than retrying until their retry limits.
 		s.requestSPM(now)
 	}
+}
+
+// queueRepair appends q to the repair FIFO, growing it as needed (each
+// sequence is queued at most once, so it never exceeds the window).
+func (s *Source) queueRepair(q seq.Num) {
+	if s.rLen == len(s.repairs) {
+		nr := make([]seq.Num, 2*len(s.repairs))
+		for i := range s.rLen {
+			nr[i] = s.repairs[(s.rHead+i)%len(s.repairs)]
+		}
+		s.repairs, s.rHead = nr, 0
+	}
+	s.repairs[(s.rHead+s.rLen)%len(s.repairs)] = q
+	s.rLen++
 }
 
 // requestSPM schedules an SPM no sooner than SPMRMinIvl after the last one.
@@ -571,7 +584,7 @@ func later(a, b time.Time) time.Time {
 func (s *Source) Stats(now time.Time) SourceStats {
 	st := s.stats
 	st.NumOutstandingNaks = uint64(s.rLen)
-	st.BufferSpaceAvailable = uint64(uint32(len(s.w.ring)) - s.w.len())
+	st.BufferSpaceAvailable = uint64(s.w.max - s.w.len())
 	st.TrailingEdgeSeqId = s.w.trail
 	st.LeadingEdgeSeqId = s.w.lead()
 	if el := now.Sub(s.start); el > 0 {

@@ -16,11 +16,14 @@ type txEntry struct {
 	repaired bool      // at least one RDATA was sent
 }
 
-// txw is the transmit window: a ring of entries for [trail, next). Entries
+// txw is the transmit window: a ring of entries for [trail, next), grown on
+// demand up to max entries (so a large window costs memory only once it is
+// used). Entries
 // in [trail, sendNext) have gone out as ODATA; [sendNext, next) wait for the
 // rate limiter. lead (advertised) is sendNext-1.
 type txw struct {
 	ring     []txEntry
+	max      uint32 // capacity in sequences (TXWSqns)
 	trail    seq.Num
 	next     seq.Num // next sequence to assign
 	sendNext seq.Num // next sequence to send as ODATA
@@ -30,7 +33,23 @@ type txw struct {
 }
 
 func newTXW(sqns uint32, first seq.Num, tsduCap int) txw {
-	return txw{ring: make([]txEntry, sqns), trail: first, next: first, sendNext: first, tsduCap: tsduCap}
+	return txw{ring: make([]txEntry, min(sqns, initialRing)), max: sqns, trail: first, next: first, sendNext: first, tsduCap: tsduCap}
+}
+
+// initialRing is the starting size of window rings, which double as needed.
+const initialRing = 64
+
+// grow makes room for one more entry, re-placing the held ones.
+func (w *txw) grow() {
+	n := uint32(len(w.ring))
+	if w.len() < n || n >= w.max {
+		return
+	}
+	nr := make([]txEntry, min(w.max, 2*n))
+	for s := w.trail; s != w.next; s++ {
+		nr[uint32(s)%uint32(len(nr))] = *w.at(s)
+	}
+	w.ring = nr
 }
 
 func (w *txw) len() uint32 { return uint32(w.next - w.trail) }
@@ -53,6 +72,7 @@ func (w *txw) push(p []byte, f *fragInfo) seq.Num {
 	} else {
 		buf = make([]byte, 0, w.tsduCap)
 	}
+	w.grow()
 	s := w.next
 	e := w.at(s)
 	*e = txEntry{payload: append(buf, p...)}
@@ -106,7 +126,7 @@ func (w *txw) oldestSent() time.Time {
 // (when evict) sent, unrepaired entries from the trail.
 func (w *txw) room(n uint32, b int, byteCap int, evict bool) bool {
 	fits := func() bool {
-		return w.len()+n <= uint32(len(w.ring)) && (byteCap <= 0 || w.bytes+b <= byteCap || w.len() == 0)
+		return w.len()+n <= w.max && (byteCap <= 0 || w.bytes+b <= byteCap || w.len() == 0)
 	}
 	for !fits() {
 		if !evict || !w.evictable() {
