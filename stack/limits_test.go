@@ -501,3 +501,45 @@ func TestLimitOptions(t *testing.T) {
 	require.NoError(t, snd.SetMessageBoundary(apdu))
 	snd.Close()
 }
+
+// A TSI that comes back after its session ended and expired starts a new
+// session even while the old one is still open: its data must not be
+// taken for more of the old, ended session and dropped.
+func TestTSIReusedAfterExpiry(t *testing.T) {
+	net := newTestNet(t, 10)
+	b := net.node()
+	lis := b.listener(t, SockRDM, groupPort)
+	inj := net.hub.NewPort()
+	var cr crafted
+	injectAll(net, inj, cr.src, func(i int) [][]byte { return [][]byte{cr.spm(0, 0), cr.odata(0, 1)} }, 1)
+	old, err := lis.Accept()
+	require.NoError(t, err)
+	old.SetNonBlocking(true)
+	buf := make([]byte, 100)
+	n, err := old.Recv(buf)
+	require.NoError(t, err)
+	assert.Equal(t, "source 0/1", string(buf[:n]))
+
+	// Silence until the source expires; the application keeps the
+	// session open without reading its end.
+	net.run(2*engine.DefaultConfig().PeerExpiry, 10*time.Second, func() bool { return listenerStats(t, lis).Sessions == 0 })
+
+	// The same TSI again, from sequence 500.
+	injectAll(net, inj, cr.src, func(i int) [][]byte { return [][]byte{cr.spm(0, 499), cr.odata(0, 500)} }, 1)
+	fresh, err := lis.Accept()
+	require.NoError(t, err, "the reused TSI is a new session")
+	fresh.SetNonBlocking(true)
+	assert.Equal(t, cr.tsi(0), fresh.RemoteAddr().TSI)
+	n, err = fresh.Recv(buf)
+	require.NoError(t, err)
+	assert.Equal(t, "source 0/500", string(buf[:n]))
+
+	_, err = old.Recv(buf)
+	var se *SessionError
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, ReasonExpired, se.Reason)
+	require.NoError(t, old.Close())
+	require.NoError(t, fresh.Close())
+	sessions, _ := tracked(lis)
+	assert.Equal(t, 1, sessions, "only the new session's source is tracked")
+}

@@ -1,32 +1,3 @@
-// Package stack runs PGM (RFC 3208) as IP protocol 113 inside a gVisor
-// netstack, with Winsock-style sockets on top.
-//
-// Build a stack with New (IPv4 with IGMP, optionally IPv6 with MLD, and
-// PGM), or add NewProtocol to the TransportProtocols of a stack you build
-// yourself; FromStack returns the *Protocol. AddNIC attaches a link
-// endpoint (a TUN device from package tun, or an in-process memlink port)
-// with an address and routes.
-//
-// Sockets follow seeds 000/001 (Winsock PGM): a sender is Socket → Bind →
-// options → Connect(group:port) → Send; a receiver is Socket →
-// Bind(group:port) → options → Listen → Accept, one socket per source
-// session. SockRDM
-// keeps message boundaries (partial reads flagged MsgPartial); SockStream
-// is a byte stream. A graceful end reads as ErrDisconnected (io.EOF);
-// unrecoverable loss, an abort or a vanished source as a *SessionError
-// matching ErrConnReset. Conn and Listener adapt sockets to net.Conn and
-// net.Listener (Dial, Listen).
-//
-// Inside, each socket owns a sans-IO engine from pgmproto/engine run by a
-// driver: packets and API calls go in under one mutex, one timer on the
-// stack's tcpip.Clock is armed at the engine's next deadline, and the
-// packets it returns are written through gVisor routes (TTL verbatim,
-// multicast loop only when asked). gVisor fans multicast out to several
-// endpoints only for UDP, so PGM registers no endpoints with the stack's
-// demuxer: every PGM packet that reaches the transport layer (unicast to a
-// local address, or multicast to a group joined on the NIC) lands in
-// HandleUnknownDestinationPacket, where the checksum is verified and the
-// protocol dispatches by port, group and TSI itself.
 package stack
 
 import (

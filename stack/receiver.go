@@ -230,6 +230,12 @@ func (l *listener) pumpLocked() {
 
 func (l *listener) eventLocked(ev engine.Event) {
 	ss := l.sessions[ev.TSI]
+	if ss != nil && ss.final != nil && ev.Kind == engine.EventNewSession {
+		// The TSI came back after its session ended (and expired in the
+		// engine) while the old session is still waiting to be accepted or
+		// read: this is a new session, not more of the old one.
+		ss = nil
+	}
 	if ss == nil {
 		switch ev.Kind {
 		case engine.EventNewSession, engine.EventData, engine.EventLoss:
