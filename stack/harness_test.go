@@ -184,7 +184,9 @@ func message(i, n int) []byte {
 func checkGoroutines(t *testing.T) {
 	before := runtime.NumGoroutine()
 	t.Cleanup(func() {
-		deadline := time.Now().Add(2 * time.Second)
+		// Generous: on a loaded machine exiting goroutines may wait long
+		// for a CPU; a leak still fails, just later.
+		deadline := time.Now().Add(20 * time.Second)
 		for {
 			n := runtime.NumGoroutine()
 			if n <= before {

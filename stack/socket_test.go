@@ -451,22 +451,29 @@ func TestWouldBlockAndBlockingSend(t *testing.T) {
 	assert.True(t, te.Timeout())
 	require.NoError(t, snd.SetWriteDeadline(time.Time{}))
 
-	// Blocking send completes once the window advances with the clock.
+	// Blocking send completes once the window advances with the clock:
+	// after three window lengths of fake time every packet has left it,
+	// whenever the goroutine gets to run (it may be woken while waiting or
+	// find room when it first tries).
 	go func() {
 		_, err := snd.Send(message(sent, 1000))
 		errc <- err
 	}()
-	var done bool
-	net.run(10*time.Second, 10*time.Millisecond, func() bool {
-		select {
-		case err := <-errc:
-			require.NoError(t, err)
-			done = true
-		case <-time.After(time.Millisecond):
-			// Give the blocked goroutine real time to run between steps.
-		}
-		return done
-	})
+	select {
+	case err := <-errc:
+		t.Fatalf("send did not wait for the window: %v", err)
+	default:
+	}
+	for range 300 {
+		net.clock.Advance(10 * time.Millisecond)
+		net.hub.WaitIdle()
+	}
+	select {
+	case err := <-errc:
+		require.NoError(t, err)
+	case <-time.After(time.Minute):
+		t.Fatal("blocked send not woken after the window advanced")
+	}
 
 	// Close wakes a blocked sender.
 	for {
