@@ -25,7 +25,13 @@
 // only until the next call on the same engine: write or copy it first.
 // Packets passed to HandlePacket and APDUs passed to Send are never
 // retained (the engines copy what they keep). Event.Data is handed over to
-// the caller.
+// the caller, who may give it back with Receiver.Recycle once finished
+// with it; a caller that does gets no allocation per delivered packet.
+//
+// Memory: the transmit window copies each TSDU into a buffer that belongs
+// to its ring slot and is reused by later sequences (at most TXWSqns
+// buffers, the window's peak use); a receive window takes payload buffers
+// from a free list of at most 256, refilled by reassembly and Recycle.
 //
 // # Semantics
 //

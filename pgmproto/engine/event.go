@@ -57,7 +57,9 @@ type Event struct {
 	Kind EventKind
 	TSI  wire.TSI
 	// Data is the APDU of an EventData. It is owned by the caller: the
-	// engine never touches it again.
+	// engine never touches it again, unless the caller hands it back with
+	// Receiver.Recycle once done with it (optional; saves an allocation
+	// per packet).
 	Data []byte
 	// First and Count: for EventData the APDU's first sequence and number
 	// of packets; for EventLoss the lost range.

@@ -129,6 +129,7 @@ type Receiver struct {
 	evH    int
 	now    time.Time
 	orphan ReceiverStats // counters for packets of no known session
+	pool   bufPool       // payload buffers of every session's window
 }
 
 // NewReceiver returns a Receiver for cfg (defaults filled in); rng drives
@@ -147,7 +148,19 @@ func NewReceiver(cfg Config, now time.Time, rng *rand.Rand) (*Receiver, error) {
 		peers: make(map[wire.TSI]*peer),
 		buf:   make([]byte, maxControlLen),
 		now:   now,
+		pool:  bufPool{size: c.maxTSDU(), max: spareBuffers},
 	}, nil
+}
+
+// Recycle hands back the Data of an EventData the caller has finished
+// with, so that a later packet reuses its memory instead of allocating.
+// It is optional: Data never given back is garbage collected as usual.
+// After Recycle the caller must not use data or any slice of it again.
+// Buffers of another size (reassembled APDUs) are ignored, and the
+// Receiver keeps a bounded number (spareBuffers).
+func (r *Receiver) Recycle(data []byte) {
+	r.pool.recycling = true
+	r.pool.put(data)
 }
 
 // Config returns the configuration in effect (defaults filled in).
@@ -303,7 +316,7 @@ func (r *Receiver) define(now time.Time, pr *peer, next, trail seq.Num, join seq
 		start = join
 	}
 	pr.defined = true
-	pr.w = newRXW(r.cfg.RXWSqns, start)
+	pr.w = newRXW(r.cfg.RXWSqns, start, &r.pool)
 	expiry := now.Add(r.backoff())
 	for s := start; s != next; s++ {
 		r.addMissing(pr, s, expiry)
@@ -452,7 +465,7 @@ func (r *Receiver) onData(now time.Time, pr *peer, p wire.Packet) {
 		}
 		sl.state = stHave
 		w.missing--
-		sl.payload = append([]byte(nil), p.Payload...)
+		sl.payload = append(r.pool.get(len(p.Payload), hasFrag), p.Payload...)
 		sl.frag, sl.hasFrag = fi, hasFrag
 		w.bytes += len(sl.payload)
 		pr.stats.DataBytesReceived += uint64(len(p.Payload))

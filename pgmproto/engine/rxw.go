@@ -42,12 +42,13 @@ type rxw struct {
 	// lostBefore: sequences before it that are not in the window (beyond
 	// lead) are lost; set when the source's trail overtakes our lead.
 	lostBefore seq.Num
-	bytes      int // payload bytes held
-	missing    int // slots in a missing state (bounds the NAK timer scan)
+	bytes      int      // payload bytes held
+	missing    int      // slots in a missing state (bounds the NAK timer scan)
+	pool       *bufPool // where released payloads go (the Receiver's)
 }
 
-func newRXW(sqns uint32, start seq.Num) rxw {
-	return rxw{ring: make([]rxSlot, min(sqns, initialRing)), max: sqns, trail: start, lead: start - 1, lostBefore: start}
+func newRXW(sqns uint32, start seq.Num, pool *bufPool) rxw {
+	return rxw{ring: make([]rxSlot, min(sqns, initialRing)), max: sqns, trail: start, lead: start - 1, lostBefore: start, pool: pool}
 }
 
 func (w *rxw) at(s seq.Num) *rxSlot { return &w.ring[uint32(s)%uint32(len(w.ring))] }
@@ -74,9 +75,11 @@ func (w *rxw) reach(s seq.Num) {
 
 func (w *rxw) size() uint32 { return seq.WindowLen(w.trail, w.lead) }
 
-// release frees the slot's payload and marks it empty.
+// release returns the slot's payload (if it still holds one: a payload
+// handed to the caller is cleared first) to the pool and marks it empty.
 func (w *rxw) release(s seq.Num) {
 	sl := w.at(s)
 	w.bytes -= len(sl.payload)
+	w.pool.put(sl.payload)
 	*sl = rxSlot{}
 }

@@ -8,7 +8,7 @@ import (
 
 // txEntry is one sequence in the transmit window.
 type txEntry struct {
-	payload  []byte // owned copy of the TSDU
+	payload  []byte // owned copy of the TSDU, in the slot's buffer
 	frag     fragInfo
 	hasFrag  bool
 	sentAt   time.Time // when first sent as ODATA; zero while queued
@@ -18,9 +18,15 @@ type txEntry struct {
 
 // txw is the transmit window: a ring of entries for [trail, next), grown on
 // demand up to max entries (so a large window costs memory only once it is
-// used). Entries
-// in [trail, sendNext) have gone out as ODATA; [sendNext, next) wait for the
-// rate limiter. lead (advertised) is sendNext-1.
+// used). Entries in [trail, sendNext) have gone out as ODATA; [sendNext,
+// next) wait for the rate limiter. lead (advertised) is sendNext-1.
+//
+// Each ring slot keeps its TSDU buffer (tsduCap bytes) when its entry leaves
+// the window, and the next sequence landing in that slot reuses it: once the
+// ring has reached its working size, Send copies into memory the window
+// already owns and allocates nothing, however many entries one window
+// advance drops at once. The buffers are bounded by the ring, which is
+// bounded by the window (TXWSqns): the memory is the window's peak use.
 type txw struct {
 	ring     []txEntry
 	max      uint32 // capacity in sequences (TXWSqns)
@@ -28,7 +34,6 @@ type txw struct {
 	next     seq.Num // next sequence to assign
 	sendNext seq.Num // next sequence to send as ODATA
 	bytes    int     // payload bytes held
-	free     [][]byte
 	tsduCap  int
 }
 
@@ -45,6 +50,7 @@ func (w *txw) grow() {
 	if w.len() < n || n >= w.max {
 		return
 	}
+	// The ring is full, so every slot's buffer moves with its entry.
 	nr := make([]txEntry, min(w.max, 2*n))
 	for s := w.trail; s != w.next; s++ {
 		nr[uint32(s)%uint32(len(nr))] = *w.at(s)
@@ -63,18 +69,15 @@ func (w *txw) has(s seq.Num) bool {
 
 func (w *txw) lead() seq.Num { return w.sendNext - 1 }
 
-// push appends a TSDU copy.
+// push appends a TSDU copy, in the slot's own buffer when it has one.
 func (w *txw) push(p []byte, f *fragInfo) seq.Num {
-	var buf []byte
-	if n := len(w.free); n > 0 {
-		buf = w.free[n-1][:0]
-		w.free = w.free[:n-1]
-	} else {
-		buf = make([]byte, 0, w.tsduCap)
-	}
 	w.grow()
 	s := w.next
 	e := w.at(s)
+	buf := e.payload[:0]
+	if cap(buf) < len(p) {
+		buf = make([]byte, 0, max(w.tsduCap, len(p)))
+	}
 	*e = txEntry{payload: append(buf, p...)}
 	if f != nil {
 		e.frag, e.hasFrag = *f, true
@@ -84,14 +87,11 @@ func (w *txw) push(p []byte, f *fragInfo) seq.Num {
 	return s
 }
 
-// popTrail removes the oldest entry.
+// popTrail removes the oldest entry; its slot keeps the buffer.
 func (w *txw) popTrail() {
 	e := w.at(w.trail)
 	w.bytes -= len(e.payload)
-	if cap(e.payload) == w.tsduCap && len(w.free) < 64 {
-		w.free = append(w.free, e.payload)
-	}
-	*e = txEntry{}
+	*e = txEntry{payload: e.payload[:0]}
 	w.trail++
 }
 

@@ -1,0 +1,48 @@
+package engine
+
+// bufPool is a bounded free list of TSDU-sized buffers for receive windows.
+// A slot's payload comes from it and goes back when the slot is released
+// without having been handed to the caller (reassembled, lost, dropped);
+// callers may also give delivered APDUs back (Receiver.Recycle). It holds
+// at most max buffers, so an idle receiver keeps at most max × size bytes.
+//
+// A payload that will be handed to a caller who never recycles is sized
+// exactly: a full-size buffer would multiply the memory of queued small
+// messages, which socket buffers count by length.
+type bufPool struct {
+	free      [][]byte
+	size      int  // capacity of the buffers it hands out
+	max       int  // bound of free
+	recycling bool // the caller gives delivered data back
+}
+
+// spareBuffers bounds a Receiver's free list: about 370 KB at the default
+// MTU, enough for a burst of in-order deliveries to be recycled.
+const spareBuffers = 256
+
+// get returns an empty buffer with room for n bytes. internal says the
+// payload stays in the engine (a fragment, copied out on reassembly).
+func (p *bufPool) get(n int, internal bool) []byte {
+	if n > p.size {
+		return make([]byte, 0, n)
+	}
+	if k := len(p.free); k > 0 {
+		b := p.free[k-1]
+		p.free[k-1] = nil
+		p.free = p.free[:k-1]
+		return b
+	}
+	if internal || p.recycling {
+		return make([]byte, 0, p.size)
+	}
+	return make([]byte, 0, n)
+}
+
+// put takes b back; buffers of another size class, or beyond the bound,
+// are left to the garbage collector.
+func (p *bufPool) put(b []byte) {
+	if p == nil || cap(b) < p.size || cap(b) >= 2*p.size || len(p.free) >= p.max {
+		return
+	}
+	p.free = append(p.free, b[:0])
+}
