@@ -524,12 +524,13 @@ func TestTSIReusedAfterExpiry(t *testing.T) {
 	// session open without reading its end.
 	net.run(2*engine.DefaultConfig().PeerExpiry, 10*time.Second, func() bool { return listenerStats(t, lis).Sessions == 0 })
 
-	// The same TSI again, from sequence 500.
-	injectAll(net, inj, cr.src, func(i int) [][]byte { return [][]byte{cr.spm(0, 499), cr.odata(0, 500)} }, 1)
+	// The same TSI again, from sequence 500, ODATA first.
+	injectAll(net, inj, cr.src, func(i int) [][]byte { return [][]byte{cr.odata(0, 500)} }, 1)
 	fresh, err := lis.Accept()
 	require.NoError(t, err, "the reused TSI is a new session")
 	fresh.SetNonBlocking(true)
 	assert.Equal(t, cr.tsi(0), fresh.RemoteAddr().TSI)
+	assert.Equal(t, cr.src(0), fresh.RemoteAddr().Addr())
 	n, err = fresh.Recv(buf)
 	require.NoError(t, err)
 	assert.Equal(t, "source 0/500", string(buf[:n]))

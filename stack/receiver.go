@@ -98,6 +98,12 @@ type listener struct {
 	maxSess   int // most sources the engine tracks
 
 	backlogDrops, sessionLimitDrops uint64
+	// lastODATA is the source of the latest ODATA, for a session the
+	// engine's events create after it (a TSI back after its end).
+	lastODATA struct {
+		tsi wire.TSI
+		src netip.Addr
+	}
 
 	teardownOnce sync.Once
 	closeOnce    sync.Once
@@ -243,6 +249,9 @@ func (l *listener) eventLocked(ev engine.Event) {
 			return // the end of a session never seen: nothing to report
 		}
 		ss = &session{lis: l, tsi: ev.TSI, typ: l.s.typ}
+		if l.lastODATA.tsi == ev.TSI {
+			ss.src = l.lastODATA.src
+		}
 		l.sessions[ev.TSI] = ss
 		if ev.Kind == engine.EventNewSession && ev.PacketType == wire.TypeODATA {
 			l.acceptableLocked(ss)
@@ -315,6 +324,7 @@ func (l *listener) admitLocked(in Inbound) bool {
 // odataLocked makes the session of tsi acceptable: Winsock accepts a
 // session on its first ODATA only (SPM or RDATA alone do not).
 func (l *listener) odataLocked(tsi wire.TSI, src netip.Addr) {
+	l.lastODATA.tsi, l.lastODATA.src = tsi, src
 	ss := l.sessions[tsi]
 	if ss == nil {
 		if !l.eng.r.HasSession(tsi) {
