@@ -163,13 +163,20 @@ func tunLimit(read bool) func(context.Context, *Run) (Metrics, error) {
 
 // tunStack returns a pgmtun netstack attached to dev at addr/24, with the
 // loss filter drops (may be nil) between the device and the stack.
-func tunStack(r *Run, dev *tun.Device, addr string, drops *dropLog) *stack.Protocol {
+func tunStack(r *Run, ns *netns.NS, dev *tun.Device, addr string, drops *dropLog) *stack.Protocol {
 	s := stack.New(stack.Options{RNGSeed: 77})
 	r.Cleanup(func() { s.Close(); s.Wait() })
 	// Close the device (which removes the NIC and stops its reader) before
 	// the stack: Stack.Wait removing a NIC whose fdbased reader is still
 	// delivering deadlocks (the reader wants the stack lock that Wait holds).
 	r.Cleanup(func() { dev.Close() })
+	// And before that, take the link down: a packet being delivered while
+	// Device.Close removes the NIC deadlocks the same way (the kernel side
+	// may still send, e.g. an OpenPGM sender's final SPMs).
+	r.Cleanup(func() {
+		ns.Run("ip", "link", "set", dev.Name(), "down")
+		time.Sleep(50 * time.Millisecond)
+	})
 	prefix := netip.MustParsePrefix(addr + "/24")
 	if drops == nil {
 		r.Must(dev.Attach(s, 1, prefix, tun.LinkOptions{}))
@@ -216,7 +223,7 @@ func pgmtunToOpenPGM(e *Env, size, count int) func(context.Context, *Run) (Metri
 			return nil, err
 		}
 		ns, dev := tunNS(r, tunConfig("pgmtun-b0", "10.213.43.1"))
-		proto := tunStack(r, dev, "10.213.43.2", nil)
+		proto := tunStack(r, ns, dev, "10.213.43.2", nil)
 		timeout := remaining(ctx, time.Minute)
 		rp, err := interop.Start(ctx, ns.Name, timeout, p.Recv, openPGMRecvOpts("10.213.43.1", size, count, timeout).Args()...)
 		if err != nil {
@@ -268,7 +275,7 @@ func openPGMIntoTUN(ctx context.Context, r *Run, e *Env, size, count int, drops 
 		return recvResult{}, err
 	}
 	ns, dev := tunNS(r, tunConfig("pgmtun-b1", "10.213.44.1"))
-	proto := tunStack(r, dev, "10.213.44.2", drops)
+	proto := tunStack(r, ns, dev, "10.213.44.2", drops)
 	lis := newListener(r, proto)
 	timeout := remaining(ctx, time.Minute)
 	sp, err := interop.Start(ctx, ns.Name, timeout, p.Send, openPGMSendOpts("10.213.44.1", size, count).Args()...)
@@ -376,7 +383,7 @@ func pgmtunTUNSend(size, count int) func(context.Context, *Run) (Metrics, error)
 		sock, _, err := rawSocket(ns, dev.Index())
 		r.Must(err)
 		defer sock.Close()
-		proto := tunStack(r, dev, "10.213.46.2", nil)
+		proto := tunStack(r, ns, dev, "10.213.46.2", nil)
 
 		var pkts, bytes atomic.Uint64
 		var first, last atomic.Int64
