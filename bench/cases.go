@@ -111,13 +111,13 @@ func allCases(e *Env, runs int) []*Case {
 	for _, p := range lossRates {
 		add(&Case{ID: fmt.Sprintf("loss/inproc/%g", p*100), Group: gLoss,
 			Name: fmt.Sprintf("in-process at 16 MB/s, %g%% loss, %d B", p*100, lossSize), Timeout: 60 * time.Second,
-			Baseline: "loss/inproc/0", Show: []string{mMsgs, mMbit, mP50, mP99, mLostPkts, mRepairs},
+			Baseline: "loss/inproc/0", Show: []string{mSteady, mMbit, mMsgs, mP50, mP99, mLostPkts, mRepairs},
 			Run: lossCase(p, lossSize, e.count(lossSize, 0.5), inprocLossTransfer)})
 	}
 	for _, p := range lossRates {
 		add(&Case{ID: fmt.Sprintf("loss/tun/%g", p*100), Group: gLoss,
 			Name: fmt.Sprintf("OpenPGM → pgmtun via TUN at 16 MB/s, %g%% loss, %d B", p*100, lossSize), Timeout: 60 * time.Second,
-			Baseline: "loss/tun/0", Show: []string{mMsgs, mMbit, mP50, mP99, mLostPkts},
+			Baseline: "loss/tun/0", Show: []string{mSteady, mMbit, mMsgs, mP50, mP99, mLostPkts},
 			Needs: []string{"openpgm"},
 			Run:   lossCase(p, lossSize, e.count(lossSize, 0.5), tunLossTransfer(e))})
 	}

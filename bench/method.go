@@ -34,7 +34,9 @@ const methodText = `## Method
   takes packets while the sender shares the CPU.
 - **Loss.** 20 000 messages of 1000 bytes at 16 MB/s (the OpenPGM limit for
   the size) in both paths, so goodput is measured at the same steady offered
-  load. A seeded filter drops downstream PGM packets (SPM, ODATA, RDATA,
+  load; goodput is given over the whole transfer and in steady state (the
+  records from 10 % to 90 % of the transfer, without the wait for the last
+  repairs, which the repair latency shows). A seeded filter drops downstream PGM packets (SPM, ODATA, RDATA,
   NCF) at random at the receiver's link with the given probability, from the
   first ODATA on (the receiver's session starts there); NAKs are not dropped. Repair latency is, for each record whose ODATA was dropped, the
   time from the first drop to the record's delivery to the application

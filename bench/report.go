@@ -192,10 +192,13 @@ func (rep *report) targets(b *strings.Builder) {
 
 	// 5 % loss goodput ≥ 0.9× lossless.
 	for _, path := range []string{"inproc", "tun"} {
-		r, ok := rep.ratio(fmt.Sprintf("loss/%s/5", path), fmt.Sprintf("loss/%s/0", path), mMbit)
+		r, ok := rep.ratio(fmt.Sprintf("loss/%s/5", path), fmt.Sprintf("loss/%s/0", path), mSteady)
 		m := "n/a"
 		if ok {
-			m = fmt.Sprintf("%.2f×", r)
+			m = fmt.Sprintf("%.2f× steady state (10–90 %% of the records)", r)
+			if w, ok := rep.ratio(fmt.Sprintf("loss/%s/5", path), fmt.Sprintf("loss/%s/0", path), mMbit); ok {
+				m += fmt.Sprintf("; %.2f× over the whole transfer incl. the last repairs", w)
+			}
 		}
 		rows = append(rows, targetRow{"at 5 % loss goodput ≥ 0.9× lossless — " + path, m, status(ok && r >= 0.9, ok)})
 	}
@@ -324,9 +327,9 @@ func (rep *report) plots() map[string]plot {
 
 	lossIdx := []int{0, 1, 2, 3}
 	lx := func(i int) float64 { return lossRates[i] * 100 }
-	goodput := plot{Title: "Goodput vs loss (1000-byte messages)", XLabel: "random downstream loss (%)", YLabel: "goodput Mbit/s (median, min–max)"}
-	add(&goodput, "in-process", pts(func(i int) string { return fmt.Sprintf("loss/inproc/%g", lossRates[i]*100) }, lossIdx, mMbit, lx))
-	add(&goodput, "OpenPGM → pgmtun (TUN)", pts(func(i int) string { return fmt.Sprintf("loss/tun/%g", lossRates[i]*100) }, lossIdx, mMbit, lx))
+	goodput := plot{Title: "Goodput vs loss (1000-byte messages, 16 MB/s offered)", XLabel: "random downstream loss (%)", YLabel: "steady-state goodput Mbit/s (median, min–max)"}
+	add(&goodput, "in-process", pts(func(i int) string { return fmt.Sprintf("loss/inproc/%g", lossRates[i]*100) }, lossIdx, mSteady, lx))
+	add(&goodput, "OpenPGM → pgmtun (TUN)", pts(func(i int) string { return fmt.Sprintf("loss/tun/%g", lossRates[i]*100) }, lossIdx, mSteady, lx))
 
 	rIdx := []int{0, 1, 2}
 	rx := func(i int) float64 { return float64(receiverCounts[i]) }

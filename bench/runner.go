@@ -39,6 +39,7 @@ const (
 	mLinkDrops  = "link queue drops"
 	mRateShare  = "share of limit"
 	mArrivedPct = "% arrived"
+	mSteady     = "steady Mbit/s"
 )
 
 // Case is one benchmark: run Runs times, each bounded by Timeout.

@@ -113,6 +113,9 @@ type recvResult struct {
 	Latencies []time.Duration // repair latencies of dropped records (set by the caller)
 	Dropped   int             // packets the loss filter dropped
 	LinkDrops uint64          // packets the in-memory link's queue dropped
+	// At10 and At90: when the records at 10 % and 90 % of the transfer
+	// arrived, for the steady-state goodput (without start and tail).
+	At10, At90 time.Time
 }
 
 func (r recvResult) elapsed() time.Duration { return r.Last.Sub(r.First) }
@@ -124,7 +127,11 @@ func (r recvResult) metrics() Metrics {
 	if el <= 0 {
 		return Metrics{}
 	}
-	return Metrics{mMsgs: float64(r.Records) / el, mMbit: float64(r.Bytes) * 8 / el / 1e6}
+	m := Metrics{mMsgs: float64(r.Records) / el, mMbit: float64(r.Bytes) * 8 / el / 1e6}
+	if mid := r.At90.Sub(r.At10).Seconds(); mid > 0 && r.Records > 0 {
+		m[mSteady] = float64(r.Bytes) * 0.8 * 8 / mid / 1e6
+	}
+	return m
 }
 
 // recvRecords accepts the first session on lis and reads count records
@@ -153,6 +160,12 @@ func recvRecords(ctx context.Context, lis *stack.Socket, size, count int) (recvR
 			res.First = now
 		}
 		res.Last = now
+		switch res.Records {
+		case count / 10:
+			res.At10 = now
+		case count - count/10:
+			res.At90 = now
+		}
 		res.Records++
 		res.Bytes += int64(n)
 	}
