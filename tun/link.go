@@ -37,9 +37,10 @@ type LinkOptions struct {
 }
 
 // LinkEndpoint returns the gVisor link endpoint for the device; it can be
-// called once. The endpoint reads the device with one goroutine (started
-// when a NIC attaches it, stopped by RemoveNIC or Close) and delivers
-// packets inline, in order.
+// called once. The endpoint reads the device with one goroutine, started
+// when a NIC attaches it and stopped by Close (removing the NIC only stops
+// delivery: gVisor detaches under its stack lock, which the reader may
+// need); packets are delivered inline, in order.
 func (d *Device) LinkEndpoint(opts LinkOptions) (stack.LinkEndpoint, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -103,8 +104,9 @@ func (d *Device) LinkEndpoint(opts LinkOptions) (stack.LinkEndpoint, error) {
 		d.lossy = NewLossy(ep, *opts.Loss)
 		ep = d.lossy
 	}
-	d.ep, d.inner = ep, inner
-	return ep, nil
+	d.guard = newGuard(ep)
+	d.ep, d.inner = d.guard, inner
+	return d.guard, nil
 }
 
 // Raw returns the device as a file for direct packet I/O without a

@@ -68,7 +68,8 @@ type Device struct {
 	ep      stack.LinkEndpoint
 	inner   stack.LinkEndpoint // the fdbased endpoint inside ep
 	lossy   *LossyEndpoint
-	raw     bool // Raw was called
+	guard   *guardEndpoint // outermost: what the stack sees
+	raw     bool           // Raw was called
 	pcapW   *pcapWriter
 	s       *stack.Stack
 	nicID   tcpip.NICID
@@ -256,7 +257,7 @@ func (d *Device) RemoveNICOnClose(s *stack.Stack, id tcpip.NICID) {
 }
 
 // Close removes the NIC (if known), stops the link endpoint's reader and
-// waits for it, closes the fd, and removes what Open created: the device
+// waits for it (whether or not the stack was closed first), closes the fd, and removes what Open created: the device
 // itself, or on an attached device the addresses and routes it added.
 // It is safe to call more than once.
 func (d *Device) Close() error {
@@ -266,23 +267,21 @@ func (d *Device) Close() error {
 		return nil
 	}
 	d.closed = true
-	s, nicID, inner := d.s, d.nicID, d.inner
+	s, nicID, guard := d.s, d.nicID, d.guard
 	d.mu.Unlock()
 
 	var errs []error
 	if s != nil {
-		// RemoveNIC detaches the endpoint, which stops and waits for its
-		// dispatcher goroutine.
 		if err := s.RemoveNIC(nicID); err != nil {
 			if _, ok := err.(*tcpip.ErrUnknownNICID); !ok {
 				errs = append(errs, fmt.Errorf("remove NIC %d: %s", nicID, err))
 			}
 		}
 	}
-	if inner != nil && inner.IsAttached() {
-		// Attached to a stack we were not told about: stop the reader
-		// ourselves, since closing an fd does not wake a poll on it.
-		inner.Attach(nil)
+	if guard != nil {
+		// Stop the reader and wait for it, holding no stack lock (see
+		// guardEndpoint); only then may the fd be closed.
+		guard.stop()
 	}
 	d.mu.Lock()
 	if d.fd >= 0 {

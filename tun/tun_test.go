@@ -259,3 +259,61 @@ func TestKernelNamedDevice(t *testing.T) {
 	require.NoError(t, dev.Close())
 	assert.False(t, linkExists(t, ns, dev.Name()))
 }
+
+// TestStackClosedFirst closes and waits for the stack while the kernel is
+// still sending into the device, then closes the device. gVisor detaches
+// link endpoints under its stack lock; without the guard endpoint the
+// fdbased reader, blocked on that lock while delivering, deadlocks Wait.
+func TestStackClosedFirst(t *testing.T) {
+	ns := netns.New(t)
+	before := runtime.NumGoroutine()
+	for round := 0; round < 5; round++ {
+		dev, err := open(t, ns, Config{Name: "pgmtunw", Create: true, Up: true,
+			HostAddr: netip.MustParsePrefix("10.213.3.1/24")})
+		require.NoError(t, err)
+		s := stack.New(stack.Options{
+			NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol},
+			TransportProtocols: []stack.TransportProtocolFactory{udp.NewProtocol},
+		})
+		require.NoError(t, dev.Attach(s, 1, netip.MustParsePrefix("10.213.3.2/24"), LinkOptions{}))
+
+		var c *net.UDPConn
+		require.NoError(t, ns.Do(func() (err error) {
+			c, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 213, 3, 1)})
+			return err
+		}))
+		stop := make(chan struct{})
+		flooding := make(chan struct{})
+		go func() {
+			defer close(flooding)
+			dst := &net.UDPAddr{IP: net.IPv4(10, 213, 3, 2), Port: 9}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c.WriteToUDP(make([]byte, 100), dst)
+			}
+		}()
+		time.Sleep(20 * time.Millisecond)
+
+		done := make(chan struct{})
+		go func() {
+			s.Close()
+			s.Wait()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("stack.Wait deadlocked with the device still delivering")
+		}
+		require.NoError(t, dev.Close())
+		close(stop)
+		<-flooding
+		c.Close()
+		require.False(t, linkExists(t, ns, "pgmtunw"))
+	}
+	waitGoroutines(t, before)
+}
