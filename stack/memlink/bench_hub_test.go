@@ -53,18 +53,19 @@ func BenchmarkHubWritePackets(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(ip) + len(payload)))
 			i := 0
+			var l stack.PacketBufferList
 			for b.Loop() {
 				pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{
 					ReserveHeaderBytes: len(ip),
 					Payload:            buffer.MakeWithData(payload),
 				})
 				copy(pkt.NetworkHeader().Push(len(ip)), ip)
-				var l stack.PacketBufferList
 				l.PushBack(pkt)
 				if _, err := tx.WritePackets(l); err != nil {
 					b.Fatal(err)
 				}
-				pkt.DecRef()
+				l.Reset() // drops our reference
+
 				if i++; i%256 == 0 {
 					h.WaitIdle()
 				}

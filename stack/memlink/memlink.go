@@ -13,6 +13,10 @@
 // > 0). That keeps gVisor's locks from being re-entered across stacks. With a
 // faketime.ManualClock and a delay on every port, deliveries run inside
 // Advance, in time order.
+//
+// Packets are not copied: a written packet's gVisor buffer is shared,
+// reference-counted and copy-on-write, with every port it reaches (the
+// chunks return to gVisor's pool when the last receiver is done).
 package memlink
 
 import (
@@ -40,7 +44,8 @@ type Impairment struct {
 	Jitter time.Duration
 	// Drop, when set, sees every IP packet before the random loss and drops
 	// it when it returns true. It runs on the hub's pump with the hub
-	// locked: it must not block or call the hub's methods.
+	// locked: it must not block or call the hub's methods. ipPacket is
+	// valid only during the call (the hub reuses it).
 	Drop func(ipPacket []byte) bool
 }
 
@@ -67,8 +72,9 @@ type Stats struct {
 	QueueDrops uint64 // dropped because the pump queue was full
 }
 
+// item is a packet waiting for the pump; it owns one reference to buf.
 type item struct {
-	data []byte
+	buf  buffer.Buffer
 	from *Port // sender (fan-out) when to == nil
 	to   *Port // set for an already-impaired delayed delivery
 }
@@ -83,10 +89,12 @@ type Hub struct {
 	cond   *sync.Cond
 	rng    *rand.Rand
 	ports  []*Port
-	queue  []item
+	queue  []item // waiting items are queue[qHead:]
+	qHead  int
 	busy   bool
 	closed bool
 	stats  Stats
+	flat   []byte // an item's bytes for Drop functions, reused
 
 	done chan struct{}
 }
@@ -135,7 +143,7 @@ func (h *Hub) Stats() Stats {
 func (h *Hub) WaitIdle() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for (len(h.queue) > 0 || h.busy) && !h.closed {
+	for (h.queued() > 0 || h.busy) && !h.closed {
 		h.cond.Wait()
 	}
 }
@@ -150,7 +158,10 @@ func (h *Hub) Close() {
 		return
 	}
 	h.closed = true
-	h.queue = nil
+	for i := h.qHead; i < len(h.queue); i++ {
+		h.queue[i].buf.Release()
+	}
+	h.queue, h.qHead = nil, 0
 	h.cond.Broadcast()
 	h.mu.Unlock()
 	<-h.done
@@ -158,21 +169,38 @@ func (h *Hub) Close() {
 
 func (h *Hub) enqueue(it item) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.enqueueLocked(it)
+	h.mu.Unlock()
+}
+
+// enqueueLocked queues it, or releases it when the hub is closed or the
+// queue is full.
+func (h *Hub) enqueueLocked(it item) {
 	if h.closed {
+		it.buf.Release()
 		return
 	}
-	if len(h.queue) >= h.queueLen {
+	if h.queued() >= h.queueLen {
 		h.stats.QueueDrops++
+		it.buf.Release()
 		return
+	}
+	if h.qHead > 0 && len(h.queue) == cap(h.queue) {
+		// Slide the waiting items to the front instead of growing.
+		n := copy(h.queue, h.queue[h.qHead:])
+		clear(h.queue[n:])
+		h.queue, h.qHead = h.queue[:n], 0
 	}
 	h.queue = append(h.queue, it)
 	h.cond.Broadcast()
 }
 
+func (h *Hub) queued() int { return len(h.queue) - h.qHead }
+
+// delivery is one packet for one port; it owns one reference to buf.
 type delivery struct {
-	to   *Port
-	data []byte
+	to  *Port
+	buf buffer.Buffer
 }
 
 func (h *Hub) pump() {
@@ -180,7 +208,7 @@ func (h *Hub) pump() {
 	var now []delivery
 	h.mu.Lock()
 	for {
-		for len(h.queue) == 0 && !h.closed {
+		for h.queued() == 0 && !h.closed {
 			h.cond.Wait()
 		}
 		if h.closed {
@@ -189,15 +217,18 @@ func (h *Hub) pump() {
 			h.mu.Unlock()
 			return
 		}
-		it := h.queue[0]
-		h.queue[0] = item{}
-		h.queue = h.queue[1:]
+		it := h.queue[h.qHead]
+		h.queue[h.qHead] = item{}
+		if h.qHead++; h.qHead == len(h.queue) {
+			h.queue, h.qHead = h.queue[:0], 0
+		}
 		h.busy = true
 		now = h.routeLocked(it, now[:0])
 		h.mu.Unlock()
 
-		for _, d := range now {
-			d.to.deliver(d.data)
+		for i := range now {
+			now[i].to.deliver(now[i].buf)
+			now[i] = delivery{}
 		}
 
 		h.mu.Lock()
@@ -208,19 +239,26 @@ func (h *Hub) pump() {
 }
 
 // routeLocked applies impairments to it and returns the deliveries due
-// now; delayed ones are handed to the clock.
+// now; delayed ones are handed to the clock. Each delivery gets its own
+// reference to the packet's buffer; the item's own is released.
 func (h *Hub) routeLocked(it item, out []delivery) []delivery {
 	if it.to != nil {
-		return append(out, delivery{to: it.to, data: it.data})
+		return append(out, delivery{to: it.to, buf: it.buf})
 	}
+	var flat []byte // the packet as one slice, made only for a Drop function
 	for _, p := range h.ports {
 		if p == it.from || p.closed || p.dispatcher == nil {
 			continue
 		}
 		imp := p.imp
-		if imp.Drop != nil && imp.Drop(it.data) {
-			h.stats.Lost++
-			continue
+		if imp.Drop != nil {
+			if flat == nil {
+				flat = h.flatten(&it.buf)
+			}
+			if imp.Drop(flat) {
+				h.stats.Lost++
+				continue
+			}
 		}
 		if imp.Loss > 0 && h.rng.Float64() < imp.Loss {
 			h.stats.Lost++
@@ -236,15 +274,34 @@ func (h *Hub) routeLocked(it item, out []delivery) []delivery {
 			if imp.Jitter > 0 {
 				d += time.Duration(h.rng.Int63n(int64(imp.Jitter)))
 			}
+			buf := it.buf.Clone()
 			if d <= 0 {
-				out = append(out, delivery{to: p, data: it.data})
+				out = append(out, delivery{to: p, buf: buf})
 				continue
 			}
-			p, data := p, it.data
-			h.clock.AfterFunc(d, func() { h.enqueue(item{data: data, to: p}) })
+			h.later(d, item{buf: buf, to: p})
 		}
 	}
+	it.buf.Release()
 	return out
+}
+
+// later queues it after d. (A function of its own: a closure in the
+// routing loop would move the loop's variables to the heap for every
+// packet, delayed or not.)
+func (h *Hub) later(d time.Duration, it item) {
+	h.clock.AfterFunc(d, func() { h.enqueue(it) })
+}
+
+// flatten copies b into the hub's reusable slice.
+func (h *Hub) flatten(b *buffer.Buffer) []byte {
+	n := int(b.Size())
+	if cap(h.flat) < n {
+		h.flat = make([]byte, n)
+	}
+	f := h.flat[:n]
+	_, _ = b.ReadAt(f, 0)
+	return f
 }
 
 // Port is one attachment to the hub; it implements stack.LinkEndpoint for a
@@ -269,48 +326,47 @@ func (p *Port) SetImpairment(imp Impairment) {
 	p.hub.mu.Unlock()
 }
 
-func (p *Port) deliver(data []byte) {
+// deliver hands buf (whose reference it takes) to the port's stack.
+func (p *Port) deliver(buf buffer.Buffer) {
 	p.hub.mu.Lock()
 	d := p.dispatcher
 	closed := p.closed
 	p.hub.mu.Unlock()
-	if d == nil || closed || len(data) == 0 {
+	var first [1]byte
+	if d == nil || closed || buf.Size() == 0 {
+		buf.Release()
 		return
 	}
+	_, _ = buf.ReadAt(first[:], 0)
 	var proto tcpip.NetworkProtocolNumber
-	switch header.IPVersion(data) {
+	switch header.IPVersion(first[:]) {
 	case header.IPv4Version:
 		proto = header.IPv4ProtocolNumber
 	case header.IPv6Version:
 		proto = header.IPv6ProtocolNumber
 	default:
+		buf.Release()
 		return
 	}
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(data)})
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buf})
 	d.DeliverNetworkPacket(proto, pkt)
 	pkt.DecRef()
 }
 
-// WritePackets implements stack.LinkWriter. Packets are copied and queued.
+// WritePackets implements stack.LinkWriter. Packets are queued without a
+// copy: the hub takes a reference to each packet's buffer (ToBuffer), one
+// lock for the whole list.
 func (p *Port) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	h := p.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if p.closed {
+		return 0, &tcpip.ErrClosedForSend{}
+	}
 	n := 0
 	for _, pkt := range pkts.AsSlice() {
-		v := pkt.ToView()
-		data := append([]byte(nil), v.AsSlice()...)
-		v.Release()
-		p.hub.mu.Lock()
-		closed := p.closed
-		if !closed {
-			p.hub.stats.Sent++
-		}
-		p.hub.mu.Unlock()
-		if closed {
-			if n == 0 {
-				return 0, &tcpip.ErrClosedForSend{}
-			}
-			break
-		}
-		p.hub.enqueue(item{data: data, from: p})
+		h.stats.Sent++
+		h.enqueueLocked(item{buf: pkt.ToBuffer(), from: p})
 		n++
 	}
 	return n, nil
