@@ -170,3 +170,29 @@ func TestWindowBufferReuseKeepsContent(t *testing.T) {
 		}
 	}
 }
+
+// TestTransmitWindowMemoryFollowsMessageSize: slot buffers are sized by
+// what they held, so a window full of small messages costs about their
+// size, not a full TSDU each.
+func TestTransmitWindowMemoryFollowsMessageSize(t *testing.T) {
+	c := testConfig()
+	c.MaxRate = -1
+	c.TXWSqns = 1024
+	s, err := NewSource(c, t0)
+	require.NoError(t, err)
+	msg := make([]byte, 64)
+	for range 3 * 1024 { // three laps: every slot reused twice
+		require.NoError(t, s.Send(t0, msg))
+		for {
+			if _, ok := s.Next(t0); !ok {
+				break
+			}
+		}
+	}
+	held := 0
+	for i := range s.w.ring {
+		held += cap(s.w.ring[i].payload)
+	}
+	assert.Equal(t, 1024, len(s.w.ring))
+	assert.Equal(t, 1024*64, held)
+}

@@ -113,7 +113,7 @@ func NewSource(cfg Config, now time.Time) (*Source, error) {
 	s := &Source{
 		cfg:      c,
 		start:    now,
-		w:        newTXW(c.TXWSqns, seq.Num(c.InitialSQN), c.maxTSDU()),
+		w:        newTXW(c.TXWSqns, seq.Num(c.InitialSQN)),
 		total:    newBucket(c.MaxRate, burst),
 		odata:    newBucket(c.ODATARate, max(2*c.MaxTPDU, c.ODATARate/100)),
 		rdata:    newBucket(c.RDATARate, max(2*c.MaxTPDU, c.RDATARate/100)),

@@ -21,12 +21,14 @@ type txEntry struct {
 // used). Entries in [trail, sendNext) have gone out as ODATA; [sendNext,
 // next) wait for the rate limiter. lead (advertised) is sendNext-1.
 //
-// Each ring slot keeps its TSDU buffer (tsduCap bytes) when its entry leaves
-// the window, and the next sequence landing in that slot reuses it: once the
-// ring has reached its working size, Send copies into memory the window
-// already owns and allocates nothing, however many entries one window
-// advance drops at once. The buffers are bounded by the ring, which is
-// bounded by the window (TXWSqns): the memory is the window's peak use.
+// Each ring slot keeps its TSDU buffer when its entry leaves the window, and
+// the next sequence landing in that slot reuses it: once the ring has
+// reached its working size, Send copies into memory the window already owns
+// and allocates nothing, however many entries one window advance drops at
+// once. A slot's buffer is as large as the largest TSDU it held (at most
+// one TSDU), so a window of small messages stays small. The buffers are
+// bounded by the ring, which is bounded by the window (TXWSqns): the
+// memory is the window's peak use.
 type txw struct {
 	ring     []txEntry
 	max      uint32 // capacity in sequences (TXWSqns)
@@ -34,11 +36,10 @@ type txw struct {
 	next     seq.Num // next sequence to assign
 	sendNext seq.Num // next sequence to send as ODATA
 	bytes    int     // payload bytes held
-	tsduCap  int
 }
 
-func newTXW(sqns uint32, first seq.Num, tsduCap int) txw {
-	return txw{ring: make([]txEntry, min(sqns, initialRing)), max: sqns, trail: first, next: first, sendNext: first, tsduCap: tsduCap}
+func newTXW(sqns uint32, first seq.Num) txw {
+	return txw{ring: make([]txEntry, min(sqns, initialRing)), max: sqns, trail: first, next: first, sendNext: first}
 }
 
 // initialRing is the starting size of window rings, which double as needed.
@@ -76,7 +77,7 @@ func (w *txw) push(p []byte, f *fragInfo) seq.Num {
 	e := w.at(s)
 	buf := e.payload[:0]
 	if cap(buf) < len(p) {
-		buf = make([]byte, 0, max(w.tsduCap, len(p)))
+		buf = make([]byte, 0, len(p))
 	}
 	*e = txEntry{payload: append(buf, p...)}
 	if f != nil {
