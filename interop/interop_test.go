@@ -113,6 +113,8 @@ func TestOpenPGMToOpenPGM(t *testing.T) {
 		{name: "5% loss repaired", size: 1000, count: 1000, lossPct: 5},
 		{name: "short session detected", size: 100, count: 10, wantCode: 2,
 			recv: func(o *Opts) { o.Count = 20; o.Idle = 500 * time.Millisecond }},
+		{name: "count 0 ends when idle", size: 100, count: 50,
+			recv: func(o *Opts) { o.Count = 0; o.Idle = 500 * time.Millisecond }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			port := 7500 + i

@@ -33,7 +33,7 @@ type Opts struct {
 	Linger      time.Duration // sender: serve repairs this long after the last send
 	Delay       time.Duration // sender: pause between connect and the first data
 	Timeout     time.Duration // receiver: fail after this long
-	Idle        time.Duration // receiver: end after this long without data
+	Idle        time.Duration // receiver: end after this long without data (Count 0: default 2 s; OpenPGM 5.3 receivers never see the FIN)
 	Hops        int
 	MTU         int
 	Verbose     bool
