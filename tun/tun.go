@@ -10,6 +10,15 @@
 // Open acts in the network namespace of the calling OS thread; the device,
 // its fd and the netlink socket kept for teardown stay in that namespace
 // whatever thread later uses them.
+//
+// Attaching to an administrator's device needs read-write access to
+// /dev/net/tun and ownership of the device (`ip tuntap add ... user NAME`);
+// configuring the kernel side needs CAP_NET_ADMIN.
+//
+// Teardown: Close the Device; closing the stack first is fine. gVisor
+// detaches link endpoints under its stack lock, which fdbased's reader may
+// need while delivering a packet, so the endpoint handed to the stack only
+// stops delivering on detach, and Close stops and waits for the reader.
 package tun
 
 import (
@@ -257,9 +266,10 @@ func (d *Device) RemoveNICOnClose(s *stack.Stack, id tcpip.NICID) {
 }
 
 // Close removes the NIC (if known), stops the link endpoint's reader and
-// waits for it (whether or not the stack was closed first), closes the fd, and removes what Open created: the device
-// itself, or on an attached device the addresses and routes it added.
-// It is safe to call more than once.
+// waits for it (whether or not the stack was closed first), closes the fd,
+// and removes what Open created: the device itself, or on an attached
+// device the addresses and routes it added. It is safe to call more than
+// once.
 func (d *Device) Close() error {
 	d.mu.Lock()
 	if d.closed {
