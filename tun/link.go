@@ -2,12 +2,14 @@ package tun
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
 	"sync"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -66,20 +68,27 @@ func (d *Device) LinkEndpoint(opts LinkOptions) (stack.LinkEndpoint, error) {
 			in := d.inner
 			d.mu.Unlock()
 			if in != nil && in.IsAttached() {
+				why := "a frame it could not parse"
+				if err != nil {
+					why = err.String()
+				}
 				d.mu.Lock()
-				d.stopErr = fmt.Errorf("tun: %s: reader stopped: %s", d.name, err)
+				d.stopErr = fmt.Errorf("tun: %s: reader stopped: %s", d.name, why)
 				d.mu.Unlock()
 			}
 		},
 	}
 	if d.tap {
-		// NOTE: fdbased stops its reader for good on a frame addressed to
-		// another unicast MAC; a TAP on a bridge must not be flooded with
-		// unknown unicast (bridge port flag "flood off").
 		fo.EthernetHeader = true
 		fo.Address = opts.MAC
 		if fo.Address == "" {
 			fo.Address = randomMAC()
+		}
+		// fdbased stops its reader for good on a frame addressed to another
+		// unicast MAC, and a bridge floods unknown unicast to every port:
+		// have the kernel pass only our MAC and multicast/broadcast.
+		if err := setTxFilter(d.fd, fo.Address); err != nil {
+			return nil, fmt.Errorf("tun: %s: MAC filter: %w", d.name, err)
 		}
 	}
 	inner, err := fdbased.New(&fo)
@@ -176,6 +185,21 @@ func (d *Device) Lossy() *LossyEndpoint {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.lossy
+}
+
+// setTxFilter installs a TUNSETTXFILTER filter (struct tun_filter) on a
+// TAP fd: unicast frames only for mac, all multicast and broadcast.
+func setTxFilter(fd int, mac tcpip.LinkAddress) error {
+	const tunFltAllMulti = 0x0001
+	var f [4 + 6]byte
+	binary.NativeEndian.PutUint16(f[0:], tunFltAllMulti)
+	binary.NativeEndian.PutUint16(f[2:], 1) // one address
+	copy(f[4:], mac)
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.TUNSETTXFILTER, uintptr(unsafe.Pointer(&f[0])))
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 func randomMAC() tcpip.LinkAddress {

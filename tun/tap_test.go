@@ -2,6 +2,7 @@ package tun
 
 import (
 	"bytes"
+	"net"
 	"net/netip"
 	"runtime"
 	"testing"
@@ -58,6 +59,26 @@ func TestTAPBridge(t *testing.T) {
 
 	ping(t, ns, "10.213.7.1", "10.213.7.2")
 	ping(t, ns, "10.213.7.1", "10.213.7.3")
+
+	// Unicast to a MAC the bridge has never seen is flooded to every
+	// port. fdbased would stop reading for good at such a frame; the
+	// device's MAC filter keeps it from reaching the reader.
+	ns.MustRun(t, "ip", "neigh", "add", "10.213.7.99", "lladdr", "02:00:00:00:00:99", "dev", "pgmtunbr", "nud", "permanent")
+	var kc *net.UDPConn
+	require.NoError(t, ns.Do(func() (err error) {
+		kc, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 213, 7, 1)})
+		return err
+	}))
+	for i := 0; i < 5; i++ {
+		_, err := kc.WriteToUDP([]byte("to nobody"), &net.UDPAddr{IP: net.IPv4(10, 213, 7, 99), Port: 9})
+		require.NoError(t, err)
+	}
+	kc.Close()
+	time.Sleep(50 * time.Millisecond)
+	for _, d := range devs {
+		require.NoError(t, d.Err(), "reader survives frames for other MACs")
+	}
+	ping(t, ns, "10.213.7.1", "10.213.7.2")
 
 	group := tcpip.AddrFrom4([4]byte{239, 192, 0, 9})
 	rx := udpEndpoint(t, stacks[1], 7500, group)
