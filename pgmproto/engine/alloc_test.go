@@ -126,19 +126,27 @@ func TestRecycleReusesMemory(t *testing.T) {
 	assert.Equal(t, []byte("second message"), evs[1].Data, "data not recycled is untouched")
 }
 
-// TestRecycleIsBounded: the free list never exceeds spareBuffers, and
-// buffers of another size class are not kept.
+// TestRecycleIsBounded: the free list never exceeds the receive window
+// (within minSpare..maxSpare), and buffers of another size class are not
+// kept.
 func TestRecycleIsBounded(t *testing.T) {
 	p := newPipe(t, nil)
 	size := p.r.cfg.maxTSDU()
-	for range 2 * spareBuffers {
+	for range 2 * maxSpare {
 		p.r.Recycle(make([]byte, size))
 	}
-	assert.Len(t, p.r.pool.free, spareBuffers)
+	assert.Len(t, p.r.pool.free, 512, "bounded by RXWSqns")
 	p.r.pool.free = nil
 	p.r.Recycle(make([]byte, 10))
 	p.r.Recycle(make([]byte, 64*1024)) // a reassembled APDU
 	assert.Empty(t, p.r.pool.free)
+
+	for _, tc := range []struct {
+		rxw  uint32
+		want int
+	}{{1, minSpare}, {100, minSpare}, {1000, 1000}, {1 << 20, maxSpare}} {
+		assert.Equal(t, tc.want, spareBuffers(tc.rxw), "RXWSqns %d", tc.rxw)
+	}
 }
 
 // TestWindowBufferReuseKeepsContent: with slot buffers reused in both

@@ -31,7 +31,8 @@
 // Memory: the transmit window copies each TSDU into a buffer that belongs
 // to its ring slot and is reused by later sequences (at most TXWSqns
 // buffers, the window's peak use); a receive window takes payload buffers
-// from a free list of at most 256, refilled by reassembly and Recycle.
+// from a free list (at most RXWSqns buffers, within 256..4096) refilled by
+// reassembly and Recycle.
 //
 // # Semantics
 //

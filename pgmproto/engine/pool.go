@@ -16,9 +16,20 @@ type bufPool struct {
 	recycling bool // the caller gives delivered data back
 }
 
-// spareBuffers bounds a Receiver's free list: about 370 KB at the default
-// MTU, enough for a burst of in-order deliveries to be recycled.
-const spareBuffers = 256
+// spareBuffers bounds a Receiver's free list: as many buffers as its
+// receive window holds, within [minSpare, maxSpare]. What a recycling
+// caller gives back arrives in bursts as large as its own queue (a socket
+// drains thousands of messages at a time); a smaller list drops most of
+// them and the next burst allocates again. At most about 6 MB at the
+// default MTU.
+func spareBuffers(rxwSqns uint32) int {
+	return int(min(max(rxwSqns, minSpare), maxSpare))
+}
+
+const (
+	minSpare = 256
+	maxSpare = 4096
+)
 
 // get returns an empty buffer with room for n bytes. internal says the
 // payload stays in the engine (a fragment, copied out on reassembly).

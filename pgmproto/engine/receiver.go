@@ -148,7 +148,7 @@ func NewReceiver(cfg Config, now time.Time, rng *rand.Rand) (*Receiver, error) {
 		peers: make(map[wire.TSI]*peer),
 		buf:   make([]byte, maxControlLen),
 		now:   now,
-		pool:  bufPool{size: c.maxTSDU(), max: spareBuffers},
+		pool:  bufPool{size: c.maxTSDU(), max: spareBuffers(c.RXWSqns)},
 	}, nil
 }
 
@@ -157,7 +157,7 @@ func NewReceiver(cfg Config, now time.Time, rng *rand.Rand) (*Receiver, error) {
 // It is optional: Data never given back is garbage collected as usual.
 // After Recycle the caller must not use data or any slice of it again.
 // Buffers of another size (reassembled APDUs) are ignored, and the
-// Receiver keeps a bounded number (spareBuffers).
+// Receiver keeps a bounded number (RXWSqns, within 256..4096).
 func (r *Receiver) Recycle(data []byte) {
 	r.pool.recycling = true
 	r.pool.put(data)
