@@ -171,6 +171,20 @@ func checkReceiverBounds(t *testing.T, r *Receiver) {
 		if missing != w.missing {
 			t.Fatalf("%d missing slots, counted %d", missing, w.missing)
 		}
+		// Every missing slot is on the miss list, in order, and the list
+		// stays bounded by the window (compaction at 2 × missing + 64).
+		listed := 0
+		for i, s := range w.miss {
+			if i > 0 && !s.After(w.miss[i-1]) {
+				t.Fatalf("miss list out of order at %d: %v", i, w.miss)
+			}
+			if w.stillMissing(s) {
+				listed++
+			}
+		}
+		if listed != missing || len(w.miss) > 2*int(w.max)+64 {
+			t.Fatalf("miss list %d long lists %d of %d missing", len(w.miss), listed, missing)
+		}
 		if held != w.bytes {
 			t.Fatalf("window holds %d bytes, accounted %d", held, w.bytes)
 		}

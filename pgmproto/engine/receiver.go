@@ -336,6 +336,7 @@ func (r *Receiver) addMissing(pr *peer, s seq.Num, expiry time.Time) {
 	}
 	*sl = rxSlot{state: stBackOff, timer: expiry}
 	pr.w.missing++
+	pr.w.addMiss(s)
 	r.noteTimer(pr, expiry)
 }
 
@@ -373,9 +374,12 @@ func (r *Receiver) sourceTrail(pr *peer, trail seq.Num) {
 			w.lostBefore = trail
 		}
 	}
-	for s := w.trail; s.BeforeEq(end) && w.missing > 0; s++ {
-		if sl := w.at(s); sl.state.missing() {
-			sl.state = stLost
+	for _, s := range w.miss {
+		if s.After(end) {
+			break
+		}
+		if w.stillMissing(s) {
+			w.at(s).state = stLost
 			w.missing--
 		}
 	}
@@ -501,6 +505,7 @@ func (r *Receiver) confirm(now time.Time, pr *peer, q seq.Num) {
 		w.lead = q
 		*w.at(q) = rxSlot{state: stBackOff}
 		w.missing++
+		w.addMiss(q)
 	}
 	sl := w.at(q)
 	switch sl.state {
@@ -531,7 +536,7 @@ func (r *Receiver) finish(pr *peer) {
 	for s := pr.w.trail; pr.defined && s.BeforeEq(pr.w.lead); s++ {
 		pr.w.release(s)
 	}
-	pr.w.ring = nil
+	pr.w.ring, pr.w.miss = nil, nil
 	pr.nextTimer = time.Time{}
 	pr.spmrAt = time.Time{}
 }
@@ -741,15 +746,17 @@ func (r *Receiver) nakTimers(now time.Time, pr *peer) {
 	pr.nextTimer = time.Time{}
 	lost := false
 	retry := now.Add(r.backoff()) // shared by the sequences retried now: one NAK
-	left := w.missing
-	for s := w.trail; left > 0 && s.BeforeEq(w.lead); s++ {
-		sl := w.at(s)
-		if !sl.state.missing() {
+	// Visit the missing sequences in order, dropping the listed ones that
+	// no longer are (or become lost now).
+	kept := w.miss[:0]
+	for _, s := range w.miss {
+		if !w.stillMissing(s) {
 			continue
 		}
-		left--
+		sl := w.at(s)
 		if now.Before(sl.timer) {
 			r.noteTimer(pr, sl.timer)
+			kept = append(kept, s)
 			continue
 		}
 		switch sl.state {
@@ -780,7 +787,9 @@ func (r *Receiver) nakTimers(now time.Time, pr *peer) {
 			sl.state, sl.timer = stBackOff, retry
 		}
 		r.noteTimer(pr, sl.timer)
+		kept = append(kept, s)
 	}
+	w.miss = kept
 	if req.n > 0 {
 		r.queue(req)
 	}

@@ -43,8 +43,13 @@ type rxw struct {
 	// lead) are lost; set when the source's trail overtakes our lead.
 	lostBefore seq.Num
 	bytes      int      // payload bytes held
-	missing    int      // slots in a missing state (bounds the NAK timer scan)
+	missing    int      // slots in a missing state
 	pool       *bufPool // where released payloads go (the Receiver's)
+	// miss lists the sequences that went missing, ascending, so that NAK
+	// timers visit only them, not every slot of a large window. Entries
+	// that are no longer missing (repaired, lost, passed) are dropped
+	// lazily; compaction keeps it within 2 × RXWSqns + 64.
+	miss []seq.Num
 }
 
 func newRXW(sqns uint32, start seq.Num, pool *bufPool) rxw {
@@ -74,6 +79,30 @@ func (w *rxw) reach(s seq.Num) {
 }
 
 func (w *rxw) size() uint32 { return seq.WindowLen(w.trail, w.lead) }
+
+// addMiss records s (just made missing, beyond every listed sequence).
+func (w *rxw) addMiss(s seq.Num) {
+	if len(w.miss) >= 2*w.missing+64 {
+		w.compactMiss()
+	}
+	w.miss = append(w.miss, s)
+}
+
+// stillMissing reports whether listed sequence s is in the window and
+// missing.
+func (w *rxw) stillMissing(s seq.Num) bool {
+	return !s.Before(w.trail) && !s.After(w.lead) && w.at(s).state.missing()
+}
+
+func (w *rxw) compactMiss() {
+	kept := w.miss[:0]
+	for _, s := range w.miss {
+		if w.stillMissing(s) {
+			kept = append(kept, s)
+		}
+	}
+	w.miss = kept
+}
 
 // release returns the slot's payload (if it still holds one: a payload
 // handed to the caller is cleared first) to the pool and marks it empty.
