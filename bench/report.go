@@ -95,6 +95,7 @@ func (rep *report) header(b *strings.Builder) {
 	fmt.Fprintf(b, "| | |\n|---|---|\n")
 	fmt.Fprintf(b, "| Date | %s |\n", rep.started.UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(b, "| Machine | %s, %d CPUs, Linux %s |\n", cpuModel(), runtime.NumCPU(), kernelRelease())
+	fmt.Fprintf(b, "| Commit | %s |\n", gitCommit())
 	fmt.Fprintf(b, "| Go | %s |\n", runtime.Version())
 	fmt.Fprintf(b, "| OpenPGM | %s |\n", cmdOut("pkg-config", "--modversion", "openpgm-5.3"))
 	fmt.Fprintf(b, "| Runs per case | %d%s |\n", rep.runs, map[bool]string{true: " (quick mode: smaller transfers)"}[rep.quick])
@@ -368,4 +369,17 @@ func cmdOut(name string, args ...string) string {
 		return "not found"
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// gitCommit names the code measured: HEAD, and whether the work tree had
+// uncommitted changes (other areas may be mid-change).
+func gitCommit() string {
+	head := cmdOut("git", "rev-parse", "--short=12", "HEAD")
+	if head == "not found" {
+		return "unknown (not a git checkout)"
+	}
+	if out := cmdOut("git", "status", "--porcelain", "--untracked-files=no"); out != "" && out != "not found" {
+		return head + " plus uncommitted changes in the work tree"
+	}
+	return head
 }
