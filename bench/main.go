@@ -55,7 +55,7 @@ func main() {
 	}
 
 	start := time.Now()
-	loadStart := loadAvg()
+	loadStart, commit := loadAvg(), gitCommit()
 	// Profile first, so the allocation profile covers only the profiled
 	// transfer (it is cumulative from the program's start).
 	var prof *profileResult
@@ -84,7 +84,7 @@ func main() {
 	env.cleanupAbandoned()
 	rep := &report{
 		outcomes: outcomes, started: start, elapsed: time.Since(start), runs: *runs,
-		quick: *quick, profile: prof, filter: *match, loadStart: loadStart,
+		quick: *quick, profile: prof, filter: *match, loadStart: loadStart, commit: commit,
 	}
 	if err := rep.write(*out); err != nil {
 		log.Fatal(err)

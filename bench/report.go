@@ -22,6 +22,8 @@ type report struct {
 	profile  *profileResult
 	// loadStart is /proc/loadavg when the run began.
 	loadStart string
+	// commit is the code measured, taken when the run began.
+	commit string
 }
 
 func loadAvg() string {
@@ -95,7 +97,7 @@ func (rep *report) header(b *strings.Builder) {
 	fmt.Fprintf(b, "| | |\n|---|---|\n")
 	fmt.Fprintf(b, "| Date | %s |\n", rep.started.UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(b, "| Machine | %s, %d CPUs, Linux %s |\n", cpuModel(), runtime.NumCPU(), kernelRelease())
-	fmt.Fprintf(b, "| Commit | %s |\n", gitCommit())
+	fmt.Fprintf(b, "| Commit | %s |\n", rep.commit)
 	fmt.Fprintf(b, "| Go | %s |\n", runtime.Version())
 	fmt.Fprintf(b, "| OpenPGM | %s |\n", cmdOut("pkg-config", "--modversion", "openpgm-5.3"))
 	fmt.Fprintf(b, "| Runs per case | %d%s |\n", rep.runs, map[bool]string{true: " (quick mode: smaller transfers)"}[rep.quick])
