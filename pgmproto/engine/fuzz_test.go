@@ -185,6 +185,20 @@ func checkReceiverBounds(t *testing.T, r *Receiver) {
 		if listed != missing || len(w.miss) > 2*int(w.max)+64 {
 			t.Fatalf("miss list %d long lists %d of %d missing", len(w.miss), listed, missing)
 		}
+		// Every missing sequence has its current timer in the heap, which
+		// keeps the heap order and its bound.
+		armed := map[seq.Num]bool{}
+		for i, tm := range w.timers {
+			if i > 0 && tm.at.Before(w.timers[(i-1)/2].at) {
+				t.Fatalf("timer heap out of order at %d", i)
+			}
+			if w.valid(tm) {
+				armed[tm.s] = true
+			}
+		}
+		if len(armed) != missing || len(w.timers) > 2*int(w.max)+64 {
+			t.Fatalf("%d of %d missing sequences armed, heap %d", len(armed), missing, len(w.timers))
+		}
 		if held != w.bytes {
 			t.Fatalf("window holds %d bytes, accounted %d", held, w.bytes)
 		}

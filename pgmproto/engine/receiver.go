@@ -1,8 +1,10 @@
 package engine
 
 import (
+	"cmp"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/pgmtun/pgmtun/pgmproto/seq"
@@ -130,6 +132,7 @@ type Receiver struct {
 	now    time.Time
 	orphan ReceiverStats // counters for packets of no known session
 	pool   bufPool       // payload buffers of every session's window
+	due    []seq.Num     // scratch for nakTimers
 }
 
 // NewReceiver returns a Receiver for cfg (defaults filled in); rng drives
@@ -334,9 +337,10 @@ func (r *Receiver) addMissing(pr *peer, s seq.Num, expiry time.Time) {
 		*sl = rxSlot{state: stLost} // the source's trail already passed it
 		return
 	}
-	*sl = rxSlot{state: stBackOff, timer: expiry}
+	*sl = rxSlot{state: stBackOff}
 	pr.w.missing++
 	pr.w.addMiss(s)
+	pr.w.setTimer(s, expiry)
 	r.noteTimer(pr, expiry)
 }
 
@@ -516,7 +520,7 @@ func (r *Receiver) confirm(now time.Time, pr *peer, q seq.Num) {
 		sl.state = stWaitData
 		fallthrough
 	case stWaitData:
-		sl.timer = now.Add(r.cfg.NAKRdataIvl)
+		w.setTimer(q, now.Add(r.cfg.NAKRdataIvl))
 		r.noteTimer(pr, sl.timer)
 	}
 }
@@ -536,7 +540,7 @@ func (r *Receiver) finish(pr *peer) {
 	for s := pr.w.trail; pr.defined && s.BeforeEq(pr.w.lead); s++ {
 		pr.w.release(s)
 	}
-	pr.w.ring, pr.w.miss = nil, nil
+	pr.w.ring, pr.w.miss, pr.w.timers = nil, nil, nil
 	pr.nextTimer = time.Time{}
 	pr.spmrAt = time.Time{}
 }
@@ -738,7 +742,8 @@ func (r *Receiver) expire(pr *peer) {
 }
 
 // nakTimers advances the NAK state machine of every missing sequence of pr
-// whose timer expired, batching NAKs of up to MaxNAKList sequences.
+// whose timer expired, batching NAKs of up to MaxNAKList sequences in
+// sequence order.
 func (r *Receiver) nakTimers(now time.Time, pr *peer) {
 	w := &pr.w
 	var req outReq
@@ -746,23 +751,20 @@ func (r *Receiver) nakTimers(now time.Time, pr *peer) {
 	pr.nextTimer = time.Time{}
 	lost := false
 	retry := now.Add(r.backoff()) // shared by the sequences retried now: one NAK
-	// Visit the missing sequences in order, dropping the listed ones that
-	// no longer are (or become lost now).
-	kept := w.miss[:0]
-	for _, s := range w.miss {
-		if !w.stillMissing(s) {
-			continue
+	due := r.due[:0]
+	for len(w.timers) > 0 && !now.Before(w.timers[0].at) {
+		if t := w.popTimer(); w.valid(t) {
+			due = append(due, t.s)
 		}
+	}
+	slices.SortFunc(due, func(a, b seq.Num) int { return cmp.Compare(uint32(a-w.trail), uint32(b-w.trail)) })
+	due = slices.Compact(due) // a timer armed twice at the same instant
+	for _, s := range due {
 		sl := w.at(s)
-		if now.Before(sl.timer) {
-			r.noteTimer(pr, sl.timer)
-			kept = append(kept, s)
-			continue
-		}
 		switch sl.state {
 		case stBackOff:
 			sl.state = stWaitNCF
-			sl.timer = now.Add(r.cfg.NAKRptIvl)
+			w.setTimer(s, now.Add(r.cfg.NAKRptIvl))
 			req.sqns[req.n] = s
 			req.n++
 			if req.n == MaxNAKList {
@@ -776,7 +778,8 @@ func (r *Receiver) nakTimers(now time.Time, pr *peer) {
 				w.missing--
 				continue
 			}
-			sl.state, sl.timer = stBackOff, retry
+			sl.state = stBackOff
+			w.setTimer(s, retry)
 		case stWaitData:
 			sl.dataRetries++
 			if int(sl.dataRetries) >= r.cfg.NAKDataRetries {
@@ -784,12 +787,14 @@ func (r *Receiver) nakTimers(now time.Time, pr *peer) {
 				w.missing--
 				continue
 			}
-			sl.state, sl.timer = stBackOff, retry
+			sl.state = stBackOff
+			w.setTimer(s, retry)
 		}
-		r.noteTimer(pr, sl.timer)
-		kept = append(kept, s)
 	}
-	w.miss = kept
+	r.due = due[:0]
+	if t, ok := w.nextTimer(); ok {
+		r.noteTimer(pr, t)
+	}
 	if req.n > 0 {
 		r.queue(req)
 	}

@@ -50,6 +50,9 @@ type rxw struct {
 	// that are no longer missing (repaired, lost, passed) are dropped
 	// lazily; compaction keeps it within 2 × RXWSqns + 64.
 	miss []seq.Num
+	// timers is a min-heap of the missing sequences' timers (timers.go),
+	// so that a due timer costs O(log n), not a walk of every missing one.
+	timers []nakTimer
 }
 
 func newRXW(sqns uint32, start seq.Num, pool *bufPool) rxw {
