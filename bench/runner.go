@@ -103,6 +103,8 @@ func (r *Run) Logf(f string, a ...any) {
 }
 func (r *Run) Error(a ...any) { r.Errorf("%s", fmt.Sprint(a...)) }
 func (r *Run) Errorf(f string, a ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.failed = true
 	r.errs = append(r.errs, fmt.Sprintf(f, a...))
 }
@@ -181,8 +183,15 @@ func (e *Env) runOnce(c *Case, i int) (Metrics, error) {
 	}()
 	select {
 	case o := <-done:
-		if o.err == nil && len(r.errs) > 0 {
-			o.err = errors.New(strings.Join(r.errs, "; "))
+		r.mu.Lock()
+		errs := strings.Join(r.errs, "; ")
+		r.mu.Unlock()
+		switch {
+		case errs == "":
+		case o.err == nil:
+			o.err = errors.New(errs)
+		default:
+			o.err = fmt.Errorf("%w (and: %s)", o.err, errs)
 		}
 		if o.err == nil && ctx.Err() != nil {
 			o.err = fmt.Errorf("exceeded its time bound of %v", c.Timeout)
