@@ -80,7 +80,7 @@ func fmtNum(v float64) string {
 		return "0"
 	case a >= 1e6:
 		return strconv.FormatFloat(v/1e6, 'f', 2, 64) + "M"
-	case a >= 1000:
+	case a >= 1000 || v == math.Trunc(v):
 		return strconv.FormatFloat(v, 'f', 0, 64)
 	case a >= 100:
 		return strconv.FormatFloat(v, 'f', 1, 64)
