@@ -406,6 +406,7 @@ func (r *Receiver) onSPM(now time.Time, pr *peer, p wire.Packet) {
 		r.define(now, pr, lead+1, trail, 0, false)
 	} else {
 		r.sourceTrail(pr, trail)
+		pr.w.saw(lead)
 		if lead.After(pr.w.lead) {
 			r.extendTo(now, pr, lead)
 			if pr.w.fits(lead) {
@@ -440,6 +441,7 @@ func (r *Receiver) onData(now time.Time, pr *peer, p wire.Packet) {
 	}
 	w := &pr.w
 	r.sourceTrail(pr, d.Trail())
+	w.saw(q)
 	if p.HasRST() {
 		r.reset(pr)
 		return
@@ -501,6 +503,7 @@ func (r *Receiver) confirm(now time.Time, pr *peer, q seq.Num) {
 	if q.Before(w.trail) {
 		return // outside the window (outofwindow_ncf)
 	}
+	w.saw(q)
 	if q.After(w.lead) {
 		if q.Before(w.lostBefore) || !r.extendTo(now, pr, q) {
 			return
@@ -632,6 +635,17 @@ func (r *Receiver) deliver(pr *peer) {
 		}
 		r.loss(pr, w.trail, n)
 		w.trail = w.trail.Add(int32(n))
+	}
+	// Sequences dropped while the window was full: now that the trail may
+	// have moved, make them missing (and NAKed) right away.
+	if w.known.After(w.lead) && !w.known.Before(w.lostBefore) && w.fits(w.lead+1) {
+		r.extendTo(r.now, pr, w.known+1)
+	}
+	// A loss is merged with the next one only while this pass runs: held
+	// back, it would stay unreported when nothing follows it (the source
+	// went quiet and its trail passed what we missed).
+	if pr.ending || r.pendingEvents() < r.cfg.MaxEvents {
+		r.flushLoss(pr)
 	}
 	r.checkEnd(pr)
 }

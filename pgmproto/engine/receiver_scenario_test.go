@@ -465,7 +465,9 @@ func TestReceiverBoundedWhenNotDrained(t *testing.T) {
 			}
 		}
 	}
-	assert.Equal(t, seqRange(59, 50), naked, "the dropped packets are requested again, a window's worth")
+	// The window reaches out to the dropped packets as the application
+	// drains, so they may go out in several NAKs (one per back-off).
+	assert.ElementsMatch(t, seqRange(59, 50), naked, "the dropped packets are requested again, a window's worth")
 }
 
 func TestScenarioOPTJoin(t *testing.T) {

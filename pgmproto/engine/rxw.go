@@ -42,9 +42,14 @@ type rxw struct {
 	// lostBefore: sequences before it that are not in the window (beyond
 	// lead) are lost; set when the source's trail overtakes our lead.
 	lostBefore seq.Num
-	bytes      int      // payload bytes held
-	missing    int      // slots in a missing state
-	pool       *bufPool // where released payloads go (the Receiver's)
+	// known is the highest sequence known to exist (data, SPM lead, NCF),
+	// possibly beyond lead when the window was full: once the trail moves,
+	// the window reaches out to it at once instead of waiting for the
+	// next ODATA or SPM, which may be a heartbeat seconds away.
+	known   seq.Num
+	bytes   int      // payload bytes held
+	missing int      // slots in a missing state
+	pool    *bufPool // where released payloads go (the Receiver's)
 	// miss lists the sequences that went missing, ascending, so that NAK
 	// timers visit only them, not every slot of a large window. Entries
 	// that are no longer missing (repaired, lost, passed) are dropped
@@ -56,7 +61,7 @@ type rxw struct {
 }
 
 func newRXW(sqns uint32, start seq.Num, pool *bufPool) rxw {
-	return rxw{ring: make([]rxSlot, min(sqns, initialRing)), max: sqns, trail: start, lead: start - 1, lostBefore: start, pool: pool}
+	return rxw{ring: make([]rxSlot, ringSize(min(sqns, initialRing))), max: sqns, trail: start, lead: start - 1, lostBefore: start, known: start - 1, pool: pool}
 }
 
 func (w *rxw) at(s seq.Num) *rxSlot { return &w.ring[uint32(s)%uint32(len(w.ring))] }
@@ -74,11 +79,18 @@ func (w *rxw) reach(s seq.Num) {
 	if need <= n {
 		return
 	}
-	nr := make([]rxSlot, min(w.max, max(2*n, need)))
+	nr := make([]rxSlot, ringSize(min(w.max, max(2*n, need))))
 	for q := w.trail; q.BeforeEq(w.lead); q++ {
 		nr[uint32(q)%uint32(len(nr))] = *w.at(q)
 	}
 	w.ring = nr
+}
+
+// saw records that sequence s exists.
+func (w *rxw) saw(s seq.Num) {
+	if s.After(w.known) {
+		w.known = s
+	}
 }
 
 func (w *rxw) size() uint32 { return seq.WindowLen(w.trail, w.lead) }

@@ -39,11 +39,23 @@ type txw struct {
 }
 
 func newTXW(sqns uint32, first seq.Num) txw {
-	return txw{ring: make([]txEntry, min(sqns, initialRing)), max: sqns, trail: first, next: first, sendNext: first}
+	return txw{ring: make([]txEntry, ringSize(min(sqns, initialRing))), max: sqns, trail: first, next: first, sendNext: first}
 }
 
 // initialRing is the starting size of window rings, which double as needed.
 const initialRing = 64
+
+// ringSize rounds a ring's length up to a power of two. Rings are indexed
+// by sequence modulo their length; 2^32 is a multiple of a power of two
+// only, so any other length would map the sequences on either side of
+// the wrap-around to the same slots.
+func ringSize(n uint32) uint32 {
+	r := uint32(1)
+	for r < n && r < 1<<31 {
+		r <<= 1
+	}
+	return r
+}
 
 // grow makes room for one more entry, re-placing the held ones.
 func (w *txw) grow() {
@@ -52,7 +64,7 @@ func (w *txw) grow() {
 		return
 	}
 	// The ring is full, so every slot's buffer moves with its entry.
-	nr := make([]txEntry, min(w.max, 2*n))
+	nr := make([]txEntry, ringSize(min(w.max, 2*n)))
 	for s := w.trail; s != w.next; s++ {
 		nr[uint32(s)%uint32(len(nr))] = *w.at(s)
 	}
