@@ -158,7 +158,9 @@ func checkReceiverBounds(t *testing.T, r *Receiver) {
 			continue
 		}
 		w := &pr.w
-		if w.size() > uint32(len(w.ring)) || len(w.ring) > int(r.cfg.RXWSqns) || w.max != r.cfg.RXWSqns {
+		// Rings are powers of two (no shared slot across 2^32), so at
+		// most 2 × RXWSqns.
+		if w.size() > uint32(len(w.ring)) || w.size() > w.max || len(w.ring) > int(ringSize(r.cfg.RXWSqns)) || w.max != r.cfg.RXWSqns {
 			t.Fatalf("window [%d, %d] larger than its ring %d (max %d)", w.trail, w.lead, len(w.ring), w.max)
 		}
 		held, missing := 0, 0
@@ -254,7 +256,7 @@ func FuzzSource(f *testing.F) {
 					t.Fatalf("sent an unparsable packet: %v", err)
 				}
 			}
-			if s.w.len() > c.TXWSqns || uint32(len(s.w.ring)) > c.TXWSqns || s.rLen > int(c.TXWSqns) || s.nLen > len(s.ncfs) {
+			if s.w.len() > c.TXWSqns || uint32(len(s.w.ring)) > ringSize(c.TXWSqns) || s.rLen > int(c.TXWSqns) || s.nLen > len(s.ncfs) {
 				t.Fatalf("window %d, repairs %d, NCFs %d", s.w.len(), s.rLen, s.nLen)
 			}
 			if c.TXWBytes > 0 && s.w.bytes > c.TXWBytes {
