@@ -52,13 +52,14 @@ type Config struct {
 	// Transmit window, in one of two modes.
 	//
 	// OpenPGM mode (TXWSecs 0, the default): the window holds the last
-	// TXWSqns packets (TXWSqns 0: TXWSecs × TXWMaxRate / MaxTPDU) however
-	// old; Send evicts the oldest sent packet to make room, never one with
+	// TXWSqns packets however old; Send evicts the oldest sent packet to make room, never one with
 	// a repair pending. After Close, packets stay repairable for Linger.
 	//
 	// Winsock mode (TXWSecs set, as by RM_SEND_WINDOW's WindowSizeInMSecs):
 	// a packet stays TXWSecs after it was sent, the trail advancing in
-	// TXWAdvancePct steps; a full window makes Send return ErrWindowFull
+	// TXWAdvancePct steps; with TXWSqns 0 the window holds TXWSecs ×
+	// TXWMaxRate bytes (TXWBytes, unless set) in as many packets as the
+	// smallest data packet allows; a full window makes Send return ErrWindowFull
 	// (unless TXWEvictOnFull). TXWBytes optionally caps the payload bytes
 	// held in either mode.
 	TXWSqns    uint32
@@ -171,7 +172,16 @@ func (c Config) withDefaults() Config {
 		c.TXWSqns = d.TXWSqns
 	}
 	if c.TXWSqns == 0 && c.TXWMaxRate > 0 {
-		c.TXWSqns = uint32(int64(c.TXWSecs) * int64(c.TXWMaxRate) / int64(time.Second) / int64(c.MaxTPDU))
+		// A Winsock window is time × rate bytes. Counting it in full-sized
+		// packets would cap a sender of small messages at rate ÷ MTU
+		// packets a second whatever its message size, so the sequence
+		// capacity assumes the smallest data packet and TXWBytes bounds
+		// the memory instead (the rings grow only as far as used).
+		bytes := int64(c.TXWSecs) * int64(c.TXWMaxRate) / int64(time.Second)
+		c.TXWSqns = uint32(min(bytes/int64(ipv4HeaderLen+dataHeaderLen+1), 1<<24))
+		if c.TXWBytes == 0 {
+			c.TXWBytes = int(min(bytes, 1<<40))
+		}
 	}
 	if c.TXWSecs == 0 && c.TXWMaxRate > 0 {
 		c.TXWSecs = time.Duration(int64(c.TXWSqns) * int64(c.MaxTPDU) * int64(time.Second) / int64(c.TXWMaxRate))

@@ -41,11 +41,16 @@ func TestDefaultConfig(t *testing.T) {
 }
 
 func TestConfigDerivedWindow(t *testing.T) {
-	// Winsock: 10 s at 1 MB/s → 10 MB / 1500 B per packet.
+	// Winsock: 10 s at 1 MB/s is 10 MB: as many sequences as the smallest
+	// data packet (20 B IP + 24 B PGM + 1 B) allows, the bytes capped at 10 MB.
 	c := Config{TXWSecs: 10 * time.Second, TXWMaxRate: 1_000_000, RXWSecs: time.Second}.withDefaults()
 	assert.True(t, c.timedTXW)
-	assert.EqualValues(t, 6666, c.TXWSqns)
+	assert.EqualValues(t, 10_000_000/45, c.TXWSqns)
+	assert.Equal(t, 10_000_000, c.TXWBytes)
 	assert.EqualValues(t, 400_000/1500, c.RXWSqns)
+	// An explicit byte window is kept.
+	c = Config{TXWSecs: 10 * time.Second, TXWMaxRate: 1_000_000, TXWBytes: 1 << 20}.withDefaults()
+	assert.Equal(t, 1<<20, c.TXWBytes)
 	// A small window caps the default MaxAPDU.
 	c = Config{TXWSqns: 4}.withDefaults()
 	assert.Equal(t, 4*1436, c.MaxAPDU)
