@@ -154,6 +154,14 @@ func cfgErr(format string, a ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, a...)...)
 }
 
+// orDefault sets *v to d when it is the zero value.
+func orDefault[T comparable](v *T, d T) {
+	var zero T
+	if *v == zero {
+		*v = d
+	}
+}
+
 // withDefaults returns c with zero fields replaced by defaults and derived
 // fields computed.
 func (c Config) withDefaults() Config {
@@ -161,12 +169,8 @@ func (c Config) withDefaults() Config {
 		return c
 	}
 	d := DefaultConfig()
-	if c.MaxTPDU == 0 {
-		c.MaxTPDU = d.MaxTPDU
-	}
-	if c.TXWMaxRate == 0 {
-		c.TXWMaxRate = d.TXWMaxRate
-	}
+	orDefault(&c.MaxTPDU, d.MaxTPDU)
+	orDefault(&c.TXWMaxRate, d.TXWMaxRate)
 	c.timedTXW = c.TXWSecs > 0
 	if c.TXWSqns == 0 && c.TXWSecs == 0 {
 		c.TXWSqns = d.TXWSqns
@@ -186,15 +190,11 @@ func (c Config) withDefaults() Config {
 	if c.TXWSecs == 0 && c.TXWMaxRate > 0 {
 		c.TXWSecs = time.Duration(int64(c.TXWSqns) * int64(c.MaxTPDU) * int64(time.Second) / int64(c.TXWMaxRate))
 	}
-	if c.TXWAdvancePct == 0 {
-		c.TXWAdvancePct = d.TXWAdvancePct
-	}
+	orDefault(&c.TXWAdvancePct, d.TXWAdvancePct)
 	if c.MaxRate == 0 {
 		c.MaxRate = c.TXWMaxRate
 	}
-	if c.AmbientSPM == 0 {
-		c.AmbientSPM = d.AmbientSPM
-	}
+	orDefault(&c.AmbientSPM, d.AmbientSPM)
 	if c.HeartbeatSPM == nil {
 		c.HeartbeatSPM = d.HeartbeatSPM
 	}
@@ -204,42 +204,22 @@ func (c Config) withDefaults() Config {
 			c.SPMRMinIvl = c.HeartbeatSPM[0]
 		}
 	}
-	if c.RXWMaxRate == 0 {
-		c.RXWMaxRate = d.RXWMaxRate
-	}
+	orDefault(&c.RXWMaxRate, d.RXWMaxRate)
 	if c.RXWSqns == 0 && c.RXWSecs == 0 {
 		c.RXWSqns = d.RXWSqns
 	}
 	if c.RXWSqns == 0 && c.RXWMaxRate > 0 {
 		c.RXWSqns = uint32(int64(c.RXWSecs) * int64(c.RXWMaxRate) / int64(time.Second) / int64(c.MaxTPDU))
 	}
-	if c.PeerExpiry == 0 {
-		c.PeerExpiry = d.PeerExpiry
-	}
-	if c.SPMRExpiry == 0 {
-		c.SPMRExpiry = d.SPMRExpiry
-	}
-	if c.NAKBOIvl == 0 {
-		c.NAKBOIvl = d.NAKBOIvl
-	}
-	if c.NAKRptIvl == 0 {
-		c.NAKRptIvl = d.NAKRptIvl
-	}
-	if c.NAKRdataIvl == 0 {
-		c.NAKRdataIvl = d.NAKRdataIvl
-	}
-	if c.NAKDataRetries == 0 {
-		c.NAKDataRetries = d.NAKDataRetries
-	}
-	if c.NAKNCFRetries == 0 {
-		c.NAKNCFRetries = d.NAKNCFRetries
-	}
-	if c.MaxPeers == 0 {
-		c.MaxPeers = d.MaxPeers
-	}
-	if c.MaxEvents == 0 {
-		c.MaxEvents = d.MaxEvents
-	}
+	orDefault(&c.PeerExpiry, d.PeerExpiry)
+	orDefault(&c.SPMRExpiry, d.SPMRExpiry)
+	orDefault(&c.NAKBOIvl, d.NAKBOIvl)
+	orDefault(&c.NAKRptIvl, d.NAKRptIvl)
+	orDefault(&c.NAKRdataIvl, d.NAKRdataIvl)
+	orDefault(&c.NAKDataRetries, d.NAKDataRetries)
+	orDefault(&c.NAKNCFRetries, d.NAKNCFRetries)
+	orDefault(&c.MaxPeers, d.MaxPeers)
+	orDefault(&c.MaxEvents, d.MaxEvents)
 	if c.Linger == 0 {
 		c.Linger = c.NAKRptIvl + c.NAKRdataIvl
 	}
