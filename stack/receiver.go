@@ -115,14 +115,8 @@ type listener struct {
 func (s *Socket) Listen() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch s.state {
-	case stateBound:
-	case stateClosed:
-		return ErrClosed
-	case stateNew:
-		return fmt.Errorf("%w: listen before bind", ErrBadState)
-	default:
-		return fmt.Errorf("%w: already connected or listening", ErrBadState)
+	if err := s.boundLocked("listen"); err != nil {
+		return err
 	}
 	if s.p.isClosed() {
 		return ErrClosed

@@ -75,14 +75,8 @@ type sender struct {
 func (s *Socket) Connect(group netip.AddrPort) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch s.state {
-	case stateBound:
-	case stateClosed:
-		return ErrClosed
-	case stateNew:
-		return fmt.Errorf("%w: connect before bind", ErrBadState)
-	default:
-		return fmt.Errorf("%w: already connected or listening", ErrBadState)
+	if err := s.boundLocked("connect"); err != nil {
+		return err
 	}
 	ga := group.Addr().Unmap()
 	if !ga.IsValid() || ga.IsUnspecified() {

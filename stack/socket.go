@@ -141,6 +141,20 @@ func (s *Socket) RemoteAddr() Addr {
 }
 
 // setOpt runs f with the socket locked if options may still change.
+// boundLocked checks that the socket is bound and neither connected nor
+// listening, the one state in which Connect and Listen (op) are valid.
+func (s *Socket) boundLocked(op string) error {
+	switch s.state {
+	case stateBound:
+		return nil
+	case stateClosed:
+		return ErrClosed
+	case stateNew:
+		return fmt.Errorf("%w: %s before bind", ErrBadState, op)
+	}
+	return fmt.Errorf("%w: already connected or listening", ErrBadState)
+}
+
 func (s *Socket) setOpt(f func(o *sockOpts) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
