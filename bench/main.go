@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"syscall"
 	"time"
 )
@@ -32,6 +33,7 @@ func main() {
 		budget  = flag.Duration("budget", 15*time.Minute, "stop starting cases after this long")
 		profile = flag.Bool("profile", true, "profile the in-process hot path (CPU and allocations)")
 		profDir = flag.String("profile-dir", "", "keep the pprof files (cpu.pprof, allocs.pprof) in this directory")
+		cpuProf = flag.String("cpuprofile", "", "write a CPU profile of the selected cases (not of -profile) to this file")
 	)
 	flag.Parse()
 	log.SetFlags(log.Ltime)
@@ -67,6 +69,17 @@ func main() {
 		prof = runProfile(env, dir)
 	}
 	cases := allCases(env, *runs)
+	if *cpuProf != "" {
+		f, err := os.Create(*cpuProf)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
+	}
 	var outcomes []*Outcome
 	for _, c := range cases {
 		if re != nil && !re.MatchString(c.ID) {
