@@ -107,11 +107,21 @@ type Config struct {
 	// Receiver timers (RFC 3208 names).
 	PeerExpiry     time.Duration // drop a source not heard for this long
 	SPMRExpiry     time.Duration // wait this long for an SPM before an SPMR
-	NAKBOIvl       time.Duration // NAK back-off: random in (0, NAKBOIvl]
+	NAKBOIvl       time.Duration // NAK back-off: random in (0, NAKBOIvl] (see NAKBackoff)
 	NAKRptIvl      time.Duration // wait for NCF before repeating the NAK
 	NAKRdataIvl    time.Duration // wait for RDATA after an NCF
 	NAKDataRetries int           // NAK_DATA_RETRIES
 	NAKNCFRetries  int           // NAK_NCF_RETRIES
+	// NAKBackoff is how the NAK back-off is drawn: uniformly (the zero
+	// value, as OpenPGM) or exponentially, which sends fewer duplicate NAKs
+	// when many receivers share a loss or the round trip is not small
+	// against NAKBOIvl, but sends the first NAK later (see NAKBackoff).
+	NAKBackoff NAKBackoff
+	// NAKGroupSize is the number of receivers expected to share a loss,
+	// shaping NAKBackoffExponential (λ = ln N + 1); 0 means
+	// DefaultNAKGroupSize. Estimates within a factor of a few work about as
+	// well; uniform back-off ignores it.
+	NAKGroupSize int
 	// MaxPeers bounds the number of sources a Receiver tracks.
 	MaxPeers int
 	// MaxEvents bounds the undelivered events a Receiver queues; beyond it
@@ -218,6 +228,7 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.NAKRdataIvl, d.NAKRdataIvl)
 	orDefault(&c.NAKDataRetries, d.NAKDataRetries)
 	orDefault(&c.NAKNCFRetries, d.NAKNCFRetries)
+	orDefault(&c.NAKGroupSize, DefaultNAKGroupSize)
 	orDefault(&c.MaxPeers, d.MaxPeers)
 	orDefault(&c.MaxEvents, d.MaxEvents)
 	if c.Linger == 0 {
@@ -267,6 +278,10 @@ func (c Config) Validate() error {
 		return cfgErr("receiver timers must not be negative")
 	case c.NAKDataRetries < 1 || c.NAKNCFRetries < 1:
 		return cfgErr("NAKDataRetries %d and NAKNCFRetries %d must be at least 1", c.NAKDataRetries, c.NAKNCFRetries)
+	case c.NAKBackoff > NAKBackoffExponential:
+		return cfgErr("unknown NAKBackoff %v", c.NAKBackoff)
+	case c.NAKGroupSize < 1 || c.NAKGroupSize > MaxNAKGroupSize:
+		return cfgErr("NAKGroupSize %d out of range [1, %d]", c.NAKGroupSize, MaxNAKGroupSize)
 	case c.MaxPeers < 1 || c.MaxEvents < 1:
 		return cfgErr("MaxPeers %d and MaxEvents %d must be at least 1", c.MaxPeers, c.MaxEvents)
 	}

@@ -122,6 +122,7 @@ type outReq struct {
 type Receiver struct {
 	cfg    Config
 	rng    *rand.Rand
+	bo     backoffDist
 	peers  map[wire.TSI]*peer
 	order  []*peer // peers in creation order: deterministic iteration
 	buf    []byte
@@ -148,6 +149,7 @@ func NewReceiver(cfg Config, now time.Time, rng *rand.Rand) (*Receiver, error) {
 	return &Receiver{
 		cfg:   c,
 		rng:   rng,
+		bo:    newBackoffDist(&c),
 		peers: make(map[wire.TSI]*peer),
 		buf:   make([]byte, maxControlLen),
 		now:   now,
@@ -344,9 +346,9 @@ func (r *Receiver) addMissing(pr *peer, s seq.Num, expiry time.Time) {
 	r.noteTimer(pr, expiry)
 }
 
-func (r *Receiver) backoff() time.Duration {
-	return time.Duration(r.rng.Int64N(int64(r.cfg.NAKBOIvl))) + 1
-}
+// backoff draws a NAK back-off: for a new gap and for every return to
+// back-off after an NCF or RDATA wait timed out (as OpenPGM re-draws).
+func (r *Receiver) backoff() time.Duration { return r.bo.draw(r.rng) }
 
 func (r *Receiver) noteTimer(pr *peer, t time.Time) {
 	if pr.nextTimer.IsZero() || t.Before(pr.nextTimer) {
