@@ -12,19 +12,25 @@ import (
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
 )
 
+// Paths of the implosion tests: one-way delay d plus up to d of jitter.
+const (
+	lanDelay = 50 * time.Microsecond // LAN: 50–100 µs one way
+	wanDelay = time.Millisecond      // 1–2 ms one way
+)
+
 // implosion runs one transfer where every receiver loses the same ODATA
-// packets (every 10th of 200), on a LAN (50–100 µs one way), with default
-// timers, and returns NAKed sequences reaching the source per lost packet,
-// NCFs and RDATA per lost packet.
-func implosion(t testing.TB, seed uint64, receivers int) (naks, ncfs, rdata float64) {
+// packets (every 10th of 200), one-way delay d plus up to d of jitter,
+// default timers and the given NAK back-off, and returns NAKed sequences
+// reaching the source per lost packet, NCFs and RDATA per lost packet.
+func implosion(t testing.TB, seed uint64, receivers int, d time.Duration, bo engine.NAKBackoff) (naks, ncfs, rdata float64) {
 	const packets, every = 200, 10
 	var lostSeqs []seq.Num
 	s, err := New(Config{
 		Seed:      seed,
 		Receivers: receivers,
-		Engine:    engine.Config{TXWSecs: 10 * time.Second, TXWSqns: 1000, RXWSqns: 1000},
-		Down:      Link{Delay: 50 * time.Microsecond, Jitter: 50 * time.Microsecond},
-		Up:        Link{Delay: 50 * time.Microsecond, Jitter: 50 * time.Microsecond},
+		Engine:    engine.Config{TXWSecs: 10 * time.Second, TXWSqns: 1000, RXWSqns: 1000, NAKBackoff: bo},
+		Down:      Link{Delay: d, Jitter: d},
+		Up:        Link{Delay: d, Jitter: d},
 		Drop: func(from, to Node, p wire.Packet) bool {
 			if p.Type() != wire.TypeODATA {
 				return false
@@ -55,36 +61,64 @@ func implosion(t testing.TB, seed uint64, receivers int) (naks, ncfs, rdata floa
 	return float64(st.NaksReceived) / n, float64(st.NCFsSent) / n, float64(st.RepairPacketsSent) / n
 }
 
-// TestNAKImplosion: with 32 receivers losing the same packets, NAK
-// suppression (random back-off, NCF) keeps NAKs reaching the source at
-// about one per lost packet (target ≤ 1.2 with the defaults).
-func TestNAKImplosion(t *testing.T) {
-	var sum float64
+// implosionSeeds returns the mean NAKs and the worst RDATA per lost packet
+// over the seeds of one configuration.
+func implosionSeeds(t *testing.T, receivers int, d time.Duration, bo engine.NAKBackoff) (naks, maxRDATA float64) {
 	seeds := 20
 	if testing.Short() || raceEnabled {
 		seeds = 5
 	}
 	for seed := range seeds {
-		naks, _, rdata := implosion(t, uint64(seed+1), 32)
-		sum += naks
-		require.LessOrEqual(t, rdata, 1.5, "seed %d: duplicate repairs", seed+1)
+		n, _, rdata := implosion(t, uint64(seed+1), receivers, d, bo)
+		naks += n
+		maxRDATA = max(maxRDATA, rdata)
 	}
-	mean := sum / float64(seeds)
-	t.Logf("32 receivers: %.3f NAKs per lost packet (mean over %d seeds)", mean, seeds)
-	require.LessOrEqual(t, mean, 1.2)
+	naks /= float64(seeds)
+	t.Logf("%d receivers, %v one way, %v back-off: %.3f NAKs per lost packet (mean over %d seeds), at most %.2f RDATA",
+		receivers, d, bo, naks, seeds, maxRDATA)
+	return naks, maxRDATA
+}
+
+// TestNAKImplosion: with 32 receivers losing the same packets on a LAN,
+// NAK suppression (random back-off, NCF) keeps NAKs reaching the source at
+// about one per lost packet (target ≤ 1.2), in either back-off mode.
+func TestNAKImplosion(t *testing.T) {
+	for _, bo := range []engine.NAKBackoff{engine.NAKBackoffUniform, engine.NAKBackoffExponential} {
+		t.Run(bo.String(), func(t *testing.T) {
+			naks, rdata := implosionSeeds(t, 32, lanDelay, bo)
+			require.LessOrEqual(t, naks, 1.2)
+			require.LessOrEqual(t, rdata, 1.5, "duplicate repairs")
+		})
+	}
+}
+
+// TestNAKImplosionExponentialBackoff: when the round trip is not small
+// against NAK_BO_IVL (1–2 ms one way), uniform back-off lets every
+// receiver that fires before the first NCF arrives NAK too; exponential
+// back-off, with most receivers waiting late, sends clearly fewer.
+func TestNAKImplosionExponentialBackoff(t *testing.T) {
+	uni, _ := implosionSeeds(t, 32, wanDelay, engine.NAKBackoffUniform)
+	exp, _ := implosionSeeds(t, 32, wanDelay, engine.NAKBackoffExponential)
+	require.Less(t, exp, uni)
+	// The model: uniform ≈ 1 + (N−1)·RTT/T (here about 2.5); exponential
+	// well under 2.
+	require.Greater(t, uni, 1.8)
+	require.Less(t, exp, 1.8)
 }
 
 func BenchmarkNAKImplosion(b *testing.B) {
-	for _, n := range []int{1, 8, 32} {
-		b.Run(fmt.Sprintf("receivers=%d", n), func(b *testing.B) {
-			var naks, ncfs, rdata float64
-			for i := range b.N {
-				a, c, r := implosion(b, uint64(i+1), n)
-				naks, ncfs, rdata = naks+a, ncfs+c, rdata+r
-			}
-			b.ReportMetric(naks/float64(b.N), "naks/loss")
-			b.ReportMetric(ncfs/float64(b.N), "ncfs/loss")
-			b.ReportMetric(rdata/float64(b.N), "rdata/loss")
-		})
+	for _, bo := range []engine.NAKBackoff{engine.NAKBackoffUniform, engine.NAKBackoffExponential} {
+		for _, n := range []int{1, 8, 32} {
+			b.Run(fmt.Sprintf("backoff=%v/receivers=%d", bo, n), func(b *testing.B) {
+				var naks, ncfs, rdata float64
+				for i := range b.N {
+					a, c, r := implosion(b, uint64(i+1), n, lanDelay, bo)
+					naks, ncfs, rdata = naks+a, ncfs+c, rdata+r
+				}
+				b.ReportMetric(naks/float64(b.N), "naks/loss")
+				b.ReportMetric(ncfs/float64(b.N), "ncfs/loss")
+				b.ReportMetric(rdata/float64(b.N), "rdata/loss")
+			})
+		}
 	}
 }

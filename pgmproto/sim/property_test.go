@@ -112,11 +112,18 @@ func randomScenario(seed uint64, recover bool) scenario {
 		}
 		apdus[i] = b
 	}
+	// Half the scenarios use exponential NAK back-off with a group-size
+	// estimate that may be far off. Drawn last, so that the rest of a
+	// seed's scenario is the same in either mode.
+	if rng.IntN(2) == 0 {
+		ec.NAKBackoff = engine.NAKBackoffExponential
+		ec.NAKGroupSize = 1 + rng.IntN(1000)
+	}
 	return scenario{
 		cfg:   Config{Seed: seed, Receivers: n, Engine: ec, Down: down, Up: up},
 		apdus: apdus,
-		desc: fmt.Sprintf("seed %d: %d receivers, %.1f%% %s loss down, %.1f%% up, %d APDUs, TPDU %d",
-			seed, n, loss*100, kind, upLoss*100, len(apdus), ec.MaxTPDU),
+		desc: fmt.Sprintf("seed %d: %d receivers, %.1f%% %s loss down, %.1f%% up, %d APDUs, TPDU %d, %v NAK back-off (N=%d)",
+			seed, n, loss*100, kind, upLoss*100, len(apdus), ec.MaxTPDU, ec.NAKBackoff, ec.NAKGroupSize),
 	}
 }
 
