@@ -105,6 +105,23 @@ func (t Timers) apply(c *engine.Config) {
 	}
 }
 
+// NAKBackoff is how a receiver draws the random delay before each NAK (see
+// SetNAKBackoff and engine.NAKBackoff).
+type NAKBackoff = engine.NAKBackoff
+
+// NAK back-off modes.
+const (
+	// NAKBackoffUniform is OpenPGM's back-off, uniform in (0, NAKBOIvl]:
+	// the default.
+	NAKBackoffUniform = engine.NAKBackoffUniform
+	// NAKBackoffExponential is a truncated exponential back-off in
+	// (0, NAKBOIvl] (as NORM's): fewer duplicate NAKs, later first NAK.
+	NAKBackoffExponential = engine.NAKBackoffExponential
+)
+
+// MaxNAKGroupSize is the largest group size SetNAKBackoff takes.
+const MaxNAKGroupSize = engine.MaxNAKGroupSize
+
 // DefaultMulticastTTL is the multicast TTL of a new socket (OpenPGM's
 // default hop limit).
 const DefaultMulticastTTL = 16
@@ -137,6 +154,8 @@ type sockOpts struct {
 	fec           FEC
 	highSpeed     bool
 	timers        Timers
+	nakBackoff    NAKBackoff
+	nakGroupSize  int // receivers expected to share a loss (0 = default)
 	maxAPDU       int
 	receiveWindow uint32 // receiver window in sequences (0 = default)
 	backlog       int    // listener: sessions waiting for Accept
@@ -180,5 +199,6 @@ func (o *sockOpts) engineConfig() engine.Config {
 		c.MaxPeers = o.maxSessions
 	}
 	o.timers.apply(&c)
+	c.NAKBackoff, c.NAKGroupSize = o.nakBackoff, o.nakGroupSize
 	return c
 }
