@@ -68,7 +68,7 @@ func main() {
 		}
 		prof = runProfile(env, dir)
 	}
-	cases := allCases(env, *runs)
+	cases := append(allCases(env, *runs), headroomCases(env, *runs)...)
 	if *cpuProf != "" {
 		f, err := os.Create(*cpuProf)
 		if err != nil {

@@ -27,6 +27,17 @@ const methodText = `## Method
   (unbound); a 3 s window when rate-limited, else 1 s (the engine preallocates
   its window as rate × time); receivers a 16 MiB receive buffer and 200 ms NAK repeat/RDATA timers
   (the OpenPGM receivers get the same timers).
+- **Receiver headroom.** The same OpenPGM sender steps its rate limit up from
+  the fixed limit (×1, 1.5, 2, 3, 4, 6, 8; about half a second of records per
+  step) until the receiver no longer delivers every record (reset, short or
+  timeout): once to an OpenPGM receiver over veth, once to a pgmtun receiver
+  through a TUN device. Reported: the highest step completed and the best
+  receive rate among the completed steps (records over first-to-last record).
+  At the fixed limits both receivers get what the sender sends, so only this
+  ramp says whether pgmtun receives at least as fast as OpenPGM. Part of the
+  difference is the path, not the receiver: the sender pays the kernel's
+  delivery to the OpenPGM receiver's raw socket over veth, but only a queue
+  into the TUN device.
 - **In-process.** Two netstacks on a memlink hub (no delay, no loss, a queue of
   131 072 packets so the link never drops), real clock, a sender limited only
   at 250 MB/s and a receiver goroutine that checks every byte; throughput is the

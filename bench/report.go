@@ -156,7 +156,36 @@ func (rep *report) targets(b *strings.Builder) {
 			all = all && r >= 1.0
 			parts = append(parts, fmt.Sprintf("%d B: %.2f×", sz, r))
 		}
-		rows = append(rows, targetRow{"over TUN ≥ 1.0× OpenPGM→OpenPGM msgs/s — " + dir.name, strings.Join(parts, ", "), status(all, any)})
+		st := status(all, any)
+		name := dir.name
+		if dir.id == "tun/openpgm-pgmtun" {
+			// The OpenPGM sender's fixed limit binds both receivers here,
+			// so the ratio is 1 ± noise whatever the receiver; the
+			// headroom ramp below is what tells receivers apart.
+			name += " (at the fixed limits: sender-bound, informative)"
+			if any {
+				st = "see headroom"
+			}
+		}
+		rows = append(rows, targetRow{"over TUN ≥ 1.0× OpenPGM→OpenPGM msgs/s — " + name, strings.Join(parts, ", "), st})
+	}
+	{
+		var parts []string
+		all, any := true, false
+		for _, sz := range sizes {
+			r, ok := rep.ratio(fmt.Sprintf("headroom/pgmtun/%d", sz), fmt.Sprintf("headroom/openpgm/%d", sz), mMsgs)
+			if !ok {
+				parts = append(parts, fmt.Sprintf("%d B: n/a", sz))
+				all = false
+				continue
+			}
+			any = true
+			all = all && r >= 1.0
+			hp, _ := rep.med(fmt.Sprintf("headroom/pgmtun/%d", sz), mMaxRate)
+			ho, _ := rep.med(fmt.Sprintf("headroom/openpgm/%d", sz), mMaxRate)
+			parts = append(parts, fmt.Sprintf("%d B: %.2f× (kept up to %s vs %s MB/s)", sz, r, fmtNum(hp), fmtNum(ho)))
+		}
+		rows = append(rows, targetRow{"over TUN ≥ 1.0× OpenPGM→OpenPGM msgs/s — OpenPGM → pgmtun, rising sender rate (best complete receive rate)", strings.Join(parts, ", "), status(all, any)})
 	}
 
 	// Over TUN ≥ 0.8× the raw TUN limit (bytes, 8000-byte messages, ~MTU packets).

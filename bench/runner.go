@@ -40,6 +40,7 @@ const (
 	mRateShare  = "share of limit"
 	mArrivedPct = "% arrived"
 	mSteady     = "steady Mbit/s"
+	mMaxRate    = "highest rate kept up, MB/s"
 )
 
 // Case is one benchmark: run Runs times, each bounded by Timeout.

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/pgmtun/pgmtun/interop"
+)
+
+// Receiver headroom: PGM has no flow control, so at the fixed rate limits
+// of the throughput cases OpenPGM → pgmtun and OpenPGM → OpenPGM both
+// deliver what the sender sends and their ratio is 1 ± noise. Here the
+// same OpenPGM sender steps its rate up until a receiver no longer gets
+// every record (unrecoverable loss, reset or timeout), once with an
+// OpenPGM receiver over veth and once with a pgmtun receiver through a
+// TUN device. The figure is the receive rate at the highest step the
+// receiver still completed, and the best receive rate on the way.
+
+// headroomSteps are the sender rate limits tried, in bytes/s with IP
+// headers, lowest first; the first is the throughput cases' limit.
+func headroomSteps(size int) []int {
+	base := openPGMRateFor(size)
+	return []int{base, base * 3 / 2, base * 2, base * 3, base * 4, base * 6, base * 8}
+}
+
+// headroomCount is about half a second of records at rate (at least 2 000).
+func headroomCount(size, rate int) int {
+	per := size + 20 + 16 + 8 // IP, PGM and ODATA headers
+	return max(2000, rate/per/2)
+}
+
+// headroomStepTimeout bounds one step: the transfer at its rate, plus the
+// start-up delay and room for the last repairs.
+func headroomStepTimeout(size, rate, count int) time.Duration {
+	d := time.Duration(float64(count*(size+44)) / float64(rate) * float64(time.Second))
+	return 2*d + 4*time.Second
+}
+
+// stepResult is one step of a ramp.
+type stepResult struct {
+	rate int
+	msgs float64
+	mbit float64
+	err  error
+}
+
+// ramp runs step for each rate until one fails; it returns the highest
+// rate that completed and the best receive rate among the completed steps
+// (a sender that cannot reach its limit flattens the ramp: the steps above
+// it measure the same thing with more noise), and an error if even the
+// first step failed.
+func ramp(r *Run, size int, step func(rate, count int) (msgs, mbit float64, err error)) (Metrics, error) {
+	var best *stepResult
+	top := 0
+	for _, rate := range headroomSteps(size) {
+		count := headroomCount(size, rate)
+		m, b, err := step(rate, count)
+		if err != nil {
+			r.Logf("%d MB/s: %v", rate/1_000_000, err)
+			break
+		}
+		r.Logf("%d MB/s: %.0f msgs/s", rate/1_000_000, m)
+		if best == nil || m > best.msgs {
+			best = &stepResult{rate: rate, msgs: m, mbit: b}
+		}
+		top = rate
+	}
+	if best == nil {
+		return nil, fmt.Errorf("the receiver failed even at %d MB/s", headroomSteps(size)[0]/1_000_000)
+	}
+	return Metrics{mMsgs: best.msgs, mMbit: best.mbit, mMaxRate: float64(top) / 1e6}, nil
+}
+
+// headroomOpenPGM ramps OpenPGM → OpenPGM over veth.
+func headroomOpenPGM(e *Env, size int) func(context.Context, *Run) (Metrics, error) {
+	return func(ctx context.Context, r *Run) (Metrics, error) {
+		p, err := e.peers.get()
+		if err != nil {
+			return nil, err
+		}
+		a, b := vethPair(r)
+		return ramp(r, size, func(rate, count int) (float64, float64, error) {
+			timeout := headroomStepTimeout(size, rate, count)
+			so := openPGMSendOpts(vethTx, size, count)
+			so.Rate = rate
+			ro := openPGMRecvOpts(vethRx, size, count, timeout)
+			_, rr, err := interop.Transfer(ctx, p, a.Name, so, b.Name, ro, timeout+5*time.Second)
+			if err != nil {
+				return 0, 0, err
+			}
+			if !rr.OK() || rr.Records != int64(count) {
+				return 0, 0, fmt.Errorf("OpenPGM receiver: %s (%d of %d records)", rr, rr.Records, count)
+			}
+			return rr.MsgsPerSec, rr.MbitPerSec, nil
+		})
+	}
+}
+
+// headroomPgmtun ramps OpenPGM → pgmtun through a TUN device.
+func headroomPgmtun(e *Env, size int) func(context.Context, *Run) (Metrics, error) {
+	return func(ctx context.Context, r *Run) (Metrics, error) {
+		p, err := e.peers.get()
+		if err != nil {
+			return nil, err
+		}
+		ns, dev := tunNS(r, tunConfig("pgmtun-b3", "10.213.48.1"))
+		proto := tunStack(r, ns, dev, "10.213.48.2", nil)
+		return ramp(r, size, func(rate, count int) (float64, float64, error) {
+			timeout := headroomStepTimeout(size, rate, count)
+			sctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			lis := newListener(r, proto)
+			defer lis.Close()
+			so := openPGMSendOpts("10.213.48.1", size, count)
+			so.Rate = rate
+			sp, err := interop.Start(sctx, ns.Name, timeout, p.Send, so.Args()...)
+			if err != nil {
+				return 0, 0, err
+			}
+			defer sp.Signal(syscall.SIGKILL)
+			res, rerr := recvRecords(sctx, lis, size, count)
+			_ = sp.Signal(syscall.SIGTERM)
+			sr, serr := sp.Wait()
+			if rerr != nil {
+				return 0, 0, fmt.Errorf("pgmtun receiver: %w (sender: %s)", rerr, sr)
+			}
+			if serr != nil {
+				return 0, 0, serr
+			}
+			m := res.metrics()
+			return m[mMsgs], m[mMbit], nil
+		})
+	}
+}
+
+// headroomCases are the ramps for each message size, three runs each (a
+// ramp is seven transfers).
+func headroomCases(e *Env, runs int) []*Case {
+	var cs []*Case
+	runs = min(runs, 3)
+	for _, sz := range sizes {
+		base := fmt.Sprintf("headroom/openpgm/%d", sz)
+		cs = append(cs, &Case{ID: base, Group: gTUN, Runs: runs,
+			Name:    fmt.Sprintf("receiver headroom: OpenPGM → OpenPGM over veth, rising rate, %d B", sz),
+			Timeout: 90 * time.Second, Show: []string{mMaxRate, mMsgs}, Needs: []string{"openpgm"},
+			Run: headroomOpenPGM(e, sz)})
+		cs = append(cs, &Case{ID: fmt.Sprintf("headroom/pgmtun/%d", sz), Group: gTUN, Runs: runs,
+			Name:     fmt.Sprintf("receiver headroom: OpenPGM → pgmtun via TUN, rising rate, %d B", sz),
+			Baseline: base, Timeout: 90 * time.Second, Show: []string{mMaxRate, mMsgs}, Needs: []string{"openpgm", "root"},
+			Run: headroomPgmtun(e, sz)})
+	}
+	return cs
+}
