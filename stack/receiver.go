@@ -472,7 +472,8 @@ type session struct {
 	src netip.Addr // IP source of its first ODATA (guarded by lis.d.mu)
 
 	// Guarded by lis.d.mu.
-	q        [][]byte // whole APDUs; q[0][off:] is unread
+	q        [][]byte // whole APDUs; q[qh:] are unread, q[qh][off:] the head's rest
+	qh       int
 	off      int
 	bytes    int
 	final    error // what reads return once q is empty: end, reset
@@ -493,7 +494,7 @@ func (ss *session) remoteAddr() Addr {
 func (ss *session) dropLocked() {
 	ss.closed = true
 	ss.lis.buffered -= ss.bytes
-	ss.q, ss.off, ss.bytes = nil, 0, 0
+	ss.q, ss.qh, ss.off, ss.bytes = nil, 0, 0, 0
 }
 
 func (ss *session) close() {
@@ -550,7 +551,7 @@ func (s *Socket) RecvMsg(ctx context.Context, b []byte) (int, MsgFlags, error) {
 			l.d.mu.Unlock()
 			return 0, 0, ErrClosed
 		}
-		if len(ss.q) > 0 {
+		if ss.qh < len(ss.q) {
 			n, flags := ss.readLocked(b)
 			resume := l.stalled && l.buffered < l.bufLimit
 			l.d.mu.Unlock()
@@ -579,7 +580,7 @@ func (s *Socket) RecvMsg(ctx context.Context, b []byte) (int, MsgFlags, error) {
 
 func (ss *session) readLocked(b []byte) (int, MsgFlags) {
 	if ss.typ == SockRDM {
-		m := ss.q[0][ss.off:]
+		m := ss.q[ss.qh][ss.off:]
 		c := copy(b, m)
 		ss.consumedLocked(c)
 		if c < len(m) {
@@ -590,8 +591,8 @@ func (ss *session) readLocked(b []byte) (int, MsgFlags) {
 		return c, 0
 	}
 	n := 0
-	for len(ss.q) > 0 && n < len(b) {
-		m := ss.q[0][ss.off:]
+	for ss.qh < len(ss.q) && n < len(b) {
+		m := ss.q[ss.qh][ss.off:]
 		c := copy(b[n:], m)
 		n += c
 		ss.consumedLocked(c)
@@ -609,10 +610,24 @@ func (ss *session) consumedLocked(n int) {
 	ss.bytes -= n
 }
 
+// popLocked drops the fully read head message and hands its memory back to
+// the engine for a later packet (the reader's copy is complete). The queue
+// keeps its backing array: emptied, it starts over; with a long read prefix
+// the unread rest moves down, so a reader that never catches up does not
+// grow it without bound.
 func (ss *session) popLocked() {
-	ss.q[0] = nil
-	ss.q = ss.q[1:]
+	ss.lis.eng.r.Recycle(ss.q[ss.qh])
+	ss.q[ss.qh] = nil
+	ss.qh++
 	ss.off = 0
+	switch {
+	case ss.qh == len(ss.q):
+		ss.q, ss.qh = ss.q[:0], 0
+	case ss.qh >= 64 && ss.qh*2 >= len(ss.q):
+		n := copy(ss.q, ss.q[ss.qh:])
+		clear(ss.q[n:])
+		ss.q, ss.qh = ss.q[:n], 0
+	}
 }
 
 // Recv is RecvMsg without flags or context (the read deadline applies).
