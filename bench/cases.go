@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"time"
+
+	"github.com/pgmtun/pgmtun/pgmproto/engine"
 )
 
 // Report groups, in report order.
@@ -122,21 +125,35 @@ func allCases(e *Env, runs int) []*Case {
 			Run:   lossCase(p, lossSize, e.count(lossSize, 0.5), tunLossTransfer(e))})
 	}
 
-	// 6. NAK implosion.
-	for _, n := range receiverCounts {
-		add(&Case{ID: fmt.Sprintf("implosion/sim/%d", n), Group: gImplosion,
-			Name: fmt.Sprintf("simulator (LAN, 0.1–0.2 ms), %d receivers", n), Timeout: 60 * time.Second,
-			Show: []string{mNAKs, mNCFs, mRDATA}, Run: simImplosion(n, 100*time.Microsecond)})
-	}
-	for _, n := range receiverCounts {
-		add(&Case{ID: fmt.Sprintf("implosion/sim-1ms/%d", n), Group: gImplosion,
-			Name: fmt.Sprintf("simulator (1–2 ms one way), %d receivers", n), Timeout: 60 * time.Second,
-			Show: []string{mNAKs, mNCFs, mRDATA}, Run: simImplosion(n, time.Millisecond)})
-	}
-	for _, n := range receiverCounts {
-		add(&Case{ID: fmt.Sprintf("implosion/inproc/%d", n), Group: gImplosion,
-			Name: fmt.Sprintf("in-process stacks (memlink), %d receivers", n), Timeout: 60 * time.Second,
-			Show: []string{mNAKs, mNCFs, mRDATA}, Run: inprocImplosion(n)})
+	// 6. NAK implosion, with OpenPGM's uniform NAK back-off and with the
+	// exponential one (SetNAKBackoff, default group size 32), whose ratios
+	// are to the uniform case.
+	implosionShow := []string{mNAKs, mNCFs, mRDATA, mFirstNAK, mP50}
+	for _, path := range []struct {
+		id, name string
+		run      func(n int, bo engine.NAKBackoff) func(context.Context, *Run) (Metrics, error)
+	}{
+		{"sim", "simulator (LAN, 0.1–0.2 ms)", func(n int, bo engine.NAKBackoff) func(context.Context, *Run) (Metrics, error) {
+			return simImplosion(n, 100*time.Microsecond, bo)
+		}},
+		{"sim-1ms", "simulator (1–2 ms one way)", func(n int, bo engine.NAKBackoff) func(context.Context, *Run) (Metrics, error) {
+			return simImplosion(n, time.Millisecond, bo)
+		}},
+		{"inproc", "in-process stacks (memlink)", inprocImplosion},
+	} {
+		for _, bo := range []engine.NAKBackoff{engine.NAKBackoffUniform, engine.NAKBackoffExponential} {
+			for _, n := range receiverCounts {
+				c := &Case{ID: fmt.Sprintf("implosion/%s/%d", path.id, n), Group: gImplosion,
+					Name: fmt.Sprintf("%s, %d receivers", path.name, n), Timeout: 60 * time.Second,
+					Show: implosionShow, Run: path.run(n, bo)}
+				if bo == engine.NAKBackoffExponential {
+					c.Baseline = c.ID
+					c.ID = fmt.Sprintf("implosion/%s-exp/%d", path.id, n)
+					c.Name = fmt.Sprintf("%s, exponential back-off, %d receivers", path.name, n)
+				}
+				add(c)
+			}
+		}
 	}
 
 	// 7. Cost.

@@ -27,22 +27,109 @@ const (
 	lossEvery        = 20
 )
 
+// mFirstNAK is the median, over lost packets, of the time from the lost
+// ODATA to the first NAK for it: what the back-off costs.
+const mFirstNAK = "first NAK ms"
+
 func sharedLoss(sqn uint32) bool { return sqn%lossEvery == lossEvery/2 }
 
+// nakSQNs calls f for every sequence a NAK names.
+func nakSQNs(p wire.Packet, f func(uint32)) {
+	f(uint32(p.NAK().SQN()))
+	if l, ok := p.NAKList(); ok {
+		for i := range l.Len() {
+			f(uint32(l.At(i)))
+		}
+	}
+}
+
+// lossTimes records, per lost sequence, when its ODATA was lost, when the
+// first NAK for it went out and when each receiver got it back.
+type lossTimes struct {
+	mu       sync.Mutex
+	lost     map[uint32]time.Time
+	nak      map[uint32]time.Time
+	repaired []map[uint32]time.Time // per receiver
+}
+
+func newLossTimes(receivers int) *lossTimes {
+	l := &lossTimes{lost: map[uint32]time.Time{}, nak: map[uint32]time.Time{}}
+	for range receivers {
+		l.repaired = append(l.repaired, map[uint32]time.Time{})
+	}
+	return l
+}
+
+func firstAt(m map[uint32]time.Time, q uint32, t time.Time) {
+	if _, ok := m[q]; !ok {
+		m[q] = t
+	}
+}
+
+func (l *lossTimes) odataLost(q uint32, t time.Time) {
+	l.mu.Lock()
+	firstAt(l.lost, q, t)
+	l.mu.Unlock()
+}
+
+func (l *lossTimes) nakSent(p wire.Packet, t time.Time) {
+	l.mu.Lock()
+	nakSQNs(p, func(q uint32) { firstAt(l.nak, q, t) })
+	l.mu.Unlock()
+}
+
+func (l *lossTimes) repairedAt(rcv int, q uint32, t time.Time) {
+	l.mu.Lock()
+	firstAt(l.repaired[rcv], q, t)
+	l.mu.Unlock()
+}
+
+// metrics adds the median first-NAK delay and repair latency to m.
+func (l *lossTimes) metrics(m Metrics) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var naks, repairs []time.Duration
+	for q, t := range l.lost {
+		if n, ok := l.nak[q]; ok {
+			naks = append(naks, n.Sub(t))
+		}
+		for _, rep := range l.repaired {
+			if r, ok := rep[q]; ok {
+				repairs = append(repairs, r.Sub(t))
+			}
+		}
+	}
+	m[mFirstNAK] = msec(percentile(naks, 50))
+	m[mP50] = msec(percentile(repairs, 50))
+}
+
 // simImplosion runs the deterministic simulator: one-way delay d plus up
-// to d of jitter, default (OpenPGM example) timers, seed varying per run.
-func simImplosion(receivers int, d time.Duration) func(context.Context, *Run) (Metrics, error) {
+// to d of jitter, default (OpenPGM example) timers, NAK back-off bo (the
+// exponential one with the default group-size estimate, 32), seed varying
+// per run.
+func simImplosion(receivers int, d time.Duration, bo engine.NAKBackoff) func(context.Context, *Run) (Metrics, error) {
 	seed := uint64(0)
 	return func(ctx context.Context, r *Run) (Metrics, error) {
 		seed++
+		times := newLossTimes(receivers)
+		var s *sim.Sim
 		s, err := sim.New(sim.Config{
 			Seed:      seed,
 			Receivers: receivers,
-			Engine:    engine.Config{TXWSecs: 30 * time.Second, TXWSqns: 2000},
+			Engine:    engine.Config{TXWSecs: 30 * time.Second, TXWSqns: 2000, NAKBackoff: bo},
 			Down:      sim.Link{Delay: d, Jitter: d},
 			Up:        sim.Link{Delay: d, Jitter: d},
 			Drop: func(from, to sim.Node, p wire.Packet) bool {
-				return p.Header.Type() == wire.TypeODATA && sharedLoss(uint32(p.Data().SQN()))
+				switch p.Header.Type() {
+				case wire.TypeODATA:
+					if q := uint32(p.Data().SQN()); sharedLoss(q) {
+						times.odataLost(q, s.Now)
+						return true
+					}
+				case wire.TypeNAK:
+					times.nakSent(p, s.Now)
+				}
+				return false
 			},
 		})
 		if err != nil {
@@ -79,13 +166,17 @@ func simImplosion(receivers int, d time.Duration) func(context.Context, *Run) (M
 		}
 		for i, evs := range s.Events {
 			data := 0
-			for _, ev := range evs {
+			for k, ev := range evs {
 				switch ev.Kind {
 				case engine.EventData:
 					// In the order the source accepted them (the simulated
 					// application's sends at one instant may be reordered).
 					if data >= len(s.APDUs) || !bytes.Equal(ev.Data, s.APDUs[data].Data) {
 						return nil, fmt.Errorf("receiver %d: message %d differs from what the source sent", i+1, data)
+					}
+					if q := uint32(ev.First); sharedLoss(q) {
+						// Nothing lost before it waits: delivery is the repair.
+						times.repairedAt(i, q, s.EventTimes[i][k])
 					}
 					data++
 				case engine.EventLoss:
@@ -97,7 +188,9 @@ func simImplosion(receivers int, d time.Duration) func(context.Context, *Run) (M
 			}
 		}
 		st := s.Source.Stats(s.Now)
-		return implosionMetrics(st, lost), nil
+		m := implosionMetrics(st, lost)
+		times.metrics(m)
+		return m, nil
 	}
 }
 
@@ -110,40 +203,67 @@ func implosionMetrics(st engine.SourceStats, lost int) Metrics {
 	}
 }
 
+// pgmOf parses the PGM packet of an IPv4 packet of the PGM protocol.
+func pgmOf(ip []byte) (wire.Packet, bool) {
+	h := header.IPv4(ip)
+	if !h.IsValid(len(ip)) || h.TransportProtocol() != stack.ProtocolNumber {
+		return wire.Packet{}, false
+	}
+	p, err := wire.Parse(h.Payload())
+	return p, err == nil
+}
+
+// implosionListener is newListener with NAK back-off bo (default group
+// size estimate, 32).
+func implosionListener(r *Run, p *stack.Protocol, bo stack.NAKBackoff) *stack.Socket {
+	s, err := p.Socket(stack.SockRDM)
+	r.Must(err)
+	r.Must(s.Bind(groupAddr))
+	r.Must(receiverOpts(s))
+	r.Must(s.SetNAKBackoff(bo, 0))
+	r.Must(s.Listen())
+	r.Must(s.SetReceiveBuffer(16 << 20))
+	r.Cleanup(func() { s.Close() })
+	return s
+}
+
 // inprocImplosion: the same shared loss with real pgmtun stacks on the
 // in-memory link (real clock, no delay), the sender rate-limited to
-// 400 kB/s (OpenPGM's default rate) so the receivers' stacks keep up on a small machine.
-func inprocImplosion(receivers int) func(context.Context, *Run) (Metrics, error) {
+// 400 kB/s (OpenPGM's default rate) so the receivers' stacks keep up on a
+// small machine. Times are taken as packets reach the link's ports.
+func inprocImplosion(receivers int, bo stack.NAKBackoff) func(context.Context, *Run) (Metrics, error) {
 	seed := int64(100)
 	return func(ctx context.Context, r *Run) (Metrics, error) {
 		seed++
 		net := newMemNet(r, seed)
 		src := net.node()
-		var mu sync.Mutex
-		lostSeqs := map[uint32]bool{}
-		drop := func(ip []byte) bool {
-			h := header.IPv4(ip)
-			if !h.IsValid(len(ip)) || h.TransportProtocol() != stack.ProtocolNumber {
-				return false
+		times := newLossTimes(receivers)
+		src.port.SetImpairment(memlink.Impairment{Drop: func(ip []byte) bool {
+			if p, ok := pgmOf(ip); ok && p.Header.Type() == wire.TypeNAK {
+				times.nakSent(p, time.Now())
 			}
-			p, err := wire.Parse(h.Payload())
-			if err != nil || p.Header.Type() != wire.TypeODATA {
-				return false
-			}
-			q := uint32(p.Data().SQN())
-			if !sharedLoss(q) {
-				return false
-			}
-			mu.Lock()
-			lostSeqs[q] = true
-			mu.Unlock()
-			return true
-		}
+			return false
+		}})
 		var lis []*stack.Socket
-		for range receivers {
+		for i := range receivers {
 			nd := net.node()
-			nd.port.SetImpairment(memlink.Impairment{Drop: drop})
-			lis = append(lis, newListener(r, nd.p))
+			nd.port.SetImpairment(memlink.Impairment{Drop: func(ip []byte) bool {
+				p, ok := pgmOf(ip)
+				if !ok {
+					return false
+				}
+				switch p.Header.Type() {
+				case wire.TypeODATA:
+					if q := uint32(p.Data().SQN()); sharedLoss(q) {
+						times.odataLost(q, time.Now())
+						return true
+					}
+				case wire.TypeRDATA:
+					times.repairedAt(i, uint32(p.Data().SQN()), time.Now())
+				}
+				return false
+			}})
+			lis = append(lis, implosionListener(r, nd.p, bo))
 		}
 		snd, err := src.p.Socket(stack.SockRDM)
 		r.Must(err)
@@ -192,9 +312,11 @@ func inprocImplosion(receivers int) func(context.Context, *Run) (Metrics, error)
 		}
 		r.Logf("receivers: %d NAK packets, %d sequences NAKed, %d suppressed, %d NCFs received; source: %+v",
 			sum.NAKPacketsSent, sum.TotalSelectiveNaksSent, sum.NaksSuppressed, sum.NCFsReceived, st)
-		mu.Lock()
-		lost := len(lostSeqs)
-		mu.Unlock()
-		return implosionMetrics(st, lost), nil
+		times.mu.Lock()
+		lost := len(times.lost)
+		times.mu.Unlock()
+		m := implosionMetrics(st, lost)
+		times.metrics(m)
+		return m, nil
 	}
 }

@@ -188,11 +188,17 @@ func (rep *report) targets(b *strings.Builder) {
 		rows = append(rows, targetRow{"over TUN ≥ 1.0× OpenPGM→OpenPGM msgs/s — OpenPGM → pgmtun, rising sender rate (best complete receive rate)", strings.Join(parts, ", "), status(all, any)})
 	}
 
-	// Over TUN ≥ 0.8× the raw TUN limit (bytes, 8000-byte messages, ~MTU packets).
-	for _, dir := range []struct{ id, limit, name string }{
-		{"tun/pgmtun-tx/8000", "limit/tun-write", "pgmtun sending (unlimited, no receiver) vs TUN write limit"},
-		{"tun/pgmtun-openpgm/8000", "limit/tun-write", "pgmtun → OpenPGM (at the 24 MB/s limit, ≤ 0.19× by construction) vs TUN write limit"},
-		{"tun/openpgm-pgmtun/8000", "limit/tun-read", "OpenPGM (24 MB/s) → pgmtun vs TUN read limit"},
+	// Over TUN ≥ 0.8× the raw TUN limit (bytes, 8000-byte messages, ~MTU
+	// packets). The rows at a fixed rate limit cannot reach it by
+	// construction and are shown for scale only.
+	for _, dir := range []struct {
+		id, limit, name string
+		informative     bool
+	}{
+		{"tun/pgmtun-tx/8000", "limit/tun-write", "pgmtun sending (unlimited, no receiver) vs TUN write limit", false},
+		{"headroom/pgmtun/8000", "limit/tun-read", "OpenPGM at rising rates → pgmtun (best complete receive rate) vs TUN read limit", false},
+		{"tun/pgmtun-openpgm/8000", "limit/tun-write", "pgmtun → OpenPGM at the 24 MB/s limit vs TUN write limit (rate-limited, informative)", true},
+		{"tun/openpgm-pgmtun/8000", "limit/tun-read", "OpenPGM at 24 MB/s → pgmtun vs TUN read limit (rate-limited, informative)", true},
 	} {
 		r, ok := rep.ratio(dir.id, dir.limit, mMbit)
 		m := "n/a"
@@ -201,7 +207,11 @@ func (rep *report) targets(b *strings.Builder) {
 			l, _ := rep.med(dir.limit, mMbit)
 			m = fmt.Sprintf("%.2f× (%s of %s Mbit/s, 8000 B messages)", r, fmtNum(a), fmtNum(l))
 		}
-		rows = append(rows, targetRow{"over TUN ≥ 0.8× raw TUN limit — " + dir.name, m, status(ok && r >= 0.8, ok)})
+		st := status(ok && r >= 0.8, ok)
+		if dir.informative && ok {
+			st = "—"
+		}
+		rows = append(rows, targetRow{"over TUN ≥ 0.8× raw TUN limit — " + dir.name, m, st})
 	}
 
 	// In-process ≥ 2× OpenPGM.
@@ -235,14 +245,27 @@ func (rep *report) targets(b *strings.Builder) {
 		rows = append(rows, targetRow{"at 5 % loss goodput ≥ 0.9× lossless — " + path, m, status(ok && r >= 0.9, ok)})
 	}
 
-	// ≤ 1.2 NAKs per loss at 32 receivers.
+	// ≤ 1.2 NAKs per loss at 32 receivers, per path and NAK back-off mode
+	// (the exponential one costs a later first NAK).
 	for _, path := range []string{"sim", "sim-1ms", "inproc"} {
-		v, ok := rep.med("implosion/"+path+"/32", mNAKs)
-		m := "n/a"
-		if ok {
-			m = fmt.Sprintf("%.2f NAKs per lost packet", v)
+		for _, mode := range []struct{ suffix, name string }{
+			{"", "uniform back-off (OpenPGM)"},
+			{"-exp", "exponential back-off"},
+		} {
+			id := "implosion/" + path + mode.suffix + "/32"
+			v, ok := rep.med(id, mNAKs)
+			m := "n/a"
+			if ok {
+				m = fmt.Sprintf("%.2f NAKs per lost packet", v)
+				if f, ok := rep.med(id, mFirstNAK); ok {
+					m += fmt.Sprintf("; first NAK %.1f ms", f)
+				}
+				if r, ok := rep.med(id, mP50); ok {
+					m += fmt.Sprintf(", repair p50 %.1f ms", r)
+				}
+			}
+			rows = append(rows, targetRow{"≤ 1.2 NAKs per loss at 32 receivers — " + path + ", " + mode.name, m, status(ok && v <= 1.2, ok)})
 		}
-		rows = append(rows, targetRow{"≤ 1.2 NAKs per loss at 32 receivers — " + path, m, status(ok && v <= 1.2, ok)})
 	}
 
 	fmt.Fprintf(b, "## Targets (issue 6)\n\n| Target | Measured (medians) | Status |\n|---|---|---|\n")
@@ -369,6 +392,9 @@ func (rep *report) plots() map[string]plot {
 	add(&naks, "simulator, LAN 0.1–0.2 ms", pts(func(i int) string { return fmt.Sprintf("implosion/sim/%d", receiverCounts[i]) }, rIdx, mNAKs, rx))
 	add(&naks, "simulator, 1–2 ms", pts(func(i int) string { return fmt.Sprintf("implosion/sim-1ms/%d", receiverCounts[i]) }, rIdx, mNAKs, rx))
 	add(&naks, "in-process stacks", pts(func(i int) string { return fmt.Sprintf("implosion/inproc/%d", receiverCounts[i]) }, rIdx, mNAKs, rx))
+	add(&naks, "simulator, LAN, exponential back-off", pts(func(i int) string { return fmt.Sprintf("implosion/sim-exp/%d", receiverCounts[i]) }, rIdx, mNAKs, rx))
+	add(&naks, "simulator, 1–2 ms, exponential back-off", pts(func(i int) string { return fmt.Sprintf("implosion/sim-1ms-exp/%d", receiverCounts[i]) }, rIdx, mNAKs, rx))
+	add(&naks, "in-process, exponential back-off", pts(func(i int) string { return fmt.Sprintf("implosion/inproc-exp/%d", receiverCounts[i]) }, rIdx, mNAKs, rx))
 
 	return map[string]plot{"throughput.svg": tput, "goodput_loss.svg": goodput, "naks_receivers.svg": naks}
 }
