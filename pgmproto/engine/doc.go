@@ -48,4 +48,17 @@
 // OPT_FRAGMENT; whatever cannot be delivered is reported by an EventLoss
 // naming the exact sequences, never skipped silently. Sessions end with
 // EventEnd (OPT_FIN), EventReset (OPT_RST) or EventExpired.
+//
+// # NAK back-off
+//
+// A receiver waits a random back-off of up to NAKBOIvl before it NAKs a
+// gap; an NCF heard meanwhile suppresses its NAK. By default the back-off
+// is uniform, as OpenPGM's, which gives about 1 + (N−1)·RTT/NAKBOIvl NAKs
+// per loss shared by N receivers. Config.NAKBackoff = NAKBackoffExponential
+// draws it from a truncated exponential distribution instead (NORM's
+// feedback timer, λ = ln(NAKGroupSize) + 1): choose it for many receivers
+// or a round trip that is not small against NAKBOIvl. It sends far fewer
+// duplicate NAKs, but the first NAK, and so the repair, comes later (one
+// receiver waits 0.79·NAKBOIvl on average instead of 0.5·NAKBOIvl). Every
+// back-off comes from the Receiver's RNG, so seeded runs reproduce.
 package engine
