@@ -38,39 +38,32 @@ func headroomStepTimeout(size, rate, count int) time.Duration {
 	return 2*d + 4*time.Second
 }
 
-// stepResult is one step of a ramp.
-type stepResult struct {
-	rate int
-	msgs float64
-	mbit float64
-	err  error
-}
-
 // ramp runs step for each rate until one fails; it returns the highest
 // rate that completed and the best receive rate among the completed steps
 // (a sender that cannot reach its limit flattens the ramp: the steps above
 // it measure the same thing with more noise), and an error if even the
 // first step failed.
-func ramp(r *Run, size int, step func(rate, count int) (msgs, mbit float64, err error)) (Metrics, error) {
-	var best *stepResult
+func ramp(r *Run, size int, step func(rate, count int) (Metrics, error)) (Metrics, error) {
+	var best Metrics
 	top := 0
 	for _, rate := range headroomSteps(size) {
 		count := headroomCount(size, rate)
-		m, b, err := step(rate, count)
+		m, err := step(rate, count)
 		if err != nil {
 			r.Logf("%d MB/s: %v", rate/1_000_000, err)
 			break
 		}
-		r.Logf("%d MB/s: %.0f msgs/s", rate/1_000_000, m)
-		if best == nil || m > best.msgs {
-			best = &stepResult{rate: rate, msgs: m, mbit: b}
+		r.Logf("%d MB/s: %v", rate/1_000_000, m)
+		if best == nil || m[mMsgs] > best[mMsgs] {
+			best = m
 		}
 		top = rate
 	}
 	if best == nil {
 		return nil, fmt.Errorf("the receiver failed even at %d MB/s", headroomSteps(size)[0]/1_000_000)
 	}
-	return Metrics{mMsgs: best.msgs, mMbit: best.mbit, mMaxRate: float64(top) / 1e6}, nil
+	best[mMaxRate] = float64(top) / 1e6
+	return best, nil
 }
 
 // headroomOpenPGM ramps OpenPGM → OpenPGM over veth.
@@ -81,19 +74,19 @@ func headroomOpenPGM(e *Env, size int) func(context.Context, *Run) (Metrics, err
 			return nil, err
 		}
 		a, b := vethPair(r)
-		return ramp(r, size, func(rate, count int) (float64, float64, error) {
+		return ramp(r, size, func(rate, count int) (Metrics, error) {
 			timeout := headroomStepTimeout(size, rate, count)
 			so := openPGMSendOpts(vethTx, size, count)
 			so.Rate = rate
 			ro := openPGMRecvOpts(vethRx, size, count, timeout)
 			_, rr, err := interop.Transfer(ctx, p, a.Name, so, b.Name, ro, timeout+5*time.Second)
 			if err != nil {
-				return 0, 0, err
+				return nil, err
 			}
 			if !rr.OK() || rr.Records != int64(count) {
-				return 0, 0, fmt.Errorf("OpenPGM receiver: %s (%d of %d records)", rr, rr.Records, count)
+				return nil, fmt.Errorf("OpenPGM receiver: %s (%d of %d records)", rr, rr.Records, count)
 			}
-			return rr.MsgsPerSec, rr.MbitPerSec, nil
+			return Metrics{mMsgs: rr.MsgsPerSec, mMbit: rr.MbitPerSec}, nil
 		})
 	}
 }
@@ -107,7 +100,7 @@ func headroomPgmtun(e *Env, size int) func(context.Context, *Run) (Metrics, erro
 		}
 		ns, dev := tunNS(r, tunConfig("pgmtun-b3", "10.213.48.1"))
 		proto := tunStack(r, ns, dev, "10.213.48.2", nil)
-		return ramp(r, size, func(rate, count int) (float64, float64, error) {
+		return ramp(r, size, func(rate, count int) (Metrics, error) {
 			timeout := headroomStepTimeout(size, rate, count)
 			sctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
@@ -117,20 +110,29 @@ func headroomPgmtun(e *Env, size int) func(context.Context, *Run) (Metrics, erro
 			so.Rate = rate
 			sp, err := interop.Start(sctx, ns.Name, timeout, p.Send, so.Args()...)
 			if err != nil {
-				return 0, 0, err
+				return nil, err
 			}
 			defer sp.Signal(syscall.SIGKILL)
+			c0 := cpuTime(syscall.RUSAGE_SELF)
 			res, rerr := recvRecords(sctx, lis, size, count)
+			c1 := cpuTime(syscall.RUSAGE_SELF)
 			_ = sp.Signal(syscall.SIGTERM)
 			sr, serr := sp.Wait()
 			if rerr != nil {
-				return 0, 0, fmt.Errorf("pgmtun receiver: %w (sender: %s)", rerr, sr)
+				return nil, fmt.Errorf("pgmtun receiver: %w (sender: %s)", rerr, sr)
 			}
 			if serr != nil {
-				return 0, 0, serr
+				return nil, serr
 			}
 			m := res.metrics()
-			return m[mMsgs], m[mMbit], nil
+			delete(m, mSteady)
+			// The whole process is the pgmtun receiver here (stack, TUN
+			// reader, the checking reader): its CPU over the transfer says
+			// whether it or the sender set the pace.
+			if el := res.elapsed(); el > 0 {
+				m[mCores] = (c1 - c0).Seconds() / el.Seconds()
+			}
+			return m, nil
 		})
 	}
 }
@@ -144,11 +146,11 @@ func headroomCases(e *Env, runs int) []*Case {
 		base := fmt.Sprintf("headroom/openpgm/%d", sz)
 		cs = append(cs, &Case{ID: base, Group: gTUN, Runs: runs,
 			Name:    fmt.Sprintf("receiver headroom: OpenPGM → OpenPGM over veth, rising rate, %d B", sz),
-			Timeout: 90 * time.Second, Show: []string{mMaxRate, mMsgs}, Needs: []string{"openpgm"},
+			Timeout: 90 * time.Second, Show: []string{mMaxRate, mMsgs, mMbit}, Needs: []string{"openpgm"},
 			Run: headroomOpenPGM(e, sz)})
 		cs = append(cs, &Case{ID: fmt.Sprintf("headroom/pgmtun/%d", sz), Group: gTUN, Runs: runs,
 			Name:     fmt.Sprintf("receiver headroom: OpenPGM → pgmtun via TUN, rising rate, %d B", sz),
-			Baseline: base, Timeout: 90 * time.Second, Show: []string{mMaxRate, mMsgs}, Needs: []string{"openpgm", "root"},
+			Baseline: base, Timeout: 90 * time.Second, Show: []string{mMaxRate, mMsgs, mMbit, mCores}, Needs: []string{"openpgm", "root"},
 			Run: headroomPgmtun(e, sz)})
 	}
 	return cs

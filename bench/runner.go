@@ -41,6 +41,7 @@ const (
 	mArrivedPct = "% arrived"
 	mSteady     = "steady Mbit/s"
 	mMaxRate    = "highest rate kept up, MB/s"
+	mCores      = "receiver CPU, cores"
 )
 
 // Case is one benchmark: run Runs times, each bounded by Timeout.
