@@ -53,6 +53,8 @@ type netFlags struct {
 	txwSecs  seconds
 	txwBytes byteSize
 	timers   stack.Timers
+	backoff  string
+	nakGroup int
 	ttl      uint
 	tun      string
 	create   bool
@@ -77,6 +79,8 @@ func (f *netFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.txwSecs, "txw-secs", "window as `time`: how long data stays available for repairs (default 2s)")
 	fs.Var(&f.txwBytes, "txw-bytes", "window in `bytes` (e.g. 8MiB)")
 	fs.DurationVar(&f.timers.NAKBOIvl, "nak-bo-ivl", 0, "NAK back-off interval (default 50ms)")
+	fs.StringVar(&f.backoff, "nak-backoff", "uniform", "recv: how the NAK back-off is drawn: `uniform` (OpenPGM) or exponential (fewer\nduplicate NAKs from many receivers, later first NAK)")
+	fs.IntVar(&f.nakGroup, "nak-group", 0, "recv: receivers expected to share a loss, shapes --nak-backoff exponential (default 32)")
 	fs.DurationVar(&f.timers.NAKRptIvl, "nak-rpt-ivl", 0, "wait for an NCF before repeating a NAK (default 2s)")
 	fs.DurationVar(&f.timers.NAKRdataIvl, "nak-rdata-ivl", 0, "wait for RDATA after an NCF (default 2s)")
 	fs.IntVar(&f.timers.NAKDataRetries, "nak-data-retries", 0, "NAKs after NCFs before a sequence is lost (default 50)")
@@ -112,6 +116,8 @@ type netConfig struct {
 		bytes int64
 	}
 	timers   stack.Timers
+	backoff  stack.NAKBackoff
+	nakGroup int
 	ttl      uint8
 	pcap     string
 	loss     float64
@@ -207,6 +213,18 @@ func (f *netFlags) resolve() (*netConfig, error) {
 	if t.NAKBOIvl < 0 || t.NAKRptIvl < 0 || t.NAKRdataIvl < 0 || t.PeerExpiry < 0 || t.AmbientSPM < 0 || t.NAKDataRetries < 0 || t.NAKNCFRetries < 0 {
 		return nil, errors.New("NAK timers, retries, --peer-expiry and --spm-ambient must not be negative")
 	}
+	switch f.backoff {
+	case "uniform":
+		c.backoff = stack.NAKBackoffUniform
+	case "exponential":
+		c.backoff = stack.NAKBackoffExponential
+	default:
+		return nil, fmt.Errorf("--nak-backoff %q: want uniform or exponential", f.backoff)
+	}
+	if f.nakGroup < 0 || f.nakGroup > stack.MaxNAKGroupSize {
+		return nil, fmt.Errorf("--nak-group %d: want 0..%d", f.nakGroup, stack.MaxNAKGroupSize)
+	}
+	c.nakGroup = f.nakGroup
 	if f.ttl > 255 {
 		return nil, fmt.Errorf("--ttl %d: want 0..255", f.ttl)
 	}
@@ -260,6 +278,9 @@ func (c *netConfig) configure(s *stack.Socket, mtu uint32) error {
 	}
 	if err := s.SetTimers(c.timers); err != nil {
 		return fmt.Errorf("timers: %w", err)
+	}
+	if err := s.SetNAKBackoff(c.backoff, c.nakGroup); err != nil {
+		return fmt.Errorf("NAK back-off: %w", err)
 	}
 	if err := s.SetMulticastTTL(c.ttl); err != nil {
 		return fmt.Errorf("ttl: %w", err)

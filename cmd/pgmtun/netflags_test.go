@@ -113,8 +113,11 @@ func TestResolveNetwork(t *testing.T) {
 func TestResolvePGMOptions(t *testing.T) {
 	c, err := resolveArgs(t, "--rdm", "--rate", "1MB/s", "--txw-sqns", "500", "--ttl", "1",
 		"--nak-bo-ivl", "10ms", "--nak-rpt-ivl", "300ms", "--nak-rdata-ivl", "400ms",
-		"--nak-data-retries", "3", "--nak-ncf-retries", "4", "--peer-expiry", "9s", "--spm-ambient", "1s", "--loss", "2.5", "--seed", "42")
+		"--nak-data-retries", "3", "--nak-ncf-retries", "4", "--peer-expiry", "9s", "--spm-ambient", "1s", "--loss", "2.5", "--seed", "42",
+		"--nak-backoff", "exponential", "--nak-group", "64")
 	require.NoError(t, err)
+	assert.Equal(t, stack.NAKBackoffExponential, c.backoff)
+	assert.Equal(t, 64, c.nakGroup)
 	assert.Equal(t, stack.SockRDM, c.sockType)
 	assert.Equal(t, uint8(1), c.ttl)
 	assert.Equal(t, stack.Timers{NAKBOIvl: 10 * time.Millisecond, NAKRptIvl: 300 * time.Millisecond,

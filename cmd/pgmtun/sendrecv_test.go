@@ -156,6 +156,8 @@ func TestSendRecvByteExact(t *testing.T) {
 		{name: "stream with loss", n: 200_000, common: []string{"--loss", "5"}},
 		{name: "rdm", n: 120_000, common: []string{"--rdm"}, send: []string{"--size", "1000"}},
 		{name: "rdm with loss", n: 200_000, common: []string{"--rdm", "--loss", "5"}, send: []string{"--size", "1000"}},
+		{name: "rdm with loss, exponential NAK back-off", n: 200_000, common: []string{"--rdm", "--loss", "5"},
+			send: []string{"--size", "1000"}, recv: []string{"--nak-backoff", "exponential", "--nak-group", "8"}},
 		{name: "rdm fragmented with loss", n: 200_000, common: []string{"--rdm", "--loss", "5"}, send: []string{"--size", "20000"}},
 		{name: "rdm sender, stream receiver", n: 50_003, send: []string{"--rdm", "--size", "777"}},
 	}
@@ -390,6 +392,8 @@ func TestSendRecvFlags(t *testing.T) {
 		{[]string{"send", "--txw-sqns", "100", "--txw-secs", "2"}, exitUsage, "give the window one way"},
 		{[]string{"send", "--txw-secs", "-1"}, exitUsage, `bad duration "-1"`},
 		{[]string{"send", "--nak-bo-ivl", "-5ms"}, exitUsage, "must not be negative"},
+		{[]string{"recv", "--nak-backoff", "poisson"}, exitUsage, `--nak-backoff "poisson": want uniform or exponential`},
+		{[]string{"recv", "--nak-group", "-1"}, exitUsage, "--nak-group -1: want 0..16777216"},
 		{[]string{"send", "--ttl", "256"}, exitUsage, "--ttl 256: want 0..255"},
 		{[]string{"send", "--mtu", "100"}, exitUsage, "--mtu 100: want 576..65535"},
 		{[]string{"send", "--loss", "100"}, exitUsage, "nothing would ever arrive"},
@@ -417,7 +421,7 @@ func TestHelpDocumentsFlags(t *testing.T) {
 	for cmd, flags := range map[string][]string{
 		"send": {"-network", "-port", "-rate", "-txw-sqns", "-txw-secs", "-txw-bytes", "-nak-bo-ivl", "-nak-rpt-ivl",
 			"-nak-rdata-ivl", "-ttl", "-tun", "-create", "-addr", "-host-addr", "-pcap", "-loss", "-linger", "-stats", "-rdm", "-size", "-in"},
-		"recv": {"-network", "-out", "-rdm", "-wait", "-peer-expiry", "-stats"},
+		"recv": {"-network", "-out", "-rdm", "-wait", "-peer-expiry", "-stats", "-nak-backoff", "-nak-group"},
 		"demo": {"-receivers", "-loss", "-bytes", "-size", "-seed", "-rate", "-stats"},
 	} {
 		code, out, errOut := runWith(nil, "help", cmd)
