@@ -62,6 +62,11 @@ const methodText = `## Method
   *In-process*: real stacks on memlink (no added delay, real clock), sender at
   400 kB/s (OpenPGM's default rate). Metrics are counted at the source:
   NAKed sequences received, NCFs sent and RDATA sent, each per lost packet.
+  *First NAK ms*: the median time from the lost ODATA to the first NAK for it
+  at the source (including the wait for the next packet to reveal the gap);
+  *repair p50*: from the lost ODATA to its repair at a receiver. The "-exp"
+  cases draw the NAK back-off from a truncated exponential distribution
+  (SetNAKBackoff, group size 32) instead of OpenPGM's uniform one.
 - **Cost.** CPU seconds (getrusage user+system) per GB delivered: for pgmtun the
   whole process during an in-process transfer (sender, receiver and link, so
   both ends), for OpenPGM both peer processes (RUSAGE_CHILDREN). Allocations
