@@ -134,10 +134,14 @@ func allCases(e *Env, runs int) []*Case {
 		run      func(n int, bo engine.NAKBackoff) func(context.Context, *Run) (Metrics, error)
 	}{
 		{"sim", "simulator (LAN, 0.1–0.2 ms)", func(n int, bo engine.NAKBackoff) func(context.Context, *Run) (Metrics, error) {
-			return simImplosion(n, 100*time.Microsecond, bo)
+			return simImplosion(n, 100*time.Microsecond, bo, 0)
 		}},
 		{"sim-1ms", "simulator (1–2 ms one way)", func(n int, bo engine.NAKBackoff) func(context.Context, *Run) (Metrics, error) {
-			return simImplosion(n, time.Millisecond, bo)
+			return simImplosion(n, time.Millisecond, bo, 0)
+		}},
+		// What the target costs at 1–2 ms: twice OpenPGM's NAK_BO_IVL.
+		{"sim-1ms-bo100", "simulator (1–2 ms one way), NAK_BO_IVL 100 ms", func(n int, bo engine.NAKBackoff) func(context.Context, *Run) (Metrics, error) {
+			return simImplosion(n, time.Millisecond, bo, 100*time.Millisecond)
 		}},
 		{"inproc", "in-process stacks (memlink)", inprocImplosion},
 	} {

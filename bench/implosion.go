@@ -107,7 +107,10 @@ func (l *lossTimes) metrics(m Metrics) {
 // to d of jitter, default (OpenPGM example) timers, NAK back-off bo (the
 // exponential one with the default group-size estimate, 32), seed varying
 // per run.
-func simImplosion(receivers int, d time.Duration, bo engine.NAKBackoff) func(context.Context, *Run) (Metrics, error) {
+// simImplosion runs the shared-loss scenario in the simulator with one-way
+// delay d (plus up to d of jitter), NAK back-off mode bo and NAK_BO_IVL
+// boIvl (0: OpenPGM's 50 ms).
+func simImplosion(receivers int, d time.Duration, bo engine.NAKBackoff, boIvl time.Duration) func(context.Context, *Run) (Metrics, error) {
 	seed := uint64(0)
 	return func(ctx context.Context, r *Run) (Metrics, error) {
 		seed++
@@ -116,7 +119,7 @@ func simImplosion(receivers int, d time.Duration, bo engine.NAKBackoff) func(con
 		s, err := sim.New(sim.Config{
 			Seed:      seed,
 			Receivers: receivers,
-			Engine:    engine.Config{TXWSecs: 30 * time.Second, TXWSqns: 2000, NAKBackoff: bo},
+			Engine:    engine.Config{TXWSecs: 30 * time.Second, TXWSqns: 2000, NAKBackoff: bo, NAKBOIvl: boIvl},
 			Down:      sim.Link{Delay: d, Jitter: d},
 			Up:        sim.Link{Delay: d, Jitter: d},
 			Drop: func(from, to sim.Node, p wire.Packet) bool {

@@ -247,7 +247,7 @@ func (rep *report) targets(b *strings.Builder) {
 
 	// ≤ 1.2 NAKs per loss at 32 receivers, per path and NAK back-off mode
 	// (the exponential one costs a later first NAK).
-	for _, path := range []string{"sim", "sim-1ms", "inproc"} {
+	for _, path := range []string{"sim", "sim-1ms", "sim-1ms-bo100", "inproc"} {
 		for _, mode := range []struct{ suffix, name string }{
 			{"", "uniform back-off (OpenPGM)"},
 			{"-exp", "exponential back-off"},
