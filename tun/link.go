@@ -36,13 +36,22 @@ type LinkOptions struct {
 	// a random locally administered one. It must differ from the kernel
 	// TAP interface's address: they are two stations on the link.
 	MAC tcpip.LinkAddress
+	// TxQueueLen is how many outbound packets wait for the device's
+	// writer goroutine (0: TxQueueLen). With a queue the goroutine that
+	// runs the stack does not wait for each write syscall; when the queue
+	// is full it waits for room. Negative: no queue and no goroutine, the
+	// stack's caller writes the device itself.
+	TxQueueLen int
 }
 
 // LinkEndpoint returns the gVisor link endpoint for the device; it can be
 // called once. The endpoint reads the device with one goroutine, started
 // when a NIC attaches it and stopped by Close (removing the NIC only stops
 // delivery: gVisor detaches under its stack lock, which the reader may
-// need); packets are delivered inline, in order.
+// need); packets are delivered inline, in order. Unless
+// LinkOptions.TxQueueLen is negative it writes the device with another
+// goroutine, started by the first outbound packet and stopped by Close,
+// in the order the stack sent.
 func (d *Device) LinkEndpoint(opts LinkOptions) (stack.LinkEndpoint, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -95,7 +104,7 @@ func (d *Device) LinkEndpoint(opts LinkOptions) (stack.LinkEndpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tun: %s: fdbased: %w", d.name, err)
 	}
-	ep := inner
+	ep := stack.LinkEndpoint(inner)
 	if opts.PcapWriter != nil {
 		sniffer.LogPackets.Store(0) // pcap only, no per-packet log lines
 		snap := opts.SnapLen
@@ -103,7 +112,7 @@ func (d *Device) LinkEndpoint(opts LinkOptions) (stack.LinkEndpoint, error) {
 			snap = d.mtu + header.EthernetMinimumSize
 		}
 		d.pcapW = &pcapWriter{d: d, w: opts.PcapWriter}
-		sn, err := sniffer.NewWithWriter(inner, d.pcapW, snap)
+		sn, err := sniffer.NewWithWriter(ep, d.pcapW, snap)
 		if err != nil {
 			return nil, fmt.Errorf("tun: %s: pcap: %w", d.name, err)
 		}
@@ -112,6 +121,13 @@ func (d *Device) LinkEndpoint(opts LinkOptions) (stack.LinkEndpoint, error) {
 	if opts.Loss != nil {
 		d.lossy = NewLossy(ep, *opts.Loss)
 		ep = d.lossy
+	}
+	if qlen := opts.TxQueueLen; qlen >= 0 {
+		if qlen == 0 {
+			qlen = TxQueueLen
+		}
+		d.txq = newTxQueue(ep, qlen)
+		ep = d.txq
 	}
 	d.guard = newGuard(ep)
 	d.ep, d.inner = d.guard, inner
@@ -178,6 +194,18 @@ func (d *Device) PcapErr() error {
 	pw.mu.Lock()
 	defer pw.mu.Unlock()
 	return pw.err
+}
+
+// TxStats reports what the link endpoint's transmit queue did; all zero
+// without a queue.
+func (d *Device) TxStats() TxStats {
+	d.mu.Lock()
+	q := d.txq
+	d.mu.Unlock()
+	if q == nil {
+		return TxStats{}
+	}
+	return q.stats()
 }
 
 // Lossy returns the loss filter made by LinkOptions.Loss, or nil.

@@ -18,7 +18,8 @@
 // Teardown: Close the Device; closing the stack first is fine. gVisor
 // detaches link endpoints under its stack lock, which fdbased's reader may
 // need while delivering a packet, so the endpoint handed to the stack only
-// stops delivering on detach, and Close stops and waits for the reader.
+// stops delivering on detach, and Close stops and waits for the reader
+// (and for the transmit queue's writer goroutine).
 package tun
 
 import (
@@ -78,6 +79,7 @@ type Device struct {
 	inner   stack.LinkEndpoint // the fdbased endpoint inside ep
 	lossy   *LossyEndpoint
 	guard   *guardEndpoint // outermost: what the stack sees
+	txq     *txQueue       // below guard; nil with LinkOptions.TxQueueLen < 0
 	raw     bool           // Raw was called
 	pcapW   *pcapWriter
 	s       *stack.Stack
@@ -266,7 +268,8 @@ func (d *Device) RemoveNICOnClose(s *stack.Stack, id tcpip.NICID) {
 }
 
 // Close removes the NIC (if known), stops the link endpoint's reader and
-// waits for it (whether or not the stack was closed first), closes the fd,
+// writer and waits for them (whether or not the stack was closed first;
+// packets still queued for the device are dropped), closes the fd,
 // and removes what Open created: the device itself, or on an attached
 // device the addresses and routes it added. It is safe to call more than
 // once.
@@ -277,7 +280,7 @@ func (d *Device) Close() error {
 		return nil
 	}
 	d.closed = true
-	s, nicID, guard := d.s, d.nicID, d.guard
+	s, nicID, guard, txq := d.s, d.nicID, d.guard, d.txq
 	d.mu.Unlock()
 
 	var errs []error
@@ -292,6 +295,10 @@ func (d *Device) Close() error {
 		// Stop the reader and wait for it, holding no stack lock (see
 		// guardEndpoint); only then may the fd be closed.
 		guard.stop()
+	}
+	if txq != nil {
+		// The writer uses the fd too; queued packets are dropped.
+		txq.stop()
 	}
 	d.mu.Lock()
 	if d.fd >= 0 {

@@ -173,6 +173,9 @@ func TestPingThroughTUN(t *testing.T) {
 
 	ping(t, ns, "10.213.9.1", "10.213.9.2")
 	assert.NoError(t, dev.Err())
+	st := dev.TxStats()
+	assert.NotZero(t, st.Written, "the echo reply went through the transmit queue")
+	assert.Zero(t, st.Errors+st.Dropped)
 
 	require.NoError(t, dev.Close())
 	require.NoError(t, dev.Close(), "Close is idempotent")
@@ -190,6 +193,26 @@ func TestPingThroughTUN(t *testing.T) {
 	require.GreaterOrEqual(t, len(lines), 2)
 	assert.Contains(t, lines, "10.213.9.1\t10.213.9.2\t8\t")
 	assert.Contains(t, lines, "10.213.9.2\t10.213.9.1\t0\t")
+}
+
+func TestPingWithoutTxQueue(t *testing.T) {
+	ns := netns.New(t)
+	before := runtime.NumGoroutine()
+	s := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{icmp.NewProtocol4},
+	})
+	dev, err := open(t, ns, Config{Name: "pgmtunnq", Create: true, Up: true,
+		HostAddr: netip.MustParsePrefix("10.213.10.1/24")})
+	require.NoError(t, err)
+	t.Cleanup(func() { dev.Close() })
+	require.NoError(t, dev.Attach(s, 1, netip.MustParsePrefix("10.213.10.2/24"), LinkOptions{TxQueueLen: -1}))
+	ping(t, ns, "10.213.10.1", "10.213.10.2")
+	assert.Equal(t, TxStats{}, dev.TxStats(), "no queue")
+	require.NoError(t, dev.Close())
+	s.Close()
+	s.Wait()
+	waitGoroutines(t, before)
 }
 
 func TestAttachExisting(t *testing.T) {

@@ -1,0 +1,163 @@
+package tun
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// TxQueueLen is the default number of outbound packets a device's link
+// endpoint queues for its writer goroutine.
+const TxQueueLen = 256
+
+// TxStats counts what a device's transmit queue did with outbound packets.
+type TxStats struct {
+	// Written: handed to the device (or to the loss filter and capture
+	// below the queue) by the writer goroutine.
+	Written uint64
+	// Errors: the device refused a write (the packet is lost).
+	Errors uint64
+	// Dropped: arrived after Close stopped the queue, or were still
+	// queued then.
+	Dropped uint64
+	// Waits: times a sender found the queue full and waited for room.
+	Waits uint64
+}
+
+// txQueue is a link endpoint that passes outbound packets to one writer
+// goroutine through a bounded FIFO, so the goroutine running the stack
+// (the PGM engine, IP) works on the next packet while the device write
+// syscall of the previous one runs on another core.
+//
+// A full queue makes the sender wait for room: the same backpressure as
+// a write syscall it waited for before, so an unlimited sender is slowed
+// to the device's pace instead of losing packets, and memory stays
+// bounded. The writer never takes a stack lock or waits for a sender, so
+// a wait always ends. Packets written after stop are dropped and counted.
+type txQueue struct {
+	nested.Endpoint
+
+	mu      sync.Mutex
+	room    sync.Cond // a sender waits here while the ring is full
+	work    sync.Cond // the writer waits here while the ring is empty
+	ring    []*stack.PacketBuffer
+	head, n int
+	idle    bool // the writer waits on work
+	waiting int  // senders waiting on room
+	started bool
+	stopped bool
+	done    chan struct{} // closed when the writer has exited
+
+	written, errors, dropped, waits atomic.Uint64
+}
+
+func newTxQueue(lower stack.LinkEndpoint, size int) *txQueue {
+	q := &txQueue{ring: make([]*stack.PacketBuffer, size), done: make(chan struct{})}
+	q.room.L = &q.mu
+	q.work.L = &q.mu
+	q.Endpoint.Init(lower, q)
+	return q
+}
+
+// WritePackets implements stack.LinkEndpoint. It takes a reference to
+// each packet and reports them all written once queued.
+func (q *txQueue) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	q.mu.Lock()
+	for _, pkt := range pkts.AsSlice() {
+		for q.n == len(q.ring) && !q.stopped {
+			q.waiting++
+			q.waits.Add(1)
+			q.room.Wait()
+			q.waiting--
+		}
+		if q.stopped {
+			q.dropped.Add(1)
+			continue
+		}
+		if !q.started {
+			// The writer starts with the first packet, so an endpoint
+			// that never sends leaves no goroutine behind.
+			q.started = true
+			go q.writer()
+		}
+		q.ring[(q.head+q.n)%len(q.ring)] = pkt.IncRef()
+		q.n++
+		if q.idle {
+			q.idle = false
+			q.work.Signal()
+		}
+	}
+	q.mu.Unlock()
+	return pkts.Len(), nil
+}
+
+// writer takes everything queued at once (so a waiting sender gets the
+// whole ring back in one wake-up) and writes it in order.
+func (q *txQueue) writer() {
+	defer close(q.done)
+	var list stack.PacketBufferList // owns the references it holds
+	q.mu.Lock()
+	for {
+		for q.n == 0 && !q.stopped {
+			q.idle = true
+			q.work.Wait()
+		}
+		if q.stopped {
+			q.mu.Unlock()
+			return
+		}
+		for ; q.n > 0; q.n-- {
+			list.PushBack(q.ring[q.head])
+			q.ring[q.head] = nil
+			q.head = (q.head + 1) % len(q.ring)
+		}
+		if q.waiting > 0 {
+			q.room.Broadcast()
+		}
+		q.mu.Unlock()
+
+		for list.Len() > 0 {
+			n, _ := q.Endpoint.WritePackets(list)
+			q.written.Add(uint64(n))
+			if n >= list.Len() {
+				list.Reset()
+				break
+			}
+			// The packet at n failed: it is lost; go on with the rest.
+			q.errors.Add(1)
+			for range n + 1 {
+				list.PopFront().DecRef()
+			}
+		}
+		q.mu.Lock()
+	}
+}
+
+// stop ends the writer and waits for it; queued packets are dropped and
+// senders waiting for room return. It is idempotent.
+func (q *txQueue) stop() {
+	q.mu.Lock()
+	q.stopped = true
+	started := q.started
+	q.work.Broadcast()
+	q.room.Broadcast()
+	q.mu.Unlock()
+	if started {
+		<-q.done
+	}
+	q.mu.Lock()
+	for ; q.n > 0; q.n-- {
+		q.ring[q.head].DecRef()
+		q.ring[q.head] = nil
+		q.head = (q.head + 1) % len(q.ring)
+		q.dropped.Add(1)
+	}
+	q.mu.Unlock()
+}
+
+func (q *txQueue) stats() TxStats {
+	return TxStats{Written: q.written.Load(), Errors: q.errors.Load(), Dropped: q.dropped.Load(), Waits: q.waits.Load()}
+}

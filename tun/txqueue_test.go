@@ -1,0 +1,194 @@
+package tun
+
+import (
+	"encoding/binary"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// recordingLink is the endpoint below a txQueue in these tests: it
+// records the sequence number in each packet it is asked to write, can be
+// held (writes wait until released) and can refuse chosen packets.
+type recordingLink struct {
+	stack.LinkEndpoint // nil: txQueue only calls WritePackets
+
+	mu      sync.Mutex
+	got     []uint32
+	fail    map[uint32]bool
+	entered chan struct{} // receives once per WritePackets call
+	hold    chan struct{} // while open, WritePackets waits on it
+}
+
+func newRecordingLink() *recordingLink {
+	return &recordingLink{fail: map[uint32]bool{}, entered: make(chan struct{}, 1000), hold: make(chan struct{})}
+}
+
+func (l *recordingLink) release() { close(l.hold) }
+
+func (l *recordingLink) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	l.entered <- struct{}{}
+	<-l.hold
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, pkt := range pkts.AsSlice() {
+		seq := binary.BigEndian.Uint32(pkt.ToView().AsSlice())
+		if l.fail[seq] {
+			return i, &tcpip.ErrAborted{}
+		}
+		l.got = append(l.got, seq)
+	}
+	return pkts.Len(), nil
+}
+
+func (l *recordingLink) written() []uint32 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]uint32(nil), l.got...)
+}
+
+// send writes packets first..first+n-1 through q one by one, as the stack
+// does (one WritePackets call per packet, the caller keeping and
+// releasing its own reference).
+func send(q *txQueue, first, n uint32) {
+	for seq := first; seq < first+n; seq++ {
+		var b [4]byte
+		binary.BigEndian.PutUint32(b[:], seq)
+		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b[:])})
+		var l stack.PacketBufferList
+		l.PushBack(pkt)
+		q.WritePackets(l)
+		pkt.DecRef()
+	}
+}
+
+func seqs(first, n uint32) []uint32 {
+	s := make([]uint32, n)
+	for i := range s {
+		s[i] = first + uint32(i)
+	}
+	return s
+}
+
+func TestTxQueueKeepsOrder(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		size, n int
+	}{
+		{"fewer than the queue", 16, 10},
+		{"many times the queue", 4, 1000},
+		{"queue of one", 1, 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			low := newRecordingLink()
+			low.release()
+			q := newTxQueue(low, tc.size)
+			send(q, 0, uint32(tc.n))
+			require.Eventually(t, func() bool { return len(low.written()) == tc.n }, 5*time.Second, time.Millisecond)
+			q.stop()
+			assert.Equal(t, seqs(0, uint32(tc.n)), low.written())
+			st := q.stats()
+			assert.Equal(t, TxStats{Written: uint64(tc.n), Waits: st.Waits}, st)
+		})
+	}
+}
+
+func TestTxQueueIsBoundedAndWaits(t *testing.T) {
+	const size, n = 8, 100
+	low := newRecordingLink()
+	q := newTxQueue(low, size)
+	sent := make(chan struct{})
+	go func() {
+		send(q, 0, n)
+		close(sent)
+	}()
+	// The writer took the first packets and is held in the device write;
+	// the sender fills the ring and waits for room.
+	<-low.entered
+	fullAndWaiting := func() bool {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return q.n == size && q.waiting > 0
+	}
+	require.Eventually(t, fullAndWaiting, 5*time.Second, time.Millisecond)
+	time.Sleep(10 * time.Millisecond)
+	assert.True(t, fullAndWaiting(), "the ring stays full, the sender waiting")
+	assert.Len(t, q.ring, size, "not grown")
+	select {
+	case <-sent:
+		t.Fatal("sender returned while the device was held and the queue full")
+	default:
+	}
+	low.release()
+	<-sent
+	require.Eventually(t, func() bool { return len(low.written()) == n }, 5*time.Second, time.Millisecond)
+	q.stop()
+	assert.Equal(t, seqs(0, n), low.written(), "nothing lost, in order")
+	assert.Zero(t, q.stats().Dropped)
+}
+
+func TestTxQueueDeviceErrorLosesOnePacket(t *testing.T) {
+	low := newRecordingLink()
+	low.fail[3] = true
+	q := newTxQueue(low, 16)
+	send(q, 0, 8) // all queued before the writer gets to write
+	low.release()
+	require.Eventually(t, func() bool { return q.stats().Written+q.stats().Errors == 8 }, 5*time.Second, time.Millisecond)
+	q.stop()
+	assert.Equal(t, []uint32{0, 1, 2, 4, 5, 6, 7}, low.written())
+	assert.Equal(t, TxStats{Written: 7, Errors: 1, Waits: q.stats().Waits}, q.stats())
+}
+
+func TestTxQueueStop(t *testing.T) {
+	const size = 4
+	low := newRecordingLink()
+	before := runtime.NumGoroutine()
+	q := newTxQueue(low, size)
+	assert.False(t, q.started, "no writer before the first packet")
+
+	sent := make(chan struct{})
+	go func() {
+		send(q, 0, 20)
+		close(sent)
+	}()
+	<-low.entered // the writer holds packet 0 (and maybe more) in the device write
+	require.Eventually(t, func() bool { return q.stats().Waits > 0 }, 5*time.Second, time.Millisecond)
+
+	stopped := make(chan struct{})
+	go func() {
+		q.stop()
+		close(stopped)
+	}()
+	// The waiting sender is let go at once: what it has left is dropped.
+	<-sent
+	// stop waits for the write in progress, then for nothing else.
+	select {
+	case <-stopped:
+		t.Fatal("stop returned while the writer was still writing")
+	case <-time.After(20 * time.Millisecond):
+	}
+	low.release()
+	<-stopped
+	waitGoroutines(t, before)
+
+	st := q.stats()
+	w := low.written()
+	assert.Equal(t, seqs(0, uint32(len(w))), w, "what was written is a prefix, in order")
+	assert.Equal(t, uint64(len(w)), st.Written)
+	assert.Equal(t, uint64(20), st.Written+st.Dropped, "every packet written or dropped")
+	assert.NotZero(t, st.Dropped)
+
+	// After stop nothing is queued or written, and stop is idempotent.
+	send(q, 100, 3)
+	q.stop()
+	assert.Equal(t, st.Dropped+3, q.stats().Dropped)
+	assert.Equal(t, w, low.written())
+	waitGoroutines(t, before)
+}
