@@ -375,6 +375,13 @@ func tapThroughput(e *Env, size, count int) func(context.Context, *Run) (Metrics
 	}
 }
 
+// txUnboundRate (bytes/s) is pgmtunTUNSend's rate limit: 10 Gbit/s, far
+// above what a TUN device takes here (~4 Gbit/s of 1500-byte packets), so
+// it never binds. The shared rateKbit (2 Gbit/s) did once the device
+// writes were pipelined: it capped this case at ~190 k pkts/s. The window
+// (rate × 1 s) is only an upper bound; it grows with what is sent.
+const txUnboundRate = 10_000_000_000 / 8
+
 // pgmtunTUNSend measures pgmtun's sending side against the raw TUN write
 // limit: a pgmtun sender without a binding rate limit on a TUN device, and
 // on the kernel side only a raw socket counting the IP bytes that arrive
@@ -414,7 +421,7 @@ func pgmtunTUNSend(size, count int) func(context.Context, *Run) (Metrics, error)
 				bytes.Add(uint64(n))
 			}
 		}()
-		snd := newSender(r, proto)
+		snd := newSenderRate(r, proto, txUnboundRate)
 		serr := sendRecordsFast(ctx, snd, size, count)
 		// Let the last packets drain through the device.
 		time.Sleep(200 * time.Millisecond)
