@@ -242,6 +242,9 @@ func randomMAC() tcpip.LinkAddress {
 // adds routes through the NIC for addr's subnet and as a default route, so
 // replies and unicast NAKs leave through the device. Multicast sends name
 // the NIC (FindRoute with a NIC needs no route). Close removes the NIC.
+// The NIC hands outbound packets straight to the transmit queue (its
+// queueing discipline), skipping gVisor's default one, which allocates
+// per packet.
 //
 // It lives here rather than in stack/ because it is generic netstack
 // plumbing with no PGM in it. s must include ipv4 (and arp for TAP).
@@ -250,7 +253,13 @@ func (d *Device) Attach(s *stack.Stack, nicID tcpip.NICID, addr netip.Prefix, op
 	if err != nil {
 		return err
 	}
-	if terr := s.CreateNIC(nicID, ep); terr != nil {
+	var nicOpts stack.NICOptions
+	d.mu.Lock()
+	if d.txq != nil {
+		nicOpts.QDisc = d.txq.qdisc()
+	}
+	d.mu.Unlock()
+	if terr := s.CreateNICWithOptions(nicID, ep, nicOpts); terr != nil {
 		return fmt.Errorf("tun: create NIC %d: %s", nicID, terr)
 	}
 	d.RemoveNICOnClose(s, nicID)

@@ -67,31 +67,55 @@ func newTxQueue(lower stack.LinkEndpoint, size int) *txQueue {
 func (q *txQueue) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	q.mu.Lock()
 	for _, pkt := range pkts.AsSlice() {
-		for q.n == len(q.ring) && !q.stopped {
-			q.waiting++
-			q.waits.Add(1)
-			q.room.Wait()
-			q.waiting--
-		}
-		if q.stopped {
-			q.dropped.Add(1)
-			continue
-		}
-		if !q.started {
-			// The writer starts with the first packet, so an endpoint
-			// that never sends leaves no goroutine behind.
-			q.started = true
-			go q.writer()
-		}
-		q.ring[(q.head+q.n)%len(q.ring)] = pkt.IncRef()
-		q.n++
-		if q.idle {
-			q.idle = false
-			q.work.Signal()
-		}
+		q.pushLocked(pkt)
 	}
 	q.mu.Unlock()
 	return pkts.Len(), nil
+}
+
+// qdisc returns the queue as a NIC's queueing discipline. gVisor's default
+// discipline passes each packet down in a one-element PacketBufferList,
+// which escapes: an allocation per packet that this skips.
+func (q *txQueue) qdisc() stack.QueueingDiscipline { return txQDisc{q} }
+
+type txQDisc struct{ q *txQueue }
+
+// WritePacket implements stack.QueueingDiscipline.
+func (d txQDisc) WritePacket(pkt *stack.PacketBuffer) tcpip.Error {
+	d.q.mu.Lock()
+	d.q.pushLocked(pkt)
+	d.q.mu.Unlock()
+	return nil
+}
+
+// Close implements stack.QueueingDiscipline. The NIC calls it on removal,
+// holding the stack's lock; the writer is stopped by Device.Close.
+func (txQDisc) Close() {}
+
+// pushLocked queues a reference to pkt, waiting while the ring is full.
+func (q *txQueue) pushLocked(pkt *stack.PacketBuffer) {
+	for q.n == len(q.ring) && !q.stopped {
+		q.waiting++
+		q.waits.Add(1)
+		q.room.Wait()
+		q.waiting--
+	}
+	if q.stopped {
+		q.dropped.Add(1)
+		return
+	}
+	if !q.started {
+		// The writer starts with the first packet, so an endpoint
+		// that never sends leaves no goroutine behind.
+		q.started = true
+		go q.writer()
+	}
+	q.ring[(q.head+q.n)%len(q.ring)] = pkt.IncRef()
+	q.n++
+	if q.idle {
+		q.idle = false
+		q.work.Signal()
+	}
 }
 
 // writer takes everything queued at once (so a waiting sender gets the

@@ -192,3 +192,24 @@ func TestTxQueueStop(t *testing.T) {
 	assert.Equal(t, w, low.written())
 	waitGoroutines(t, before)
 }
+
+// discardLink accepts every packet and keeps nothing.
+type discardLink struct{ stack.LinkEndpoint }
+
+func (discardLink) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	return pkts.Len(), nil
+}
+
+func TestTxQDiscDoesNotAllocate(t *testing.T) {
+	q := newTxQueue(discardLink{}, 64)
+	defer q.stop()
+	qd := q.qdisc()
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(make([]byte, 1400))})
+	defer pkt.DecRef()
+	for range 1000 { // start the writer, size its batch list
+		require.Nil(t, qd.WritePacket(pkt))
+	}
+	allocs := testing.AllocsPerRun(1000, func() { qd.WritePacket(pkt) })
+	assert.Zero(t, allocs, "per packet")
+	require.Eventually(t, func() bool { return q.stats().Written == 2001 }, 5*time.Second, time.Millisecond)
+}
