@@ -71,10 +71,19 @@ func newSender(r *Run, p *stack.Protocol) *stack.Socket {
 // newSenderRate returns a connected pgmtun RDM sender on p limited to rate
 // bytes/s (IP headers included).
 func newSenderRate(r *Run, p *stack.Protocol, rate int) *stack.Socket {
+	return newSenderWindow(r, p, rate, 0)
+}
+
+// newSenderWindow is newSenderRate with a transmit window of ms
+// milliseconds (0: senderOpts' choice).
+func newSenderWindow(r *Run, p *stack.Protocol, rate int, ms uint64) *stack.Socket {
 	s, err := p.Socket(stack.SockRDM)
 	r.Must(err)
 	r.Must(s.Bind(netip.AddrPortFrom(netip.IPv4Unspecified(), 0)))
 	r.Must(senderOpts(s, uint64(rate)*8/1000))
+	if ms != 0 {
+		r.Must(s.SetRateWindow(stack.RateWindow{RateKbitsPerSec: uint64(rate) * 8 / 1000, WindowSizeInMSecs: ms}))
+	}
 	r.Must(s.Connect(groupAddr))
 	r.Cleanup(func() { s.Abort(); s.Close() })
 	return s
