@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pgmtun/pgmtun/interop"
+	"github.com/pgmtun/pgmtun/stack"
 )
 
 // Receiver headroom: PGM has no flow control, so at the fixed rate limits
@@ -153,5 +154,86 @@ func headroomCases(e *Env, runs int) []*Case {
 			Baseline: base, Timeout: 90 * time.Second, Show: []string{mMaxRate, mMsgs, mMbit, mCores}, Needs: []string{"openpgm", "root"},
 			Run: headroomPgmtun(e, sz)})
 	}
+	cs = append(cs, &Case{ID: "headroom/tap/8000", Group: gTUN, Runs: runs,
+		Name:     "receiver headroom: pgmtun → pgmtun via TAP + bridge, rising rate, 8000 B (both stacks in one process)",
+		Baseline: "limit/tun-read", Timeout: 90 * time.Second, Show: []string{mMaxRate, mMsgs, mMbit, mProcCores},
+		Needs: []string{"root"}, Run: headroomTAP(8000)})
 	return cs
+}
+
+// headroomTAP ramps a pgmtun sender into a pgmtun receiver on two TAP
+// devices on a bridge: the receiving stack reads every packet from its
+// device as the TUN read limit does, at rates no OpenPGM sender here
+// reaches. The sender's records come precomputed (sendRecordsFast); the
+// receiver checks every byte.
+func headroomTAP(size int) func(context.Context, *Run) (Metrics, error) {
+	return func(ctx context.Context, r *Run) (Metrics, error) {
+		protos := tapPair(r)
+		// Let the first IGMP report reach the bridge.
+		time.Sleep(100 * time.Millisecond)
+		steps := tapHeadroomSteps(size)
+		var best Metrics
+		top := 0
+		for _, rate := range steps {
+			count := headroomCount(size, rate)
+			m, err := tapStep(ctx, r, protos, size, rate, count)
+			if err != nil {
+				r.Logf("%d MB/s: %v", rate/1_000_000, err)
+				break
+			}
+			r.Logf("%d MB/s: %v", rate/1_000_000, m)
+			if best == nil || m[mMbit] > best[mMbit] {
+				best = m
+			}
+			top = rate
+		}
+		if best == nil {
+			return nil, fmt.Errorf("the receiver failed even at %d MB/s", steps[0]/1_000_000)
+		}
+		best[mMaxRate] = float64(top) / 1e6
+		return best, nil
+	}
+}
+
+// tapHeadroomSteps climb from the fixed limit to 16× it (384 MB/s, ~3
+// Gbit/s, at 8000 B): past what a TUN device is read at here.
+func tapHeadroomSteps(size int) []int {
+	base := openPGMRateFor(size)
+	return []int{base, base * 2, base * 4, base * 6, base * 8, base * 12, base * 16}
+}
+
+// tapStep is one transfer of the TAP ramp, on a fresh session.
+func tapStep(ctx context.Context, r *Run, protos [2]*stack.Protocol, size, rate, count int) (Metrics, error) {
+	ctx, cancel := context.WithTimeout(ctx, headroomStepTimeout(size, rate, count))
+	defer cancel()
+	lis := newListener(r, protos[1])
+	defer lis.Close()
+	snd := newSenderRate(r, protos[0], rate)
+	defer func() { snd.Abort(); snd.Close() }()
+	var res recvResult
+	var rerr error
+	done := make(chan struct{})
+	c0 := cpuTime(syscall.RUSAGE_SELF)
+	go func() {
+		defer close(done)
+		res, rerr = recvRecords(ctx, lis, size, count)
+		if rerr != nil {
+			cancel()
+		}
+	}()
+	serr := sendRecordsFast(ctx, snd, size, count)
+	<-done
+	c1 := cpuTime(syscall.RUSAGE_SELF)
+	if rerr != nil {
+		return nil, fmt.Errorf("receiver: %w", rerr)
+	}
+	if serr != nil {
+		return nil, fmt.Errorf("sender: %w", serr)
+	}
+	m := res.metrics()
+	delete(m, mSteady)
+	if el := res.elapsed(); el > 0 {
+		m[mProcCores] = (c1 - c0).Seconds() / el.Seconds()
+	}
+	return m, nil
 }

@@ -197,7 +197,8 @@ func (rep *report) targets(b *strings.Builder) {
 	}{
 		{"tun/pgmtun-tx/7180", "limit/tun-write", "pgmtun sending (unlimited, no receiver, 7180 B messages = 5 full 1500-byte packets) vs TUN write limit", false},
 		{"tun/pgmtun-tx/8000", "limit/tun-write", "pgmtun sending (unlimited, no receiver, 8000 B messages: 5 full packets and one of 864 B) vs TUN write limit (informative)", true},
-		{"headroom/pgmtun/8000", "limit/tun-read", "OpenPGM at rising rates → pgmtun (best complete receive rate) vs TUN read limit", false},
+		{"headroom/tap/8000", "limit/tun-read", "pgmtun → pgmtun via TAP at rising rates (best complete receive rate; the receiving stack reads its device) vs TUN read limit", false},
+		{"headroom/pgmtun/8000", "limit/tun-read", "OpenPGM at rising rates → pgmtun (best complete receive rate) vs TUN read limit (receive rate below the sender's limit; informative)", true},
 		{"tun/pgmtun-openpgm/8000", "limit/tun-write", "pgmtun → OpenPGM at the 24 MB/s limit vs TUN write limit (rate-limited, informative)", true},
 		{"tun/openpgm-pgmtun/8000", "limit/tun-read", "OpenPGM at 24 MB/s → pgmtun vs TUN read limit (rate-limited, informative)", true},
 	} {
@@ -209,6 +210,9 @@ func (rep *report) targets(b *strings.Builder) {
 			m = fmt.Sprintf("%.2f× (%s of %s Mbit/s)", r, fmtNum(a), fmtNum(l))
 			if p, ok := rep.ratio(dir.id, dir.limit, mPkts); ok {
 				m += fmt.Sprintf("; %.2f× in packets/s", p)
+			}
+			if c, ok := rep.med(dir.id, mCores); ok {
+				m += fmt.Sprintf("; receiver process %.2f cores", c)
 			}
 		}
 		st := status(ok && r >= 0.8, ok)

@@ -42,6 +42,7 @@ const (
 	mSteady     = "steady Mbit/s"
 	mMaxRate    = "highest rate kept up, MB/s"
 	mCores      = "receiver CPU, cores"
+	mProcCores  = "process CPU, cores"
 )
 
 // Case is one benchmark: run Runs times, each bounded by Timeout.

@@ -313,52 +313,59 @@ func tunLossTransfer(e *Env) func(context.Context, *Run, int, int, float64, int6
 // tapThroughput: two pgmtun netstacks, each on its own TAP device, on one
 // Linux bridge (the kernel forwards, IGMP snooping included), the sender
 // at the OpenPGM baseline's rate limit.
+// tapPair returns two netstacks, each on its own TAP device, enslaved to
+// one Linux bridge in a new namespace (a real multicast LAN, IGMP included).
+func tapPair(r *Run) [2]*stack.Protocol {
+	ns := netns.New(r)
+	ns.MustRun(r, "ip", "link", "add", "pgmtun-br0", "type", "bridge")
+	r.Cleanup(func() { ns.Run("ip", "link", "del", "pgmtun-br0") })
+	ns.MustRun(r, "ip", "addr", "add", "10.213.45.1/24", "dev", "pgmtun-br0")
+	ns.MustRun(r, "ip", "link", "set", "pgmtun-br0", "up")
+	var protos [2]*stack.Protocol
+	for i, name := range []string{"pgmtun-tapa", "pgmtun-tapb"} {
+		var dev *tun.Device
+		r.Must(ns.Do(func() (err error) {
+			dev, err = tun.Open(tun.Config{Name: name, Create: true, TAP: true, Master: "pgmtun-br0", Up: true, MTU: 1500})
+			return err
+		}))
+		r.Cleanup(func() { dev.Close() })
+		// fdbased stops reading on a frame for another unicast MAC:
+		// no unknown-unicast flooding to the netstacks' ports.
+		ns.MustRun(r, "bridge", "link", "set", "dev", name, "flood", "off")
+		s := tcpipstack.New(tcpipstack.Options{
+			NetworkProtocols: []tcpipstack.NetworkProtocolFactory{
+				ipv4.NewProtocolWithOptions(ipv4.Options{IGMP: ipv4.IGMPOptions{Enabled: true}}), arp.NewProtocol},
+			TransportProtocols: []tcpipstack.TransportProtocolFactory{stack.NewProtocol},
+			HandleLocal:        true,
+		})
+		r.Cleanup(func() { s.Close(); s.Wait() })
+		r.Cleanup(func() { dev.Close() }) // before the stack, see tunStack
+		r.Must(dev.Attach(s, 1, netip.MustParsePrefix(fmt.Sprintf("10.213.45.%d/24", i+2)), tun.LinkOptions{}))
+		p, err := stack.FromStack(s)
+		r.Must(err)
+		protos[i] = p
+		r.Cleanup(func() {
+			if err := dev.Err(); err != nil {
+				r.Errorf("%s: %v", name, err)
+			}
+		})
+	}
+	// Runs first at teardown: take both ports down so no frame is being
+	// delivered while Device.Close removes a NIC (that deadlocks in
+	// gVisor: RemoveNIC holds the stack lock and waits for the fdbased
+	// reader, which waits for the stack lock in ipv4.HandlePacket).
+	r.Cleanup(func() {
+		for _, name := range []string{"pgmtun-tapa", "pgmtun-tapb"} {
+			ns.Run("ip", "link", "set", name, "down")
+		}
+		time.Sleep(50 * time.Millisecond)
+	})
+	return protos
+}
+
 func tapThroughput(e *Env, size, count int) func(context.Context, *Run) (Metrics, error) {
 	return func(ctx context.Context, r *Run) (Metrics, error) {
-		ns := netns.New(r)
-		ns.MustRun(r, "ip", "link", "add", "pgmtun-br0", "type", "bridge")
-		r.Cleanup(func() { ns.Run("ip", "link", "del", "pgmtun-br0") })
-		ns.MustRun(r, "ip", "addr", "add", "10.213.45.1/24", "dev", "pgmtun-br0")
-		ns.MustRun(r, "ip", "link", "set", "pgmtun-br0", "up")
-		var protos [2]*stack.Protocol
-		for i, name := range []string{"pgmtun-tapa", "pgmtun-tapb"} {
-			var dev *tun.Device
-			r.Must(ns.Do(func() (err error) {
-				dev, err = tun.Open(tun.Config{Name: name, Create: true, TAP: true, Master: "pgmtun-br0", Up: true, MTU: 1500})
-				return err
-			}))
-			r.Cleanup(func() { dev.Close() })
-			// fdbased stops reading on a frame for another unicast MAC:
-			// no unknown-unicast flooding to the netstacks' ports.
-			ns.MustRun(r, "bridge", "link", "set", "dev", name, "flood", "off")
-			s := tcpipstack.New(tcpipstack.Options{
-				NetworkProtocols: []tcpipstack.NetworkProtocolFactory{
-					ipv4.NewProtocolWithOptions(ipv4.Options{IGMP: ipv4.IGMPOptions{Enabled: true}}), arp.NewProtocol},
-				TransportProtocols: []tcpipstack.TransportProtocolFactory{stack.NewProtocol},
-				HandleLocal:        true,
-			})
-			r.Cleanup(func() { s.Close(); s.Wait() })
-			r.Cleanup(func() { dev.Close() }) // before the stack, see tunStack
-			r.Must(dev.Attach(s, 1, netip.MustParsePrefix(fmt.Sprintf("10.213.45.%d/24", i+2)), tun.LinkOptions{}))
-			p, err := stack.FromStack(s)
-			r.Must(err)
-			protos[i] = p
-			r.Cleanup(func() {
-				if err := dev.Err(); err != nil {
-					r.Errorf("%s: %v", name, err)
-				}
-			})
-		}
-		// Runs first at teardown: take both ports down so no frame is being
-		// delivered while Device.Close removes a NIC (that deadlocks in
-		// gVisor: RemoveNIC holds the stack lock and waits for the fdbased
-		// reader, which waits for the stack lock in ipv4.HandlePacket).
-		r.Cleanup(func() {
-			for _, name := range []string{"pgmtun-tapa", "pgmtun-tapb"} {
-				ns.Run("ip", "link", "set", name, "down")
-			}
-			time.Sleep(50 * time.Millisecond)
-		})
+		protos := tapPair(r)
 		lis := newListener(r, protos[1])
 		// Let the IGMP report reach the bridge before data flows.
 		time.Sleep(100 * time.Millisecond)
