@@ -168,15 +168,16 @@ func (*Protocol) ParsePorts(b []byte) (src, dst uint16, err tcpip.Error) {
 	return h.SourcePort(), h.DestPort(), nil
 }
 
-// Parse implements stack.TransportProtocol. It moves the whole PGM packet
-// into the transport header so the demultiplexer sees one contiguous slice
-// (the stack drops packets whose Parse consumed nothing).
+// Parse implements stack.TransportProtocol. It consumes only the common
+// header (the stack drops packets whose Parse consumed nothing): consuming
+// the whole packet would make gVisor copy every packet that spans views
+// (all of them from fdbased's readv) into a new chunk;
+// HandleUnknownDestinationPacket gathers the rest itself.
 func (*Protocol) Parse(pkt *tcpipstack.PacketBuffer) bool {
-	n := pkt.Data().Size()
-	if n < wire.HeaderLen {
+	if pkt.Data().Size() < wire.HeaderLen {
 		return false
 	}
-	_, ok := pkt.TransportHeader().Consume(n)
+	_, ok := pkt.TransportHeader().Consume(wire.HeaderLen)
 	return ok
 }
 
@@ -184,13 +185,20 @@ func (*Protocol) Parse(pkt *tcpipstack.PacketBuffer) bool {
 // PGM registers no endpoints with the stack, every PGM packet comes here.
 func (p *Protocol) HandleUnknownDestinationPacket(id tcpipstack.TransportEndpointID, pkt *tcpipstack.PacketBuffer) tcpipstack.UnknownDestinationPacketDisposition {
 	p.c.received.Add(1)
-	b := pkt.TransportHeader().Slice()
-	if len(b) < wire.HeaderLen {
+	if len(pkt.TransportHeader().Slice()) != wire.HeaderLen {
 		p.c.malformed.Add(1)
 		return tcpipstack.UnknownDestinationPacketMalformed
 	}
-	if wire.VerifyChecksum(b) != nil {
-		p.c.checksum.Add(1)
+	b, scratch, err := pgmBytes(pkt)
+	if scratch != nil {
+		defer scratchPool.Put(scratch)
+	}
+	if err != nil {
+		if errors.Is(err, wire.ErrChecksum) {
+			p.c.checksum.Add(1)
+		} else {
+			p.c.malformed.Add(1)
+		}
 		return tcpipstack.UnknownDestinationPacketMalformed
 	}
 	in := Inbound{
@@ -208,6 +216,46 @@ func (p *Protocol) HandleUnknownDestinationPacket(id tcpipstack.TransportEndpoin
 	// Handled even with no receiver: PGM has no port-unreachable semantics
 	// and an ICMP error per stray multicast packet helps nobody.
 	return tcpipstack.UnknownDestinationPacketHandled
+}
+
+// scratchPool holds buffers for PGM packets that span views.
+var scratchPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// pgmBytes returns the PGM packet of pkt (common header onwards) as one
+// slice, checksum verified. A packet within one view is used in place;
+// one spread over views is copied into a scratch buffer, which is
+// returned for the caller to put back, and summed in the same pass.
+func pgmBytes(pkt *tcpipstack.PacketBuffer) (b []byte, scratch *[]byte, err error) {
+	vl, off := pkt.AsViewList()
+	off += pkt.HeaderSize() - wire.HeaderLen
+	n := wire.HeaderLen + pkt.Data().Size()
+	v := vl.Front()
+	for v != nil && off >= v.Size() {
+		off -= v.Size()
+		v = v.Next()
+	}
+	if v == nil {
+		return nil, nil, wire.ErrTruncated
+	}
+	if s := v.AsSlice()[off:]; len(s) >= n {
+		b = s[:n]
+		return b, nil, wire.VerifyChecksum(b)
+	}
+	scratch = scratchPool.Get().(*[]byte)
+	if cap(*scratch) < n {
+		*scratch = make([]byte, n)
+	}
+	b = (*scratch)[:n]
+	var sum wire.Sum
+	c := 0
+	for ; v != nil && c < n; v = v.Next() {
+		c += sum.AddCopy(b[c:], v.AsSlice()[off:])
+		off = 0
+	}
+	if c < n {
+		return nil, scratch, wire.ErrTruncated
+	}
+	return b, scratch, wire.VerifySummed(b, &sum)
 }
 
 // dispatch hands in to every matching receiver and source.

@@ -177,3 +177,40 @@ func TestVerifyChecksum(t *testing.T) {
 		assert.Equal(t, good, b)
 	})
 }
+
+// TestVerifySummedMatchesVerifyChecksum: copying a packet in chunks of any
+// length with Sum.AddCopy and verifying the sum gives VerifyChecksum's
+// verdict, for intact, corrupt and unchecksummed packets.
+func TestVerifySummedMatchesVerifyChecksum(t *testing.T) {
+	pk := readCapture(t, "raw-pgm-loss5.pcap")
+	rng := rand.New(rand.NewPCG(7, 7))
+	for i, c := range pk {
+		good := c.PGM
+		for _, mut := range []struct {
+			name string
+			f    func([]byte)
+		}{
+			{"intact", func([]byte) {}},
+			{"corrupt", func(b []byte) { b[rng.IntN(len(b))] ^= 1 << rng.IntN(8) }},
+			{"no checksum", func(b []byte) { b[offChecksum], b[offChecksum+1] = 0, 0 }},
+		} {
+			src := append([]byte(nil), good...)
+			mut.f(src)
+			dst := make([]byte, len(src))
+			var s Sum
+			for n := 0; n < len(src); {
+				n += s.AddCopy(dst[n:], src[n:min(len(src), n+1+rng.IntN(300))])
+			}
+			require.Equal(t, src, dst)
+			want := VerifyChecksum(src)
+			got := VerifySummed(dst, &s)
+			if want == nil {
+				require.NoError(t, got, "packet %d %s", i, mut.name)
+			} else {
+				require.ErrorIs(t, got, ErrChecksum, "packet %d %s", i, mut.name)
+			}
+		}
+	}
+	var s Sum
+	require.ErrorIs(t, VerifySummed(make([]byte, HeaderLen-1), &s), ErrTruncated)
+}
