@@ -183,7 +183,11 @@ func (d *driver) settleLocked(now time.Time) {
 		// shortly rather than spinning.
 		dl = now.Add(time.Millisecond)
 	}
-	if dl.Equal(d.armedAt) {
+	if !d.armedAt.IsZero() && !dl.Before(d.armedAt) {
+		// Armed already, no later than needed. A receiver moves its
+		// session expiry with every packet; re-arming the clock timer
+		// for that each time costs more than one early, idle fire (which
+		// re-arms for the real deadline).
 		return
 	}
 	wait := dl.Sub(now)
