@@ -58,7 +58,8 @@ func (p *pipe) send(t testing.TB, apdu []byte, each func(Event)) {
 
 // TestSteadyStateAllocations: once the windows are warm, a message costs
 // no allocation in the Source, and none in the Receiver when the caller
-// recycles what it is given; a fragmented APDU costs only its reassembly.
+// recycles what it is given, fragmented APDUs included (their reassembly
+// buffers come back too).
 func TestSteadyStateAllocations(t *testing.T) {
 	tests := []struct {
 		name string
@@ -70,7 +71,7 @@ func TestSteadyStateAllocations(t *testing.T) {
 		{"winsock 1000", func(c *Config) {
 			c.TXWSqns, c.TXWMaxRate, c.TXWSecs = 0, 250_000_000, 5*time.Millisecond
 		}, 1000, 0},
-		{"openpgm 8000 (6 fragments)", nil, 8000, 1},
+		{"openpgm 8000 (6 fragments)", nil, 8000, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -138,8 +139,22 @@ func TestRecycleIsBounded(t *testing.T) {
 	assert.Len(t, p.r.pool.free, 512, "bounded by RXWSqns")
 	p.r.pool.free = nil
 	p.r.Recycle(make([]byte, 10))
-	p.r.Recycle(make([]byte, 64*1024)) // a reassembled APDU
 	assert.Empty(t, p.r.pool.free)
+
+	// Reassembled APDUs go to their own list, bounded in bytes.
+	for range 100 {
+		p.r.Recycle(make([]byte, 64*1024))
+	}
+	assert.Empty(t, p.r.pool.free)
+	assert.Len(t, p.r.apdus.free, maxAPDUSpareBytes/(64*1024))
+	assert.Equal(t, maxAPDUSpareBytes, p.r.apdus.bytes)
+	// A buffer is reused only when it fits without wasting over half.
+	assert.Equal(t, 64*1024+1, cap(p.r.apdus.get(64*1024+1)), "too small: fresh")
+	assert.Equal(t, 20000, cap(p.r.apdus.get(20000)), "fresh: the spares are more than twice too big")
+	b := p.r.apdus.get(40000)
+	assert.Len(t, b, 40000)
+	assert.Equal(t, 64*1024, cap(b), "reused")
+	assert.Equal(t, maxAPDUSpareBytes-64*1024, p.r.apdus.bytes)
 
 	for _, tc := range []struct {
 		rxw  uint32

@@ -57,3 +57,40 @@ func (p *bufPool) put(b []byte) {
 	}
 	p.free = append(p.free, b[:0])
 }
+
+// apduPool is a bounded free list of reassembly buffers: whole APDUs of
+// several fragments that the caller gave back (Receiver.Recycle). Without
+// it every fragmented APDU costs a fresh, zeroed allocation. It keeps at
+// most maxAPDUSpareBytes, so an idle receiver holds little.
+type apduPool struct {
+	free  [][]byte
+	bytes int
+}
+
+const maxAPDUSpareBytes = 4 << 20
+
+// get returns a buffer of length n; a recycled one if one fits without
+// wasting more than half of it.
+func (p *apduPool) get(n int) []byte {
+	for i := len(p.free) - 1; i >= 0; i-- {
+		b := p.free[i]
+		if c := cap(b); c >= n && c <= 2*n {
+			last := len(p.free) - 1
+			p.free[i] = p.free[last]
+			p.free[last] = nil
+			p.free = p.free[:last]
+			p.bytes -= cap(b)
+			return b[:n]
+		}
+	}
+	return make([]byte, n)
+}
+
+// put takes b back unless that would exceed the bound.
+func (p *apduPool) put(b []byte) {
+	if p.bytes+cap(b) > maxAPDUSpareBytes {
+		return
+	}
+	p.free = append(p.free, b[:0])
+	p.bytes += cap(b)
+}

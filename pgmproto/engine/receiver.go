@@ -133,6 +133,7 @@ type Receiver struct {
 	now    time.Time
 	orphan ReceiverStats // counters for packets of no known session
 	pool   bufPool       // payload buffers of every session's window
+	apdus  apduPool      // recycled reassembly buffers
 	due    []seq.Num     // scratch for nakTimers
 }
 
@@ -161,10 +162,14 @@ func NewReceiver(cfg Config, now time.Time, rng *rand.Rand) (*Receiver, error) {
 // with, so that a later packet reuses its memory instead of allocating.
 // It is optional: Data never given back is garbage collected as usual.
 // After Recycle the caller must not use data or any slice of it again.
-// Buffers of another size (reassembled APDUs) are ignored, and the
-// Receiver keeps a bounded number (RXWSqns, within 256..4096).
+// The Receiver keeps a bounded number: RXWSqns (within 256..4096)
+// TSDU-sized buffers and 4 MB of larger, reassembled APDUs.
 func (r *Receiver) Recycle(data []byte) {
 	r.pool.recycling = true
+	if cap(data) >= 2*r.pool.size {
+		r.apdus.put(data)
+		return
+	}
 	r.pool.put(data)
 }
 
@@ -615,7 +620,7 @@ func (r *Receiver) deliver(pr *peer) {
 		}
 		if complete {
 			r.flushLoss(pr)
-			data := make([]byte, sl.frag.apdu)
+			data := r.apdus.get(int(sl.frag.apdu))
 			for i := range n {
 				s := w.trail.Add(int32(i))
 				x := w.at(s)
