@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -106,22 +105,8 @@ type listener struct {
 		src netip.Addr
 	}
 
-	// changed: sessions or the accept backlog changed since readers were
-	// last woken (set with d.mu held, taken by wake after the engine call).
-	// Most packets change nothing a reader sees (a fragment, an SPM), and
-	// a reader woken for nothing parks again at the cost of a channel and
-	// two context switches.
-	changed atomic.Bool
-
 	teardownOnce sync.Once
 	closeOnce    sync.Once
-}
-
-// wake wakes accept and read waiters if anything they wait for changed.
-func (l *listener) wake() {
-	if l.changed.Load() && l.changed.Swap(false) {
-		l.notify.notify()
-	}
 }
 
 // Listen makes a bound socket a receiver for its group and port. It joins
@@ -192,7 +177,7 @@ func (s *Socket) Listen() error {
 	eng.admit = l.admitLocked
 	eng.onODATA = l.odataLocked
 	d.postLocked = l.pumpLocked
-	d.onChange = l.wake
+	d.onChange = l.notify.notify
 	d.onAbort = l.aborted
 	// A group listener takes packets only from the NICs it joined on:
 	// another socket may have joined the same group elsewhere.
@@ -244,7 +229,6 @@ func (l *listener) pumpLocked() {
 }
 
 func (l *listener) eventLocked(ev engine.Event) {
-	l.changed.Store(true)
 	ss := l.sessions[ev.TSI]
 	if ss != nil && ss.final != nil && ev.Kind == engine.EventNewSession {
 		// The TSI came back after its session ended (and expired in the
@@ -358,7 +342,6 @@ func (l *listener) odataLocked(tsi wire.TSI, src netip.Addr) {
 // deferQ never holds more than the session limit. Its data is buffered
 // meanwhile, and it enters the backlog, in order, as Accept makes room.
 func (l *listener) acceptableLocked(ss *session) {
-	l.changed.Store(true)
 	if ss.queued || ss.deferred || ss.closed || ss.final != nil {
 		return
 	}
