@@ -138,24 +138,36 @@ func status(ok, measured bool) string {
 	return "**not met**"
 }
 
+// perSize compares case id+"/"+size with base+"/"+size in msgs/s for every
+// message size: the "64 B: 1.05×, …" text, whether every size reached
+// want, and whether any was measured. note, if set, adds to a size's text.
+func (rep *report) perSize(id, base string, want float64, note func(sz int) string) (string, bool, bool) {
+	var parts []string
+	all, any := true, false
+	for _, sz := range sizes {
+		r, ok := rep.ratio(fmt.Sprintf("%s/%d", id, sz), fmt.Sprintf("%s/%d", base, sz), mMsgs)
+		if !ok {
+			parts = append(parts, fmt.Sprintf("%d B: n/a", sz))
+			all = false
+			continue
+		}
+		any = true
+		all = all && r >= want
+		p := fmt.Sprintf("%d B: %.2f×", sz, r)
+		if note != nil {
+			p += note(sz)
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, ", "), all, any
+}
+
 func (rep *report) targets(b *strings.Builder) {
 	var rows []targetRow
 
 	// Over TUN ≥ 1.0× OpenPGM→OpenPGM msgs/s.
 	for _, dir := range []struct{ id, name string }{{"tun/pgmtun-openpgm", "pgmtun → OpenPGM"}, {"tun/openpgm-pgmtun", "OpenPGM → pgmtun"}, {"tap/pgmtun-pgmtun", "pgmtun → pgmtun (TAP)"}} {
-		var parts []string
-		all, any := true, false
-		for _, sz := range sizes {
-			r, ok := rep.ratio(fmt.Sprintf("%s/%d", dir.id, sz), fmt.Sprintf("openpgm/veth/%d", sz), mMsgs)
-			if !ok {
-				parts = append(parts, fmt.Sprintf("%d B: n/a", sz))
-				all = false
-				continue
-			}
-			any = true
-			all = all && r >= 1.0
-			parts = append(parts, fmt.Sprintf("%d B: %.2f×", sz, r))
-		}
+		m, all, any := rep.perSize(dir.id, "openpgm/veth", 1.0, nil)
 		st := status(all, any)
 		name := dir.name
 		if dir.id == "tun/openpgm-pgmtun" {
@@ -167,25 +179,15 @@ func (rep *report) targets(b *strings.Builder) {
 				st = "see headroom"
 			}
 		}
-		rows = append(rows, targetRow{"over TUN ≥ 1.0× OpenPGM→OpenPGM msgs/s — " + name, strings.Join(parts, ", "), st})
+		rows = append(rows, targetRow{"over TUN ≥ 1.0× OpenPGM→OpenPGM msgs/s — " + name, m, st})
 	}
 	{
-		var parts []string
-		all, any := true, false
-		for _, sz := range sizes {
-			r, ok := rep.ratio(fmt.Sprintf("headroom/pgmtun/%d", sz), fmt.Sprintf("headroom/openpgm/%d", sz), mMsgs)
-			if !ok {
-				parts = append(parts, fmt.Sprintf("%d B: n/a", sz))
-				all = false
-				continue
-			}
-			any = true
-			all = all && r >= 1.0
+		m, all, any := rep.perSize("headroom/pgmtun", "headroom/openpgm", 1.0, func(sz int) string {
 			hp, _ := rep.med(fmt.Sprintf("headroom/pgmtun/%d", sz), mMaxRate)
 			ho, _ := rep.med(fmt.Sprintf("headroom/openpgm/%d", sz), mMaxRate)
-			parts = append(parts, fmt.Sprintf("%d B: %.2f× (kept up to %s vs %s MB/s)", sz, r, fmtNum(hp), fmtNum(ho)))
-		}
-		rows = append(rows, targetRow{"over TUN ≥ 1.0× OpenPGM→OpenPGM msgs/s — OpenPGM → pgmtun, rising sender rate (best complete receive rate)", strings.Join(parts, ", "), status(all, any)})
+			return fmt.Sprintf(" (kept up to %s vs %s MB/s)", fmtNum(hp), fmtNum(ho))
+		})
+		rows = append(rows, targetRow{"over TUN ≥ 1.0× OpenPGM→OpenPGM msgs/s — OpenPGM → pgmtun, rising sender rate (best complete receive rate)", m, status(all, any)})
 	}
 
 	// Over TUN ≥ 0.8× the raw TUN limit, judged in Mbit/s of IP bytes. The
@@ -224,20 +226,8 @@ func (rep *report) targets(b *strings.Builder) {
 
 	// In-process ≥ 2× OpenPGM.
 	{
-		var parts []string
-		all, any := true, false
-		for _, sz := range sizes {
-			r, ok := rep.ratio(fmt.Sprintf("inproc/%d", sz), fmt.Sprintf("openpgm/veth/%d", sz), mMsgs)
-			if !ok {
-				parts = append(parts, fmt.Sprintf("%d B: n/a", sz))
-				all = false
-				continue
-			}
-			any = true
-			all = all && r >= 2.0
-			parts = append(parts, fmt.Sprintf("%d B: %.2f×", sz, r))
-		}
-		rows = append(rows, targetRow{"in-process ≥ 2× OpenPGM→OpenPGM msgs/s", strings.Join(parts, ", "), status(all, any)})
+		m, all, any := rep.perSize("inproc", "openpgm/veth", 2.0, nil)
+		rows = append(rows, targetRow{"in-process ≥ 2× OpenPGM→OpenPGM msgs/s", m, status(all, any)})
 	}
 
 	// 5 % loss goodput ≥ 0.9× lossless.
