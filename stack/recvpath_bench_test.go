@@ -68,12 +68,16 @@ func (s *odataStream) fill() {
 
 // buffer returns the packet as the link would hand it over: one view, or
 // split like fdbased's readv.
-func (s *odataStream) buffer(split []int) buffer.Buffer {
+func (s *odataStream) buffer(split []int) buffer.Buffer { return splitBuffer(s.pkt, split) }
+
+// splitBuffer copies pkt into a buffer of views sized by split (nil: one
+// view).
+func splitBuffer(pkt []byte, split []int) buffer.Buffer {
 	if split == nil {
-		return buffer.MakeWithData(s.pkt)
+		return buffer.MakeWithData(pkt)
 	}
 	var b buffer.Buffer
-	rest := s.pkt
+	rest := pkt
 	for _, n := range split {
 		n = min(n, len(rest))
 		b.Append(buffer.NewViewWithData(rest[:n]))
@@ -138,15 +142,7 @@ func BenchmarkReceiveFragmented(b *testing.B) {
 				b.Fatal(err)
 			}
 			next++
-			var buf buffer.Buffer
-			rest := ipv4Wrap(pkt, n, src, groupPort.Addr())
-			for _, sz := range readvSplit {
-				sz = min(sz, len(rest))
-				buf.Append(buffer.NewViewWithData(rest[:sz]))
-				if rest = rest[sz:]; len(rest) == 0 {
-					break
-				}
-			}
+			buf := splitBuffer(ipv4Wrap(pkt, n, src, groupPort.Addr()), readvSplit)
 			pb := tcpipstack.NewPacketBuffer(tcpipstack.PacketBufferOptions{Payload: buf})
 			ep.InjectInbound(header.IPv4ProtocolNumber, pb)
 			pb.DecRef()
