@@ -20,6 +20,12 @@
 // need while delivering a packet, so the endpoint handed to the stack only
 // stops delivering on detach, and Close stops and waits for the reader
 // (and for the transmit queue's writer goroutine).
+//
+// Transmit: outbound packets go through a bounded queue (LinkOptions.TxQueueLen,
+// default TxQueueLen) to one writer goroutine, so the goroutine running the
+// stack builds the next packet while the device write syscall of the last one
+// runs; a full queue makes the sender wait (nothing is dropped while the
+// device is open) and Device.TxStats counts what happened.
 package tun
 
 import (
