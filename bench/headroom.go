@@ -158,6 +158,10 @@ func headroomCases(e *Env, runs int) []*Case {
 		Name:     "receiver headroom: pgmtun → pgmtun via TAP + bridge, rising rate, 8000 B (both stacks in one process)",
 		Baseline: "limit/tun-read", Timeout: 90 * time.Second, Show: []string{mMaxRate, mMsgs, mMbit, mProcCores},
 		Needs: []string{"root"}, Run: headroomTAP(8000)})
+	cs = append(cs, &Case{ID: "headroom/flood", Group: gTUN, Runs: runs,
+		Name:     "receive capacity: kernel raw socket → pgmtun via TUN, paced ODATA at rising rates, 1456 B records (IP bytes)",
+		Baseline: "limit/tun-read", Timeout: 60 * time.Second, Show: []string{mOffered, mPkts, mMbit},
+		Needs: []string{"root"}, Run: floodReceive()})
 	return cs
 }
 

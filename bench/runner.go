@@ -43,6 +43,7 @@ const (
 	mMaxRate    = "highest rate kept up, MB/s"
 	mCores      = "receiver CPU, cores"
 	mProcCores  = "process CPU, cores"
+	mOffered    = "highest rate kept up, pkts/s"
 )
 
 // Case is one benchmark: run Runs times, each bounded by Timeout.
