@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pgmtun/pgmtun/internal/netns"
 	"github.com/pgmtun/pgmtun/pgmproto/seq"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
 	"github.com/pgmtun/pgmtun/stack"
@@ -24,7 +28,8 @@ import (
 // receive rate, in IP bytes like the limit. The device keeps its default
 // 500-packet queue: a pause of 5 ms in the reader at 100 k pkts/s overflows
 // it, which a bare read loop survives (it only counts) but a reliable
-// receiver without a source to repair does not.
+// receiver without a source to repair does not. The sender runs as its own
+// process: a goroutine spinning here cost pgmtun's reader such pauses.
 
 // floodTSDU fills a 1500-byte IP packet with one unfragmented ODATA.
 const floodTSDU = 1500 - 20 - wire.HeaderLen - 8
@@ -36,14 +41,11 @@ func floodReceive() func(context.Context, *Run) (Metrics, error) {
 	return func(ctx context.Context, r *Run) (Metrics, error) {
 		ns, dev := tunNS(r, tunConfig("pgmtun-b5", "10.213.50.1"))
 		proto := tunStack(r, ns, dev, "10.213.50.2", nil)
-		sock, fd, err := rawSocket(ns, dev.Index())
-		r.Must(err)
-		defer sock.Close()
 		var best Metrics
 		top := 0
 		for i, pps := range floodSteps {
 			count := pps / 2 // half a second
-			m, err := floodStep(ctx, r, proto, fd, uint16(5000+i), pps, count)
+			m, err := floodStep(ctx, r, proto, ns, dev.Index(), uint16(5000+i), pps, count)
 			if err != nil {
 				// The device's transmit drops (kernel side, its 500-packet
 				// queue) say whether the records were lost before pgmtun.
@@ -67,7 +69,7 @@ func floodReceive() func(context.Context, *Run) (Metrics, error) {
 
 // floodStep sends count records at pps as session sport and checks that a
 // fresh listener delivers all of them.
-func floodStep(ctx context.Context, r *Run, proto *stack.Protocol, fd int, sport uint16, pps, count int) (Metrics, error) {
+func floodStep(ctx context.Context, r *Run, proto *stack.Protocol, ns *netns.NS, ifindex int, sport uint16, pps, count int) (Metrics, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(count)*time.Second/time.Duration(pps)+3*time.Second)
 	defer cancel()
 	lis := newListener(r, proto)
@@ -82,10 +84,21 @@ func floodStep(ctx context.Context, r *Run, proto *stack.Protocol, fd int, sport
 			cancel()
 		}
 	}()
-	busy, serr := newFloodSender(fd, sport).send(ctx, pps, count)
+	// The sender is its own process, as a kernel-side peer is: spinning in
+	// this one it would hold one of the runtime's Ps.
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	out, serr := ns.Command(ctx, exe, floodSenderFlag, strconv.Itoa(ifindex), strconv.Itoa(int(sport)),
+		strconv.Itoa(pps), strconv.Itoa(count)).CombinedOutput()
+	busy := strings.TrimSpace(string(out))
+	if serr != nil {
+		serr = fmt.Errorf("%w: %s", serr, busy)
+	}
 	<-done
 	if rerr != nil {
-		return nil, fmt.Errorf("receiver: %w (sender refused %d times)", rerr, busy)
+		return nil, fmt.Errorf("receiver: %w (sender: %s)", rerr, busy)
 	}
 	if serr != nil {
 		return nil, fmt.Errorf("sender: %w", serr)
@@ -155,4 +168,32 @@ func (f *floodSender) send(ctx context.Context, pps, count int) (busy int, err e
 		}
 	}
 	return busy, nil
+}
+
+// floodSenderFlag, as the program's first argument, makes it the flood
+// sender: IFINDEX SPORT PPS COUNT, run inside the namespace.
+const floodSenderFlag = "-flood-sender"
+
+// floodSenderMain is the flood sender process. It prints how often the
+// kernel refused a packet for lack of room.
+func floodSenderMain(args []string) error {
+	if len(args) != 4 {
+		return errors.New("usage: -flood-sender IFINDEX SPORT PPS COUNT")
+	}
+	var v [4]int
+	for i, a := range args {
+		n, err := strconv.Atoi(a)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("bad argument %q", a)
+		}
+		v[i] = n
+	}
+	fd, err := rawSocketHere(v[0])
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	busy, err := newFloodSender(fd, uint16(v[1])).send(context.Background(), v[2], v[3])
+	fmt.Printf("refused %d times\n", busy)
+	return err
 }

@@ -19,11 +19,19 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime/pprof"
+	"runtime/trace"
 	"syscall"
 	"time"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == floodSenderFlag {
+		if err := floodSenderMain(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
 	var (
 		out     = flag.String("out", "bench", "directory for REPORT.md and the plots")
 		runs    = flag.Int("runs", 5, "runs per case")
@@ -34,6 +42,7 @@ func main() {
 		profile = flag.Bool("profile", true, "profile the in-process hot path (CPU and allocations)")
 		profDir = flag.String("profile-dir", "", "keep the pprof files (cpu.pprof, allocs.pprof) in this directory")
 		cpuProf = flag.String("cpuprofile", "", "write a CPU profile of the selected cases (not of -profile) to this file")
+		trFile  = flag.String("trace", "", "write an execution trace of the selected cases to this file (go tool trace)")
 	)
 	flag.Parse()
 	log.SetFlags(log.Ltime)
@@ -79,6 +88,17 @@ func main() {
 		}
 		defer f.Close()
 		defer pprof.StopCPUProfile()
+	}
+	if *trFile != "" {
+		f, err := os.Create(*trFile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := trace.Start(f); err != nil {
+			log.Fatal(err)
+		}
+		defer f.Close()
+		defer trace.Stop()
 	}
 	var outcomes []*Outcome
 	for _, c := range cases {

@@ -44,7 +44,8 @@ const methodText = `## Method
   the bench process, whose CPU is reported). *Receive capacity*
   ("headroom/flood"): like the TUN read limit, a raw socket on the kernel
   side sends into the device, here valid ODATA with one 1456-byte record per
-  1500-byte packet, paced (spinning) at 50 k to 300 k packets/s, half a second
+  1500-byte packet, paced (spinning, in a process of its own) at 50 k to
+  300 k packets/s, half a second
   per step and a new session each; a step passes only if every record
   arrives (nothing repairs), and the best complete rate is reported in IP
   bytes.

@@ -53,30 +53,36 @@ func tunConfig(name, host string) tun.Config {
 // on ifindex and sending to it through ifindex, as a pollable file.
 func rawSocket(ns *netns.NS, ifindex int) (*os.File, int, error) {
 	var fd int
-	err := ns.Do(func() error {
-		var err error
-		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, int(stack.ProtocolNumber))
-		if err != nil {
-			return fmt.Errorf("raw socket: %w", err)
-		}
-		group := netip.MustParseAddr(benchGroup).As4()
-		errs := []error{
-			unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, &unix.IPMreqn{Multiaddr: group, Ifindex: int32(ifindex)}),
-			unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, &unix.IPMreqn{Ifindex: int32(ifindex)}),
-			unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_LOOP, 0),
-			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20),
-			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 8<<20),
-		}
-		if err := errors.Join(errs...); err != nil {
-			unix.Close(fd)
-			return fmt.Errorf("raw socket options: %w", err)
-		}
-		return nil
+	err := ns.Do(func() (err error) {
+		fd, err = rawSocketHere(ifindex)
+		return err
 	})
 	if err != nil {
 		return nil, -1, err
 	}
 	return os.NewFile(uintptr(fd), "raw113"), fd, nil
+}
+
+// rawSocketHere is rawSocket in the calling thread's namespace, as a
+// non-blocking descriptor.
+func rawSocketHere(ifindex int) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, int(stack.ProtocolNumber))
+	if err != nil {
+		return -1, fmt.Errorf("raw socket: %w", err)
+	}
+	group := netip.MustParseAddr(benchGroup).As4()
+	errs := []error{
+		unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, &unix.IPMreqn{Multiaddr: group, Ifindex: int32(ifindex)}),
+		unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, &unix.IPMreqn{Ifindex: int32(ifindex)}),
+		unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_LOOP, 0),
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20),
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 8<<20),
+	}
+	if err := errors.Join(errs...); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("raw socket options: %w", err)
+	}
+	return fd, nil
 }
 
 // tunLimit measures a TUN device without PGM for one second: 1500-byte
