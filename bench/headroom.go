@@ -44,10 +44,10 @@ func headroomStepTimeout(size, rate, count int) time.Duration {
 // (a sender that cannot reach its limit flattens the ramp: the steps above
 // it measure the same thing with more noise), and an error if even the
 // first step failed.
-func ramp(r *Run, size int, step func(rate, count int) (Metrics, error)) (Metrics, error) {
+func ramp(r *Run, size int, steps []int, step func(rate, count int) (Metrics, error)) (Metrics, error) {
 	var best Metrics
 	top := 0
-	for _, rate := range headroomSteps(size) {
+	for _, rate := range steps {
 		count := headroomCount(size, rate)
 		m, err := step(rate, count)
 		if err != nil {
@@ -61,7 +61,7 @@ func ramp(r *Run, size int, step func(rate, count int) (Metrics, error)) (Metric
 		top = rate
 	}
 	if best == nil {
-		return nil, fmt.Errorf("the receiver failed even at %d MB/s", headroomSteps(size)[0]/1_000_000)
+		return nil, fmt.Errorf("the receiver failed even at %d MB/s", steps[0]/1_000_000)
 	}
 	best[mMaxRate] = float64(top) / 1e6
 	return best, nil
@@ -75,7 +75,7 @@ func headroomOpenPGM(e *Env, size int) func(context.Context, *Run) (Metrics, err
 			return nil, err
 		}
 		a, b := vethPair(r)
-		return ramp(r, size, func(rate, count int) (Metrics, error) {
+		return ramp(r, size, headroomSteps(size), func(rate, count int) (Metrics, error) {
 			timeout := headroomStepTimeout(size, rate, count)
 			so := openPGMSendOpts(vethTx, size, count)
 			so.Rate = rate
@@ -101,7 +101,7 @@ func headroomPgmtun(e *Env, size int) func(context.Context, *Run) (Metrics, erro
 		}
 		ns, dev := tunNS(r, tunConfig("pgmtun-b3", "10.213.48.1"))
 		proto := tunStack(r, ns, dev, "10.213.48.2", nil)
-		return ramp(r, size, func(rate, count int) (Metrics, error) {
+		return ramp(r, size, headroomSteps(size), func(rate, count int) (Metrics, error) {
 			timeout := headroomStepTimeout(size, rate, count)
 			sctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
@@ -175,27 +175,9 @@ func headroomTAP(size int) func(context.Context, *Run) (Metrics, error) {
 		protos := tapPair(r)
 		// Let the first IGMP report reach the bridge.
 		time.Sleep(100 * time.Millisecond)
-		steps := tapHeadroomSteps(size)
-		var best Metrics
-		top := 0
-		for _, rate := range steps {
-			count := headroomCount(size, rate)
-			m, err := tapStep(ctx, r, protos, size, rate, count)
-			if err != nil {
-				r.Logf("%d MB/s: %v", rate/1_000_000, err)
-				break
-			}
-			r.Logf("%d MB/s: %v", rate/1_000_000, m)
-			if best == nil || m[mMbit] > best[mMbit] {
-				best = m
-			}
-			top = rate
-		}
-		if best == nil {
-			return nil, fmt.Errorf("the receiver failed even at %d MB/s", steps[0]/1_000_000)
-		}
-		best[mMaxRate] = float64(top) / 1e6
-		return best, nil
+		return ramp(r, size, tapHeadroomSteps(size), func(rate, count int) (Metrics, error) {
+			return tapStep(ctx, r, protos, size, rate, count)
+		})
 	}
 }
 

@@ -89,6 +89,13 @@ func splitBuffer(pkt []byte, split []int) buffer.Buffer {
 	return b
 }
 
+// injectIP hands an IPv4 packet to the stack as the link would.
+func injectIP(ep *channel.Endpoint, b buffer.Buffer) {
+	pkt := tcpipstack.NewPacketBuffer(tcpipstack.PacketBufferOptions{Payload: b})
+	ep.InjectInbound(header.IPv4ProtocolNumber, pkt)
+	pkt.DecRef()
+}
+
 // ipv4Wrap writes an IPv4 header for the PGM packet pgm into dst (which
 // holds pgm at dst[IPv4MinimumSize:]) and returns the IP packet.
 func ipv4Wrap(dst []byte, n int, src, group netip.Addr) []byte {
@@ -142,10 +149,7 @@ func BenchmarkReceiveFragmented(b *testing.B) {
 				b.Fatal(err)
 			}
 			next++
-			buf := splitBuffer(ipv4Wrap(pkt, n, src, groupPort.Addr()), readvSplit)
-			pb := tcpipstack.NewPacketBuffer(tcpipstack.PacketBufferOptions{Payload: buf})
-			ep.InjectInbound(header.IPv4ProtocolNumber, pb)
-			pb.DecRef()
+			injectIP(ep, splitBuffer(ipv4Wrap(pkt, n, src, groupPort.Addr()), readvSplit))
 		}
 	}
 	sendAPDU()
@@ -242,9 +246,7 @@ func BenchmarkReceivePath(b *testing.B) {
 			st := newODATAStream(b, netip.AddrFrom4([4]byte{10, 0, 0, 1}), groupPort.Addr(), groupPort.Port(), 1400)
 			inject := func() {
 				st.fill()
-				pkt := tcpipstack.NewPacketBuffer(tcpipstack.PacketBufferOptions{Payload: st.buffer(bc.split)})
-				ep.InjectInbound(header.IPv4ProtocolNumber, pkt)
-				pkt.DecRef()
+				injectIP(ep, st.buffer(bc.split))
 			}
 			inject()
 			sess, err := lis.Accept()
@@ -313,9 +315,7 @@ func TestReceiveSplitPackets(t *testing.T) {
 				if tc.corrupt != 0 {
 					st.pkt[tc.corrupt] ^= 0x40
 				}
-				pkt := tcpipstack.NewPacketBuffer(tcpipstack.PacketBufferOptions{Payload: st.buffer(tc.split)})
-				ep.InjectInbound(header.IPv4ProtocolNumber, pkt)
-				pkt.DecRef()
+				injectIP(ep, st.buffer(tc.split))
 				if tc.corrupt != 0 {
 					st.pkt[tc.corrupt] ^= 0x40
 				}
