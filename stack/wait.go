@@ -2,6 +2,7 @@ package stack
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -9,27 +10,34 @@ import (
 // channel with wait before checking the condition, then block on it: a
 // change in between closes the channel already taken, so no wake-up is
 // missed.
+//
+// It takes no lock: the stack notifies after every packet, and a notify
+// that had to wait for a reader's lock stalled the device reader whenever
+// the kernel descheduled the reader's thread while it held it. With nobody
+// waiting, notify is one atomic load.
 type notifier struct {
-	mu sync.Mutex
-	ch chan struct{}
+	ch atomic.Pointer[chan struct{}]
 }
 
 func (n *notifier) wait() <-chan struct{} {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.ch == nil {
-		n.ch = make(chan struct{})
+	for {
+		if p := n.ch.Load(); p != nil {
+			return *p
+		}
+		c := make(chan struct{})
+		if n.ch.CompareAndSwap(nil, &c) {
+			return c
+		}
 	}
-	return n.ch
 }
 
 func (n *notifier) notify() {
-	n.mu.Lock()
-	if n.ch != nil {
-		close(n.ch)
-		n.ch = nil
+	if n.ch.Load() == nil {
+		return
 	}
-	n.mu.Unlock()
+	if p := n.ch.Swap(nil); p != nil {
+		close(*p)
+	}
 }
 
 // deadline is a net.Conn-style deadline: a channel that is closed once the

@@ -1,0 +1,74 @@
+package stack
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+func TestNotifierWakesTakenChannel(t *testing.T) {
+	var n notifier
+	n.notify() // nobody waits: a no-op
+	a := n.wait()
+	b := n.wait()
+	require.Equal(t, a, b, "waiters before a notify share one channel")
+	require.False(t, closed(a))
+	n.notify()
+	require.True(t, closed(a))
+	c := n.wait()
+	require.False(t, closed(c), "a wait after the notify gets a fresh channel")
+	n.notify()
+	n.notify()
+	require.True(t, closed(c))
+}
+
+// TestNotifierNoLostWakeup runs the stack's pattern (take the channel,
+// check the condition, block) against a producer that changes the
+// condition and notifies, many times over: a missed wake-up leaves the
+// consumer blocked and the test times out.
+func TestNotifierNoLostWakeup(t *testing.T) {
+	const rounds = 20000
+	var (
+		n     notifier
+		mu    sync.Mutex
+		ready int
+	)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for got := 0; got < rounds; {
+			ch := n.wait()
+			mu.Lock()
+			avail := ready
+			ready = 0
+			mu.Unlock()
+			if avail > 0 {
+				got += avail
+				continue
+			}
+			<-ch
+		}
+	}()
+	for range rounds {
+		mu.Lock()
+		ready++
+		mu.Unlock()
+		n.notify()
+	}
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("consumer missed a wake-up")
+	}
+}
