@@ -112,6 +112,10 @@ func (r *rtnl) setMTU(index int, mtu uint32) error {
 	return r.do(unix.RTM_NEWLINK, 0, ifinfomsg(index, 0, 0), nlattr(unix.IFLA_MTU, u32(mtu)))
 }
 
+func (r *rtnl) setTxQueueLen(index int, n uint32) error {
+	return r.do(unix.RTM_NEWLINK, 0, ifinfomsg(index, 0, 0), nlattr(unix.IFLA_TXQLEN, u32(n)))
+}
+
 func (r *rtnl) setMaster(index, master int) error {
 	return r.do(unix.RTM_NEWLINK, 0, ifinfomsg(index, 0, 0), nlattr(unix.IFLA_MASTER, u32(uint32(master))))
 }

@@ -67,6 +67,14 @@ type Config struct {
 	Up bool
 	// Master, when not empty, enslaves the device to that bridge (TAP).
 	Master string
+	// RxQueueLen, when not 0, sets how many packets the kernel holds for
+	// the stack to read (the device's txqueuelen; Linux's default is 500).
+	// It is the stack's receive buffer: packets arriving while the queue
+	// is full are dropped in the kernel (counted as the device's TX
+	// drops), so a receiver at high packet rates, whose reader may pause
+	// for a scheduler time slice, wants a larger one, as a UDP receiver
+	// wants a larger SO_RCVBUF.
+	RxQueueLen uint32
 }
 
 // Device is an open TUN or TAP device. Its methods are safe for concurrent
@@ -157,6 +165,11 @@ func (d *Device) configure(cfg Config) error {
 	if cfg.MTU != 0 {
 		if err := d.nl.setMTU(d.index, cfg.MTU); err != nil {
 			return fmt.Errorf("set mtu %d: %w", cfg.MTU, err)
+		}
+	}
+	if cfg.RxQueueLen != 0 {
+		if err := d.nl.setTxQueueLen(d.index, cfg.RxQueueLen); err != nil {
+			return fmt.Errorf("set txqueuelen %d: %w", cfg.RxQueueLen, err)
 		}
 	}
 	if cfg.Master != "" {

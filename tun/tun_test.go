@@ -343,3 +343,22 @@ func TestStackClosedFirst(t *testing.T) {
 	}
 	waitGoroutines(t, before)
 }
+
+func TestRxQueueLen(t *testing.T) {
+	ns := netns.New(t)
+	dev, err := open(t, ns, Config{Name: "pgmtun-rxq", Create: true, RxQueueLen: 4321})
+	require.NoError(t, err)
+	defer dev.Close()
+	out, err := ns.Run("ip", "link", "show", "dev", dev.Name())
+	require.NoError(t, err, out)
+	assert.Contains(t, out, "qlen 4321")
+
+	// Without it the kernel's default stays.
+	dev2, err := open(t, ns, Config{Name: "pgmtun-rxq2", Create: true})
+	require.NoError(t, err)
+	defer dev2.Close()
+	out, err = ns.Run("ip", "link", "show", "dev", dev2.Name())
+	require.NoError(t, err, out)
+	assert.NotContains(t, out, "qlen 4321")
+	assert.Contains(t, out, "qlen 500")
+}
