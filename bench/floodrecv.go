@@ -37,9 +37,11 @@ const floodTSDU = 1500 - 20 - wire.HeaderLen - 8
 // floodSteps are the offered rates in packets/s.
 var floodSteps = []int{50_000, 100_000, 150_000, 200_000, 250_000, 300_000}
 
-func floodReceive() func(context.Context, *Run) (Metrics, error) {
+func floodReceive(qlen uint32) func(context.Context, *Run) (Metrics, error) {
 	return func(ctx context.Context, r *Run) (Metrics, error) {
-		ns, dev := tunNS(r, tunConfig("pgmtun-b5", "10.213.50.1"))
+		cfg := tunConfig("pgmtun-b5", "10.213.50.1")
+		cfg.RxQueueLen = qlen
+		ns, dev := tunNS(r, cfg)
 		proto := tunStack(r, ns, dev, "10.213.50.2", nil)
 		var best Metrics
 		top := 0
@@ -142,13 +144,8 @@ func (f *floodSender) send(ctx context.Context, pps, count int) (busy int, err e
 			if ctx.Err() != nil {
 				return busy, ctx.Err()
 			}
-			// Spin rather than sleep: a sleep overshoots by tens of
-			// microseconds to milliseconds and the catch-up burst would
-			// overflow the device's queue (the bare read limit's sender
-			// spins flat out too).
 			due := start.Add(time.Duration(int64(i) * int64(time.Second) / int64(pps)))
-			for time.Now().Before(due) {
-			}
+			pace(due)
 		}
 		n, err := f.bld.ODATA(f.buf, wire.Downstream(f.tsi, f.dport), seq.Num(i), 0).
 			Payload(f.rc.record(uint32(i))).Finish()
@@ -169,6 +166,31 @@ func (f *floodSender) send(ctx context.Context, pps, count int) (busy int, err e
 	}
 	return busy, nil
 }
+
+// pace waits until due. It sleeps in nanosleep, not Go's timers (whose
+// wake-ups come late by up to a millisecond under load, and the catch-up
+// burst would overflow the device's queue), and leaves the last stretch
+// to a spin: a sender spinning the whole time takes a core the receiver
+// needs, which no peer on a real network does.
+func pace(due time.Time) {
+	for {
+		d := time.Until(due)
+		if d <= 0 {
+			return
+		}
+		if d < paceSpin {
+			for time.Now().Before(due) {
+			}
+			return
+		}
+		ts := unix.NsecToTimespec(int64(d - paceSpin))
+		unix.Nanosleep(&ts, nil)
+	}
+}
+
+// paceSpin is how early before due the sender stops sleeping: about the
+// kernel's default timer slack (50 µs) plus a wake-up.
+const paceSpin = 80 * time.Microsecond
 
 // floodSenderFlag, as the program's first argument, makes it the flood
 // sender: IFINDEX SPORT PPS COUNT, run inside the namespace.

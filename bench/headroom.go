@@ -161,7 +161,11 @@ func headroomCases(e *Env, runs int) []*Case {
 	cs = append(cs, &Case{ID: "headroom/flood", Group: gTUN, Runs: runs,
 		Name:     "receive capacity: kernel raw socket → pgmtun via TUN, paced ODATA at rising rates, 1456 B records (IP bytes)",
 		Baseline: "limit/tun-read", Timeout: 60 * time.Second, Show: []string{mOffered, mPkts, mMbit},
-		Needs: []string{"root"}, Run: floodReceive()})
+		Needs: []string{"root"}, Run: floodReceive(0)})
+	cs = append(cs, &Case{ID: "headroom/flood/q4096", Group: gTUN, Runs: runs,
+		Name:     "receive capacity as headroom/flood, the device's kernel queue at 4096 packets (tun.Config.RxQueueLen)",
+		Baseline: "limit/tun-read", Timeout: 60 * time.Second, Show: []string{mOffered, mPkts, mMbit},
+		Needs: []string{"root"}, Run: floodReceive(4096)})
 	return cs
 }
 
