@@ -44,8 +44,9 @@ const methodText = `## Method
   the bench process, whose CPU is reported). *Receive capacity*
   ("headroom/flood"): like the TUN read limit, a raw socket on the kernel
   side sends into the device, here valid ODATA with one 1456-byte record per
-  1500-byte packet, paced (in a process of its own; it sleeps in nanosleep
-  and spins only the last 80 µs before each 8-packet burst is due) at 50 k
+  1500-byte packet, paced (in a process of its own that sends 100 µs of
+  packets back to back and sleeps in nanosleep to the next slot, with no
+  catch-up burst over 1 ms after a late wake-up) at 50 k
   to 300 k packets/s, half a second
   per step and a new session each; a step passes only if every record
   arrives (nothing repairs), and the best complete rate is reported in IP
