@@ -4,8 +4,10 @@
 // `ip tuntap add dev pgm0 mode tun user alice`), optionally configures the
 // kernel side of it (address, link up, routes such as the multicast range)
 // through rtnetlink written with golang.org/x/sys/unix, and LinkEndpoint
-// hands a duplicate of its file descriptor to gVisor's link/fdbased
-// endpoint, optionally wrapped in a pcap sniffer. Close undoes all of it.
+// makes a gVisor link endpoint of a duplicate of its file descriptor (for
+// TUN a small one of this package that reads each packet into one pooled
+// buffer; for TAP gVisor's link/fdbased, which parses Ethernet),
+// optionally wrapped in a pcap sniffer. Close undoes all of it.
 //
 // Open acts in the network namespace of the calling OS thread; the device,
 // its fd and the netlink socket kept for teardown stay in that namespace

@@ -1,0 +1,179 @@
+package tun
+
+import (
+	"net/netip"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// recorder is a NetworkDispatcher that keeps what it is given.
+type recorder struct {
+	mu     sync.Mutex
+	protos []tcpip.NetworkProtocolNumber
+	data   [][]byte
+}
+
+func (r *recorder) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.protos = append(r.protos, proto)
+	r.data = append(r.data, pkt.Data().AsRange().ToSlice())
+}
+
+func (r *recorder) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
+
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.protos)
+}
+
+// seqpacket returns a connected SOCK_SEQPACKET pair: like a TUN fd, one
+// packet per read and write.
+func seqpacket(t *testing.T) (ours, peer int) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
+	return fds[0], fds[1]
+}
+
+func TestTUNEndpointDelivers(t *testing.T) {
+	n := runtime.NumGoroutine()
+	fd, peer := seqpacket(t)
+	var errs []error
+	var emu sync.Mutex
+	e, err := newTUNEndpoint(fd, 1500, func(err error) { emu.Lock(); errs = append(errs, err); emu.Unlock() })
+	require.NoError(t, err)
+	var rec recorder
+	e.Attach(&rec)
+	require.True(t, e.IsAttached())
+
+	v4 := ipv4Packet(t, 100)
+	v6 := make([]byte, header.IPv6MinimumSize+8)
+	v6[0] = 6 << 4
+	for _, p := range [][]byte{v4, {0x00, 1, 2, 3}, v6, ipv4Packet(t, 1500)} {
+		_, err := unix.Write(peer, p)
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool { return rec.count() == 3 }, 5*time.Second, time.Millisecond)
+	assert.Equal(t, []tcpip.NetworkProtocolNumber{header.IPv4ProtocolNumber, header.IPv6ProtocolNumber, header.IPv4ProtocolNumber}, rec.protos)
+	assert.Equal(t, v4, rec.data[0])
+	assert.Equal(t, v6, rec.data[1])
+	assert.Len(t, rec.data[2], 1500)
+	assert.Equal(t, uint64(1), e.notIP.Load(), "the packet that is neither IPv4 nor IPv6 is dropped and counted")
+
+	e.Attach(nil)
+	assert.False(t, e.IsAttached())
+	emu.Lock()
+	assert.Empty(t, errs)
+	emu.Unlock()
+	waitGoroutines(t, n)
+
+	// Attaching again starts a new reader.
+	e.Attach(&rec)
+	_, err = unix.Write(peer, v4)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return rec.count() == 4 }, 5*time.Second, time.Millisecond)
+	e.Attach(nil)
+	waitGoroutines(t, n)
+}
+
+// TestTUNEndpointStopsUnderLoad: a reader that always finds another packet
+// never waits on its stop eventfd; detaching must still end it.
+func TestTUNEndpointStopsUnderLoad(t *testing.T) {
+	n := runtime.NumGoroutine()
+	fd, peer := seqpacket(t)
+	require.NoError(t, unix.SetNonblock(peer, true))
+	e, err := newTUNEndpoint(fd, 1500, func(error) {})
+	require.NoError(t, err)
+	var rec recorder
+	e.Attach(&rec)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p := ipv4Packet(t, 64)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			unix.Write(peer, p) // EAGAIN when full: the reader is behind
+		}
+	}()
+	require.Eventually(t, func() bool { return rec.count() > 100 }, 5*time.Second, time.Millisecond)
+	detached := make(chan struct{})
+	go func() { e.Attach(nil); close(detached) }()
+	select {
+	case <-detached:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Attach(nil) did not stop a busy reader")
+	}
+	close(stop)
+	<-done
+	waitGoroutines(t, n)
+}
+
+// TestTUNEndpointEOF: the fd's end stops the reader with an error for
+// Device.Err instead of a busy loop.
+func TestTUNEndpointEOF(t *testing.T) {
+	fd, peer := seqpacket(t)
+	got := make(chan error, 1)
+	e, err := newTUNEndpoint(fd, 1500, func(err error) { got <- err })
+	require.NoError(t, err)
+	var rec recorder
+	e.Attach(&rec)
+	require.NoError(t, unix.Shutdown(peer, unix.SHUT_WR))
+	select {
+	case err := <-got:
+		assert.ErrorContains(t, err, "read")
+	case <-time.After(5 * time.Second):
+		t.Fatal("no error at end of file")
+	}
+	e.Attach(nil)
+}
+
+func TestTUNEndpointWrites(t *testing.T) {
+	fd, peer := seqpacket(t)
+	e, err := newTUNEndpoint(fd, 1500, func(error) {})
+	require.NoError(t, err)
+	want := ipv4Packet(t, 300)
+	// Two views, as a stack builds a packet (headers, then payload).
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{ReserveHeaderBytes: 20, Payload: buffer.MakeWithData(want[20:])})
+	copy(pkt.NetworkHeader().Push(20), want[:20])
+	var list stack.PacketBufferList
+	list.PushBack(pkt)
+	n, terr := e.WritePackets(list)
+	require.Nil(t, terr)
+	require.Equal(t, 1, n)
+	list.DecRef()
+	buf := make([]byte, 2000)
+	m, err := unix.Read(peer, buf)
+	require.NoError(t, err)
+	assert.Equal(t, want, buf[:m])
+}
+
+func ipv4Packet(t *testing.T, size int) []byte {
+	t.Helper()
+	b := make([]byte, size)
+	ip := header.IPv4(b)
+	ip.Encode(&header.IPv4Fields{TotalLength: uint16(size), TTL: 1, Protocol: 113,
+		SrcAddr: tcpip.AddrFrom4(netip.MustParseAddr("10.213.60.1").As4()),
+		DstAddr: tcpip.AddrFrom4(netip.MustParseAddr("239.192.60.1").As4())})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	for i := header.IPv4MinimumSize; i < size; i++ {
+		b[i] = byte(i)
+	}
+	return b
+}
