@@ -175,7 +175,7 @@ func tunStack(r *Run, ns *netns.NS, dev *tun.Device, addr string, drops *dropLog
 	s := stack.New(stack.Options{RNGSeed: 77})
 	r.Cleanup(func() { s.Close(); s.Wait() })
 	// Close the device (which removes the NIC and stops its reader) before
-	// the stack: Stack.Wait removing a NIC whose fdbased reader is still
+	// the stack: Stack.Wait removing a NIC whose device reader is still
 	// delivering deadlocks (the reader wants the stack lock that Wait holds).
 	r.Cleanup(func() { dev.Close() })
 	// And before that, take the link down: a packet being delivered while
@@ -335,8 +335,8 @@ func tapPair(r *Run) [2]*stack.Protocol {
 			return err
 		}))
 		r.Cleanup(func() { dev.Close() })
-		// fdbased stops reading on a frame for another unicast MAC:
-		// no unknown-unicast flooding to the netstacks' ports.
+		// No unknown-unicast flooding to the netstacks' ports: frames
+		// for other stations would only wake their readers.
 		ns.MustRun(r, "bridge", "link", "set", "dev", name, "flood", "off")
 		s := tcpipstack.New(tcpipstack.Options{
 			NetworkProtocols: []tcpipstack.NetworkProtocolFactory{
@@ -358,7 +358,7 @@ func tapPair(r *Run) [2]*stack.Protocol {
 	}
 	// Runs first at teardown: take both ports down so no frame is being
 	// delivered while Device.Close removes a NIC (that deadlocks in
-	// gVisor: RemoveNIC holds the stack lock and waits for the fdbased
+	// gVisor: RemoveNIC holds the stack lock and waits for the device
 	// reader, which waits for the stack lock in ipv4.HandlePacket).
 	r.Cleanup(func() {
 		for _, name := range []string{"pgmtun-tapa", "pgmtun-tapb"} {

@@ -171,7 +171,7 @@ func (*Protocol) ParsePorts(b []byte) (src, dst uint16, err tcpip.Error) {
 // Parse implements stack.TransportProtocol. It consumes only the common
 // header (the stack drops packets whose Parse consumed nothing): consuming
 // the whole packet would make gVisor copy every packet that spans views
-// (all of them from fdbased's readv) into a new chunk;
+// (gVisor's fdbased reads every packet into several) into a new chunk;
 // HandleUnknownDestinationPacket gathers the rest itself.
 func (*Protocol) Parse(pkt *tcpipstack.PacketBuffer) bool {
 	if pkt.Data().Size() < wire.HeaderLen {

@@ -11,7 +11,7 @@ import (
 // guardEndpoint is the outermost link endpoint a Device hands to a stack.
 // It exists because gVisor detaches a NIC's link endpoint (Attach(nil))
 // while holding the stack's lock, in RemoveNIC and in Stack.Wait, and
-// fdbased's Attach(nil) then waits for its reader goroutine — which may be
+// the device endpoint's Attach(nil) then waits for its reader goroutine — which may be
 // delivering a packet that needs that same lock (ipv4 looks up the NIC
 // name): a deadlock. So a detach from the stack only stops delivery here;
 // the reader below keeps draining the device (dropping packets) until

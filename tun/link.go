@@ -14,7 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
 	"gvisor.dev/gvisor/pkg/tcpip/link/sniffer"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -65,15 +64,23 @@ func (d *Device) LinkEndpoint(opts LinkOptions) (stack.LinkEndpoint, error) {
 		inner stack.LinkEndpoint
 		err   error
 	)
+	var mac tcpip.LinkAddress
 	if d.tap {
-		inner, err = d.fdbasedEndpoint(opts)
-	} else {
-		inner, err = newTUNEndpoint(d.fd, d.mtu, func(err error) {
-			d.mu.Lock()
-			d.stopErr = fmt.Errorf("tun: %s: reader stopped: %w", d.name, err)
-			d.mu.Unlock()
-		})
+		if mac = opts.MAC; mac == "" {
+			mac = randomMAC()
+		}
+		// The kernel passes only frames for our MAC and multicast and
+		// broadcast, so the reader is not woken for a bridge's flooding
+		// of other stations' unicast.
+		if err := setTxFilter(d.fd, mac); err != nil {
+			return nil, fmt.Errorf("tun: %s: MAC filter: %w", d.name, err)
+		}
 	}
+	inner, err = newFDEndpoint(d.fd, d.mtu, mac, func(err error) {
+		d.mu.Lock()
+		d.stopErr = fmt.Errorf("tun: %s: reader stopped: %w", d.name, err)
+		d.mu.Unlock()
+	})
 	if err != nil {
 		return nil, fmt.Errorf("tun: %s: %w", d.name, err)
 	}
@@ -105,53 +112,6 @@ func (d *Device) LinkEndpoint(opts LinkOptions) (stack.LinkEndpoint, error) {
 	d.guard = newGuard(ep)
 	d.ep, d.inner = d.guard, inner
 	return d.guard, nil
-}
-
-// fdbasedEndpoint makes the link endpoint of a TAP device: gVisor's
-// fdbased, which parses Ethernet. Called with d.mu held.
-func (d *Device) fdbasedEndpoint(opts LinkOptions) (stack.LinkEndpoint, error) {
-	fo := fdbased.Options{
-		FDs: []int{d.fd},
-		MTU: d.mtu,
-		// One processor: packets are delivered by the reader goroutine
-		// itself, so nothing else is started (fdbased starts extra
-		// processor goroutines at New that only stop after an Attach).
-		ProcessorsPerChannel: 1,
-		ClosedFunc: func(err tcpip.Error) {
-			// fdbased reports a normal stop (NIC removed) as an error
-			// too; only a stop while still attached is a failure. The
-			// detach path unlocks the endpoint before waiting for the
-			// reader, so IsAttached cannot deadlock here.
-			d.mu.Lock()
-			in := d.inner
-			d.mu.Unlock()
-			if in != nil && in.IsAttached() {
-				why := "a frame it could not parse"
-				if err != nil {
-					why = err.String()
-				}
-				d.mu.Lock()
-				d.stopErr = fmt.Errorf("tun: %s: reader stopped: %s", d.name, why)
-				d.mu.Unlock()
-			}
-		},
-	}
-	fo.EthernetHeader = true
-	fo.Address = opts.MAC
-	if fo.Address == "" {
-		fo.Address = randomMAC()
-	}
-	// fdbased stops its reader for good on a frame addressed to another
-	// unicast MAC, and a bridge floods unknown unicast to every port:
-	// have the kernel pass only our MAC and multicast/broadcast.
-	if err := setTxFilter(d.fd, fo.Address); err != nil {
-		return nil, fmt.Errorf("MAC filter: %w", err)
-	}
-	ep, err := fdbased.New(&fo)
-	if err != nil {
-		return nil, fmt.Errorf("fdbased: %w", err)
-	}
-	return ep, nil
 }
 
 // Raw returns the device as a file for direct packet I/O without a

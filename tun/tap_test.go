@@ -61,8 +61,9 @@ func TestTAPBridge(t *testing.T) {
 	ping(t, ns, "10.213.7.1", "10.213.7.3")
 
 	// Unicast to a MAC the bridge has never seen is flooded to every
-	// port. fdbased would stop reading for good at such a frame; the
-	// device's MAC filter keeps it from reaching the reader.
+	// port. The device's MAC filter keeps it from reaching the reader
+	// (which would drop it: TestFDEndpointEthernet); gVisor's fdbased
+	// stopped reading for good at such a frame.
 	ns.MustRun(t, "ip", "neigh", "add", "10.213.7.99", "lladdr", "02:00:00:00:00:99", "dev", "pgmtunbr", "nud", "permanent")
 	var kc *net.UDPConn
 	require.NoError(t, ns.Do(func() (err error) {

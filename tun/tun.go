@@ -4,10 +4,10 @@
 // `ip tuntap add dev pgm0 mode tun user alice`), optionally configures the
 // kernel side of it (address, link up, routes such as the multicast range)
 // through rtnetlink written with golang.org/x/sys/unix, and LinkEndpoint
-// makes a gVisor link endpoint of a duplicate of its file descriptor (for
-// TUN a small one of this package that reads each packet into one pooled
-// buffer; for TAP gVisor's link/fdbased, which parses Ethernet),
-// optionally wrapped in a pcap sniffer. Close undoes all of it.
+// makes a gVisor link endpoint of a duplicate of its file descriptor (one
+// reader goroutine, each packet read into one pooled buffer; Ethernet
+// framing and a MAC filter for TAP), optionally wrapped in a pcap sniffer.
+// Close undoes all of it.
 //
 // Open acts in the network namespace of the calling OS thread; the device,
 // its fd and the netlink socket kept for teardown stay in that namespace
@@ -18,7 +18,7 @@
 // configuring the kernel side needs CAP_NET_ADMIN.
 //
 // Teardown: Close the Device; closing the stack first is fine. gVisor
-// detaches link endpoints under its stack lock, which fdbased's reader may
+// detaches link endpoints under its stack lock, which the device reader may
 // need while delivering a packet, so the endpoint handed to the stack only
 // stops delivering on detach, and Close stops and waits for the reader
 // (and for the transmit queue's writer goroutine).
@@ -92,7 +92,7 @@ type Device struct {
 	mu      sync.Mutex
 	fd      int // owned duplicate of the device fd; -1 once closed
 	ep      stack.LinkEndpoint
-	inner   stack.LinkEndpoint // the fdbased endpoint inside ep
+	inner   stack.LinkEndpoint // the fdEndpoint inside ep
 	lossy   *LossyEndpoint
 	guard   *guardEndpoint // outermost: what the stack sees
 	txq     *txQueue       // below guard; nil with LinkOptions.TxQueueLen < 0
@@ -102,7 +102,7 @@ type Device struct {
 	nicID   tcpip.NICID
 	addrs   []netip.Prefix // kernel addresses we added (removed on Close if !created)
 	routes  []netip.Prefix // kernel routes we added
-	stopErr error          // why the fdbased dispatcher stopped, if it did on its own
+	stopErr error          // why the reader stopped, if it did on its own
 	closed  bool
 }
 
@@ -137,7 +137,7 @@ func Open(cfg Config) (_ *Device, err error) {
 		return nil, fmt.Errorf("tun: open %q: %w", cfg.Name, err)
 	}
 	fd, err := dupFD(wif.ReadWriteCloser)
-	// water's own fd is not used again: fdbased reads the duplicate.
+	// water's own fd is not used again: the link endpoint uses the duplicate.
 	wif.Close()
 	if err != nil {
 		return nil, fmt.Errorf("tun: dup fd: %w", err)

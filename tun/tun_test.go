@@ -289,7 +289,7 @@ func TestKernelNamedDevice(t *testing.T) {
 // TestStackClosedFirst closes and waits for the stack while the kernel is
 // still sending into the device, then closes the device. gVisor detaches
 // link endpoints under its stack lock; without the guard endpoint the
-// fdbased reader, blocked on that lock while delivering, deadlocks Wait.
+// device reader, blocked on that lock while delivering, deadlocks Wait.
 func TestStackClosedFirst(t *testing.T) {
 	ns := netns.New(t)
 	before := runtime.NumGoroutine()

@@ -47,12 +47,12 @@ func seqpacket(t *testing.T) (ours, peer int) {
 	return fds[0], fds[1]
 }
 
-func TestTUNEndpointDelivers(t *testing.T) {
+func TestFDEndpointDelivers(t *testing.T) {
 	n := runtime.NumGoroutine()
 	fd, peer := seqpacket(t)
 	var errs []error
 	var emu sync.Mutex
-	e, err := newTUNEndpoint(fd, 1500, func(err error) { emu.Lock(); errs = append(errs, err); emu.Unlock() })
+	e, err := newFDEndpoint(fd, 1500, "", func(err error) { emu.Lock(); errs = append(errs, err); emu.Unlock() })
 	require.NoError(t, err)
 	var rec recorder
 	e.Attach(&rec)
@@ -70,7 +70,7 @@ func TestTUNEndpointDelivers(t *testing.T) {
 	assert.Equal(t, v4, rec.data[0])
 	assert.Equal(t, v6, rec.data[1])
 	assert.Len(t, rec.data[2], 1500)
-	assert.Equal(t, uint64(1), e.notIP.Load(), "the packet that is neither IPv4 nor IPv6 is dropped and counted")
+	assert.Equal(t, uint64(1), e.dropped.Load(), "the packet that is neither IPv4 nor IPv6 is dropped and counted")
 
 	e.Attach(nil)
 	assert.False(t, e.IsAttached())
@@ -88,13 +88,13 @@ func TestTUNEndpointDelivers(t *testing.T) {
 	waitGoroutines(t, n)
 }
 
-// TestTUNEndpointStopsUnderLoad: a reader that always finds another packet
+// TestFDEndpointStopsUnderLoad: a reader that always finds another packet
 // never waits on its stop eventfd; detaching must still end it.
-func TestTUNEndpointStopsUnderLoad(t *testing.T) {
+func TestFDEndpointStopsUnderLoad(t *testing.T) {
 	n := runtime.NumGoroutine()
 	fd, peer := seqpacket(t)
 	require.NoError(t, unix.SetNonblock(peer, true))
-	e, err := newTUNEndpoint(fd, 1500, func(error) {})
+	e, err := newFDEndpoint(fd, 1500, "", func(error) {})
 	require.NoError(t, err)
 	var rec recorder
 	e.Attach(&rec)
@@ -125,12 +125,12 @@ func TestTUNEndpointStopsUnderLoad(t *testing.T) {
 	waitGoroutines(t, n)
 }
 
-// TestTUNEndpointEOF: the fd's end stops the reader with an error for
+// TestFDEndpointEOF: the fd's end stops the reader with an error for
 // Device.Err instead of a busy loop.
-func TestTUNEndpointEOF(t *testing.T) {
+func TestFDEndpointEOF(t *testing.T) {
 	fd, peer := seqpacket(t)
 	got := make(chan error, 1)
-	e, err := newTUNEndpoint(fd, 1500, func(err error) { got <- err })
+	e, err := newFDEndpoint(fd, 1500, "", func(err error) { got <- err })
 	require.NoError(t, err)
 	var rec recorder
 	e.Attach(&rec)
@@ -144,9 +144,9 @@ func TestTUNEndpointEOF(t *testing.T) {
 	e.Attach(nil)
 }
 
-func TestTUNEndpointWrites(t *testing.T) {
+func TestFDEndpointWrites(t *testing.T) {
 	fd, peer := seqpacket(t)
-	e, err := newTUNEndpoint(fd, 1500, func(error) {})
+	e, err := newFDEndpoint(fd, 1500, "", func(error) {})
 	require.NoError(t, err)
 	want := ipv4Packet(t, 300)
 	// Two views, as a stack builds a packet (headers, then payload).
@@ -176,4 +176,64 @@ func ipv4Packet(t *testing.T, size int) []byte {
 		b[i] = byte(i)
 	}
 	return b
+}
+
+func TestFDEndpointEthernet(t *testing.T) {
+	fd, peer := seqpacket(t)
+	ours := tcpip.LinkAddress("\x02\x00\x00\x00\x00\x01")
+	other := tcpip.LinkAddress("\x02\x00\x00\x00\x00\x02")
+	e, err := newFDEndpoint(fd, 1500, ours, func(error) {})
+	require.NoError(t, err)
+	assert.Equal(t, ours, e.LinkAddress())
+	assert.Equal(t, uint16(header.EthernetMinimumSize), e.MaxHeaderLength())
+	assert.Equal(t, header.ARPHardwareEther, e.ARPHardwareType())
+	assert.NotZero(t, e.Capabilities()&stack.CapabilityResolutionRequired)
+	var rec recorder
+	e.Attach(&rec)
+	defer e.Attach(nil)
+
+	frame := func(dst tcpip.LinkAddress, typ tcpip.NetworkProtocolNumber, payload []byte) []byte {
+		b := make([]byte, header.EthernetMinimumSize+len(payload))
+		header.Ethernet(b).Encode(&header.EthernetFields{SrcAddr: other, DstAddr: dst, Type: typ})
+		copy(b[header.EthernetMinimumSize:], payload)
+		return b
+	}
+	ip := ipv4Packet(t, 200)
+	mcast := tcpip.LinkAddress("\x01\x00\x5e\x40\x3c\x01")
+	bcast := tcpip.LinkAddress("\xff\xff\xff\xff\xff\xff")
+	for _, f := range [][]byte{
+		frame(ours, header.IPv4ProtocolNumber, ip),  // delivered
+		frame(other, header.IPv4ProtocolNumber, ip), // another station's: dropped, reader goes on
+		{0x01, 0x02}, // runt: dropped
+		frame(mcast, header.IPv4ProtocolNumber, ip),              // delivered
+		frame(ours, 0x88cc, []byte{1, 2, 3}),                     // LLDP: dropped
+		frame(bcast, header.ARPProtocolNumber, make([]byte, 28)), // delivered
+		frame(ours, header.IPv6ProtocolNumber, make([]byte, 48)), // delivered
+	} {
+		_, err := unix.Write(peer, f)
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool { return rec.count() == 4 }, 5*time.Second, time.Millisecond)
+	assert.Equal(t, []tcpip.NetworkProtocolNumber{header.IPv4ProtocolNumber, header.IPv4ProtocolNumber,
+		header.ARPProtocolNumber, header.IPv6ProtocolNumber}, rec.protos)
+	assert.Equal(t, ip, rec.data[0], "the Ethernet header is consumed")
+	assert.Equal(t, uint64(3), e.dropped.Load())
+
+	// Outbound frames get our header.
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{ReserveHeaderBytes: 34, Payload: buffer.MakeWithData(ip[20:])})
+	copy(pkt.NetworkHeader().Push(20), ip[:20])
+	pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
+	pkt.EgressRoute.RemoteLinkAddress = mcast
+	e.AddHeader(pkt)
+	var list stack.PacketBufferList
+	list.PushBack(pkt)
+	_, terr := e.WritePackets(list)
+	require.Nil(t, terr)
+	list.DecRef()
+	buf := make([]byte, 2000)
+	m, err := unix.Read(peer, buf)
+	require.NoError(t, err)
+	assert.Equal(t, frame(mcast, header.IPv4ProtocolNumber, ip)[12:], buf[12:m], "type and payload")
+	assert.Equal(t, []byte(mcast), buf[:6])
+	assert.Equal(t, []byte(ours), buf[6:12], "source: our MAC")
 }
