@@ -59,6 +59,7 @@ type netFlags struct {
 	tun      string
 	create   bool
 	mtu      uint
+	rxQueue  uint
 	addr     string
 	hostAddr string
 	pcap     string
@@ -91,6 +92,7 @@ func (f *netFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.tun, "tun", "", "TUN device `name` (default "+defaultTUN+", or IFACE of --network)")
 	fs.BoolVar(&f.create, "create", false, "create the TUN device (needs CAP_NET_ADMIN) instead of attaching to an existing one")
 	fs.UintVar(&f.mtu, "mtu", 0, "set the device's MTU (default: keep the device's)")
+	fs.UintVar(&f.rxQueue, "rx-queue", 0, "set how many `packets` the kernel holds for the netstack to read (the device's\ntxqueuelen; default: keep the device's, 500 for a new one); raise it to receive at high packet rates")
 	fs.StringVar(&f.addr, "addr", "", "the netstack's own address `CIDR` on the device (default "+defaultAddr+",\nor the address after --host-addr)")
 	fs.StringVar(&f.hostAddr, "host-addr", "", "configure the kernel side of the device: this address `CIDR`, link up, and a route\nto the group (needs CAP_NET_ADMIN; removed again at exit)")
 	fs.StringVar(&f.pcap, "pcap", "", "write a pcap of every packet crossing the device to `FILE`")
@@ -106,6 +108,7 @@ type netConfig struct {
 	tun      string
 	create   bool
 	mtu      uint32
+	rxQueue  uint32
 	addr     netip.Prefix // the netstack's
 	hostAddr netip.Prefix // kernel side; invalid: leave it alone
 	group    netip.AddrPort
@@ -233,6 +236,10 @@ func (f *netFlags) resolve() (*netConfig, error) {
 		return nil, fmt.Errorf("--mtu %d: want 576..65535", f.mtu)
 	}
 	c.mtu = uint32(f.mtu)
+	if f.rxQueue > 1<<20 {
+		return nil, fmt.Errorf("--rx-queue %d: want 0..%d", f.rxQueue, 1<<20)
+	}
+	c.rxQueue = uint32(f.rxQueue)
 	if f.loss >= 100 {
 		return nil, errors.New("--loss 100: nothing would ever arrive")
 	}

@@ -94,7 +94,7 @@ func openNetstack(c *netConfig) (_ *netstack, err error) {
 		return ns, nil
 	}
 
-	cfg := tun.Config{Name: c.tun, Create: c.create, MTU: c.mtu, Up: c.create}
+	cfg := tun.Config{Name: c.tun, Create: c.create, MTU: c.mtu, RxQueueLen: c.rxQueue, Up: c.create}
 	if c.hostAddr.IsValid() {
 		cfg.HostAddr, cfg.Up = c.hostAddr, true
 		cfg.Routes = []netip.Prefix{netip.PrefixFrom(c.group.Addr(), 32)}

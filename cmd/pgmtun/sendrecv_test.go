@@ -396,6 +396,7 @@ func TestSendRecvFlags(t *testing.T) {
 		{[]string{"recv", "--nak-group", "-1"}, exitUsage, "--nak-group -1: want 0..16777216"},
 		{[]string{"send", "--ttl", "256"}, exitUsage, "--ttl 256: want 0..255"},
 		{[]string{"send", "--mtu", "100"}, exitUsage, "--mtu 100: want 576..65535"},
+		{[]string{"recv", "--rx-queue", "2000000"}, exitUsage, "--rx-queue 2000000: want 0..1048576"},
 		{[]string{"send", "--loss", "100"}, exitUsage, "nothing would ever arrive"},
 		{[]string{"send", "--loss", "-1"}, exitUsage, `bad percentage "-1"`},
 		{[]string{"send", "--stats", "yaml"}, exitUsage, `bad stats format "yaml"`},
@@ -421,7 +422,7 @@ func TestHelpDocumentsFlags(t *testing.T) {
 	for cmd, flags := range map[string][]string{
 		"send": {"-network", "-port", "-rate", "-txw-sqns", "-txw-secs", "-txw-bytes", "-nak-bo-ivl", "-nak-rpt-ivl",
 			"-nak-rdata-ivl", "-ttl", "-tun", "-create", "-addr", "-host-addr", "-pcap", "-loss", "-linger", "-stats", "-rdm", "-size", "-in"},
-		"recv": {"-network", "-out", "-rdm", "-wait", "-peer-expiry", "-stats", "-nak-backoff", "-nak-group"},
+		"recv": {"-network", "-out", "-rdm", "-wait", "-peer-expiry", "-stats", "-nak-backoff", "-nak-group", "-rx-queue"},
 		"demo": {"-receivers", "-loss", "-bytes", "-size", "-seed", "-rate", "-stats"},
 	} {
 		code, out, errOut := runWith(nil, "help", cmd)

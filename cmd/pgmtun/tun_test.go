@@ -24,16 +24,17 @@ func TestTUNCreated(t *testing.T) {
 	noSignals(t)
 	ns := netns.New(t)
 	pcap := filepath.Join(t.TempDir(), "recv.pcap")
-	var addrs, routes string
+	var addrs, routes, link string
 	testHookListening = func(*netConfig) {
 		addrs = ns.MustRun(t, "ip", "-4", "-br", "addr", "show", "dev", "pgmc0")
 		routes = ns.MustRun(t, "ip", "route", "show", "dev", "pgmc0")
+		link = ns.MustRun(t, "ip", "link", "show", "dev", "pgmc0")
 	}
 	var code int
 	var errOut string
 	require.NoError(t, ns.Do(func() error {
 		code, _, errOut = runWith(nil, "recv", "--create", "--tun", "pgmc0", "--host-addr", "10.66.0.1/24",
-			"--wait", "300ms", "--progress", "off", "--pcap", pcap)
+			"--wait", "300ms", "--progress", "off", "--pcap", pcap, "--rx-queue", "3000")
 		return nil
 	}))
 	assert.Equal(t, exitFail, code)
@@ -41,6 +42,7 @@ func TestTUNCreated(t *testing.T) {
 	assert.Contains(t, errOut, "no session started within --wait 300ms")
 	assert.Regexp(t, `pgmc0\s+UNKNOWN\s+10\.66\.0\.1/24`, addrs)
 	assert.Contains(t, routes, "239.192.0.1")
+	assert.Contains(t, link, "qlen 3000")
 	_, err := ns.Run("ip", "link", "show", "dev", "pgmc0")
 	assert.Error(t, err, "the device must be gone")
 	st, err := os.Stat(pcap)
