@@ -223,6 +223,16 @@ func (rep *report) targets(b *strings.Builder) {
 		if dir.informative && ok {
 			st = "—"
 		}
+		if dir.id == "headroom/tap/8000" && ok && r < 0.8 {
+			// The ramp's sender is pgmtun on the same two cores: when
+			// even its top step completed, the receiver was never the
+			// limit and the row measures the pair, not receiving.
+			steps := tapHeadroomSteps(8000)
+			if top, ok := rep.med(dir.id, mMaxRate); ok && top >= float64(steps[len(steps)-1])/1e6 {
+				st = "— (sender-bound)"
+				m += "; every step up to the top one completed: the receiver kept up with all the pgmtun sender on the same two cores could offer"
+			}
+		}
 		rows = append(rows, targetRow{"over TUN ≥ 0.8× raw TUN limit — " + dir.name, m, st})
 	}
 
