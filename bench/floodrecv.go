@@ -35,7 +35,7 @@ import (
 const floodTSDU = 1500 - 20 - wire.HeaderLen - 8
 
 // floodSteps are the offered rates in packets/s.
-var floodSteps = []int{50_000, 100_000, 150_000, 200_000, 250_000, 300_000}
+var floodSteps = []int{50_000, 100_000, 125_000, 150_000, 175_000, 200_000, 225_000, 250_000, 275_000, 300_000}
 
 func floodReceive(qlen uint32) func(context.Context, *Run) (Metrics, error) {
 	return func(ctx context.Context, r *Run) (Metrics, error) {

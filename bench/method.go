@@ -47,7 +47,7 @@ const methodText = `## Method
   1500-byte packet, paced (in a process of its own that sends 100 µs of
   packets back to back and sleeps in nanosleep to the next slot, with no
   catch-up burst over 1 ms after a late wake-up) at 50 k
-  to 300 k packets/s, half a second
+  to 300 k packets/s (steps of 25 k from 100 k), half a second
   per step and a new session each; a step passes only if every record
   arrives (nothing repairs), and the best complete rate is reported in IP
   bytes. The device keeps the kernel's 500-packet queue, as the limit does;
