@@ -51,6 +51,7 @@ FUZZ_TARGETS := \
 	./pgmproto/engine:FuzzSource \
 	./internal/pcapio:FuzzReader \
 	./stack:FuzzReceivePath \
+	./tun:FuzzFDEndpointParse \
 	./cmd/pgmtun:FuzzDump
 
 fuzz:
