@@ -81,6 +81,9 @@ type driver struct {
 	// postLocked, if set, runs after every engine call with the mutex held
 	// (the receiver moves events to its sessions there).
 	postLocked func()
+	// changeHeld: onChange waits for the end of a batch (Protocol.hold;
+	// guarded by p.batch.mu).
+	changeHeld bool
 	// onAbort, if set, runs once when the stack closes the driver.
 	onAbort   func()
 	abortOnce sync.Once
@@ -123,7 +126,10 @@ func (d *driver) HandlePGM(in Inbound) {
 	d.eng.handlePacket(now, in)
 	d.settleLocked(now)
 	d.mu.Unlock()
-	d.after()
+	d.flush()
+	if d.onChange != nil && !d.p.hold(in.NIC, d) {
+		d.onChange()
+	}
 }
 
 // do runs f on the engine under the driver's mutex, then transmits what

@@ -87,6 +87,8 @@ type Protocol struct {
 	monoEpoch tcpip.MonotonicTime
 
 	c protocolCounters
+
+	batch batchState // BeginBatch, EndBatch
 }
 
 var _ tcpipstack.TransportProtocol = (*Protocol)(nil)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -43,6 +44,9 @@ type fdEndpoint struct {
 
 	stopped atomic.Bool
 	iov     [1]unix.Iovec // the reader's
+
+	batch Batcher // set before the first Attach; nil: none
+	nic   tcpip.NICID
 
 	dropped atomic.Uint64 // not IPv4, IPv6 or ARP, too short, or for another MAC
 }
@@ -98,38 +102,85 @@ func (e *fdEndpoint) detach() {
 	unix.Close(sfd.EFD)
 }
 
-// reader delivers packets until stopped or the device fails.
+// reader delivers packets until stopped or the device fails. A run of
+// packets it finds waiting one after another is a batch for the Batcher,
+// if any: it ends when a read finds the device empty, after maxBatch
+// packets, or when the reader stops.
 func (e *fdEndpoint) reader(d stack.NetworkDispatcher, efd int, done chan struct{}) {
 	defer close(done)
-	for !e.stopped.Load() {
-		// Room for a packet of the MTU; a longer one (the MTU was raised
-		// on the kernel side only) is truncated by the read and then
-		// dropped by IP as shorter than its header says.
-		v := buffer.NewViewSize(int(e.mtu.Load()) + int(e.MaxHeaderLength()))
-		iov := rawfile.AppendIovecFromBytes(e.iov[:0], v.AsSlice(), 1)
-		n, errno := rawfile.BlockingReadvUntilStopped(efd, e.fd, iov)
-		if n < 0 {
-			v.Release()
-			return // stopped
+	inBatch, n := false, 0
+	endBatch := func() {
+		if inBatch {
+			e.batch.EndBatch(e.nic)
+			inBatch, n = false, 0
 		}
-		if errno != 0 || n == 0 {
-			// A TUN device never yields an empty packet: 0 is end of file.
+	}
+	defer endBatch()
+	var v *buffer.View
+	defer func() {
+		if v != nil {
 			v.Release()
+		}
+	}()
+	for !e.stopped.Load() {
+		if v == nil {
+			// Room for a packet of the MTU; a longer one (the MTU was
+			// raised on the kernel side only) is truncated by the read
+			// and then dropped by IP as shorter than its header says.
+			v = buffer.NewViewSize(int(e.mtu.Load()) + int(e.MaxHeaderLength()))
+		}
+		iov := rawfile.AppendIovecFromBytes(e.iov[:0], v.AsSlice(), 1)
+		r, _, errno := unix.RawSyscall(unix.SYS_READV, uintptr(e.fd), uintptr(unsafe.Pointer(&iov[0])), 1)
+		if errno == unix.EAGAIN || errno == unix.EINTR {
+			endBatch() // the device is empty: wake whom the run woke
+			stopped, errno := rawfile.BlockingPollUntilStopped(efd, e.fd, unix.POLLIN)
+			if stopped {
+				return
+			}
+			if errno != 0 && errno != unix.EINTR {
+				e.onError(fmt.Errorf("poll: %w", errno))
+				return
+			}
+			continue
+		}
+		if errno != 0 || r == 0 {
+			// A TUN device never yields an empty packet: 0 is end of file.
 			if errno == 0 {
 				errno = unix.EPIPE
 			}
 			e.onError(fmt.Errorf("read: %w", errno))
 			return
 		}
-		v.CapLength(n)
+		v.CapLength(int(r))
 		pkt, proto := e.parse(v)
+		v = nil // the packet owns it now, or parse released it
 		if pkt == nil {
 			e.dropped.Add(1)
 			continue
 		}
+		if e.batch != nil && !inBatch {
+			e.batch.BeginBatch(e.nic)
+			inBatch = true
+		}
 		d.DeliverNetworkPacket(proto, pkt)
 		pkt.DecRef()
+		if n++; inBatch && n >= maxBatch {
+			endBatch()
+		}
 	}
+}
+
+// maxBatch bounds a batch, and so how long a wake-up may wait: 64 packets
+// are about 0.3 ms of a busy reader.
+const maxBatch = 64
+
+// Batcher is told when a device reader starts and ends a run of packets
+// read back to back from NIC nic (pgmtun's stack.Protocol is one: it wakes
+// waiting applications once per run). Device.Attach finds it in the
+// stack by itself.
+type Batcher interface {
+	BeginBatch(nic tcpip.NICID)
+	EndBatch(nic tcpip.NICID)
 }
 
 // parse makes a packet of what the device gave, or returns nil (and

@@ -2,8 +2,10 @@ package tun
 
 import (
 	"bytes"
+	"fmt"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +17,9 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/pgmtun/pgmtun/internal/netns"
+	pgmstack "github.com/pgmtun/pgmtun/stack"
 )
 
 // recorder is a NetworkDispatcher that keeps what it is given.
@@ -274,4 +279,85 @@ func FuzzFDEndpointParse(f *testing.F) {
 		require.True(t, bytes.Equal(b[header.EthernetMinimumSize:], pkt.Data().AsRange().ToSlice()))
 		require.Equal(t, b[:header.EthernetMinimumSize], []byte(pkt.LinkHeader().Slice()))
 	})
+}
+
+// batchLog records a reader's batches and deliveries in order.
+type batchLog struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (b *batchLog) add(s string) { b.mu.Lock(); b.events = append(b.events, s); b.mu.Unlock() }
+
+func (b *batchLog) BeginBatch(nic tcpip.NICID) { b.add(fmt.Sprintf("begin %d", nic)) }
+func (b *batchLog) EndBatch(nic tcpip.NICID)   { b.add(fmt.Sprintf("end %d", nic)) }
+func (b *batchLog) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {
+	b.add("packet")
+}
+func (b *batchLog) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
+
+func (b *batchLog) snapshot() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.events)
+}
+
+// TestFDEndpointBatches: packets waiting in the device are delivered as
+// one batch per run, of at most maxBatch, each ended before the reader
+// waits; a lone packet is a batch of one.
+func TestFDEndpointBatches(t *testing.T) {
+	fd, peer := seqpacket(t)
+	e, err := newFDEndpoint(fd, 1500, "", func(error) {})
+	require.NoError(t, err)
+	var log batchLog
+	e.batch, e.nic = &log, 7
+	const waiting = maxBatch + 10
+	p := ipv4Packet(t, 64)
+	for range waiting {
+		_, err := unix.Write(peer, p)
+		require.NoError(t, err)
+	}
+	e.Attach(&log)
+	defer e.Attach(nil)
+	var want []string
+	for _, run := range []int{maxBatch, waiting - maxBatch} {
+		want = append(want, "begin 7")
+		for range run {
+			want = append(want, "packet")
+		}
+		want = append(want, "end 7")
+	}
+	require.Eventually(t, func() bool { return len(log.snapshot()) == len(want) }, 5*time.Second, time.Millisecond)
+	assert.Equal(t, want, log.snapshot())
+
+	_, err = unix.Write(peer, p)
+	require.NoError(t, err)
+	want = append(want, "begin 7", "packet", "end 7")
+	require.Eventually(t, func() bool { return len(log.snapshot()) == len(want) }, 5*time.Second, time.Millisecond)
+	assert.Equal(t, want, log.snapshot())
+}
+
+// TestAttachFindsBatcher: Attach hands the device reader pgmtun's PGM
+// protocol as its Batcher when the stack has it, and nothing otherwise.
+func TestAttachFindsBatcher(t *testing.T) {
+	ns := netns.New(t)
+	for i, withPGM := range []bool{true, false} {
+		dev, err := open(t, ns, Config{Name: fmt.Sprintf("pgmtun-bat%d", i), Create: true, Up: true})
+		require.NoError(t, err)
+		s := newStack(t)
+		if withPGM {
+			s = pgmstack.New(pgmstack.Options{})
+			t.Cleanup(func() { s.Close(); s.Wait() })
+		}
+		require.NoError(t, dev.Attach(s, 3, netip.MustParsePrefix(fmt.Sprintf("10.213.%d.2/24", 61+i)), LinkOptions{}))
+		if withPGM {
+			p, err := pgmstack.FromStack(s)
+			require.NoError(t, err)
+			assert.Same(t, p, dev.fdep.batch)
+			assert.Equal(t, tcpip.NICID(3), dev.fdep.nic)
+		} else {
+			assert.Nil(t, dev.fdep.batch)
+		}
+		require.NoError(t, dev.Close())
+	}
 }

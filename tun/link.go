@@ -43,6 +43,10 @@ type LinkOptions struct {
 	TxQueueLen int
 }
 
+// pgmProtocol is PGM's IP protocol number, under which a pgmtun stack
+// registers its transport protocol.
+const pgmProtocol = 113
+
 // LinkEndpoint returns the gVisor link endpoint for the device; it can be
 // called once. The endpoint reads the device with one goroutine, started
 // when a NIC attaches it and stopped by Close (removing the NIC only stops
@@ -61,7 +65,7 @@ func (d *Device) LinkEndpoint(opts LinkOptions) (stack.LinkEndpoint, error) {
 		return nil, errors.New("tun: device already in use (LinkEndpoint or Raw)")
 	}
 	var (
-		inner stack.LinkEndpoint
+		inner *fdEndpoint
 		err   error
 	)
 	var mac tcpip.LinkAddress
@@ -84,7 +88,7 @@ func (d *Device) LinkEndpoint(opts LinkOptions) (stack.LinkEndpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tun: %s: %w", d.name, err)
 	}
-	ep := inner
+	var ep stack.LinkEndpoint = inner
 	if opts.PcapWriter != nil {
 		sniffer.LogPackets.Store(0) // pcap only, no per-packet log lines
 		snap := opts.SnapLen
@@ -110,7 +114,7 @@ func (d *Device) LinkEndpoint(opts LinkOptions) (stack.LinkEndpoint, error) {
 		ep = d.txq
 	}
 	d.guard = newGuard(ep)
-	d.ep, d.inner = d.guard, inner
+	d.ep, d.inner, d.fdep = d.guard, inner, inner
 	return d.guard, nil
 }
 
@@ -235,6 +239,11 @@ func (d *Device) Attach(s *stack.Stack, nicID tcpip.NICID, addr netip.Prefix, op
 	}
 	var nicOpts stack.NICOptions
 	d.mu.Lock()
+	if b, ok := s.TransportProtocolInstance(pgmProtocol).(Batcher); ok {
+		// The stack's PGM protocol (pgmtun's stack package) wakes
+		// applications once per run of packets instead of once each.
+		d.fdep.batch, d.fdep.nic = b, nicID
+	}
 	if d.txq != nil {
 		nicOpts.QDisc = d.txq.qdisc()
 	}

@@ -23,6 +23,11 @@
 // stops delivering on detach, and Close stops and waits for the reader
 // (and for the transmit queue's writer goroutine).
 //
+// Receive: one goroutine reads the device; a run of packets it finds
+// waiting back to back is one batch for the stack's PGM protocol
+// (pgmtun's stack.Protocol.BeginBatch/EndBatch, found by Attach), which
+// then wakes a waiting application once per run rather than per packet.
+//
 // Transmit: outbound packets go through a bounded queue (LinkOptions.TxQueueLen,
 // default TxQueueLen) to one writer goroutine, so the goroutine running the
 // stack builds the next packet while the device write syscall of the last one
@@ -93,6 +98,7 @@ type Device struct {
 	fd      int // owned duplicate of the device fd; -1 once closed
 	ep      stack.LinkEndpoint
 	inner   stack.LinkEndpoint // the fdEndpoint inside ep
+	fdep    *fdEndpoint        // the same, typed
 	lossy   *LossyEndpoint
 	guard   *guardEndpoint // outermost: what the stack sees
 	txq     *txQueue       // below guard; nil with LinkOptions.TxQueueLen < 0
