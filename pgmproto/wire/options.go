@@ -190,6 +190,9 @@ func (o Options) Iter() OptionIterator {
 
 // Find returns the first option of type t.
 func (o Options) Find(t OptType) (Option, bool) {
+	if len(o) == 0 {
+		return nil, false // most data packets: asked for FIN, RST, fragment
+	}
 	it := o.Iter()
 	for it.Next() {
 		if opt := it.Option(); opt.Type() == t {
