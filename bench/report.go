@@ -201,7 +201,7 @@ func (rep *report) targets(b *strings.Builder) {
 		{"tun/pgmtun-tx/8000", "limit/tun-write", "pgmtun sending (unlimited, no receiver, 8000 B messages: 5 full packets and one of 864 B) vs TUN write limit (informative)", true},
 		{"headroom/tap/8000", "limit/tun-read", "pgmtun → pgmtun via TAP at rising rates (best complete receive rate; the receiving stack reads its device) vs TUN read limit", false},
 		{"headroom/flood", "limit/tun-read", "kernel raw socket (own process) pacing ODATA into the TUN → pgmtun, every record (no source to repair) vs TUN read limit", false},
-		{"headroom/flood/q4096", "limit/tun-read", "the same with the device's kernel queue at 4096 packets instead of 500 (a larger receive buffer) vs TUN read limit", false},
+		{"headroom/flood/q500", "limit/tun-read", "the same with the device's kernel queue at Linux's 500 packets instead of pgmtun's 4096 (tun.DefaultRxQueueLen): a reader's pause of 3 ms loses records (informative)", true},
 		{"headroom/pgmtun/8000", "limit/tun-read", "OpenPGM at rising rates → pgmtun (best complete receive rate) vs TUN read limit (receive rate below the sender's limit; informative)", true},
 		{"tun/pgmtun-openpgm/8000", "limit/tun-write", "pgmtun → OpenPGM at the 24 MB/s limit vs TUN write limit (rate-limited, informative)", true},
 		{"tun/openpgm-pgmtun/8000", "limit/tun-read", "OpenPGM at 24 MB/s → pgmtun vs TUN read limit (rate-limited, informative)", true},

@@ -3,6 +3,7 @@ package tun
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -353,12 +354,20 @@ func TestRxQueueLen(t *testing.T) {
 	require.NoError(t, err, out)
 	assert.Contains(t, out, "qlen 4321")
 
-	// Without it the kernel's default stays.
+	// Without it a created device gets DefaultRxQueueLen ...
 	dev2, err := open(t, ns, Config{Name: "pgmtun-rxq2", Create: true})
 	require.NoError(t, err)
 	defer dev2.Close()
 	out, err = ns.Run("ip", "link", "show", "dev", dev2.Name())
 	require.NoError(t, err, out)
-	assert.NotContains(t, out, "qlen 4321")
+	assert.Contains(t, out, fmt.Sprintf("qlen %d", DefaultRxQueueLen))
+
+	// ... and an administrator's device keeps its own.
+	ns.MustRun(t, "ip", "tuntap", "add", "dev", "pgmtun-rxq3", "mode", "tun")
+	dev3, err := open(t, ns, Config{Name: "pgmtun-rxq3"})
+	require.NoError(t, err)
+	defer dev3.Close()
+	out, err = ns.Run("ip", "link", "show", "dev", "pgmtun-rxq3")
+	require.NoError(t, err, out)
 	assert.Contains(t, out, "qlen 500")
 }

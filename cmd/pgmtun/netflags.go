@@ -92,7 +92,7 @@ func (f *netFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.tun, "tun", "", "TUN device `name` (default "+defaultTUN+", or IFACE of --network)")
 	fs.BoolVar(&f.create, "create", false, "create the TUN device (needs CAP_NET_ADMIN) instead of attaching to an existing one")
 	fs.UintVar(&f.mtu, "mtu", 0, "set the device's MTU (default: keep the device's)")
-	fs.UintVar(&f.rxQueue, "rx-queue", 0, "set how many `packets` the kernel holds for the netstack to read (the device's\ntxqueuelen; default: keep the device's, 500 for a new one); raise it to receive at high packet rates")
+	fs.UintVar(&f.rxQueue, "rx-queue", 0, "set how many `packets` the kernel holds for the netstack to read (the device's\ntxqueuelen; default: 4096 for a device --create makes, else the device's own)")
 	fs.StringVar(&f.addr, "addr", "", "the netstack's own address `CIDR` on the device (default "+defaultAddr+",\nor the address after --host-addr)")
 	fs.StringVar(&f.hostAddr, "host-addr", "", "configure the kernel side of the device: this address `CIDR`, link up, and a route\nto the group (needs CAP_NET_ADMIN; removed again at exit)")
 	fs.StringVar(&f.pcap, "pcap", "", "write a pcap of every packet crossing the device to `FILE`")
