@@ -7,24 +7,13 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 )
 
 // TestBatchHoldsWakeups: a reader waiting for data is woken only when the
 // batch the packet arrived in ends, and a batch on another NIC holds
 // nothing back.
 func TestBatchHoldsWakeups(t *testing.T) {
-	s := New(Options{})
-	defer func() { s.Close(); s.Wait() }()
-	ep := channel.New(16, 1500, "")
-	require.NoError(t, AddNIC(s, 1, ep, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, 2}), 24)))
-	p, err := FromStack(s)
-	require.NoError(t, err)
-	lis, err := p.Socket(SockRDM)
-	require.NoError(t, err)
-	require.NoError(t, lis.Bind(groupPort))
-	require.NoError(t, lis.Listen())
-	defer lis.Close()
+	p, ep, lis := channelListener(t, nil)
 
 	st := newODATAStream(t, netip.AddrFrom4([4]byte{10, 0, 0, 1}), groupPort.Addr(), groupPort.Port(), 100)
 	inject := func() {

@@ -111,23 +111,33 @@ func ipv4Wrap(dst []byte, n int, src, group netip.Addr) []byte {
 	return dst[:header.IPv4MinimumSize+n]
 }
 
+// channelListener returns a stack with one channel-link NIC (10.0.0.2/24)
+// and an RDM socket listening on groupPort (with rw, when not nil); both
+// close at cleanup.
+func channelListener(tb testing.TB, rw *RateWindow) (*Protocol, *channel.Endpoint, *Socket) {
+	s := New(Options{})
+	tb.Cleanup(func() { s.Close(); s.Wait() })
+	ep := channel.New(16, 1500, "")
+	require.NoError(tb, AddNIC(s, 1, ep, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, 2}), 24)))
+	p, err := FromStack(s)
+	require.NoError(tb, err)
+	lis, err := p.Socket(SockRDM)
+	require.NoError(tb, err)
+	require.NoError(tb, lis.Bind(groupPort))
+	if rw != nil {
+		require.NoError(tb, lis.SetRateWindow(*rw))
+	}
+	require.NoError(tb, lis.Listen())
+	tb.Cleanup(func() { lis.Close() })
+	return p, ep, lis
+}
+
 // BenchmarkReceiveFragmented is BenchmarkReceivePath for 8000-byte
 // messages: six ODATA fragments (readv layout) per message, reassembled
 // and read whole. Time and allocations are per message.
 func BenchmarkReceiveFragmented(b *testing.B) {
-	s := New(Options{})
-	defer func() { s.Close(); s.Wait() }()
-	ep := channel.New(16, 1500, "")
-	require.NoError(b, AddNIC(s, 1, ep, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, 2}), 24)))
-	p, err := FromStack(s)
-	require.NoError(b, err)
-	lis, err := p.Socket(SockRDM)
-	require.NoError(b, err)
-	require.NoError(b, lis.Bind(groupPort))
-	require.NoError(b, lis.SetRateWindow(RateWindow{RateKbitsPerSec: 10_000_000, WindowSizeInMSecs: 100}))
-	require.NoError(b, lis.Listen())
+	p, ep, lis := channelListener(b, &RateWindow{RateKbitsPerSec: 10_000_000, WindowSizeInMSecs: 100})
 	lis.SetNonBlocking(true)
-	defer lis.Close()
 
 	const apduLen, frag = 8000, 1400
 	src := netip.AddrFrom4([4]byte{10, 0, 0, 1})
@@ -228,20 +238,8 @@ func BenchmarkReceivePath(b *testing.B) {
 		{"readv", readvSplit},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			s := New(Options{})
-			defer func() { s.Close(); s.Wait() }()
-			ep := channel.New(16, 1500, "")
-			local := netip.AddrFrom4([4]byte{10, 0, 0, 2})
-			require.NoError(b, AddNIC(s, 1, ep, netip.PrefixFrom(local, 24)))
-			p, err := FromStack(s)
-			require.NoError(b, err)
-			lis, err := p.Socket(SockRDM)
-			require.NoError(b, err)
-			require.NoError(b, lis.Bind(groupPort))
-			require.NoError(b, lis.SetRateWindow(RateWindow{RateKbitsPerSec: 10_000_000, WindowSizeInMSecs: 100}))
-			require.NoError(b, lis.Listen())
+			p, ep, lis := channelListener(b, &RateWindow{RateKbitsPerSec: 10_000_000, WindowSizeInMSecs: 100})
 			lis.SetNonBlocking(true)
-			defer lis.Close()
 
 			st := newODATAStream(b, netip.AddrFrom4([4]byte{10, 0, 0, 1}), groupPort.Addr(), groupPort.Port(), 1400)
 			inject := func() {
@@ -290,18 +288,8 @@ func TestReceiveSplitPackets(t *testing.T) {
 		{"tiny views corrupt", []int{20, 3, 5, 1, 7, 64, 2048}, 31},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := New(Options{})
-			defer func() { s.Close(); s.Wait() }()
-			ep := channel.New(16, 1500, "")
-			require.NoError(t, AddNIC(s, 1, ep, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, 2}), 24)))
-			p, err := FromStack(s)
-			require.NoError(t, err)
-			lis, err := p.Socket(SockRDM)
-			require.NoError(t, err)
-			require.NoError(t, lis.Bind(groupPort))
-			require.NoError(t, lis.Listen())
+			p, ep, lis := channelListener(t, nil)
 			lis.SetNonBlocking(true)
-			defer lis.Close()
 
 			st := newODATAStream(t, netip.AddrFrom4([4]byte{10, 0, 0, 1}), groupPort.Addr(), groupPort.Port(), 1002)
 			for i := range st.pkt[header.IPv4MinimumSize+24:] {
