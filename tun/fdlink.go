@@ -226,13 +226,22 @@ func (e *fdEndpoint) parse(v *buffer.View) (*stack.PacketBuffer, tcpip.NetworkPr
 }
 
 // WritePackets implements stack.LinkEndpoint: one writev per packet (a
-// TUN device takes one packet per write).
+// TUN device takes one packet per write). The iovecs come from the
+// packet's views directly: PacketBuffer.AsSlices allocates a slice per
+// packet.
 func (e *fdEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	for i, pkt := range pkts.AsSlice() {
 		var arr [8]unix.Iovec
 		iov := arr[:0]
-		for _, s := range pkt.AsSlices() {
-			iov = rawfile.AppendIovecFromBytes(iov, s, rawfile.MaxIovs)
+		views, skip := pkt.AsViewList() // skip: unused reserved header room
+		for v := views.Front(); v != nil; v = v.Next() {
+			b := v.AsSlice()
+			if skip >= len(b) {
+				skip -= len(b)
+				continue
+			}
+			iov = rawfile.AppendIovecFromBytes(iov, b[skip:], rawfile.MaxIovs)
+			skip = 0
 		}
 		if len(iov) == 0 {
 			continue

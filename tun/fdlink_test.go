@@ -155,19 +155,26 @@ func TestFDEndpointWrites(t *testing.T) {
 	e, err := newFDEndpoint(fd, 1500, "", func(error) {})
 	require.NoError(t, err)
 	want := ipv4Packet(t, 300)
-	// Two views, as a stack builds a packet (headers, then payload).
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{ReserveHeaderBytes: 20, Payload: buffer.MakeWithData(want[20:])})
+	// Two views, as a stack builds a packet (headers, then payload), with
+	// header room the headers did not use.
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{ReserveHeaderBytes: 54, Payload: buffer.MakeWithData(want[20:])})
 	copy(pkt.NetworkHeader().Push(20), want[:20])
 	var list stack.PacketBufferList
 	list.PushBack(pkt)
 	n, terr := e.WritePackets(list)
 	require.Nil(t, terr)
 	require.Equal(t, 1, n)
-	list.DecRef()
+	defer list.DecRef()
 	buf := make([]byte, 2000)
 	m, err := unix.Read(peer, buf)
 	require.NoError(t, err)
 	assert.Equal(t, want, buf[:m])
+	assert.Zero(t, testing.AllocsPerRun(100, func() {
+		if _, err := e.WritePackets(list); err != nil {
+			t.Fatal(err)
+		}
+		unix.Read(peer, buf)
+	}), "allocations per written packet")
 }
 
 func ipv4Packet(t *testing.T, size int) []byte {
