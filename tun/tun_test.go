@@ -137,14 +137,20 @@ func waitGoroutines(t *testing.T, n int) {
 	}
 }
 
+// pingStack is a netstack that answers pings; the caller closes it (the
+// tests count goroutines after that).
+func pingStack() *stack.Stack {
+	return stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{icmp.NewProtocol4},
+	})
+}
+
 func TestPingThroughTUN(t *testing.T) {
 	ns := netns.New(t)
 	before := runtime.NumGoroutine()
 
-	s := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol},
-		TransportProtocols: []stack.TransportProtocolFactory{icmp.NewProtocol4},
-	})
+	s := pingStack()
 	dev, err := open(t, ns, Config{
 		Name:     "pgmtun0",
 		Create:   true,
@@ -202,10 +208,7 @@ func TestPingThroughTUN(t *testing.T) {
 func TestPingWithoutTxQueue(t *testing.T) {
 	ns := netns.New(t)
 	before := runtime.NumGoroutine()
-	s := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol},
-		TransportProtocols: []stack.TransportProtocolFactory{icmp.NewProtocol4},
-	})
+	s := pingStack()
 	dev, err := open(t, ns, Config{Name: "pgmtunnq", Create: true, Up: true,
 		HostAddr: netip.MustParsePrefix("10.213.10.1/24")})
 	require.NoError(t, err)
