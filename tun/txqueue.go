@@ -47,6 +47,9 @@ type txQueue struct {
 	head, n int
 	idle    bool // the writer waits on work
 	waiting int  // senders waiting on room
+	// spent holds packets the writer has written, for the next sender to
+	// release (spentSpare is the other half of the double buffer).
+	spent, spentSpare []*stack.PacketBuffer
 	started bool
 	stopped bool
 	done    chan struct{} // closed when the writer has exited
@@ -62,6 +65,10 @@ func newTxQueue(lower stack.LinkEndpoint, size int) *txQueue {
 	return q
 }
 
+// maxSpent bounds, in ring lengths, the written packets the writer leaves
+// for senders to release before it releases them itself.
+const maxSpent = 2
+
 // WritePackets implements stack.LinkEndpoint. It takes a reference to
 // each packet and reports them all written once queued.
 func (q *txQueue) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
@@ -69,8 +76,38 @@ func (q *txQueue) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	for _, pkt := range pkts.AsSlice() {
 		q.pushLocked(pkt)
 	}
-	q.mu.Unlock()
+	q.unlockAndRelease()
 	return pkts.Len(), nil
+}
+
+// unlockAndRelease unlocks q.mu after releasing the packets the writer
+// has written since a sender last came by. The sender does it, not the
+// writer: the writer's device write syscall is what limits an unlimited
+// sender, so its goroutine should do little else, and the packets'
+// buffers go back to the buffer pools on the sender's P, where the next
+// ones are taken (freed on the writer's P, each new packet had to take
+// them from another P's pool).
+func (q *txQueue) unlockAndRelease() {
+	if len(q.spent) > 0 {
+		q.releaseSpent()
+	}
+	q.mu.Unlock()
+}
+
+// releaseSpent releases the written packets. q.mu is held on entry and on
+// return, but not while releasing.
+func (q *txQueue) releaseSpent() {
+	spent := q.spent
+	q.spent, q.spentSpare = q.spentSpare, nil
+	q.mu.Unlock()
+	for i, pkt := range spent {
+		pkt.DecRef()
+		spent[i] = nil
+	}
+	q.mu.Lock()
+	if q.spentSpare == nil {
+		q.spentSpare = spent[:0]
+	}
 }
 
 // qdisc returns the queue as a NIC's queueing discipline. gVisor's default
@@ -84,7 +121,7 @@ type txQDisc struct{ q *txQueue }
 func (d txQDisc) WritePacket(pkt *stack.PacketBuffer) tcpip.Error {
 	d.q.mu.Lock()
 	d.q.pushLocked(pkt)
-	d.q.mu.Unlock()
+	d.q.unlockAndRelease()
 	return nil
 }
 
@@ -125,6 +162,12 @@ func (q *txQueue) writer() {
 	var list stack.PacketBufferList // owns the references it holds
 	q.mu.Lock()
 	for {
+		if q.n == 0 && len(q.spent) > 0 {
+			// Nothing to write: release the written packets here
+			// rather than hold them until a sender comes by.
+			q.releaseSpent()
+			continue
+		}
 		for q.n == 0 && !q.stopped {
 			q.idle = true
 			q.work.Wait()
@@ -147,7 +190,6 @@ func (q *txQueue) writer() {
 			n, _ := q.Endpoint.WritePackets(list)
 			q.written.Add(uint64(n))
 			if n >= list.Len() {
-				list.Reset()
 				break
 			}
 			// The packet at n failed: it is lost; go on with the rest.
@@ -157,6 +199,13 @@ func (q *txQueue) writer() {
 			}
 		}
 		q.mu.Lock()
+		if len(q.spent)+list.Len() > maxSpent*len(q.ring) {
+			q.releaseSpent() // no sender is collecting them
+		}
+		for _, pkt := range list.AsSlice() {
+			q.spent = append(q.spent, pkt.IncRef()) // the list's reference goes with Reset
+		}
+		list.Reset()
 	}
 }
 
@@ -173,6 +222,7 @@ func (q *txQueue) stop() {
 		<-q.done
 	}
 	q.mu.Lock()
+	q.releaseSpent()
 	for ; q.n > 0; q.n-- {
 		q.ring[q.head].DecRef()
 		q.ring[q.head] = nil

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,16 +58,30 @@ func (l *recordingLink) written() []uint32 {
 // send writes packets first..first+n-1 through q one by one, as the stack
 // does (one WritePackets call per packet, the caller keeping and
 // releasing its own reference).
-func send(q *txQueue, first, n uint32) {
+func send(q *txQueue, first, n uint32) { sendCounted(q, first, n, nil) }
+
+// sendCounted is send, counting in released the packets whose last
+// reference is dropped.
+func sendCounted(q *txQueue, first, n uint32, released *atomic.Int64) {
 	for seq := first; seq < first+n; seq++ {
-		var b [4]byte
-		binary.BigEndian.PutUint32(b[:], seq)
-		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b[:])})
+		pkt := seqPacket(seq, released)
 		var l stack.PacketBufferList
 		l.PushBack(pkt)
 		q.WritePackets(l)
 		pkt.DecRef()
 	}
+}
+
+// seqPacket returns a packet carrying seq that counts its release in
+// released (if not nil).
+func seqPacket(seq uint32, released *atomic.Int64) *stack.PacketBuffer {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], seq)
+	opts := stack.PacketBufferOptions{Payload: buffer.MakeWithData(b[:])}
+	if released != nil {
+		opts.OnRelease = func() { released.Add(1) }
+	}
+	return stack.NewPacketBuffer(opts)
 }
 
 func seqs(first, n uint32) []uint32 {
@@ -90,8 +105,12 @@ func TestTxQueueKeepsOrder(t *testing.T) {
 			low := newRecordingLink()
 			low.release()
 			q := newTxQueue(low, tc.size)
-			send(q, 0, uint32(tc.n))
+			var released atomic.Int64
+			sendCounted(q, 0, uint32(tc.n), &released)
 			require.Eventually(t, func() bool { return len(low.written()) == tc.n }, 5*time.Second, time.Millisecond)
+			// With nothing left to write the writer releases what it
+			// wrote (no sender comes by to do it).
+			require.Eventually(t, func() bool { return released.Load() == int64(tc.n) }, 5*time.Second, time.Millisecond)
 			q.stop()
 			assert.Equal(t, seqs(0, uint32(tc.n)), low.written())
 			st := q.stats()
@@ -153,9 +172,10 @@ func TestTxQueueStop(t *testing.T) {
 	q := newTxQueue(low, size)
 	assert.False(t, q.started, "no writer before the first packet")
 
+	var released atomic.Int64
 	sent := make(chan struct{})
 	go func() {
-		send(q, 0, 20)
+		sendCounted(q, 0, 20, &released)
 		close(sent)
 	}()
 	<-low.entered // the writer holds packet 0 (and maybe more) in the device write
@@ -184,6 +204,7 @@ func TestTxQueueStop(t *testing.T) {
 	assert.Equal(t, uint64(len(w)), st.Written)
 	assert.Equal(t, uint64(20), st.Written+st.Dropped, "every packet written or dropped")
 	assert.NotZero(t, st.Dropped)
+	assert.Equal(t, int64(20), released.Load(), "every packet released: written, queued or refused")
 
 	// After stop nothing is queued or written, and stop is idempotent.
 	send(q, 100, 3)
@@ -212,4 +233,90 @@ func TestTxQDiscDoesNotAllocate(t *testing.T) {
 	allocs := testing.AllocsPerRun(1000, func() { qd.WritePacket(pkt) })
 	assert.Zero(t, allocs, "per packet")
 	require.Eventually(t, func() bool { return q.stats().Written == 2001 }, 5*time.Second, time.Millisecond)
+}
+
+func TestTxQueueSenderReleasesWrittenPackets(t *testing.T) {
+	low := newRecordingLink()
+	q := newTxQueue(low, 16)
+	defer func() {
+		low.release()
+		q.stop()
+	}()
+	send(q, 0, 1)
+	<-low.entered // the writer is held in the device write
+
+	// Packets the writer has written wait for the next sender, which
+	// releases them before it returns.
+	var released atomic.Int64
+	q.mu.Lock()
+	for seq := range uint32(3) {
+		q.spent = append(q.spent, seqPacket(100+seq, &released))
+	}
+	q.mu.Unlock()
+	pkt := seqPacket(1, nil)
+	require.Nil(t, q.qdisc().WritePacket(pkt))
+	pkt.DecRef()
+	assert.Equal(t, int64(3), released.Load(), "released by the sender")
+	q.mu.Lock()
+	assert.Empty(t, q.spent)
+	assert.Equal(t, 1, q.n, "the new packet is queued")
+	q.mu.Unlock()
+}
+
+// hookLink accepts every packet, calling hook first on each WritePackets.
+type hookLink struct {
+	stack.LinkEndpoint
+	hook func()
+}
+
+func (l hookLink) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	l.hook()
+	return pkts.Len(), nil
+}
+
+func TestTxQueueBoundsSpentPackets(t *testing.T) {
+	// With no sender coming by to release them, the writer keeps at most
+	// maxSpent rings' worth of written packets while it has more to write.
+	const size = 8
+	var released atomic.Int64
+	var calls int
+	var releasedAtSecond int64 = -1
+	gate := make(chan struct{})
+	q := newTxQueue(hookLink{hook: func() {
+		calls++
+		switch calls {
+		case 1:
+			<-gate // hold the first batch until the second is queued
+		case 2:
+			releasedAtSecond = released.Load()
+		}
+	}}, size)
+	q.mu.Lock()
+	for seq := range uint32(maxSpent * size) {
+		q.spent = append(q.spent, seqPacket(1000+seq, &released))
+	}
+	push := func(first uint32) {
+		for seq := first; seq < first+size; seq++ {
+			p := seqPacket(seq, &released)
+			q.pushLocked(p)
+			p.DecRef()
+		}
+	}
+	push(0) // starts the writer, which takes these once we unlock
+	q.mu.Unlock()
+	require.Eventually(t, func() bool {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return q.n == 0
+	}, 5*time.Second, time.Millisecond)
+	q.mu.Lock()
+	push(size) // queued behind the first batch
+	q.mu.Unlock()
+	close(gate)
+	require.Eventually(t, func() bool { return q.stats().Written == 2*size }, 5*time.Second, time.Millisecond)
+	// The first batch would have made the spent list exceed the bound:
+	// the writer released the old list before writing the second batch.
+	q.stop()
+	assert.Equal(t, int64(maxSpent*size), releasedAtSecond)
+	assert.Equal(t, int64(maxSpent*size+2*size), released.Load(), "all released after stop")
 }
