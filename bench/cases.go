@@ -66,10 +66,13 @@ func allCases(e *Env, runs int) []*Case {
 		Timeout: 10 * time.Second, Show: []string{mPkts, mMbit}, Run: memlinkLimit})
 	// The TUN write limit and the unlimited pgmtun sender swing ±15 % from
 	// run to run (medians of 5 ranged 0.68–0.89× in one session): they run
-	// about a second each, so they get twice the runs for a steadier median.
+	// about a second each, so they get twice the runs for a steadier
+	// median, and by turns (the limit's median moved 3.6–4.0 Gbit/s
+	// between full benchmark runs, a drift the ratio should not carry).
 	steady := 2 * runs
 	add(&Case{ID: "limit/tun-write", Group: gLimits, Runs: steady, Name: "TUN write → kernel raw socket, 1500 B",
-		Timeout: 15 * time.Second, Show: []string{mPkts, mMbit}, Needs: []string{"root"}, Run: tunLimit(false)})
+		Timeout: 15 * time.Second, Show: []string{mPkts, mMbit}, Needs: []string{"root"}, Run: tunLimit(false),
+		Interleave: "tun-write"})
 	add(&Case{ID: "limit/tun-read", Group: gLimits, Name: "kernel raw socket → TUN read, 1500 B",
 		Timeout: 15 * time.Second, Show: []string{mPkts, mMbit}, Needs: []string{"root"}, Run: tunLimit(true)})
 
@@ -97,7 +100,7 @@ func allCases(e *Env, runs int) []*Case {
 		add(&Case{ID: fmt.Sprintf("tun/pgmtun-tx/%d", sz), Group: gTUN, Runs: steady,
 			Name:    fmt.Sprintf("pgmtun sending into TUN, unlimited, no receiver, %d B (IP bytes)", sz),
 			Timeout: 60 * time.Second, Baseline: "limit/tun-write", Show: []string{mPkts, mMbit, mArrivedPct},
-			Needs: []string{"root"}, Run: pgmtunTUNSend(sz, e.count(sz, txRunScale))})
+			Needs: []string{"root"}, Run: pgmtunTUNSend(sz, e.count(sz, txRunScale)), Interleave: "tun-write"})
 	}
 	for _, sz := range sizes {
 		base := fmt.Sprintf("openpgm/veth/%d", sz)
@@ -134,20 +137,20 @@ func allCases(e *Env, runs int) []*Case {
 	// 5. Loss. The steady-state goodput at 5 % loss swings ±25 % between
 	// runs (how the losses fall against the 10–90 % window): medians of 5
 	// ranged 0.88–0.95× of lossless in one session, so these get twice
-	// the runs too (about 2 s each).
+	// the runs too (about 2 s each), by turns across the loss rates.
 	const lossSize = 1000
 	for _, p := range lossRates {
 		add(&Case{ID: fmt.Sprintf("loss/inproc/%g", p*100), Group: gLoss, Runs: steady,
 			Name: fmt.Sprintf("in-process at 16 MB/s, %g%% loss, %d B", p*100, lossSize), Timeout: 60 * time.Second,
 			Baseline: "loss/inproc/0", Show: []string{mSteady, mMbit, mMsgs, mP50, mP99, mLostPkts, mRepairs},
-			Run: lossCase(p, lossSize, e.count(lossSize, 0.5), inprocLossTransfer)})
+			Run: lossCase(p, lossSize, e.count(lossSize, 0.5), inprocLossTransfer), Interleave: "loss/inproc"})
 	}
 	for _, p := range lossRates {
 		add(&Case{ID: fmt.Sprintf("loss/tun/%g", p*100), Group: gLoss, Runs: steady,
 			Name: fmt.Sprintf("OpenPGM → pgmtun via TUN at 16 MB/s, %g%% loss, %d B", p*100, lossSize), Timeout: 60 * time.Second,
 			Baseline: "loss/tun/0", Show: []string{mSteady, mMbit, mMsgs, mP50, mP99, mLostPkts},
 			Needs: []string{"openpgm"},
-			Run:   lossCase(p, lossSize, e.count(lossSize, 0.5), tunLossTransfer(e))})
+			Run:   lossCase(p, lossSize, e.count(lossSize, 0.5), tunLossTransfer(e)), Interleave: "loss/tun"})
 	}
 
 	// 6. NAK implosion, with OpenPGM's uniform NAK back-off and with the

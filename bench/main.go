@@ -100,20 +100,18 @@ func main() {
 		defer f.Close()
 		defer trace.Stop()
 	}
-	var outcomes []*Outcome
+	var selected []*Case
 	for _, c := range cases {
-		if re != nil && !re.MatchString(c.ID) {
-			continue
+		if re == nil || re.MatchString(c.ID) {
+			selected = append(selected, c)
 		}
-		if ctx.Err() != nil {
-			break
-		}
-		if time.Since(start) > *budget {
-			outcomes = append(outcomes, &Outcome{Case: c, NotRun: fmt.Sprintf("the run's time budget (%v) was used up", *budget)})
-			continue
-		}
-		outcomes = append(outcomes, env.runCase(c))
 	}
+	outcomes := env.runAll(selected, func() string {
+		if time.Since(start) > *budget {
+			return fmt.Sprintf("the run's time budget (%v) was used up", *budget)
+		}
+		return ""
+	})
 	env.cleanupAbandoned()
 	rep := &report{
 		outcomes: outcomes, started: start, elapsed: time.Since(start), runs: *runs,

@@ -90,4 +90,9 @@ const methodText = `## Method
   transfer, per ODATA+RDATA packet, both ends included. Memory: live heap after
   GC of an engine Receiver tracking 200 sessions (one SPM and one 1000-byte
   ODATA each), and of an engine Source whose transmit window holds 10 MB.
+- **Runs taken by turns.** The TUN write limit and the two pgmtun sending
+  cases, and each set of loss cases (in-process, over TUN), run their
+  repetitions by turns (run 1 of each, then run 2, ...), so a drift of the
+  machine's speed over the minutes a set takes falls on a case and its
+  baseline alike.
 `

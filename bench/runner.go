@@ -61,7 +61,12 @@ type Case struct {
 	// Needs names what the case requires (e.g. "root", "openpgm"); a
 	// missing need makes the report say so instead of running it.
 	Needs []string
-	Run   func(ctx context.Context, r *Run) (Metrics, error)
+	// Interleave names a set of cases run by turns (run 1 of each, then
+	// run 2, ...) where the first of them comes in the list, so a drift
+	// of the machine's speed during the runs falls on each alike: for a
+	// case and its baseline. Empty: the case runs on its own.
+	Interleave string
+	Run        func(ctx context.Context, r *Run) (Metrics, error)
 }
 
 // Outcome is what running a case gave.
@@ -213,34 +218,93 @@ func (e *Env) runOnce(c *Case, i int) (Metrics, error) {
 	}
 }
 
-// runCase runs every repetition of c.
-func (e *Env) runCase(c *Case) *Outcome {
-	o := &Outcome{Case: c}
-	for _, n := range c.Needs {
-		if why := e.missing(n); why != "" {
-			o.NotRun = why
-			log.Printf("%-28s not run: %s", c.ID, why)
-			return o
-		}
-	}
-	start := time.Now()
-	for i := 0; i < c.Runs; i++ {
+// runAll runs cases in order, the cases of an Interleave set together
+// where the first of them is, and returns their outcomes in the list's
+// order. Once stop returns a reason, the cases not yet started are not
+// run (their outcome says why).
+func (e *Env) runAll(cases []*Case, stop func() string) []*Outcome {
+	done := map[*Case]*Outcome{}
+	var outcomes []*Outcome
+	for _, c := range cases {
 		if e.ctx.Err() != nil {
-			o.Errs = append(o.Errs, fmt.Errorf("run %d: benchmark interrupted", i+1))
 			break
 		}
-		runtime.GC()
-		m, err := e.runOnce(c, i)
-		if err != nil {
-			o.Errs = append(o.Errs, fmt.Errorf("run %d: %w", i+1, err))
-			log.Printf("%-28s run %d: ERROR %v", c.ID, i+1, err)
+		if o, ok := done[c]; ok {
+			outcomes = append(outcomes, o)
 			continue
 		}
-		o.Samples = append(o.Samples, m)
-		log.Printf("%-28s run %d: %s", c.ID, i+1, formatMetrics(m))
+		if why := stop(); why != "" {
+			outcomes = append(outcomes, &Outcome{Case: c, NotRun: why})
+			continue
+		}
+		set := []*Case{c}
+		if c.Interleave != "" {
+			for _, o := range cases {
+				if o != c && o.Interleave == c.Interleave {
+					set = append(set, o)
+				}
+			}
+		}
+		for _, o := range e.runCases(set) {
+			done[o.Case] = o
+		}
+		outcomes = append(outcomes, done[c])
 	}
-	o.Elapsed = time.Since(start)
-	return o
+	return outcomes
+}
+
+// runCases runs every repetition of cs by turns: run 1 of each case, then
+// run 2, and so on. A case whose needs are missing is not run.
+func (e *Env) runCases(cs []*Case) []*Outcome {
+	outs := make([]*Outcome, len(cs))
+	var todo []int
+	for k, c := range cs {
+		outs[k] = &Outcome{Case: c}
+		if why := e.missingNeed(c); why != "" {
+			outs[k].NotRun = why
+			log.Printf("%-28s not run: %s", c.ID, why)
+			continue
+		}
+		todo = append(todo, k)
+	}
+	for i := 0; ; i++ {
+		ran := false
+		for _, k := range todo {
+			c, o := cs[k], outs[k]
+			if i >= c.Runs {
+				continue
+			}
+			ran = true
+			if e.ctx.Err() != nil {
+				o.Errs = append(o.Errs, fmt.Errorf("run %d: benchmark interrupted", i+1))
+				continue
+			}
+			runtime.GC()
+			start := time.Now()
+			m, err := e.runOnce(c, i)
+			o.Elapsed += time.Since(start)
+			if err != nil {
+				o.Errs = append(o.Errs, fmt.Errorf("run %d: %w", i+1, err))
+				log.Printf("%-28s run %d: ERROR %v", c.ID, i+1, err)
+				continue
+			}
+			o.Samples = append(o.Samples, m)
+			log.Printf("%-28s run %d: %s", c.ID, i+1, formatMetrics(m))
+		}
+		if !ran {
+			return outs
+		}
+	}
+}
+
+// missingNeed returns why c cannot run here, or "".
+func (e *Env) missingNeed(c *Case) string {
+	for _, n := range c.Needs {
+		if why := e.missing(n); why != "" {
+			return why
+		}
+	}
+	return ""
 }
 
 func formatMetrics(m Metrics) string {
