@@ -26,8 +26,13 @@ type machine interface {
 	// handlePacket processes one received, checksum-verified packet.
 	handlePacket(now time.Time, in Inbound)
 	// next runs whatever is due at now and returns the next packet to send,
-	// if any; the driver calls it until it reports false.
-	next(now time.Time) (transmit, bool)
+	// if any; the driver calls it until it reports false. buf (nil, or
+	// bufSize bytes) is where the engine may build the packet: Data then
+	// aliases it.
+	next(now time.Time, buf []byte) (transmit, bool)
+	// bufSize is the room next needs to build a packet in place, or 0 if
+	// it does not.
+	bufSize() int
 	// deadline reports when next must run again.
 	deadline() (time.Time, bool)
 }
@@ -93,6 +98,9 @@ type driver struct {
 	timer   tcpip.Timer
 	armedAt time.Time
 	closed  bool
+	// spare is the view the engine builds its next packet in, which then
+	// goes to IP as it is (nil until needed, or for engines that copy).
+	spare *buffer.View
 
 	txMu          sync.Mutex
 	txq, txSpare  []txItem
@@ -206,14 +214,30 @@ func (d *driver) settleLocked(now time.Time) {
 	d.armedAt = dl
 }
 
-// drainLocked copies the engine's pending packets into the tx queue.
+// drainLocked moves the engine's pending packets into the tx queue.
 func (d *driver) drainLocked(now time.Time) {
+	size := d.eng.bufSize()
 	for i := 0; i < maxTransmitBurst; i++ {
-		t, ok := d.eng.next(now)
+		var in []byte
+		if size > 0 {
+			if d.spare == nil {
+				d.spare = buffer.NewViewSize(size)
+			}
+			in = d.spare.AsSlice()
+		}
+		t, ok := d.eng.next(now, in)
 		if !ok {
 			return
 		}
-		it := txItem{to: t.To, ttl1: t.HopLimitOne, buf: buffer.MakeWithData(t.Data)}
+		var b buffer.Buffer
+		if len(in) > 0 && len(t.Data) > 0 && &t.Data[0] == &in[0] {
+			d.spare.CapLength(len(t.Data))
+			b = buffer.MakeWithView(d.spare)
+			d.spare = nil
+		} else {
+			b = buffer.MakeWithData(t.Data)
+		}
+		it := txItem{to: t.To, ttl1: t.HopLimitOne, buf: b}
 		d.txMu.Lock()
 		if d.txClosed || len(d.txq) >= maxTxQueue {
 			if !d.txClosed {
@@ -310,6 +334,10 @@ func (d *driver) close() {
 	d.closed = true
 	if d.timer != nil {
 		d.timer.Stop()
+	}
+	if d.spare != nil {
+		d.spare.Release()
+		d.spare = nil
 	}
 	d.mu.Unlock()
 

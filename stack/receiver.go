@@ -53,7 +53,10 @@ func (e *receiverEngine) handlePacket(now time.Time, in Inbound) {
 	}
 }
 
-func (e *receiverEngine) next(now time.Time) (transmit, bool) {
+// bufSize is 0: a receiver's few packets (NAKs, SPMRs) are copied.
+func (e *receiverEngine) bufSize() int { return 0 }
+
+func (e *receiverEngine) next(now time.Time, _ []byte) (transmit, bool) {
 	for {
 		t, ok := e.r.Next(now)
 		if !ok {

@@ -28,8 +28,10 @@ func (e *sourceEngine) handlePacket(now time.Time, in Inbound) {
 	_ = e.src.HandlePacket(now, in.Data, in.Src)
 }
 
-func (e *sourceEngine) next(now time.Time) (transmit, bool) {
-	t, ok := e.src.Next(now)
+func (e *sourceEngine) bufSize() int { return e.src.BufferSize() }
+
+func (e *sourceEngine) next(now time.Time, buf []byte) (transmit, bool) {
+	t, ok := e.src.NextInto(now, buf)
 	if !ok {
 		return transmit{}, false
 	}

@@ -1,7 +1,9 @@
 package stack
 
 import (
+	"bytes"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
@@ -28,6 +30,9 @@ type fakeEngine struct {
 	fired    []time.Time
 	onTimer  func(now time.Time, e *fakeEngine)
 	lastSent []byte
+	// inPlace > 0: the engine asks for buffers of this size and builds
+	// the packets that fit in them.
+	inPlace int
 }
 
 type recvd struct {
@@ -45,7 +50,9 @@ func (e *fakeEngine) handlePacket(now time.Time, in Inbound) {
 
 func (e *fakeEngine) deadline() (time.Time, bool) { return e.dl, !e.dl.IsZero() }
 
-func (e *fakeEngine) next(now time.Time) (transmit, bool) {
+func (e *fakeEngine) bufSize() int { return e.inPlace }
+
+func (e *fakeEngine) next(now time.Time, buf []byte) (transmit, bool) {
 	if !e.dl.IsZero() && !now.Before(e.dl) {
 		e.dl = time.Time{}
 		e.fired = append(e.fired, now)
@@ -58,6 +65,10 @@ func (e *fakeEngine) next(now time.Time) (transmit, bool) {
 	}
 	t := e.out[0]
 	e.out = e.out[1:]
+	if len(buf) >= len(t.Data) {
+		t.Data = buf[:copy(buf, t.Data)]
+		return t, true
+	}
 	// Reuse one buffer like a real engine would: the driver must copy.
 	e.lastSent = append(e.lastSent[:0], t.Data...)
 	t.Data = e.lastSent
@@ -199,6 +210,42 @@ func TestDemuxMulticast(t *testing.T) {
 	assert.Equal(t, uint64(4), st.PacketsReceived, "the unjoined group never reaches PGM")
 	assert.Equal(t, uint64(4), st.Delivered)
 	assert.Equal(t, uint64(5), a.p.Stats().PacketsSent)
+}
+
+func TestDriverBuildsInPlace(t *testing.T) {
+	// An engine that builds packets in the driver's buffer hands each
+	// one to IP as it is; the driver must give it a new buffer for the
+	// next. One that does not (or a packet larger than the buffer) is
+	// copied. Several packets per call, so none may share a buffer.
+	for _, size := range []int{0, 64, 2048} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			clock := faketime.NewManualClock()
+			h := memlink.New(memlink.Options{Clock: clock, Seed: 1})
+			defer h.Close()
+			a := newTestNode(t, h, clock, "10.0.0.1")
+			b := newTestNode(t, h, clock, "10.0.0.2")
+			b.join(t, group1)
+			rx := &fakeEngine{}
+			require.NoError(t, b.p.RegisterReceiver(7500, group1, 0, b.driver(rx, txParams{})))
+
+			se := &fakeEngine{inPlace: size}
+			sd := a.driver(se, txParams{NIC: 1, TTL: 16})
+			var want [][]byte
+			for i := range 6 {
+				body := bytes.Repeat([]byte{0, 0, 0, byte(i), 0, 0, 0, 1}, 1+i*20)
+				want = append(want, pgmPacket(wire.TypeODATA, 1000, 7500, gsiA, body))
+			}
+			a.send(sd, se, group1, want[:3]...)
+			a.send(sd, se, group1, want[3:]...)
+			h.WaitIdle()
+
+			got := rx.received()
+			require.Len(t, got, len(want))
+			for i := range want {
+				assert.Equal(t, want[i], got[i].data, "packet %d", i)
+			}
+		})
+	}
 }
 
 func TestDemuxUpstreamToSource(t *testing.T) {

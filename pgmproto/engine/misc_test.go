@@ -137,3 +137,35 @@ func TestWindowsGrowOnDemand(t *testing.T) {
 		require.Equal(t, []byte{byte(q)}, s.w.at(q).payload)
 	}
 }
+
+func TestSourceNextInto(t *testing.T) {
+	// NextInto builds the same packets as Next, in the caller's buffer
+	// when it is large enough and in the Source's own otherwise.
+	c := testConfig()
+	c.MaxRate = -1
+	a, err := NewSource(c, t0)
+	require.NoError(t, err)
+	b, err := NewSource(c, t0)
+	require.NoError(t, err)
+	for _, s := range []*Source{a, b} {
+		require.NoError(t, s.Send(t0, []byte("one")))
+		require.NoError(t, s.Send(t0, make([]byte, 3*c.MaxTPDU))) // fragments
+	}
+	n := 0
+	for ; ; n++ {
+		want, ok := a.Next(t0)
+		buf := make([]byte, b.BufferSize())
+		if n%3 == 2 {
+			buf = buf[:b.BufferSize()-1] // too short: not used
+		}
+		got, gotOK := b.NextInto(t0, buf)
+		require.Equal(t, ok, gotOK, "packet %d", n)
+		if !ok {
+			break
+		}
+		require.Equal(t, want.Packet, got.Packet, "packet %d", n)
+		inBuf := &got.Packet[0] == &buf[0]
+		assert.Equal(t, n%3 != 2, inBuf, "packet %d built in the caller's buffer", n)
+	}
+	assert.GreaterOrEqual(t, n, 5, "an SPM and at least four ODATA")
+}

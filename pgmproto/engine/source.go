@@ -475,6 +475,27 @@ func (s *Source) Next(now time.Time) (Transmit, bool) {
 	return Transmit{}, false
 }
 
+// BufferSize is the room NextInto needs to build any packet of this
+// Source.
+func (s *Source) BufferSize() int { return len(s.buf) }
+
+// NextInto is Next, building the packet in buf rather than in the
+// Source's own buffer, so that a caller can build it straight into the
+// buffer it transmits (one copy less per packet). buf must hold
+// BufferSize bytes; with a shorter one the packet is built as by Next.
+// The returned Packet is buf[:n] or the Source's buffer; it is valid until
+// the next call on s or a change of buf.
+func (s *Source) NextInto(now time.Time, buf []byte) (Transmit, bool) {
+	if len(buf) < len(s.buf) {
+		return s.Next(now)
+	}
+	own := s.buf
+	s.buf = buf
+	t, ok := s.Next(now)
+	s.buf = own
+	return t, ok
+}
+
 // dataSize bounds the wire size of e as ODATA/RDATA (IP header included)
 // for the rate limiter.
 func dataSize(e *txEntry) int {
