@@ -16,7 +16,8 @@ import (
 // Set any two (zero = unset) and the third is derived by
 // bytes = rate × ms / 8; set all three and they must agree within 1 %.
 // Setting only one keeps the engine default for the others (OpenPGM's:
-// 400 000 B/s, 100 sequences).
+// 400 000 B/s, 100 sequences). The rate counts IP headers; at most 3 ms of
+// it leaves back to back.
 type RateWindow struct {
 	RateKbitsPerSec   uint64
 	WindowSizeInMSecs uint64

@@ -74,7 +74,8 @@ type Config struct {
 	// Rate limits in bytes per second, counting IP header and PGM packet.
 	// MaxRate limits all output (SPMs and NCFs count but are never delayed);
 	// 0 means TXWMaxRate; negative means unlimited. ODATARate and RDATARate
-	// are optional extra limits (0 = none).
+	// are optional extra limits (0 = none). Each limiter lets 3 ms of its
+	// rate (at least two MaxTPDU packets) go back to back, and no more.
 	MaxRate   int
 	ODATARate int
 	RDATARate int

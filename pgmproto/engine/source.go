@@ -109,14 +109,14 @@ func NewSource(cfg Config, now time.Time) (*Source, error) {
 		return nil, err
 	}
 	c := cfg.withDefaults()
-	burst := max(2*c.MaxTPDU, c.MaxRate/100)
+	burst := rateBurst(c.MaxRate, c.MaxTPDU)
 	s := &Source{
 		cfg:      c,
 		start:    now,
 		w:        newTXW(c.TXWSqns, seq.Num(c.InitialSQN)),
 		total:    newBucket(c.MaxRate, burst),
-		odata:    newBucket(c.ODATARate, max(2*c.MaxTPDU, c.ODATARate/100)),
-		rdata:    newBucket(c.RDATARate, max(2*c.MaxTPDU, c.RDATARate/100)),
+		odata:    newBucket(c.ODATARate, rateBurst(c.ODATARate, c.MaxTPDU)),
+		rdata:    newBucket(c.RDATARate, rateBurst(c.RDATARate, c.MaxTPDU)),
 		buf:      make([]byte, max(c.MaxTPDU, maxControlLen)),
 		repairs:  make([]seq.Num, min(c.TXWSqns, initialRing)),
 		ncfs:     make([]ncfReq, 16),

@@ -324,6 +324,43 @@ func TestSourceRateLimit(t *testing.T) {
 	assert.InDelta(t, 1.0, od[99].at.Seconds(), 0.05)
 }
 
+func TestSourceRateBurst(t *testing.T) {
+	// At 10 MB/s the limiter lets 3 ms of rate (30 kB) go at once, keeps
+	// the credit a late timer accrues up to that, and no more.
+	c := testConfig()
+	c.MaxRate = 10_000_000
+	c.TXWSqns = 1000
+	c.TXWSecs = time.Minute
+	h := newSourceHarness(t, c)
+	require.Equal(t, 30_000, rateBurst(c.MaxRate, c.MaxTPDU))
+	for range 200 {
+		require.NoError(t, h.src.Send(h.now, make([]byte, 1000-ipv4HeaderLen-dataHeaderLen)))
+	}
+	sentBytes := func() int {
+		n := 0
+		for _, s := range h.of(wire.TypeODATA) {
+			n += len(s.Packet) + ipv4HeaderLen
+		}
+		h.wire = nil
+		return n
+	}
+	const pkt = 1008 // the first ODATA carries OPT_SYN
+	h.drain()
+	burst := sentBytes()
+	assert.InDelta(t, 30_000, burst, pkt, "at once: the burst (less the SPM sent at the start)")
+
+	h.now = h.now.Add(2 * time.Millisecond) // a timer 2 ms late
+	h.drain()
+	assert.InDelta(t, 20_000, sentBytes(), pkt, "the credit of 2 ms")
+
+	h.now = h.now.Add(50 * time.Millisecond) // much later
+	h.drain()
+	assert.InDelta(t, 30_000, sentBytes(), pkt, "no more than the burst")
+
+	h.run(10 * time.Millisecond)
+	assert.InDelta(t, 10_000_000/100, sentBytes(), 2*pkt, "then the rate")
+}
+
 func TestSourceSeparateRDATARate(t *testing.T) {
 	// RDATA limited to 10 kB/s: repairs trickle out, ODATA is not held
 	// behind them; all of it counts against the total.
