@@ -310,11 +310,17 @@ func (d *driver) write(it *txItem) {
 			ttl = r.DefaultTTL()
 		}
 	}
+	// Don't Fragment when the packet fits the route's MTU, as Linux sets
+	// it on OpenPGM's raw-socket packets (path MTU discovery's default):
+	// PGM sizes its packets to the MTU. A larger one (MaxTPDU above the
+	// link's MTU) is fragmented. With DF, gVisor also skips drawing a
+	// random IPv4 ID, an allocation per packet.
+	df := uint32(it.buf.Size()) <= r.MTU()
 	pkt := tcpipstack.NewPacketBuffer(tcpipstack.PacketBufferOptions{
 		ReserveHeaderBytes: int(r.MaxHeaderLength()),
 		Payload:            it.buf,
 	})
-	err := r.WritePacket(tcpipstack.NetworkHeaderParams{Protocol: ProtocolNumber, TTL: ttl, TOS: d.params.TOS}, pkt)
+	err := r.WritePacket(tcpipstack.NetworkHeaderParams{Protocol: ProtocolNumber, TTL: ttl, TOS: d.params.TOS, DF: df}, pkt)
 	pkt.DecRef()
 	if err != nil {
 		// The route may be stale (NIC gone, address removed): look it up

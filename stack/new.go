@@ -12,6 +12,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/pgmtun/pgmtun/stack/memlink"
 )
 
 // Options configure New.
@@ -55,9 +57,16 @@ func New(opts Options) *tcpipstack.Stack {
 
 // AddNIC creates NIC id on s over link, assigns addr (address and prefix)
 // and adds a route for addr's subnet and for multicast through it. The
-// first NIC added also becomes the default route.
+// first NIC added also becomes the default route. A *memlink.Port link
+// gets its own queueing discipline (no allocation per packet).
 func AddNIC(s *tcpipstack.Stack, id tcpip.NICID, link tcpipstack.LinkEndpoint, addr netip.Prefix) error {
-	if err := s.CreateNIC(id, link); err != nil {
+	var opts tcpipstack.NICOptions
+	if p, ok := link.(*memlink.Port); ok {
+		// Only the port itself: a wrapper that embeds one has its own
+		// WritePackets, which the port's discipline would bypass.
+		opts.QDisc = p.QDisc()
+	}
+	if err := s.CreateNICWithOptions(id, link, opts); err != nil {
 		return fmt.Errorf("pgm: create NIC %d: %s", id, err)
 	}
 	a := tcpipAddr(addr.Addr())

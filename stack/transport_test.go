@@ -379,6 +379,46 @@ func TestTTLAndLoop(t *testing.T) {
 	assert.Len(t, local.received(), 1, "only the looped packet reaches the sender's own stack")
 }
 
+func TestDriverSetsDontFragment(t *testing.T) {
+	// Packets that fit the MTU leave with DF (as Linux sends OpenPGM's);
+	// a larger one is fragmented and still arrives whole.
+	clock := faketime.NewManualClock()
+	h := memlink.New(memlink.Options{Clock: clock, Seed: 1})
+	defer h.Close()
+	a := newTestNode(t, h, clock, "10.0.0.1")
+	b := newTestNode(t, h, clock, "10.0.0.2")
+	b.join(t, group1)
+	rx := &fakeEngine{}
+	require.NoError(t, b.p.RegisterReceiver(7500, group1, 0, b.driver(rx, txParams{})))
+
+	var mu sync.Mutex
+	var flags []uint8
+	b.port.SetImpairment(memlink.Impairment{Drop: func(p []byte) bool {
+		ip := header.IPv4(p)
+		if ip.TransportProtocol() == ProtocolNumber {
+			mu.Lock()
+			flags = append(flags, ip.Flags())
+			mu.Unlock()
+		}
+		return false
+	}})
+	e := &fakeEngine{inPlace: 2048}
+	d := a.driver(e, txParams{NIC: 1, TTL: 16})
+	small := pgmPacket(wire.TypeODATA, 1000, 7500, gsiA, bytes.Repeat([]byte{0, 0, 0, 1}, 2))
+	full := pgmPacket(wire.TypeODATA, 1000, 7500, gsiA, bytes.Repeat([]byte{0, 0, 0, 2}, (1480-wire.HeaderLen)/4))
+	large := pgmPacket(wire.TypeODATA, 1000, 7500, gsiA, bytes.Repeat([]byte{0, 0, 0, 3}, 500))
+	require.Len(t, full, 1480, "fills a 1500-byte MTU")
+	a.send(d, e, group1, small, full, large)
+	h.WaitIdle()
+
+	mu.Lock()
+	assert.Equal(t, []uint8{header.IPv4FlagDontFragment, header.IPv4FlagDontFragment, header.IPv4FlagMoreFragments, 0}, flags)
+	mu.Unlock()
+	got := rx.received()
+	require.Len(t, got, 3)
+	assert.Equal(t, large, got[2].data, "reassembled")
+}
+
 func TestDriverTimer(t *testing.T) {
 	clock := faketime.NewManualClock()
 	h := memlink.New(memlink.Options{Clock: clock, Seed: 1})

@@ -50,9 +50,9 @@ type txQueue struct {
 	// spent holds packets the writer has written, for the next sender to
 	// release (spentSpare is the other half of the double buffer).
 	spent, spentSpare []*stack.PacketBuffer
-	started bool
-	stopped bool
-	done    chan struct{} // closed when the writer has exited
+	started           bool
+	stopped           bool
+	done              chan struct{} // closed when the writer has exited
 
 	written, errors, dropped, waits atomic.Uint64
 }
