@@ -3,6 +3,7 @@ package engine
 import (
 	"math/rand/v2"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -168,4 +169,47 @@ func TestSourceNextInto(t *testing.T) {
 		assert.Equal(t, n%3 != 2, inBuf, "packet %d built in the caller's buffer", n)
 	}
 	assert.GreaterOrEqual(t, n, 5, "an SPM and at least four ODATA")
+}
+
+func TestTXWSlotBuffersFromSlabs(t *testing.T) {
+	// Filling a window allocates per slab, not per sequence; each slot's
+	// bytes stay its own as sizes vary and slots are reused or grow.
+	w := newTXW(4096, 0)
+	sizes := func(q seq.Num, round int) int { return 1 + (int(q)*37+round*11)%1436 }
+	fill := func(q seq.Num, round int) []byte {
+		b := make([]byte, sizes(q, round))
+		for i := range b {
+			b[i] = byte(int(q) + i + round)
+		}
+		return b
+	}
+	in := make([][]byte, 1024)
+	for q := range in {
+		in[q] = fill(seq.Num(q), 0)
+	}
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	for q := range in {
+		w.push(in[q], nil)
+	}
+	runtime.ReadMemStats(&m1)
+	// The ring's doublings (64 → 1024) and about 1024 × 750 B / 64 KiB
+	// slabs; one buffer per sequence would be 1024.
+	assert.Less(t, m1.Mallocs-m0.Mallocs, uint64(30), "allocations filling 1024 sequences")
+
+	for round := range 3 {
+		for q := w.trail; q != w.next; q++ {
+			require.Equal(t, fill(q, round), w.at(q).payload, "round %d seq %d", round, q)
+		}
+		// Advance: drop them all and push the same sequences' slots again
+		// with other sizes (some grow out of their slab piece).
+		n := w.len()
+		for range n {
+			w.sendNext = w.next
+			w.popTrail()
+		}
+		for range n {
+			w.push(fill(w.next, round+1), nil)
+		}
+	}
 }

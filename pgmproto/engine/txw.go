@@ -29,6 +29,12 @@ type txEntry struct {
 // one TSDU), so a window of small messages stays small. The buffers are
 // bounded by the ring, which is bounded by the window (TXWSqns): the
 // memory is the window's peak use.
+//
+// A slot's first buffer is carved from a shared slab (slabSize bytes), so
+// filling a large window allocates once per slab instead of once per
+// sequence. A slot that later needs a larger buffer gets its own from the
+// heap; the piece it leaves in the slab is not reused, so a slot costs at
+// most its first TSDU plus its largest.
 type txw struct {
 	ring     []txEntry
 	max      uint32 // capacity in sequences (TXWSqns)
@@ -36,6 +42,26 @@ type txw struct {
 	next     seq.Num // next sequence to assign
 	sendNext seq.Num // next sequence to send as ODATA
 	bytes    int     // payload bytes held
+	slab     []byte  // rest of the slab slots' first buffers are cut from
+}
+
+// slabSize is the size of the slabs slot buffers are cut from; a TSDU
+// larger than a quarter of it gets its own buffer.
+const slabSize = 64 << 10
+
+// carve returns an empty buffer of capacity n (rounded up to 64 bytes,
+// so a slightly larger TSDU later still fits) cut from the slab.
+func (w *txw) carve(n int) []byte {
+	n = (n + 63) &^ 63
+	if n > slabSize/4 {
+		return make([]byte, 0, n)
+	}
+	if len(w.slab) < n {
+		w.slab = make([]byte, slabSize)
+	}
+	b := w.slab[:0:n]
+	w.slab = w.slab[n:]
+	return b
 }
 
 func newTXW(sqns uint32, first seq.Num) txw {
@@ -88,7 +114,11 @@ func (w *txw) push(p []byte, f *fragInfo) seq.Num {
 	s := w.next
 	e := w.at(s)
 	buf := e.payload[:0]
-	if cap(buf) < len(p) {
+	switch {
+	case cap(buf) >= len(p):
+	case cap(buf) == 0:
+		buf = w.carve(len(p))
+	default:
 		buf = make([]byte, 0, len(p))
 	}
 	*e = txEntry{payload: append(buf, p...)}
