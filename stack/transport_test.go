@@ -150,6 +150,42 @@ func (n *testNode) send(d *driver, e *fakeEngine, to netip.Addr, pkts ...[]byte)
 	})
 }
 
+// receiverPair returns two nodes on a hub with a manual clock, b joined to
+// group1 with a fake receiver engine on port 7500.
+func receiverPair(t *testing.T) (*faketime.ManualClock, *memlink.Hub, *testNode, *testNode, *fakeEngine) {
+	t.Helper()
+	clock := faketime.NewManualClock()
+	h := memlink.New(memlink.Options{Clock: clock, Seed: 1})
+	t.Cleanup(h.Close)
+	a := newTestNode(t, h, clock, "10.0.0.1")
+	b := newTestNode(t, h, clock, "10.0.0.2")
+	b.join(t, group1)
+	rx := &fakeEngine{}
+	require.NoError(t, b.p.RegisterReceiver(7500, group1, 0, b.driver(rx, txParams{})))
+	return clock, h, a, b, rx
+}
+
+// recordIPv4 returns what f takes from the IPv4 header of each PGM packet
+// arriving at port, in order.
+func recordIPv4[T any](port *memlink.Port, f func(header.IPv4) T) func() []T {
+	var mu sync.Mutex
+	var got []T
+	port.SetImpairment(memlink.Impairment{Drop: func(p []byte) bool {
+		ip := header.IPv4(p)
+		if ip.TransportProtocol() == ProtocolNumber {
+			mu.Lock()
+			got = append(got, f(ip))
+			mu.Unlock()
+		}
+		return false
+	}})
+	return func() []T {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]T(nil), got...)
+	}
+}
+
 func TestDemuxMulticast(t *testing.T) {
 	clock := faketime.NewManualClock()
 	h := memlink.New(memlink.Options{Clock: clock, Seed: 1})
@@ -219,14 +255,7 @@ func TestDriverBuildsInPlace(t *testing.T) {
 	// copied. Several packets per call, so none may share a buffer.
 	for _, size := range []int{0, 64, 2048} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
-			clock := faketime.NewManualClock()
-			h := memlink.New(memlink.Options{Clock: clock, Seed: 1})
-			defer h.Close()
-			a := newTestNode(t, h, clock, "10.0.0.1")
-			b := newTestNode(t, h, clock, "10.0.0.2")
-			b.join(t, group1)
-			rx := &fakeEngine{}
-			require.NoError(t, b.p.RegisterReceiver(7500, group1, 0, b.driver(rx, txParams{})))
+			_, h, a, _, rx := receiverPair(t)
 
 			se := &fakeEngine{inPlace: size}
 			sd := a.driver(se, txParams{NIC: 1, TTL: 16})
@@ -300,14 +329,7 @@ func TestDemuxUpstreamToSource(t *testing.T) {
 }
 
 func TestBadPacketsDropped(t *testing.T) {
-	clock := faketime.NewManualClock()
-	h := memlink.New(memlink.Options{Clock: clock, Seed: 1})
-	defer h.Close()
-	a := newTestNode(t, h, clock, "10.0.0.1")
-	b := newTestNode(t, h, clock, "10.0.0.2")
-	b.join(t, group1)
-	e := &fakeEngine{}
-	require.NoError(t, b.p.RegisterReceiver(7500, group1, 0, b.driver(e, txParams{})))
+	_, h, a, b, e := receiverPair(t)
 
 	good := pgmPacket(wire.TypeODATA, 1000, 7500, gsiA, []byte{0, 0, 0, 1, 0, 0, 0, 1, 'o', 'k'})
 	corrupt := append([]byte(nil), good...)
@@ -341,17 +363,7 @@ func TestTTLAndLoop(t *testing.T) {
 	a.join(t, group1)
 	b.join(t, group1)
 
-	var mu sync.Mutex
-	var ttls []uint8
-	b.port.SetImpairment(memlink.Impairment{Drop: func(p []byte) bool {
-		ip := header.IPv4(p)
-		if ip.TransportProtocol() == ProtocolNumber {
-			mu.Lock()
-			ttls = append(ttls, ip.TTL())
-			mu.Unlock()
-		}
-		return false
-	}})
+	ttls := recordIPv4(b.port, header.IPv4.TTL)
 
 	local := &fakeEngine{}
 	require.NoError(t, a.p.RegisterReceiver(7500, group1, 0, a.driver(local, txParams{})))
@@ -373,35 +385,16 @@ func TestTTLAndLoop(t *testing.T) {
 	a.send(d, e, b.addr, pgmPacket(wire.TypeNAK, 7500, 1000, gsiA, make([]byte, 20)))
 	h.WaitIdle()
 
-	mu.Lock()
-	assert.Equal(t, []uint8{0, 1, 16, 1, ipv4.DefaultTTL}, ttls, "multicast TTL verbatim, SPMR copy 1, unicast the route default")
-	mu.Unlock()
+	assert.Equal(t, []uint8{0, 1, 16, 1, ipv4.DefaultTTL}, ttls(), "multicast TTL verbatim, SPMR copy 1, unicast the route default")
 	assert.Len(t, local.received(), 1, "only the looped packet reaches the sender's own stack")
 }
 
 func TestDriverSetsDontFragment(t *testing.T) {
 	// Packets that fit the MTU leave with DF (as Linux sends OpenPGM's);
 	// a larger one is fragmented and still arrives whole.
-	clock := faketime.NewManualClock()
-	h := memlink.New(memlink.Options{Clock: clock, Seed: 1})
-	defer h.Close()
-	a := newTestNode(t, h, clock, "10.0.0.1")
-	b := newTestNode(t, h, clock, "10.0.0.2")
-	b.join(t, group1)
-	rx := &fakeEngine{}
-	require.NoError(t, b.p.RegisterReceiver(7500, group1, 0, b.driver(rx, txParams{})))
+	_, h, a, b, rx := receiverPair(t)
 
-	var mu sync.Mutex
-	var flags []uint8
-	b.port.SetImpairment(memlink.Impairment{Drop: func(p []byte) bool {
-		ip := header.IPv4(p)
-		if ip.TransportProtocol() == ProtocolNumber {
-			mu.Lock()
-			flags = append(flags, ip.Flags())
-			mu.Unlock()
-		}
-		return false
-	}})
+	flags := recordIPv4(b.port, header.IPv4.Flags)
 	e := &fakeEngine{inPlace: 2048}
 	d := a.driver(e, txParams{NIC: 1, TTL: 16})
 	small := pgmPacket(wire.TypeODATA, 1000, 7500, gsiA, bytes.Repeat([]byte{0, 0, 0, 1}, 2))
@@ -411,23 +404,14 @@ func TestDriverSetsDontFragment(t *testing.T) {
 	a.send(d, e, group1, small, full, large)
 	h.WaitIdle()
 
-	mu.Lock()
-	assert.Equal(t, []uint8{header.IPv4FlagDontFragment, header.IPv4FlagDontFragment, header.IPv4FlagMoreFragments, 0}, flags)
-	mu.Unlock()
+	assert.Equal(t, []uint8{header.IPv4FlagDontFragment, header.IPv4FlagDontFragment, header.IPv4FlagMoreFragments, 0}, flags())
 	got := rx.received()
 	require.Len(t, got, 3)
 	assert.Equal(t, large, got[2].data, "reassembled")
 }
 
 func TestDriverTimer(t *testing.T) {
-	clock := faketime.NewManualClock()
-	h := memlink.New(memlink.Options{Clock: clock, Seed: 1})
-	defer h.Close()
-	a := newTestNode(t, h, clock, "10.0.0.1")
-	b := newTestNode(t, h, clock, "10.0.0.2")
-	b.join(t, group1)
-	rx := &fakeEngine{}
-	require.NoError(t, b.p.RegisterReceiver(7500, group1, 0, b.driver(rx, txParams{})))
+	clock, h, a, _, rx := receiverPair(t)
 
 	spm := pgmPacket(wire.TypeSPM, 1000, 7500, gsiA, make([]byte, 20))
 	e := &fakeEngine{}

@@ -308,16 +308,23 @@ func TestSourceRepairHoldsTrail(t *testing.T) {
 	assert.Equal(t, first+1, h.src.Stats(h.now).TrailingEdgeSeqId, "window moves on once the repair went out")
 }
 
-func TestSourceRateLimit(t *testing.T) {
-	// 100 packets of 1000 bytes at 100 kB/s take about a second.
+// rateLimited returns a source harness limited to rate bytes/s, with n
+// packets of 1000 wire bytes queued (not yet sent).
+func rateLimited(t *testing.T, rate, n int) *harness {
 	c := testConfig()
-	c.MaxRate = 100_000
-	c.TXWSqns = 200
+	c.MaxRate = rate
+	c.TXWSqns = uint32(2 * n)
 	c.TXWSecs = time.Minute
 	h := newSourceHarness(t, c)
-	for range 100 {
-		h.send(make([]byte, 1000-20-24))
+	for range n {
+		require.NoError(t, h.src.Send(h.now, make([]byte, 1000-ipv4HeaderLen-dataHeaderLen)))
 	}
+	return h
+}
+
+func TestSourceRateLimit(t *testing.T) {
+	// 100 packets of 1000 bytes at 100 kB/s take about a second.
+	h := rateLimited(t, 100_000, 100)
 	h.run(2 * time.Second)
 	od := h.of(wire.TypeODATA)
 	require.Len(t, od, 100)
@@ -327,15 +334,8 @@ func TestSourceRateLimit(t *testing.T) {
 func TestSourceRateBurst(t *testing.T) {
 	// At 10 MB/s the limiter lets 3 ms of rate (30 kB) go at once, keeps
 	// the credit a late timer accrues up to that, and no more.
-	c := testConfig()
-	c.MaxRate = 10_000_000
-	c.TXWSqns = 1000
-	c.TXWSecs = time.Minute
-	h := newSourceHarness(t, c)
-	require.Equal(t, 30_000, rateBurst(c.MaxRate, c.MaxTPDU))
-	for range 200 {
-		require.NoError(t, h.src.Send(h.now, make([]byte, 1000-ipv4HeaderLen-dataHeaderLen)))
-	}
+	h := rateLimited(t, 10_000_000, 200)
+	require.Equal(t, 30_000, rateBurst(h.src.cfg.MaxRate, h.src.cfg.MaxTPDU))
 	sentBytes := func() int {
 		n := 0
 		for _, s := range h.of(wire.TypeODATA) {
