@@ -100,3 +100,42 @@ func Example() {
 	// data: momo
 	// NAKs sent: 1 repairs received: 1
 }
+
+// NextInto builds each packet in a buffer the caller transmits from, here
+// one per packet as a link with queued writes needs (the Source's own
+// buffer, used by Next, is overwritten by the next call). The first ODATA
+// carries OPT_SYN, 8 bytes more.
+func ExampleSource_NextInto() {
+	cfg := engine.DefaultConfig()
+	cfg.TSI = wire.TSI{GSI: wire.GSI{1, 2, 3, 4, 5, 6}, SourcePort: 1000}
+	cfg.DestPort = 7500
+	cfg.Group = netip.MustParseAddr("239.192.0.1")
+	cfg.NLA = netip.MustParseAddr("10.0.0.1")
+	now := time.Unix(0, 0)
+	src, err := engine.NewSource(cfg, now)
+	if err != nil {
+		panic(err)
+	}
+	for _, m := range []string{"hello", "world"} {
+		if err := src.Send(now, []byte(m)); err != nil {
+			panic(err)
+		}
+	}
+	var queued [][]byte
+	for {
+		buf := make([]byte, src.BufferSize())
+		tx, ok := src.NextInto(now, buf)
+		if !ok {
+			break
+		}
+		queued = append(queued, tx.Packet) // buf[:n]: stays valid
+	}
+	for _, b := range queued {
+		p, _ := wire.Parse(b)
+		fmt.Printf("%v %d bytes\n", p.Type(), len(b))
+	}
+	// Output:
+	// SPM 36 bytes
+	// ODATA 37 bytes
+	// ODATA 29 bytes
+}
