@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"math/rand/v2"
 	"net/netip"
 	"runtime"
@@ -141,7 +142,8 @@ func TestWindowsGrowOnDemand(t *testing.T) {
 
 func TestSourceNextInto(t *testing.T) {
 	// NextInto builds the same packets as Next, in the caller's buffer
-	// when it is large enough and in the Source's own otherwise.
+	// when it is large enough (whatever it held) and in the Source's own
+	// otherwise.
 	c := testConfig()
 	c.MaxRate = -1
 	a, err := NewSource(c, t0)
@@ -153,22 +155,40 @@ func TestSourceNextInto(t *testing.T) {
 		require.NoError(t, s.Send(t0, make([]byte, 3*c.MaxTPDU))) // fragments
 	}
 	n := 0
-	for ; ; n++ {
-		want, ok := a.Next(t0)
-		buf := make([]byte, b.BufferSize())
-		if n%3 == 2 {
-			buf = buf[:b.BufferSize()-1] // too short: not used
+	types := map[wire.Type]bool{}
+	drain := func(now time.Time) {
+		for ; ; n++ {
+			want, ok := a.Next(now)
+			buf := bytes.Repeat([]byte{0xff}, b.BufferSize()) // pooled memory is not zeroed
+			if n%3 == 2 {
+				buf = buf[:b.BufferSize()-1] // too short: not used
+			}
+			got, gotOK := b.NextInto(now, buf)
+			require.Equal(t, ok, gotOK, "packet %d", n)
+			if !ok {
+				return
+			}
+			require.Equal(t, want.Packet, got.Packet, "packet %d", n)
+			inBuf := &got.Packet[0] == &buf[0]
+			assert.Equal(t, n%3 != 2, inBuf, "packet %d built in the caller's buffer", n)
+			p, err := wire.Parse(got.Packet)
+			require.NoError(t, err)
+			types[p.Type()] = true
 		}
-		got, gotOK := b.NextInto(t0, buf)
-		require.Equal(t, ok, gotOK, "packet %d", n)
-		if !ok {
-			break
-		}
-		require.Equal(t, want.Packet, got.Packet, "packet %d", n)
-		inBuf := &got.Packet[0] == &buf[0]
-		assert.Equal(t, n%3 != 2, inBuf, "packet %d built in the caller's buffer", n)
 	}
-	assert.GreaterOrEqual(t, n, 5, "an SPM and at least four ODATA")
+	drain(t0)
+	for _, s := range []*Source{a, b} { // a NAK: NCF and RDATA
+		require.NoError(t, s.HandlePacket(t0, pNAK(wire.TypeNAK, 0, 1), tRxAddr))
+	}
+	drain(t0)
+	for _, s := range []*Source{a, b} { // FIN SPMs
+		s.Close(t0)
+	}
+	for at := t0; at.Before(t0.Add(10 * time.Second)); at = at.Add(100 * time.Millisecond) {
+		drain(at)
+	}
+	assert.Equal(t, map[wire.Type]bool{wire.TypeSPM: true, wire.TypeODATA: true, wire.TypeNCF: true, wire.TypeRDATA: true}, types)
+	assert.Greater(t, n, 10)
 }
 
 func TestTXWSlotBuffersFromSlabs(t *testing.T) {
