@@ -14,11 +14,7 @@ import (
 // packet: the receiver NAKs it, the source confirms and repairs it, and
 // the application sees every message once, in order.
 func Example() {
-	cfg := engine.DefaultConfig()
-	cfg.TSI = wire.TSI{GSI: wire.GSI{1, 2, 3, 4, 5, 6}, SourcePort: 1000}
-	cfg.DestPort = 7500
-	cfg.Group = netip.MustParseAddr("239.192.0.1")
-	cfg.NLA = netip.MustParseAddr("10.0.0.1")
+	cfg := exampleConfig()
 	rxAddr := netip.MustParseAddr("10.0.0.2")
 
 	now := time.Unix(0, 0)
@@ -106,13 +102,8 @@ func Example() {
 // buffer, used by Next, is overwritten by the next call). The first ODATA
 // carries OPT_SYN, 8 bytes more.
 func ExampleSource_NextInto() {
-	cfg := engine.DefaultConfig()
-	cfg.TSI = wire.TSI{GSI: wire.GSI{1, 2, 3, 4, 5, 6}, SourcePort: 1000}
-	cfg.DestPort = 7500
-	cfg.Group = netip.MustParseAddr("239.192.0.1")
-	cfg.NLA = netip.MustParseAddr("10.0.0.1")
 	now := time.Unix(0, 0)
-	src, err := engine.NewSource(cfg, now)
+	src, err := engine.NewSource(exampleConfig(), now)
 	if err != nil {
 		panic(err)
 	}
@@ -138,4 +129,15 @@ func ExampleSource_NextInto() {
 	// SPM 36 bytes
 	// ODATA 37 bytes
 	// ODATA 29 bytes
+}
+
+// exampleConfig is a session's configuration: its TSI, port, group and
+// the source's address, the rest OpenPGM's defaults.
+func exampleConfig() engine.Config {
+	cfg := engine.DefaultConfig()
+	cfg.TSI = wire.TSI{GSI: wire.GSI{1, 2, 3, 4, 5, 6}, SourcePort: 1000}
+	cfg.DestPort = 7500
+	cfg.Group = netip.MustParseAddr("239.192.0.1")
+	cfg.NLA = netip.MustParseAddr("10.0.0.1")
+	return cfg
 }
