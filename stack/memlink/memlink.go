@@ -363,13 +363,16 @@ func (p *Port) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	if p.closed {
 		return 0, &tcpip.ErrClosedForSend{}
 	}
-	n := 0
 	for _, pkt := range pkts.AsSlice() {
-		h.stats.Sent++
-		h.enqueueLocked(item{buf: pkt.ToBuffer(), from: p})
-		n++
+		p.sendLocked(pkt)
 	}
-	return n, nil
+	return pkts.Len(), nil
+}
+
+// sendLocked queues a reference to pkt's buffer; the hub's mutex is held.
+func (p *Port) sendLocked(pkt *stack.PacketBuffer) {
+	p.hub.stats.Sent++
+	p.hub.enqueueLocked(item{buf: pkt.ToBuffer(), from: p})
 }
 
 // QDisc returns the port as a NIC's queueing discipline
@@ -382,14 +385,12 @@ type portQDisc struct{ p *Port }
 
 // WritePacket implements stack.QueueingDiscipline.
 func (d portQDisc) WritePacket(pkt *stack.PacketBuffer) tcpip.Error {
-	h := d.p.hub
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	d.p.hub.mu.Lock()
+	defer d.p.hub.mu.Unlock()
 	if d.p.closed {
 		return &tcpip.ErrClosedForSend{}
 	}
-	h.stats.Sent++
-	h.enqueueLocked(item{buf: pkt.ToBuffer(), from: d.p})
+	d.p.sendLocked(pkt)
 	return nil
 }
 
