@@ -13,6 +13,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"os/signal"
@@ -79,26 +80,10 @@ func main() {
 	}
 	cases := append(allCases(env, *runs), headroomCases(env, *runs)...)
 	if *cpuProf != "" {
-		f, err := os.Create(*cpuProf)
-		if err != nil {
-			log.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			log.Fatal(err)
-		}
-		defer f.Close()
-		defer pprof.StopCPUProfile()
+		defer record(*cpuProf, pprof.StartCPUProfile, pprof.StopCPUProfile)()
 	}
 	if *trFile != "" {
-		f, err := os.Create(*trFile)
-		if err != nil {
-			log.Fatal(err)
-		}
-		if err := trace.Start(f); err != nil {
-			log.Fatal(err)
-		}
-		defer f.Close()
-		defer trace.Stop()
+		defer record(*trFile, trace.Start, trace.Stop)()
 	}
 	var selected []*Case
 	for _, c := range cases {
@@ -121,4 +106,20 @@ func main() {
 		log.Fatal(err)
 	}
 	log.Printf("wrote %s in %v", filepath.Join(*out, "REPORT.md"), time.Since(start).Round(time.Second))
+}
+
+// record starts writing a profile or trace (start) to path and returns
+// what stops it and closes the file.
+func record(path string, start func(io.Writer) error, stop func()) func() {
+	f, err := os.Create(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := start(f); err != nil {
+		log.Fatal(err)
+	}
+	return func() {
+		stop()
+		f.Close()
+	}
 }
