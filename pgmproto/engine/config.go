@@ -13,7 +13,9 @@ import (
 // OpenPGM so that fragment boundaries, and thus its 16-fragment APDU limit,
 // line up (22 976 bytes at MTU 1500).
 const (
-	ipv4HeaderLen  = 20
+	// DefaultNetHeaderLen is the network-layer header size assumed when
+	// Config.NetHeaderLen is 0: IPv4 without options.
+	DefaultNetHeaderLen = 20
 	dataHeaderLen  = wire.HeaderLen + 8 // common header + ODATA/RDATA sqn and trail
 	optLengthLen   = 4
 	optFragmentLen = 16
@@ -26,6 +28,12 @@ const (
 
 // DefaultMaxAPDU is the default largest APDU (see Config.MaxAPDU).
 const DefaultMaxAPDU = 64 << 10
+
+// Default receive memory budgets (Config.RXWBudget, Config.ReceiveBudget).
+const (
+	DefaultRXWBudget     = 64 << 20
+	DefaultReceiveBudget = 64 << 20
+)
 
 // Config holds every timer and limit of a Source or Receiver. The zero value
 // of a field means "use the default" (see DefaultConfig), except where noted.
@@ -44,6 +52,12 @@ type Config struct {
 
 	// MaxTPDU is the largest IP packet, including the IP header (the MTU).
 	MaxTPDU int
+	// NetHeaderLen is the size of the network-layer header in front of
+	// every PGM packet (IPv4 20, IPv6 40; UDP encapsulation adds its 8).
+	// The socket takes it from its route; 0 means DefaultNetHeaderLen.
+	// It sets the largest TSDU and what rate limits and byte counters add
+	// per packet.
+	NetHeaderLen int
 	// MaxAPDU is the largest application message, fragmented with
 	// OPT_FRAGMENT when it exceeds one TSDU. Default 64 KiB (less if the
 	// transmit window cannot hold that many fragments).
@@ -97,7 +111,16 @@ type Config struct {
 	// by Source.Config), so that reusing it keeps the same mode.
 	timedTXW, defaulted bool
 
-	// Receive window in sequences; when 0 it is RXWSecs × RXWMaxRate / MaxTPDU.
+	// The receive window follows the source: it spans what the source
+	// advertises (SPM and data trail up to the highest sequence seen),
+	// bounded by RXWBudget bytes per session and ReceiveBudget bytes
+	// over all sessions (payloads as held, plus per-sequence state).
+	// 0 means DefaultRXWBudget / DefaultReceiveBudget.
+	RXWBudget     int
+	ReceiveBudget int
+	// RXWSqns optionally caps the receive window in sequences; when 0 and
+	// RXWSecs is set it is RXWSecs × RXWMaxRate / MaxTPDU (a Winsock-style
+	// hint); when all are 0 only the budgets bound it.
 	RXWSqns    uint32
 	RXWSecs    time.Duration
 	RXWMaxRate int
@@ -181,6 +204,9 @@ func (c Config) withDefaults() Config {
 	}
 	d := DefaultConfig()
 	orDefault(&c.MaxTPDU, d.MaxTPDU)
+	orDefault(&c.NetHeaderLen, DefaultNetHeaderLen)
+	orDefault(&c.RXWBudget, DefaultRXWBudget)
+	orDefault(&c.ReceiveBudget, DefaultReceiveBudget)
 	orDefault(&c.TXWMaxRate, d.TXWMaxRate)
 	c.timedTXW = c.TXWSecs > 0
 	if c.TXWSqns == 0 && c.TXWSecs == 0 {
@@ -193,7 +219,7 @@ func (c Config) withDefaults() Config {
 		// capacity assumes the smallest data packet and TXWBytes bounds
 		// the memory instead (the rings grow only as far as used).
 		bytes := int64(c.TXWSecs) * int64(c.TXWMaxRate) / int64(time.Second)
-		c.TXWSqns = uint32(min(bytes/int64(ipv4HeaderLen+dataHeaderLen+1), 1<<24))
+		c.TXWSqns = uint32(min(bytes/int64(c.NetHeaderLen+dataHeaderLen+1), 1<<24))
 		if c.TXWBytes == 0 {
 			c.TXWBytes = int(min(bytes, 1<<40))
 		}
@@ -251,8 +277,12 @@ func (c Config) withDefaults() Config {
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	switch {
-	case c.MaxTPDU < ipv4HeaderLen+dataHeaderLen+optLengthLen+optFragmentLen+optFlagLen+1 || c.MaxTPDU > 65535:
-		return cfgErr("MaxTPDU %d out of range [%d, 65535]", c.MaxTPDU, ipv4HeaderLen+dataHeaderLen+optLengthLen+optFragmentLen+optFlagLen+1)
+	case c.NetHeaderLen < 0 || c.NetHeaderLen > 256:
+		return cfgErr("NetHeaderLen %d out of range [0, 256]", c.NetHeaderLen)
+	case c.MaxTPDU < c.NetHeaderLen+dataHeaderLen+optLengthLen+optFragmentLen+optFlagLen+1 || c.MaxTPDU > 65535:
+		return cfgErr("MaxTPDU %d out of range [%d, 65535]", c.MaxTPDU, c.NetHeaderLen+dataHeaderLen+optLengthLen+optFragmentLen+optFlagLen+1)
+	case c.RXWBudget < 0 || c.ReceiveBudget < 0:
+		return cfgErr("RXWBudget %d / ReceiveBudget %d must not be negative", c.RXWBudget, c.ReceiveBudget)
 	case c.MaxAPDU < 1:
 		return cfgErr("MaxAPDU %d must be positive", c.MaxAPDU)
 	case c.TXWSqns < 1 || c.TXWSqns > 1<<30:
@@ -301,7 +331,7 @@ func (c Config) Validate() error {
 }
 
 // maxTSDU is the largest payload of an unfragmented data packet.
-func (c *Config) maxTSDU() int { return c.MaxTPDU - ipv4HeaderLen - dataHeaderLen }
+func (c *Config) maxTSDU() int { return c.MaxTPDU - c.NetHeaderLen - dataHeaderLen }
 
 // maxTSDUFragment is the largest payload of a fragment (OPT_LENGTH and
 // OPT_FRAGMENT take room).

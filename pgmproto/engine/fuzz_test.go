@@ -249,7 +249,7 @@ func FuzzSource(f *testing.F) {
 				if !ok {
 					break
 				}
-				if len(tx.Packet)+ipv4HeaderLen > c.MaxTPDU {
+				if len(tx.Packet)+c.NetHeaderLen > c.MaxTPDU {
 					t.Fatalf("sent %d bytes > MaxTPDU", len(tx.Packet))
 				}
 				if _, err := wire.Parse(tx.Packet); err != nil {

@@ -240,7 +240,7 @@ func (r *Receiver) HandlePacket(now time.Time, b []byte, from, to netip.Addr) er
 				return nil
 			}
 		}
-		pr.stats.TotalBytesReceived += uint64(len(b) + ipv4HeaderLen)
+		pr.stats.TotalBytesReceived += uint64(len(b) + r.cfg.NetHeaderLen)
 		pr.expiry = now.Add(r.cfg.PeerExpiry)
 		if p.Type() == wire.TypeSPM {
 			r.onSPM(now, pr, p)
@@ -252,7 +252,7 @@ func (r *Receiver) HandlePacket(now time.Time, b []byte, from, to netip.Addr) er
 			r.orphan.PacketsDiscarded++
 			return nil
 		}
-		pr.stats.TotalBytesReceived += uint64(len(b) + ipv4HeaderLen)
+		pr.stats.TotalBytesReceived += uint64(len(b) + r.cfg.NetHeaderLen)
 		if p.Type() == wire.TypeNCF {
 			pr.stats.NCFsReceived++
 		}

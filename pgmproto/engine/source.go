@@ -440,7 +440,7 @@ func (s *Source) Next(now time.Time) (Transmit, bool) {
 	if s.rLen > 0 {
 		q := s.repairs[s.rHead]
 		e := s.w.at(q)
-		size := dataSize(e)
+		size := s.dataSize(e)
 		if !s.total.allows(now, size) {
 			return Transmit{}, false
 		}
@@ -457,7 +457,7 @@ func (s *Source) Next(now time.Time) (Transmit, bool) {
 	if s.w.sendNext != s.w.next {
 		q := s.w.sendNext
 		e := s.w.at(q)
-		size := dataSize(e)
+		size := s.dataSize(e)
 		if !s.total.allows(now, size) || !s.odata.allows(now, size) {
 			return Transmit{}, false
 		}
@@ -498,8 +498,8 @@ func (s *Source) NextInto(now time.Time, buf []byte) (Transmit, bool) {
 
 // dataSize bounds the wire size of e as ODATA/RDATA (IP header included)
 // for the rate limiter.
-func dataSize(e *txEntry) int {
-	return ipv4HeaderLen + dataHeaderLen + optLengthLen + optFragmentLen + optFlagLen + len(e.payload)
+func (s *Source) dataSize(e *txEntry) int {
+	return s.cfg.NetHeaderLen + dataHeaderLen + optLengthLen + optFragmentLen + optFlagLen + len(e.payload)
 }
 
 func (s *Source) spm(f pktFlags) int {
@@ -530,7 +530,7 @@ func (s *Source) data(t wire.Type, q seq.Num, e *txEntry) int {
 		if extra == 0 {
 			extra = optLengthLen
 		}
-		if ipv4HeaderLen+dataHeaderLen+extra+optFlagLen+len(e.payload) > s.cfg.MaxTPDU {
+		if s.cfg.NetHeaderLen+dataHeaderLen+extra+optFlagLen+len(e.payload) > s.cfg.MaxTPDU {
 			f = 0
 		}
 	}
@@ -539,7 +539,7 @@ func (s *Source) data(t wire.Type, q seq.Num, e *txEntry) int {
 
 // emit accounts for a packet of n bytes in s.buf and returns it.
 func (s *Source) emit(now time.Time, n int, extra *bucket) Transmit {
-	wireLen := n + ipv4HeaderLen
+	wireLen := n + s.cfg.NetHeaderLen
 	s.total.take(now, wireLen)
 	if extra != nil {
 		extra.take(now, wireLen)
@@ -577,11 +577,11 @@ func (s *Source) NextDeadline() (time.Time, bool) {
 		set(s.nextAmbient)
 	}
 	if s.rLen > 0 {
-		size := dataSize(s.w.at(s.repairs[s.rHead]))
+		size := s.dataSize(s.w.at(s.repairs[s.rHead]))
 		set(later(s.total.readyAt(s.now, size), s.rdata.readyAt(s.now, size)))
 	}
 	if s.w.sendNext != s.w.next {
-		size := dataSize(s.w.at(s.w.sendNext))
+		size := s.dataSize(s.w.at(s.w.sendNext))
 		set(later(s.total.readyAt(s.now, size), s.odata.readyAt(s.now, size)))
 	}
 	if old := s.w.oldestSent(); !old.IsZero() && s.w.evictable() {

@@ -317,7 +317,7 @@ func rateLimited(t *testing.T, rate, n int) *harness {
 	c.TXWSecs = time.Minute
 	h := newSourceHarness(t, c)
 	for range n {
-		require.NoError(t, h.src.Send(h.now, make([]byte, 1000-ipv4HeaderLen-dataHeaderLen)))
+		require.NoError(t, h.src.Send(h.now, make([]byte, 1000-DefaultNetHeaderLen-dataHeaderLen)))
 	}
 	return h
 }
@@ -339,7 +339,7 @@ func TestSourceRateBurst(t *testing.T) {
 	sentBytes := func() int {
 		n := 0
 		for _, s := range h.of(wire.TypeODATA) {
-			n += len(s.Packet) + ipv4HeaderLen
+			n += len(s.Packet) + DefaultNetHeaderLen
 		}
 		h.wire = nil
 		return n
