@@ -133,6 +133,7 @@ func (s *Socket) Listen() error {
 
 	cfg := s.opts.engineConfig()
 	cfg.DestPort = port
+	cfg.NetHeaderLen = addrHeaderLen(group)
 	if multicast {
 		cfg.Group = group
 	}

@@ -94,16 +94,13 @@ func (s *Socket) Connect(group netip.AddrPort) error {
 		return fmt.Errorf("pgm: no route to %v: %s", ga, terr)
 	}
 	nic, localAddr := r.NICID(), r.LocalAddress()
-	r.Release()
-	mtu := int(s.p.s.NICInfo()[nic].MTU)
-
 	cfg := s.opts.engineConfig()
+	applyRoute(&cfg, r)
+	r.Release()
+
 	cfg.DestPort = group.Port()
 	cfg.Group = ga
 	cfg.NLA = netipAddr(localAddr)
-	if mtu > 0 && mtu < cfg.MaxTPDU {
-		cfg.MaxTPDU = mtu
-	}
 	eng := &sourceEngine{group: ga}
 	d := newDriver(s.p, eng, txParams{NIC: nic, Local: localAddr, TTL: s.opts.ttl, Loop: s.opts.loop})
 
