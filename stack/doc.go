@@ -14,7 +14,9 @@
 // MsgPartial); SockStream is a byte stream. A graceful end reads as ErrDisconnected (io.EOF);
 // unrecoverable loss, an abort or a vanished source as a *SessionError
 // matching ErrConnReset. Conn and Listener adapt sockets to net.Conn and
-// net.Listener (Dial, Listen).
+// net.Listener (Dial, Listen, with options such as WithRate and
+// WithWindow). Errors match a package sentinel and, where one fits, the
+// errno a Unix socket would give (EINVAL, EMSGSIZE, EAGAIN).
 //
 // Inside, each socket owns a sans-IO engine from pgmproto/engine run by a
 // driver: packets and API calls go in under one mutex, one timer on the

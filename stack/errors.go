@@ -6,8 +6,10 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 
+	"github.com/pgmtun/pgmtun/pgmproto/engine"
 	"github.com/pgmtun/pgmtun/pgmproto/seq"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
 )
@@ -15,9 +17,11 @@ import (
 // Errors of the socket API. Match them with errors.Is; the net.Conn and
 // net.Listener adapters wrap them in *net.OpError.
 var (
-	// ErrWouldBlock: the send window is full and the socket is
-	// non-blocking (Winsock WSAEWOULDBLOCK). Also matches syscall.EAGAIN.
-	ErrWouldBlock error = &sysErr{"pgm: send window full, operation would block", syscall.EAGAIN}
+	// ErrWouldBlock: the socket is non-blocking and the call would wait:
+	// Send with the window full, Recv with nothing to read, Accept with no
+	// session (Winsock WSAEWOULDBLOCK). The error returned says which; it
+	// matches ErrWouldBlock and syscall.EAGAIN (EWOULDBLOCK).
+	ErrWouldBlock error = &sysErr{"pgm: operation would block", syscall.EAGAIN}
 	// ErrDisconnected: the session ended gracefully (the source closed with
 	// OPT_FIN and everything before it was received; Winsock WSAEDISCON).
 	// It matches io.EOF.
@@ -35,16 +39,75 @@ var (
 	// ErrOptionTooLate: the option can only be set after Bind and before
 	// Connect or Listen (as in Winsock).
 	ErrOptionTooLate = errors.New("pgm: option must be set after bind and before connect/listen")
-	// ErrInvalidOption: the option value is out of range.
-	ErrInvalidOption = errors.New("pgm: invalid option value")
+	// ErrInvalidOption: an option value or address is out of range (a
+	// data port of 0, a Bind address not on this stack, a setting the
+	// protocol engine refuses). Matches syscall.EINVAL.
+	ErrInvalidOption error = &sysErr{"pgm: invalid option value", syscall.EINVAL}
 	// ErrClosed: the socket is closed. Matches net.ErrClosed.
 	ErrClosed error = &sysErr{"pgm: use of closed socket", net.ErrClosed}
 	// ErrTimeout: a deadline passed. Matches os.ErrDeadlineExceeded and
 	// reports Timeout() true.
 	ErrTimeout error = &timeoutErr{}
-	// ErrMessageTooLarge: the message exceeds the largest APDU.
-	ErrMessageTooLarge = errors.New("pgm: message larger than the maximum APDU")
+	// ErrMessageTooLarge: the message exceeds the largest APDU (see
+	// SetMaxMessageSize). Matches syscall.EMSGSIZE.
+	ErrMessageTooLarge error = &sysErr{"pgm: message larger than the maximum APDU", syscall.EMSGSIZE}
 )
+
+// What a non-blocking call would have waited for; each matches
+// ErrWouldBlock and syscall.EAGAIN.
+var (
+	errSendWouldBlock   error = &wouldBlockErr{"pgm: send window full, operation would block"}
+	errRecvWouldBlock   error = &wouldBlockErr{"pgm: no data to receive, operation would block"}
+	errAcceptWouldBlock error = &wouldBlockErr{"pgm: no session to accept, operation would block"}
+)
+
+type wouldBlockErr struct{ msg string }
+
+func (e *wouldBlockErr) Error() string { return e.msg }
+func (e *wouldBlockErr) Is(target error) bool {
+	return target == ErrWouldBlock || target == syscall.EAGAIN || target == syscall.EWOULDBLOCK
+}
+
+// engineOptions names, by the start of an engine.Config error message,
+// the socket setter that controls the field it is about (longest
+// prefixes first where they share a start).
+var engineOptions = []struct{ prefix, option string }{
+	{"MaxTPDU", "the interface MTU"},
+	{"NetHeaderLen", "the network header size"},
+	{"RXWBudget", "SetReceiveBudget"},
+	{"MaxAPDU", "SetMaxMessageSize"},
+	{"TXWAdvancePct", "SetSendWindowAdvance"},
+	{"transmit window", "SetRateWindow"},
+	{"receive window", "SetRateWindow"},
+	{"TXW", "SetRateWindow"},
+	{"ODATARate", "SetRateWindow"},
+	{"LateJoinPct", "SetLateJoin"},
+	{"unknown NAKBackoff", "SetNAKBackoff"},
+	{"NAKGroupSize", "SetNAKBackoff"},
+	{"MaxPeers", "SetMaxSessions"},
+	{"Group", "the group address"},
+	{"AmbientSPM", "SetTimers"},
+	{"HeartbeatSPM", "SetTimers"},
+	{"SPMRMinIvl", "SetTimers"},
+	{"Linger", "SetTimers"},
+	{"receiver timers", "SetTimers"},
+	{"NAKDataRetries", "SetTimers"},
+}
+
+// configErr turns an error of engine.NewSource or engine.NewReceiver into
+// the socket's own: ErrInvalidOption, naming the option to change rather
+// than the engine's configuration.
+func configErr(err error) error {
+	msg := strings.TrimPrefix(err.Error(), engine.ErrConfig.Error()+": ")
+	option := "socket options"
+	for _, o := range engineOptions {
+		if strings.HasPrefix(msg, o.prefix) {
+			option = o.option
+			break
+		}
+	}
+	return fmt.Errorf("%w: %s: %s", ErrInvalidOption, option, msg)
+}
 
 // sysErr is an error with its own text that also matches a standard error.
 type sysErr struct {

@@ -8,6 +8,8 @@ import (
 	"log"
 	"net/netip"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/pgmtun/pgmtun/stack"
 	"github.com/pgmtun/pgmtun/stack/memlink"
@@ -137,6 +139,50 @@ func Example_stream() {
 	// LINE 0
 	// LINE 1
 	// LINE 2
+}
+
+// Dial and Listen take options: here a 10 MB/s rate with a 2 s window
+// (the default is 400 000 B/s), a receive memory budget and shorter NAK
+// timers; WithSetup reaches any other setter. Errors match both the
+// package's sentinels and the errno, as a Unix socket's would.
+func ExampleDial_options() {
+	sp, rp, closeAll := twoStacks()
+	defer closeAll()
+	group := netip.MustParseAddrPort("239.192.0.6:7650")
+
+	l, err := stack.Listen(rp, stack.SockStream, group,
+		stack.WithRate(10_000_000), stack.WithWindow(2*time.Second),
+		stack.WithReceiveBudget(16<<20, 64<<20),
+		stack.WithTimers(stack.Timers{NAKBOIvl: 20 * time.Millisecond, NAKRptIvl: 500 * time.Millisecond}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+
+	c, err := stack.Dial(sp, stack.SockStream, group,
+		stack.WithRate(10_000_000), stack.WithWindow(2*time.Second),
+		stack.WithSetup(func(s *stack.Socket) error { return s.SetMulticastTTL(4) }))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("sender: %+v\n", c.Socket().RateWindow())
+	c.Write(make([]byte, 1<<20))
+	c.Close()
+
+	rc, err := l.Accept()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer rc.Close()
+	n, err := io.Copy(io.Discard, rc)
+	fmt.Println("received:", n, err)
+
+	_, err = stack.Dial(sp, stack.SockRDM, netip.MustParseAddrPort("239.192.0.6:0"))
+	fmt.Println(errors.Is(err, stack.ErrInvalidOption), errors.Is(err, syscall.EINVAL))
+	// Output:
+	// sender: {RateKbitsPerSec:80000 WindowSizeInMSecs:2000 WindowSizeInBytes:20000000}
+	// received: 1048576 <nil>
+	// true true
 }
 
 // A message larger than the receive buffer comes back in parts, each but

@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -28,16 +29,127 @@ func NewConn(s *Socket) (*Conn, error) {
 	return &Conn{s: s}, nil
 }
 
-// Dial creates a sender socket of type typ on p, bound to the unspecified
-// address and connected to group, and returns it as a net.Conn.
-func Dial(p *Protocol, typ SocketType, group netip.AddrPort) (*Conn, error) {
+// Option configures the socket Dial or Listen makes. Each option calls a
+// Socket setter between Bind and Connect/Listen; an invalid value fails
+// Dial or Listen with the setter's error.
+type Option func(*connOpts)
+
+// connOpts collects the options, so that the rate and the window, both
+// parts of one RateWindow, can be given separately and in any order.
+type connOpts struct {
+	rate   int
+	window time.Duration
+	timers *Timers
+	budget *[2]int
+	setup  []func(*Socket) error
+}
+
+// WithRate sets the largest send rate in bytes per second, IP headers
+// included, in steps of 125 (1 kbit/s): the RateKbitsPerSec of
+// SetRateWindow. Without it (or with 0) a sender is held to the default
+// 400 000 B/s.
+// On a receiver it sizes the receive window with WithWindow. Give
+// WithWindow too: alone it keeps the default window of 100 packets, a few
+// milliseconds at a high rate, too little to repair losses.
+func WithRate(bytesPerSec int) Option {
+	return func(o *connOpts) { o.rate = bytesPerSec }
+}
+
+// WithWindow sets the window as time, in milliseconds: how long a sender
+// keeps data for repairs (its size in bytes is this × the rate), and the
+// receive window's span; the WindowSizeInMSecs of SetRateWindow. 0 keeps
+// the default.
+func WithWindow(d time.Duration) Option {
+	return func(o *connOpts) { o.window = d }
+}
+
+// WithReceiveBudget bounds a receiver's memory for repairs and reassembly
+// (SetReceiveBudget; 0 keeps a default of 64 MiB).
+func WithReceiveBudget(perSession, total int) Option {
+	return func(o *connOpts) { o.budget = &[2]int{perSession, total} }
+}
+
+// WithTimers sets protocol timers and retry limits: the NAK timers of a
+// receiver, the SPM intervals of a sender (SetTimers; zero fields keep
+// the defaults).
+func WithTimers(t Timers) Option {
+	return func(o *connOpts) { o.timers = &t }
+}
+
+// WithSetup runs f on the bound socket after the other options, before
+// Connect or Listen, for any other setter (SetMulticastLoop, SetLateJoin,
+// SetMaxMessageSize, ...). An error from f fails Dial or Listen.
+func WithSetup(f func(*Socket) error) Option {
+	return func(o *connOpts) { o.setup = append(o.setup, f) }
+}
+
+// apply sets the options on s, which is bound.
+func (o *connOpts) apply(s *Socket) error {
+	switch {
+	case o.rate != 0 && o.rate < 125:
+		return fmt.Errorf("%w: WithRate(%d): less than 125 B/s (1 kbit/s)", ErrInvalidOption, o.rate)
+	case o.window != 0 && o.window < time.Millisecond:
+		return fmt.Errorf("%w: WithWindow(%v): less than 1 ms", ErrInvalidOption, o.window)
+	}
+	if o.rate != 0 || o.window != 0 {
+		w := RateWindow{RateKbitsPerSec: uint64(o.rate / 125), WindowSizeInMSecs: uint64(o.window / time.Millisecond)}
+		if err := s.SetRateWindow(w); err != nil {
+			return err
+		}
+	}
+	if o.timers != nil {
+		if err := s.SetTimers(*o.timers); err != nil {
+			return err
+		}
+	}
+	if o.budget != nil {
+		if err := s.SetReceiveBudget(o.budget[0], o.budget[1]); err != nil {
+			return err
+		}
+	}
+	for _, f := range o.setup {
+		if f == nil {
+			continue
+		}
+		if err := f(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// open makes a socket of type typ, binds it to local, applies opts and
+// starts it; on failure it closes the socket.
+func open(p *Protocol, typ SocketType, local netip.AddrPort, opts []Option, start func(*Socket) error) (*Socket, error) {
+	var o connOpts
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
 	s, err := p.Socket(typ)
+	if err != nil {
+		return nil, err
+	}
+	err = s.Bind(local)
 	if err == nil {
-		err = s.Bind(netip.AddrPort{})
+		err = o.apply(s)
 	}
 	if err == nil {
-		err = s.Connect(group)
+		err = start(s)
 	}
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Dial creates a sender socket of type typ on p, bound to the unspecified
+// address, with opts set, connected to group, and returns it as a
+// net.Conn.
+func Dial(p *Protocol, typ SocketType, group netip.AddrPort, opts ...Option) (*Conn, error) {
+	s, err := open(p, typ, netip.AddrPort{}, opts, func(s *Socket) error { return s.Connect(group) })
 	if err != nil {
 		return nil, &net.OpError{Op: "dial", Net: "pgm", Addr: Addr{AddrPort: group}, Err: err}
 	}
@@ -106,16 +218,10 @@ func NewListener(s *Socket) (*Listener, error) {
 	return &Listener{s: s}, nil
 }
 
-// Listen creates a receiver socket of type typ on p, bound to group and
-// listening, and returns it as a net.Listener.
-func Listen(p *Protocol, typ SocketType, group netip.AddrPort) (*Listener, error) {
-	s, err := p.Socket(typ)
-	if err == nil {
-		err = s.Bind(group)
-	}
-	if err == nil {
-		err = s.Listen()
-	}
+// Listen creates a receiver socket of type typ on p, bound to group, with
+// opts set, listening, and returns it as a net.Listener.
+func Listen(p *Protocol, typ SocketType, group netip.AddrPort, opts ...Option) (*Listener, error) {
+	s, err := open(p, typ, group, opts, (*Socket).Listen)
 	if err != nil {
 		return nil, &net.OpError{Op: "listen", Net: "pgm", Addr: Addr{AddrPort: group}, Err: err}
 	}

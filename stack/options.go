@@ -159,6 +159,8 @@ type sockOpts struct {
 	nakGroupSize  int // receivers expected to share a loss (0 = default)
 	maxAPDU       int
 	receiveWindow uint32 // receiver window in sequences (0 = default)
+	rxwBudget     int    // receiver: bytes per session (0 = default)
+	receiveBudget int    // receiver: bytes over all sessions (0 = default)
 	backlog       int    // listener: sessions waiting for Accept
 	maxSessions   int    // listener: sources tracked at once
 }
@@ -199,6 +201,7 @@ func (o *sockOpts) engineConfig() engine.Config {
 	if o.maxSessions != 0 {
 		c.MaxPeers = o.maxSessions
 	}
+	c.RXWBudget, c.ReceiveBudget = o.rxwBudget, o.receiveBudget
 	o.timers.apply(&c)
 	c.NAKBackoff, c.NAKGroupSize = o.nakBackoff, o.nakGroupSize
 	return c

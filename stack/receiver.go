@@ -130,6 +130,9 @@ func (s *Socket) Listen() error {
 	if !multicast && !group.IsUnspecified() {
 		return fmt.Errorf("%w: listen on %v: bind a multicast group (or the unspecified address)", ErrInvalidOption, group)
 	}
+	if port == 0 {
+		return fmt.Errorf("%w: listen on %v: data port 0", ErrInvalidOption, s.local)
+	}
 
 	cfg := s.opts.engineConfig()
 	cfg.DestPort = port
@@ -142,7 +145,7 @@ func (s *Socket) Listen() error {
 	d := newDriver(s.p, nil, txParams{TTL: s.opts.ttl, Loop: s.opts.loop})
 	r, err := engine.NewReceiver(cfg, d.now(), rng)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalidOption, err)
+		return configErr(err)
 	}
 	eng := &receiverEngine{r: r}
 	if multicast {
@@ -416,7 +419,7 @@ func (s *Socket) AcceptContext(ctx context.Context) (*Socket, error) {
 			return &Socket{p: s.p, typ: s.typ, state: stateSession, local: l.local, sess: ss}, nil
 		}
 		l.d.mu.Unlock()
-		if err := s.wait(ctx, ch, &s.rd, l.closed); err != nil {
+		if err := s.wait(ctx, ch, &s.rd, l.closed, errAcceptWouldBlock); err != nil {
 			return nil, err
 		}
 	}
@@ -575,7 +578,7 @@ func (s *Socket) RecvMsg(ctx context.Context, b []byte) (int, MsgFlags, error) {
 			ch = l.notify.wait()
 			continue
 		}
-		if err := s.wait(ctx, ch, &s.rd, nil); err != nil {
+		if err := s.wait(ctx, ch, &s.rd, nil, errRecvWouldBlock); err != nil {
 			return 0, 0, err
 		}
 		ch = l.notify.wait()

@@ -84,6 +84,9 @@ func (s *Socket) Connect(group netip.AddrPort) error {
 	if !ga.IsValid() || ga.IsUnspecified() {
 		return fmt.Errorf("%w: connect to %v", ErrInvalidOption, group)
 	}
+	if group.Port() == 0 {
+		return fmt.Errorf("%w: connect to %v: data port 0", ErrInvalidOption, group)
+	}
 	group = netip.AddrPortFrom(ga, group.Port())
 	var local = s.local.Addr()
 	if local.IsUnspecified() {
@@ -126,7 +129,7 @@ func (s *Socket) Connect(group netip.AddrPort) error {
 		d.closed = true
 		d.mu.Unlock()
 		s.p.UnregisterSource(tsi)
-		return fmt.Errorf("%w: %v", ErrInvalidOption, err)
+		return configErr(err)
 	}
 	eng.src = src
 	snd.tsi = tsi
@@ -287,7 +290,7 @@ func (snd *sender) sendAPDU(ctx context.Context, apdu []byte) error {
 			return err
 		}
 		if snd.s.nonBlocking.Load() {
-			return ErrWouldBlock
+			return errSendWouldBlock
 		}
 		if ch == nil {
 			// Take the wake-up channel only now (it allocates), and try
@@ -295,7 +298,7 @@ func (snd *sender) sendAPDU(ctx context.Context, apdu []byte) error {
 			ch = snd.notify.wait()
 			continue
 		}
-		if err := snd.s.wait(ctx, ch, &snd.s.wr, snd.apiClosed); err != nil {
+		if err := snd.s.wait(ctx, ch, &snd.s.wr, snd.apiClosed, errSendWouldBlock); err != nil {
 			return err
 		}
 		ch = snd.notify.wait()

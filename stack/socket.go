@@ -92,7 +92,9 @@ func (s *Socket) Type() SocketType { return s.typ }
 // Bind sets the local address. A sender binds the unspecified address
 // (or a local one to send from) with any port; a receiver binds the group
 // and data port it will listen on (the unspecified address listens on every
-// group the stack has joined).
+// group the stack has joined). A multicast group with port 0, or a unicast
+// address that is not this stack's, fails with ErrInvalidOption (matching
+// syscall.EINVAL).
 func (s *Socket) Bind(addr netip.AddrPort) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -105,7 +107,14 @@ func (s *Socket) Bind(addr netip.AddrPort) error {
 	if !addr.Addr().IsValid() {
 		addr = netip.AddrPortFrom(netip.IPv4Unspecified(), addr.Port())
 	}
-	s.local = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	a := addr.Addr().Unmap()
+	switch {
+	case a.IsMulticast() && addr.Port() == 0:
+		return fmt.Errorf("%w: bind %v: data port 0", ErrInvalidOption, addr)
+	case !a.IsMulticast() && !a.IsUnspecified() && s.p.s.CheckLocalAddress(0, netProto(a), tcpipAddr(a)) == 0:
+		return fmt.Errorf("%w: bind %v: not an address of this stack", ErrInvalidOption, addr)
+	}
+	s.local = netip.AddrPortFrom(a, addr.Port())
 	s.state = stateBound
 	return nil
 }
@@ -323,6 +332,22 @@ func (s *Socket) SetMaxMessageSize(n int) error {
 	return s.setOpt(func(o *sockOpts) error { o.maxAPDU = n; return nil })
 }
 
+// SetReceiveBudget bounds the memory a receiver holds for repairs and
+// reassembly: perSession bytes for each session's receive window and total
+// bytes over all the sessions of the listener (payloads as held plus
+// per-sequence state). 0 keeps the default, engine.DefaultRXWBudget and
+// engine.DefaultReceiveBudget (64 MiB each). Data beyond a budget is
+// dropped and repaired later, or lost once the source's window has passed
+// it. This is not SetReceiveBuffer, which bounds data delivered but not
+// yet read. Set it between Bind and Listen; a sender accepts and ignores
+// it.
+func (s *Socket) SetReceiveBudget(perSession, total int) error {
+	if perSession < 0 || total < 0 {
+		return fmt.Errorf("%w: receive budget %d per session, %d in all: negative", ErrInvalidOption, perSession, total)
+	}
+	return s.setOpt(func(o *sockOpts) error { o.rxwBudget, o.receiveBudget = perSession, total; return nil })
+}
+
 // SetAcceptBacklog sets how many sessions a listener holds for Accept
 // (the backlog of Winsock's listen; default DefaultAcceptBacklog, at most
 // MaxAcceptBacklog). A session waits in the backlog from its first ODATA
@@ -373,10 +398,10 @@ func (s *Socket) SetReadDeadline(t time.Time) error { s.rd.set(t); return nil }
 func (s *Socket) SetWriteDeadline(t time.Time) error { s.wr.set(t); return nil }
 
 // wait blocks until ch is closed, ctx ends, the deadline passes or stop is
-// closed.
-func (s *Socket) wait(ctx context.Context, ch <-chan struct{}, dl *deadline, stop <-chan struct{}) error {
+// closed; a non-blocking socket fails at once with wouldBlock.
+func (s *Socket) wait(ctx context.Context, ch <-chan struct{}, dl *deadline, stop <-chan struct{}, wouldBlock error) error {
 	if s.nonBlocking.Load() {
-		return ErrWouldBlock
+		return wouldBlock
 	}
 	select {
 	case <-ch:
