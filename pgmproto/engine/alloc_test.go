@@ -72,6 +72,7 @@ func TestSteadyStateAllocations(t *testing.T) {
 			c.TXWSqns, c.TXWMaxRate, c.TXWSecs = 0, 250_000_000, 5*time.Millisecond
 		}, 1000, 0},
 		{"openpgm 8000 (6 fragments)", nil, 8000, 0},
+		{"late join 8000 (OPT_JOIN in every packet)", func(c *Config) { c.LateJoinPct = 50 }, 8000, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -279,8 +279,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.NetHeaderLen < 0 || c.NetHeaderLen > 256:
 		return cfgErr("NetHeaderLen %d out of range [0, 256]", c.NetHeaderLen)
-	case c.MaxTPDU < c.NetHeaderLen+dataHeaderLen+optLengthLen+optFragmentLen+optFlagLen+1 || c.MaxTPDU > 65535:
-		return cfgErr("MaxTPDU %d out of range [%d, 65535]", c.MaxTPDU, c.NetHeaderLen+dataHeaderLen+optLengthLen+optFragmentLen+optFlagLen+1)
+	case c.MaxTPDU < c.NetHeaderLen+dataHeaderLen+optLengthLen+optFragmentLen+c.joinLen()+optFlagLen+1 || c.MaxTPDU > 65535:
+		return cfgErr("MaxTPDU %d out of range [%d, 65535]", c.MaxTPDU, c.NetHeaderLen+dataHeaderLen+optLengthLen+optFragmentLen+c.joinLen()+optFlagLen+1)
 	case c.RXWBudget < 0 || c.ReceiveBudget < 0:
 		return cfgErr("RXWBudget %d / ReceiveBudget %d must not be negative", c.RXWBudget, c.ReceiveBudget)
 	case c.MaxAPDU < 1:
@@ -324,7 +324,7 @@ func (c Config) Validate() error {
 	if c.Group.IsValid() && !c.Group.IsMulticast() {
 		return cfgErr("Group %v is not a multicast address", c.Group)
 	}
-	if frags := (c.MaxAPDU + c.maxTSDUFragment() - 1) / c.maxTSDUFragment(); c.MaxAPDU > c.maxTSDU() && uint32(frags) > c.TXWSqns {
+	if frags := (c.MaxAPDU + c.maxTSDUFragment() - 1) / c.maxTSDUFragment(); c.MaxAPDU > c.sendTSDU() && uint32(frags) > c.TXWSqns {
 		return cfgErr("MaxAPDU %d needs %d fragments, more than the %d-sequence transmit window", c.MaxAPDU, frags, c.TXWSqns)
 	}
 	return nil
@@ -334,10 +334,11 @@ func (c Config) Validate() error {
 func (c *Config) maxTSDU() int { return c.MaxTPDU - c.NetHeaderLen - dataHeaderLen }
 
 // maxTSDUFragment is the largest payload of a fragment (OPT_LENGTH and
-// OPT_FRAGMENT take room).
+// OPT_FRAGMENT take room, and OPT_JOIN with late join).
 func (c *Config) maxTSDUFragment() int {
-	return c.maxTSDU() - optLengthLen - optFragmentLen
+	return c.maxTSDU() - optLengthLen - optFragmentLen - c.joinLen()
 }
 
-// MaxTSDU returns the largest APDU that is sent without fragmentation.
-func (c Config) MaxTSDU() int { c = c.withDefaults(); return c.maxTSDU() }
+// MaxTSDU returns the largest APDU that is sent without fragmentation
+// (smaller with LateJoinPct, whose OPT_JOIN takes room in every packet).
+func (c Config) MaxTSDU() int { c = c.withDefaults(); return c.sendTSDU() }

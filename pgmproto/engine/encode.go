@@ -59,14 +59,27 @@ func finish(b *wire.Builder) int {
 
 // encodeSPM writes an SPM and returns its length.
 func encodeSPM(buf []byte, tsi wire.TSI, dport uint16, spmSQN, trail, lead seq.Num, path netip.Addr, f pktFlags) int {
+	return encodeSPMJoin(buf, tsi, dport, spmSQN, trail, lead, path, f, joinOpt{})
+}
+
+// encodeSPMJoin is encodeSPM with OPT_JOIN when j is on.
+func encodeSPMJoin(buf []byte, tsi wire.TSI, dport uint16, spmSQN, trail, lead seq.Num, path netip.Addr, f pktFlags, j joinOpt) int {
 	var b wire.Builder
 	b.SPM(buf, wire.Downstream(tsi, dport), spmSQN, trail, lead, nla(path))
+	if j.on {
+		b.Join(j.min)
+	}
 	addFlags(&b, f)
 	return finish(&b)
 }
 
 // encodeData writes an ODATA or RDATA packet and returns its length.
 func encodeData(buf []byte, t wire.Type, tsi wire.TSI, dport uint16, sqn, trail seq.Num, payload []byte, frag *fragInfo, f pktFlags) int {
+	return encodeDataJoin(buf, t, tsi, dport, sqn, trail, payload, frag, f, joinOpt{})
+}
+
+// encodeDataJoin is encodeData with OPT_JOIN when j is on.
+func encodeDataJoin(buf []byte, t wire.Type, tsi wire.TSI, dport uint16, sqn, trail seq.Num, payload []byte, frag *fragInfo, f pktFlags, j joinOpt) int {
 	var b wire.Builder
 	if t == wire.TypeRDATA {
 		b.RDATA(buf, wire.Downstream(tsi, dport), sqn, trail)
@@ -75,6 +88,9 @@ func encodeData(buf []byte, t wire.Type, tsi wire.TSI, dport uint16, sqn, trail 
 	}
 	if frag != nil {
 		b.Fragment(frag.first, frag.offset, frag.apdu)
+	}
+	if j.on {
+		b.Join(j.min)
 	}
 	addFlags(&b, f)
 	b.Payload(payload)

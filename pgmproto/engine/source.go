@@ -175,7 +175,7 @@ func (s *Source) Send(now time.Time, apdu []byte) error {
 		return ErrTooLarge
 	}
 	s.advance(now)
-	maxT, maxF := s.cfg.maxTSDU(), s.cfg.maxTSDUFragment()
+	maxT, maxF := s.cfg.sendTSDU(), s.cfg.maxTSDUFragment()
 	if len(apdu) <= maxT {
 		if !s.w.room(1, len(apdu), s.cfg.TXWBytes, s.evict()) {
 			return ErrWindowFull
@@ -499,18 +499,20 @@ func (s *Source) NextInto(now time.Time, buf []byte) (Transmit, bool) {
 // dataSize bounds the wire size of e as ODATA/RDATA (IP header included)
 // for the rate limiter.
 func (s *Source) dataSize(e *txEntry) int {
-	return s.cfg.NetHeaderLen + dataHeaderLen + optLengthLen + optFragmentLen + optFlagLen + len(e.payload)
+	return s.cfg.NetHeaderLen + dataHeaderLen + optLengthLen + optFragmentLen + s.cfg.joinLen() + optFlagLen + len(e.payload)
 }
 
 func (s *Source) spm(f pktFlags) int {
-	n := encodeSPM(s.buf, s.cfg.TSI, s.cfg.DestPort, s.spmSQN, s.w.trail, s.w.lead(), s.cfg.NLA, f)
+	n := encodeSPMJoin(s.buf, s.cfg.TSI, s.cfg.DestPort, s.spmSQN, s.w.trail, s.w.lead(), s.cfg.NLA, f, s.join())
 	s.spmSQN++
 	return n
 }
 
-// data writes ODATA/RDATA for entry e at sequence q. OPT_SYN (first ODATA)
-// and OPT_FIN (last ODATA of a closing session) are added when they fit in
-// the TPDU: the TSDU sizes match OpenPGM's, which leave no room for them.
+// data writes ODATA/RDATA for entry e at sequence q. OPT_JOIN always goes
+// in when late join is on (its room is reserved, see latejoin.go); OPT_SYN
+// (first ODATA) and OPT_FIN (last ODATA of a closing session) are added
+// when they fit in the TPDU: the TSDU sizes match OpenPGM's, which leave no
+// room for them.
 func (s *Source) data(t wire.Type, q seq.Num, e *txEntry) int {
 	var f pktFlags
 	if t == wire.TypeODATA && !s.sentFirst {
@@ -526,6 +528,10 @@ func (s *Source) data(t wire.Type, q seq.Num, e *txEntry) int {
 		fr = &e.frag
 		extra = optLengthLen + optFragmentLen
 	}
+	j := s.join()
+	if j.on {
+		extra = max(extra, optLengthLen) + optJoinLen
+	}
 	if f != 0 {
 		if extra == 0 {
 			extra = optLengthLen
@@ -534,7 +540,7 @@ func (s *Source) data(t wire.Type, q seq.Num, e *txEntry) int {
 			f = 0
 		}
 	}
-	return encodeData(s.buf, t, s.cfg.TSI, s.cfg.DestPort, q, s.w.trail, e.payload, fr, f)
+	return encodeDataJoin(s.buf, t, s.cfg.TSI, s.cfg.DestPort, q, s.w.trail, e.payload, fr, f, j)
 }
 
 // emit accounts for a packet of n bytes in s.buf and returns it.
