@@ -111,14 +111,17 @@ func TestRecycleReusesMemory(t *testing.T) {
 
 	p.r.Recycle(evs[0].Data)
 	p.send(t, []byte("second message"), keep)
-	// "first" was exact-sized, too small for the pool: ignored.
-	assert.Empty(t, p.r.pool.free)
+	// "first" was exact-sized, of no size class: ignored.
+	assert.Zero(t, p.r.pool.bytes)
+	for _, f := range p.r.pool.free {
+		assert.Empty(t, f)
+	}
 
-	// Once the caller recycles, payloads get full-size buffers that come
-	// back and are reused.
+	// Once the caller recycles, payloads get size-class buffers (the
+	// smallest, 64 bytes, here) that come back and are reused.
 	p.send(t, []byte("third"), keep)
 	require.Len(t, evs, 3)
-	assert.Equal(t, p.r.cfg.maxTSDU(), cap(evs[2].Data))
+	assert.Equal(t, minClass, cap(evs[2].Data))
 	old := &evs[2].Data[:1][0]
 	p.r.Recycle(evs[2].Data)
 	p.send(t, []byte("fourth"), keep)
@@ -134,19 +137,29 @@ func TestRecycleReusesMemory(t *testing.T) {
 func TestRecycleIsBounded(t *testing.T) {
 	p := newPipe(t, nil)
 	size := p.r.cfg.maxTSDU()
+	top := len(p.r.pool.classes) - 1
 	for range 2 * maxSpare {
 		p.r.Recycle(make([]byte, size))
 	}
-	assert.Len(t, p.r.pool.free, 512, "bounded by RXWSqns")
-	p.r.pool.free = nil
+	assert.Len(t, p.r.pool.free[top], 512, "bounded by RXWSqns")
+	assert.Equal(t, 512*size, p.r.pool.bytes)
+	p.r.pool = newBufPool(size, 512)
+	p.r.pool.recycling = true
 	p.r.Recycle(make([]byte, 10))
-	assert.Empty(t, p.r.pool.free)
+	p.r.Recycle(make([]byte, 100))
+	assert.Zero(t, p.r.pool.bytes, "no size class")
+	// Small classes share the byte bound.
+	for range 4 * maxSpare {
+		p.r.Recycle(make([]byte, 128))
+	}
+	assert.Len(t, p.r.pool.free[1], 512*size/128)
 
 	// Reassembled APDUs go to their own list, bounded in bytes.
+	before := p.r.pool.bytes
 	for range 100 {
 		p.r.Recycle(make([]byte, 64*1024))
 	}
-	assert.Empty(t, p.r.pool.free)
+	assert.Equal(t, before, p.r.pool.bytes, "APDUs stay out of the packet pool")
 	assert.Len(t, p.r.apdus.free, maxAPDUSpareBytes/(64*1024))
 	assert.Equal(t, maxAPDUSpareBytes, p.r.apdus.bytes)
 	// A buffer is reused only when it fits without wasting over half.

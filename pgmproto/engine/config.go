@@ -16,11 +16,11 @@ const (
 	// DefaultNetHeaderLen is the network-layer header size assumed when
 	// Config.NetHeaderLen is 0: IPv4 without options.
 	DefaultNetHeaderLen = 20
-	dataHeaderLen  = wire.HeaderLen + 8 // common header + ODATA/RDATA sqn and trail
-	optLengthLen   = 4
-	optFragmentLen = 16
-	optFlagLen     = 4 // OPT_SYN, OPT_FIN, OPT_RST
-	optNAKListHdr  = 4 // option header (3) + reserved byte before the sequence list
+	dataHeaderLen       = wire.HeaderLen + 8 // common header + ODATA/RDATA sqn and trail
+	optLengthLen        = 4
+	optFragmentLen      = 16
+	optFlagLen          = 4 // OPT_SYN, OPT_FIN, OPT_RST
+	optNAKListHdr       = 4 // option header (3) + reserved byte before the sequence list
 	// MaxNAKList is the most sequences one NAK or NCF can carry: one in the
 	// body and up to 62 in OPT_NAK_LIST (RFC 3208 section 9.3).
 	MaxNAKList = 63
@@ -29,8 +29,12 @@ const (
 // DefaultMaxAPDU is the default largest APDU (see Config.MaxAPDU).
 const DefaultMaxAPDU = 64 << 10
 
-// Default receive memory budgets (Config.RXWBudget, Config.ReceiveBudget).
+// Default receive memory budgets (Config.RXWBudget, Config.ReceiveBudget)
+// and NAK rate limit (Config.NAKRate, NAKBurst: up to 63 000 sequences a
+// second requested, 2 016 at once).
 const (
+	DefaultNAKRate       = 1000
+	DefaultNAKBurst      = 32
 	DefaultRXWBudget     = 64 << 20
 	DefaultReceiveBudget = 64 << 20
 )
@@ -124,8 +128,10 @@ type Config struct {
 	RXWSqns    uint32
 	RXWSecs    time.Duration
 	RXWMaxRate int
-	// LateJoinPct (0–75) lets a late-joining receiver request repairs for up
-	// to this percentage of its window before the first packet it sees.
+	// LateJoinPct (0–75) is a source option, Winsock's RM_LATEJOIN: the
+	// source advertises (OPT_JOIN) how far back, as a percentage of its
+	// window, a newly arriving receiver may ask for repairs. Receivers
+	// honour what the source advertises and ignore this field.
 	LateJoinPct int
 
 	// Receiver timers (RFC 3208 names).
@@ -136,6 +142,20 @@ type Config struct {
 	NAKRdataIvl    time.Duration // wait for RDATA after an NCF
 	NAKDataRetries int           // NAK_DATA_RETRIES
 	NAKNCFRetries  int           // NAK_NCF_RETRIES
+	// NAKRate limits the NAK packets a Receiver sends, per second over all
+	// sessions, with bursts of NAKBurst; sequences whose NAK is held back
+	// stay in back-off, oldest first out. 0 means DefaultNAKRate and
+	// DefaultNAKBurst; a negative NAKRate means unlimited. After a burst
+	// loss of thousands of packets it keeps the receiver from asking for
+	// more repairs at once than the source and the path can deliver.
+	NAKRate  int
+	NAKBurst int
+	// FINTimeout bounds how long a session whose source sent FIN waits,
+	// with nothing more heard from the source, for the sequences it still
+	// misses; they are then reported lost and the session ends. 0 means
+	// NAKRptIvl + NAKRdataIvl (one NAK cycle, how long a pgmtun source
+	// keeps serving repairs after its FIN by default).
+	FINTimeout time.Duration
 	// NAKBackoff is how the NAK back-off is drawn: uniformly (the zero
 	// value, as OpenPGM) or exponentially, which sends fewer duplicate NAKs
 	// when many receivers share a loss or the round trip is not small
@@ -167,7 +187,6 @@ func DefaultConfig() Config {
 			100 * time.Millisecond, 1300 * time.Millisecond, 7 * time.Second,
 			16 * time.Second, 25 * time.Second, 30 * time.Second,
 		},
-		RXWSqns:        100,
 		RXWMaxRate:     400_000,
 		PeerExpiry:     300 * time.Second,
 		SPMRExpiry:     250 * time.Millisecond,
@@ -176,6 +195,8 @@ func DefaultConfig() Config {
 		NAKRdataIvl:    2 * time.Second,
 		NAKDataRetries: 50,
 		NAKNCFRetries:  50,
+		NAKRate:        DefaultNAKRate,
+		NAKBurst:       DefaultNAKBurst,
 		MaxPeers:       1024,
 		MaxEvents:      4096,
 	}
@@ -242,12 +263,13 @@ func (c Config) withDefaults() Config {
 		}
 	}
 	orDefault(&c.RXWMaxRate, d.RXWMaxRate)
-	if c.RXWSqns == 0 && c.RXWSecs == 0 {
-		c.RXWSqns = d.RXWSqns
+	if c.RXWSqns == 0 && c.RXWSecs > 0 && c.RXWMaxRate > 0 {
+		c.RXWSqns = uint32(max(1, int64(c.RXWSecs)*int64(c.RXWMaxRate)/int64(time.Second)/int64(c.MaxTPDU)))
 	}
-	if c.RXWSqns == 0 && c.RXWMaxRate > 0 {
-		c.RXWSqns = uint32(int64(c.RXWSecs) * int64(c.RXWMaxRate) / int64(time.Second) / int64(c.MaxTPDU))
+	if c.NAKRate == 0 {
+		c.NAKRate = d.NAKRate
 	}
+	orDefault(&c.NAKBurst, d.NAKBurst)
 	orDefault(&c.PeerExpiry, d.PeerExpiry)
 	orDefault(&c.SPMRExpiry, d.SPMRExpiry)
 	orDefault(&c.NAKBOIvl, d.NAKBOIvl)
@@ -260,6 +282,9 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.MaxEvents, d.MaxEvents)
 	if c.Linger == 0 {
 		c.Linger = c.NAKRptIvl + c.NAKRdataIvl
+	}
+	if c.FINTimeout == 0 {
+		c.FINTimeout = c.NAKRptIvl + c.NAKRdataIvl
 	}
 	c.defaulted = true
 	if c.MaxAPDU == 0 {
@@ -301,8 +326,14 @@ func (c Config) Validate() error {
 		return cfgErr("Linger %v is negative", c.Linger)
 	case c.SPMRMinIvl < 0:
 		return cfgErr("SPMRMinIvl %v is negative", c.SPMRMinIvl)
-	case c.RXWSqns < 1 || c.RXWSqns > 1<<30:
+	case c.RXWSqns > 1<<30:
 		return cfgErr("receive window of %d sequences out of range [1, 2^30] (RXWSqns %d, RXWSecs %v, RXWMaxRate %d)", c.RXWSqns, c.RXWSqns, c.RXWSecs, c.RXWMaxRate)
+	case c.RXWBudget < 64*rxSlotBytes:
+		return cfgErr("RXWBudget %d below the least useful %d bytes", c.RXWBudget, 64*rxSlotBytes)
+	case c.NAKBurst < 1:
+		return cfgErr("NAKBurst %d must be at least 1", c.NAKBurst)
+	case c.FINTimeout < 0:
+		return cfgErr("FINTimeout %v is negative", c.FINTimeout)
 	case c.LateJoinPct < 0 || c.LateJoinPct > 75:
 		return cfgErr("LateJoinPct %d out of range [0, 75]", c.LateJoinPct)
 	case c.PeerExpiry < 0 || c.SPMRExpiry < 0 || c.NAKBOIvl < 0 || c.NAKRptIvl < 0 || c.NAKRdataIvl < 0:
@@ -328,6 +359,20 @@ func (c Config) Validate() error {
 		return cfgErr("MaxAPDU %d needs %d fragments, more than the %d-sequence transmit window", c.MaxAPDU, frags, c.TXWSqns)
 	}
 	return nil
+}
+
+// windowSqns is the most sequences a receive window spans: what the
+// session budget can hold in per-sequence state (a power of two, as rings
+// are), or RXWSqns when that is set and smaller.
+func (c *Config) windowSqns() uint32 {
+	n := uint32(1)
+	for int64(n)*2*int64(rxSlotBytes) <= int64(c.RXWBudget) && n < 1<<30 {
+		n *= 2
+	}
+	if c.RXWSqns > 0 && c.RXWSqns < n {
+		n = c.RXWSqns
+	}
+	return n
 }
 
 // maxTSDU is the largest payload of an unfragmented data packet.

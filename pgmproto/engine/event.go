@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"net/netip"
 
 	"github.com/pgmtun/pgmtun/pgmproto/seq"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
@@ -19,9 +20,11 @@ const (
 	// are unaffected. Losses are reported in sequence order, interleaved
 	// with EventData, never silently skipped.
 	EventLoss
-	// EventNewSession: the first packet of a source (TSI) not known
-	// before. PacketType says which packet created it (the socket layer
-	// accepts a session only on ODATA).
+	// EventNewSession: a new source (TSI) is offered to the application,
+	// as Winsock accepts one: on its first ODATA (or, if every ODATA was
+	// lost, once it has sent FIN). Nothing of a session is reported before
+	// it, and a session that ends before it ends silently. Src is the IP
+	// source of its packets; PacketType the packet that made it.
 	EventNewSession
 	// EventEnd: the source closed (OPT_FIN) and everything before the end
 	// was delivered or reported lost. Nothing more comes from this TSI.
@@ -67,6 +70,8 @@ type Event struct {
 	Count uint32
 	// PacketType is the type of the packet that created an EventNewSession.
 	PacketType wire.Type
+	// Src is the IP source of an EventNewSession's source.
+	Src netip.Addr
 }
 
 func (e Event) String() string {

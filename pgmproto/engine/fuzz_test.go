@@ -147,25 +147,31 @@ func FuzzReceiver(f *testing.F) {
 	})
 }
 
-// checkReceiverBounds asserts the memory bounds: windows within RXWSqns,
-// buffered bytes accounted, sessions within MaxPeers, output bounded.
+// checkReceiverBounds asserts the memory bounds: windows within their
+// sequence cap, held bytes accounted exactly and within the budgets,
+// sessions within MaxPeers, output bounded.
 func checkReceiverBounds(t *testing.T, r *Receiver) {
-	if len(r.peers) > r.cfg.MaxPeers {
-		t.Fatalf("%d peers > MaxPeers %d", len(r.peers), r.cfg.MaxPeers)
+	if len(r.sessions) > r.cfg.MaxPeers || len(r.order) != len(r.sessions) {
+		t.Fatalf("%d sessions (%d in order) > MaxPeers %d", len(r.sessions), len(r.order), r.cfg.MaxPeers)
 	}
+	total := 0
 	for _, pr := range r.order {
+		total += pr.w.held()
+		if pr.w.held() > r.cfg.RXWBudget {
+			t.Fatalf("session holds %d bytes, budget %d", pr.w.held(), r.cfg.RXWBudget)
+		}
 		if !pr.defined || pr.over {
 			continue
 		}
 		w := &pr.w
 		// Rings are powers of two (no shared slot across 2^32), so at
-		// most 2 × RXWSqns.
-		if w.size() > uint32(len(w.ring)) || w.size() > w.max || len(w.ring) > int(ringSize(r.cfg.RXWSqns)) || w.max != r.cfg.RXWSqns {
+		// most 2 × the cap.
+		if w.size() > uint32(len(w.ring)) || w.size() > w.max || len(w.ring) > int(ringSize(r.cfg.windowSqns())) || w.max != r.cfg.windowSqns() {
 			t.Fatalf("window [%d, %d] larger than its ring %d (max %d)", w.trail, w.lead, len(w.ring), w.max)
 		}
 		held, missing := 0, 0
 		for s := w.trail; s.BeforeEq(w.lead); s++ {
-			held += len(w.at(s).payload)
+			held += cap(w.at(s).payload)
 			if w.at(s).state.missing() {
 				missing++
 			}
@@ -204,11 +210,11 @@ func checkReceiverBounds(t *testing.T, r *Receiver) {
 		if held != w.bytes {
 			t.Fatalf("window holds %d bytes, accounted %d", held, w.bytes)
 		}
-		if held > int(r.cfg.RXWSqns)*65535 {
-			t.Fatalf("window holds %d bytes", held)
-		}
 	}
-	if r.pendingEvents() > r.cfg.MaxEvents+3*r.cfg.MaxPeers+int(r.cfg.RXWSqns) {
+	if total != r.held || r.held > r.cfg.ReceiveBudget {
+		t.Fatalf("windows hold %d bytes, accounted %d, budget %d", total, r.held, r.cfg.ReceiveBudget)
+	}
+	if r.pendingEvents() > r.cfg.MaxEvents+3*r.cfg.MaxPeers+int(r.cfg.windowSqns()) {
 		t.Fatalf("%d events queued", r.pendingEvents())
 	}
 	if len(r.out)-r.outH > 1024 {

@@ -1,20 +1,36 @@
 package engine
 
-// bufPool is a bounded free list of TSDU-sized buffers for receive windows.
-// A slot's payload comes from it and goes back when the slot is released
-// without having been handed to the caller (reassembled, lost, dropped);
-// callers may also give delivered APDUs back (Receiver.Recycle). It holds
-// at most max buffers, so an idle receiver keeps at most max × size bytes.
+// bufPool is a bounded free list of payload buffers for receive windows, in
+// size classes: powers of two from 64 bytes up to the largest TSDU, which
+// is the top class. A slot's payload comes from it and goes back when the
+// slot is released without having been handed to the caller (reassembled,
+// lost, dropped); callers may also give delivered APDUs back
+// (Receiver.Recycle). Classes keep small messages from taking TSDU-sized
+// buffers out of the receive budget; the free lists hold at most max
+// top-class buffers' worth of bytes, so an idle receiver keeps little.
 //
 // A payload that will be handed to a caller who never recycles is sized
-// exactly: a full-size buffer would multiply the memory of queued small
+// exactly: a class buffer would multiply the memory of queued small
 // messages, which socket buffers count by length.
 type bufPool struct {
-	free      [][]byte
-	size      int  // capacity of the buffers it hands out
-	max       int  // bound of free
-	recycling bool // the caller gives delivered data back
+	free      [][][]byte // per class
+	classes   []int      // capacities, ascending; the last is size
+	size      int        // the largest TSDU: the top class
+	max       int        // bound of the free lists, in top-class buffers
+	bytes     int        // bytes in the free lists
+	recycling bool       // the caller gives delivered data back
 }
+
+func newBufPool(size, max int) bufPool {
+	var classes []int
+	for c := minClass; c < size; c *= 2 {
+		classes = append(classes, c)
+	}
+	classes = append(classes, size)
+	return bufPool{free: make([][][]byte, len(classes)), classes: classes, size: size, max: max}
+}
+
+const minClass = 64
 
 // spareBuffers bounds a Receiver's free list: as many buffers as its
 // receive window holds, within [minSpare, maxSpare]. What a recycling
@@ -31,31 +47,61 @@ const (
 	maxSpare = 4096
 )
 
+// classOf returns the index of the smallest class holding n bytes, or -1
+// when n exceeds the top class.
+func (p *bufPool) classOf(n int) int {
+	for i, c := range p.classes {
+		if n <= c {
+			return i
+		}
+	}
+	return -1
+}
+
+// class returns the capacity get(n, internal) will give: what holding n
+// bytes costs the receive budget.
+func (p *bufPool) class(n int, internal bool) int {
+	if !internal && !p.recycling {
+		return n
+	}
+	if i := p.classOf(n); i >= 0 {
+		return p.classes[i]
+	}
+	return n
+}
+
 // get returns an empty buffer with room for n bytes. internal says the
 // payload stays in the engine (a fragment, copied out on reassembly).
 func (p *bufPool) get(n int, internal bool) []byte {
-	if n > p.size {
+	i := p.classOf(n)
+	if i < 0 {
 		return make([]byte, 0, n)
 	}
-	if k := len(p.free); k > 0 {
-		b := p.free[k-1]
-		p.free[k-1] = nil
-		p.free = p.free[:k-1]
+	if !internal && !p.recycling {
+		return make([]byte, 0, n)
+	}
+	if k := len(p.free[i]); k > 0 {
+		b := p.free[i][k-1]
+		p.free[i][k-1] = nil
+		p.free[i] = p.free[i][:k-1]
+		p.bytes -= cap(b)
 		return b
 	}
-	if internal || p.recycling {
-		return make([]byte, 0, p.size)
-	}
-	return make([]byte, 0, n)
+	return make([]byte, 0, p.classes[i])
 }
 
-// put takes b back; buffers of another size class, or beyond the bound,
-// are left to the garbage collector.
+// put takes b back; buffers of no class, or beyond the bound, are left to
+// the garbage collector.
 func (p *bufPool) put(b []byte) {
-	if p == nil || cap(b) < p.size || cap(b) >= 2*p.size || len(p.free) >= p.max {
+	if p == nil || len(p.classes) == 0 || p.bytes+cap(b) > p.max*p.size {
 		return
 	}
-	p.free = append(p.free, b[:0])
+	i := p.classOf(cap(b))
+	if i < 0 || p.classes[i] != cap(b) {
+		return
+	}
+	p.free[i] = append(p.free[i], b[:0])
+	p.bytes += cap(b)
 }
 
 // apduPool is a bounded free list of reassembly buffers: whole APDUs of

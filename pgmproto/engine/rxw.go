@@ -2,6 +2,7 @@ package engine
 
 import (
 	"time"
+	"unsafe"
 
 	"github.com/pgmtun/pgmtun/pgmproto/seq"
 )
@@ -31,12 +32,15 @@ type rxSlot struct {
 	hasFrag     bool
 }
 
+// rxSlotBytes is what one sequence of a window costs besides its payload.
+const rxSlotBytes = int(unsafe.Sizeof(rxSlot{}))
+
 // rxw is a receive window: slots for [trail, lead]; trail is the next
 // sequence to deliver. Empty when lead == trail-1. The ring grows on demand
 // up to max slots.
 type rxw struct {
 	ring  []rxSlot
-	max   uint32 // capacity in sequences (RXWSqns)
+	max   uint32 // capacity in sequences (see Config.windowSqns)
 	trail seq.Num
 	lead  seq.Num
 	// lostBefore: sequences before it that are not in the window (beyond
@@ -46,8 +50,12 @@ type rxw struct {
 	// possibly beyond lead when the window was full: once the trail moves,
 	// the window reaches out to it at once instead of waiting for the
 	// next ODATA or SPM, which may be a heartbeat seconds away.
-	known   seq.Num
-	bytes   int      // payload bytes held
+	known seq.Num
+	bytes int // payload bytes held (buffer capacities)
+	// total is the Receiver-wide count of held bytes (payloads and rings)
+	// that ReceiveBudget bounds; every change to bytes or the ring goes
+	// through account so that it stays exact.
+	total   *int
 	missing int      // slots in a missing state
 	pool    *bufPool // where released payloads go (the Receiver's)
 	// miss lists the sequences that went missing, ascending, so that NAK
@@ -60,8 +68,39 @@ type rxw struct {
 	timers []nakTimer
 }
 
-func newRXW(sqns uint32, start seq.Num, pool *bufPool) rxw {
-	return rxw{ring: make([]rxSlot, ringSize(min(sqns, initialRing))), max: sqns, trail: start, lead: start - 1, lostBefore: start, known: start - 1, pool: pool}
+func newRXW(sqns uint32, start seq.Num, pool *bufPool, total *int) rxw {
+	w := rxw{max: sqns, trail: start, lead: start - 1, lostBefore: start, known: start - 1, pool: pool, total: total}
+	w.setRing(make([]rxSlot, ringSize(min(sqns, initialRing))))
+	return w
+}
+
+// held is the memory the window holds: payloads and ring.
+func (w *rxw) held() int { return w.bytes + len(w.ring)*rxSlotBytes }
+
+// account adds n payload bytes (negative: released).
+func (w *rxw) account(n int) {
+	w.bytes += n
+	if w.total != nil {
+		*w.total += n
+	}
+}
+
+// setRing replaces the ring (nil: free it), keeping total exact.
+func (w *rxw) setRing(r []rxSlot) {
+	if w.total != nil {
+		*w.total += (len(r) - len(w.ring)) * rxSlotBytes
+	}
+	w.ring = r
+}
+
+// growCost is the extra ring memory holding s would take.
+func (w *rxw) growCost(s seq.Num) int {
+	need := uint32(s-w.trail) + 1
+	n := uint32(len(w.ring))
+	if need <= n {
+		return 0
+	}
+	return int(ringSize(min(w.max, max(2*n, need)))-n) * rxSlotBytes
 }
 
 func (w *rxw) at(s seq.Num) *rxSlot { return &w.ring[uint32(s)%uint32(len(w.ring))] }
@@ -83,7 +122,7 @@ func (w *rxw) reach(s seq.Num) {
 	for q := w.trail; q.BeforeEq(w.lead); q++ {
 		nr[uint32(q)%uint32(len(nr))] = *w.at(q)
 	}
-	w.ring = nr
+	w.setRing(nr)
 }
 
 // saw records that sequence s exists.
@@ -123,7 +162,7 @@ func (w *rxw) compactMiss() {
 // handed to the caller is cleared first) to the pool and marks it empty.
 func (w *rxw) release(s seq.Num) {
 	sl := w.at(s)
-	w.bytes -= len(sl.payload)
+	w.account(-cap(sl.payload))
 	w.pool.put(sl.payload)
 	*sl = rxSlot{}
 }

@@ -1,0 +1,128 @@
+package engine
+
+import (
+	"time"
+
+	"github.com/pgmtun/pgmtun/pgmproto/seq"
+)
+
+// ReceiverStats are the receiver statistics of one session (or summed over
+// all sessions), named as Winsock's RM_RECEIVER_STATS fields, plus
+// PGM-specific counters.
+type ReceiverStats struct {
+	NumODataPacketsReceived  uint64
+	NumRDataPacketsReceived  uint64
+	NumDuplicateDataPackets  uint64
+	DataBytesReceived        uint64 // payload bytes of accepted data packets
+	TotalBytesReceived       uint64 // all PGM bytes of the session, IP headers included
+	RateKBitsPerSecOverall   uint64
+	RateKBitsPerSecLast      uint64
+	TrailingEdgeSeqId        seq.Num // next sequence to deliver
+	LeadingEdgeSeqId         seq.Num // highest sequence known
+	AverageSequencesInWindow uint64
+	MinSequencesInWindow     uint64
+	MaxSequencesInWindow     uint64
+	FirstNakSequenceNumber   seq.Num // oldest missing sequence (valid if NumPendingNaks+NumOutstandingNaks > 0)
+	NumPendingNaks           uint64  // missing, in back-off
+	NumOutstandingNaks       uint64  // NAKed, waiting for NCF or RDATA
+	NumDataPacketsBuffered   uint64
+	TotalSelectiveNaksSent   uint64 // sequences requested (list entries count)
+	TotalParityNaksSent      uint64 // always 0: no FEC yet
+
+	NAKPacketsSent      uint64
+	NaksSuppressed      uint64 // sequences confirmed by NCF or a peer's NAK before we NAKed
+	NCFsReceived        uint64
+	SPMsReceived        uint64
+	SPMRsSent           uint64
+	SPMRsSuppressed     uint64
+	LostSequences       uint64 // sequences reported in EventLoss (whole APDUs)
+	LostAPDUs           uint64 // APDUs known lost (by fragment info)
+	APDUsDelivered      uint64
+	WindowOverflowDrops uint64 // data beyond the receive window or budget, dropped (repaired later)
+	PacketsDiscarded    uint64 // malformed or not acceptable
+	// BudgetLostSequences counts missing sequences given up as lost to keep
+	// the receive memory within its budget (Config.RXWBudget, ReceiveBudget).
+	BudgetLostSequences uint64
+	// NAKsDeferred counts sequences whose NAK waited for the NAK rate limit
+	// (Config.NAKRate).
+	NAKsDeferred uint64
+	// FINTimeouts counts sessions ended because the source went silent
+	// after its FIN with sequences still missing (Config.FINTimeout).
+	FINTimeouts uint64
+	// BufferedBytes is the receive memory held: payloads as allocated plus
+	// per-sequence state, the figure the budgets bound.
+	BufferedBytes uint64
+}
+
+func (a *ReceiverStats) add(b *ReceiverStats) {
+	a.NumODataPacketsReceived += b.NumODataPacketsReceived
+	a.NumRDataPacketsReceived += b.NumRDataPacketsReceived
+	a.NumDuplicateDataPackets += b.NumDuplicateDataPackets
+	a.DataBytesReceived += b.DataBytesReceived
+	a.TotalBytesReceived += b.TotalBytesReceived
+	a.NumPendingNaks += b.NumPendingNaks
+	a.NumOutstandingNaks += b.NumOutstandingNaks
+	a.NumDataPacketsBuffered += b.NumDataPacketsBuffered
+	a.TotalSelectiveNaksSent += b.TotalSelectiveNaksSent
+	a.NAKPacketsSent += b.NAKPacketsSent
+	a.NaksSuppressed += b.NaksSuppressed
+	a.NCFsReceived += b.NCFsReceived
+	a.SPMsReceived += b.SPMsReceived
+	a.SPMRsSent += b.SPMRsSent
+	a.SPMRsSuppressed += b.SPMRsSuppressed
+	a.LostSequences += b.LostSequences
+	a.LostAPDUs += b.LostAPDUs
+	a.APDUsDelivered += b.APDUsDelivered
+	a.WindowOverflowDrops += b.WindowOverflowDrops
+	a.PacketsDiscarded += b.PacketsDiscarded
+	a.BudgetLostSequences += b.BudgetLostSequences
+	a.NAKsDeferred += b.NAKsDeferred
+	a.FINTimeouts += b.FINTimeouts
+	a.BufferedBytes += b.BufferedBytes
+}
+
+// statsAt returns the session's statistics at now.
+func (pr *session) statsAt(now time.Time) ReceiverStats {
+	st := pr.stats
+	if st.MinSequencesInWindow == ^uint64(0) {
+		st.MinSequencesInWindow = 0
+	}
+	if pr.winSamples > 0 {
+		st.AverageSequencesInWindow = pr.winSum / pr.winSamples
+	}
+	if el := now.Sub(pr.start); el > 0 {
+		st.RateKBitsPerSecOverall = uint64(float64(st.TotalBytesReceived) * 8 / 1000 / el.Seconds())
+	}
+	if pr.rateMark.IsZero() {
+		pr.rateMark = pr.start
+	}
+	if el := now.Sub(pr.rateMark); el > 0 {
+		st.RateKBitsPerSecLast = uint64(float64(st.TotalBytesReceived-pr.rateBytes) * 8 / 1000 / el.Seconds())
+		if el >= time.Second {
+			pr.rateMark, pr.rateBytes = now, st.TotalBytesReceived
+		}
+	}
+	st.BufferedBytes = uint64(pr.w.held())
+	if pr.defined && !pr.over {
+		w := &pr.w
+		st.TrailingEdgeSeqId, st.LeadingEdgeSeqId = w.trail, w.lead
+		first := true
+		for s := w.trail; s.BeforeEq(w.lead); s++ {
+			switch w.at(s).state {
+			case stBackOff:
+				st.NumPendingNaks++
+			case stWaitNCF, stWaitData:
+				st.NumOutstandingNaks++
+			case stHave:
+				st.NumDataPacketsBuffered++
+				continue
+			default:
+				continue
+			}
+			if first {
+				st.FirstNakSequenceNumber, first = s, false
+			}
+		}
+	}
+	return st
+}
