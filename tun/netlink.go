@@ -138,6 +138,12 @@ func (r *rtnl) addr(index int, p netip.Prefix, del bool) error {
 	b := make([]byte, unix.SizeofIfAddrmsg)
 	b[0] = family(a)
 	b[1] = uint8(p.Bits())
+	if a.Is6() {
+		// No duplicate address detection: it would keep the address
+		// tentative (unusable) for a second on a TAP link, and the
+		// other end of a TUN or TAP is the netstack we configure.
+		b[2] = unix.IFA_F_NODAD
+	}
 	binary.NativeEndian.PutUint32(b[4:], uint32(index))
 	typ, flags := uint16(unix.RTM_NEWADDR), uint16(unix.NLM_F_CREATE|unix.NLM_F_EXCL)
 	if del {

@@ -34,12 +34,15 @@ func (s *seconds) Set(v string) error {
 // Defaults of send and recv: OpenPGM's example programs where they have one.
 const (
 	defaultGroup   = "239.192.0.1"
+	defaultGroup6  = "ff08::1" // organisation-local, as 239.192/16 (RFC 2365)
 	defaultPort    = 7500
 	defaultRate    = 400_000 // bytes/s (OpenPGM TXW_MAX_RTE)
 	defaultWindow  = 2 * time.Second
 	defaultTUN     = "pgm0"
 	defaultAddr    = "10.200.0.2/24"
+	defaultAddr6   = "fd70:676d::2/64"
 	defaultPrefix  = 24
+	defaultPrefix6 = 64
 	defaultMaxAPDU = 64 << 10
 )
 
@@ -73,7 +76,7 @@ type netFlags struct {
 func (f *netFlags) register(fs *flag.FlagSet) {
 	f.port, f.rate, f.ttl = defaultPort, defaultRate, stack.DefaultMulticastTTL
 	f.stats, f.progress, f.seed = statsText, progressAuto, 1
-	fs.StringVar(&f.network, "network", "", "`\"IFACE;GROUP\"`, as in OpenPGM: IFACE is the TUN device's name or the netstack's address\n(either may be empty), GROUP the multicast group (default "+defaultGroup+")")
+	fs.StringVar(&f.network, "network", "", "`\"IFACE;GROUP\"`, as in OpenPGM: IFACE is the TUN device's name or the netstack's address\n(either may be empty), GROUP the multicast group, IPv4 or IPv6 (default "+defaultGroup+", or\n"+defaultGroup6+" when the addresses are IPv6)")
 	fs.UintVar(&f.port, "port", f.port, "PGM data-destination port")
 	fs.Var(&f.rate, "rate", "maximum send `rate` in bytes/s, IP headers included (e.g. 400000, 10MB/s); it also sizes\nthe receive window, so give recv the sender's value")
 	fs.UintVar(&f.txwSqns, "txw-sqns", 0, "window in sequences (packets); converted to time at --rate and the MTU")
@@ -93,7 +96,7 @@ func (f *netFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.create, "create", false, "create the TUN device (needs CAP_NET_ADMIN) instead of attaching to an existing one")
 	fs.UintVar(&f.mtu, "mtu", 0, "set the device's MTU (default: keep the device's)")
 	fs.UintVar(&f.rxQueue, "rx-queue", 0, "set how many `packets` the kernel holds for the netstack to read (the device's\ntxqueuelen; default: 4096 for a device --create makes, else the device's own)")
-	fs.StringVar(&f.addr, "addr", "", "the netstack's own address `CIDR` on the device (default "+defaultAddr+",\nor the address after --host-addr)")
+	fs.StringVar(&f.addr, "addr", "", "the netstack's own address `CIDR` on the device, IPv4 or IPv6 (default "+defaultAddr+",\n"+defaultAddr6+" for an IPv6 group, or the address after --host-addr)")
 	fs.StringVar(&f.hostAddr, "host-addr", "", "configure the kernel side of the device: this address `CIDR`, link up, and a route\nto the group (needs CAP_NET_ADMIN; removed again at exit)")
 	fs.StringVar(&f.pcap, "pcap", "", "write a pcap of every packet crossing the device to `FILE`")
 	fs.Var(&f.loss, "loss", "drop this `percent` of PGM packets at random in each direction (research, testing)")
@@ -141,18 +144,18 @@ func (f *netFlags) resolve() (*netConfig, error) {
 	}
 	iface, group, _ := strings.Cut(f.network, ";")
 	iface, group = strings.TrimSpace(iface), strings.TrimSpace(group)
-	if group == "" {
-		group = defaultGroup
-	}
-	g, err := netip.ParseAddr(group)
-	if err != nil || !g.Is4() || !g.IsMulticast() {
-		return nil, fmt.Errorf("--network %q: group %q is not an IPv4 multicast address", f.network, group)
+	var g netip.Addr
+	if group != "" {
+		var err error
+		if g, err = parseGroup(group); err != nil {
+			return nil, fmt.Errorf("--network %q: %w", f.network, err)
+		}
 	}
 	if f.port == 0 || f.port > 0xffff {
 		return nil, fmt.Errorf("--port %d: want 1..65535", f.port)
 	}
-	c.group = netip.AddrPortFrom(g, uint16(f.port))
 
+	var err error
 	if f.hostAddr != "" {
 		if c.hostAddr, err = parsePrefix(f.hostAddr); err != nil {
 			return nil, fmt.Errorf("--host-addr: %w", err)
@@ -175,18 +178,14 @@ func (f *netFlags) resolve() (*netConfig, error) {
 	if c.tun == "" {
 		c.tun = defaultTUN
 	}
-	switch {
-	case addr != "":
+	if addr != "" {
 		if c.addr, err = parsePrefix(addr); err != nil {
 			return nil, fmt.Errorf("--addr: %w", err)
 		}
-	case c.hostAddr.IsValid():
-		c.addr = netip.PrefixFrom(c.hostAddr.Addr().Next(), c.hostAddr.Bits())
-	default:
-		c.addr = netip.MustParsePrefix(defaultAddr)
 	}
-	if !c.addr.Addr().Is4() {
-		return nil, fmt.Errorf("--addr %v: only IPv4 for now", c.addr)
+	c.group = netip.AddrPortFrom(g, uint16(f.port))
+	if err := c.resolveFamily(); err != nil {
+		return nil, err
 	}
 	if c.hostAddr.IsValid() && c.hostAddr.Addr() == c.addr.Addr() {
 		return nil, fmt.Errorf("--addr and --host-addr are both %v: the netstack and the kernel need addresses of their own", c.addr.Addr())
@@ -246,20 +245,101 @@ func (f *netFlags) resolve() (*netConfig, error) {
 	return c, nil
 }
 
-// parsePrefix reads "10.0.0.2/24", or an address alone with a /24.
+// parsePrefix reads "10.0.0.2/24" or "fd00::2/64", or an address alone
+// with a /24 (IPv4) or /64 (IPv6).
 func parsePrefix(s string) (netip.Prefix, error) {
+	var p netip.Prefix
 	if !strings.Contains(s, "/") {
 		a, err := netip.ParseAddr(s)
 		if err != nil {
 			return netip.Prefix{}, fmt.Errorf("bad address %q", s)
 		}
-		return netip.PrefixFrom(a, defaultPrefix), nil
+		p = netip.PrefixFrom(a, defaultPrefix)
+		if a.Is6() {
+			p = netip.PrefixFrom(a, defaultPrefix6)
+		}
+	} else {
+		var err error
+		if p, err = netip.ParsePrefix(s); err != nil {
+			return netip.Prefix{}, fmt.Errorf("bad address %q (want CIDR like 10.0.0.2/24 or fd00::2/64)", s)
+		}
 	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("bad address %q (want CIDR like 10.0.0.2/24)", s)
+	a := p.Addr()
+	switch {
+	case a.Is4In6():
+		return netip.Prefix{}, fmt.Errorf("address %q is IPv4-mapped: write it as IPv4", s)
+	case a.Zone() != "":
+		return netip.Prefix{}, fmt.Errorf("address %q: no zone, the device is the zone", s)
+	case a.IsMulticast() || a.IsUnspecified() || a.IsLoopback():
+		return netip.Prefix{}, fmt.Errorf("address %q is not a host address", s)
 	}
 	return p, nil
+}
+
+// parseGroup reads a multicast group. IPv6 groups of interface-local
+// scope (ff01::/16 and the like) never leave the netstack.
+func parseGroup(s string) (netip.Addr, error) {
+	g, err := netip.ParseAddr(s)
+	switch {
+	case err != nil || g.Is4In6() || !g.IsMulticast():
+		return netip.Addr{}, fmt.Errorf("group %q is not an IPv4 or IPv6 multicast address", s)
+	case g.Zone() != "":
+		return netip.Addr{}, fmt.Errorf("group %q: no zone, the device is the zone", s)
+	case g.Is6() && g.As16()[1]&0x0f <= 1:
+		return netip.Addr{}, fmt.Errorf("group %q has interface-local (or reserved) scope: it would never leave the netstack (try ff08::1, organisation-local)", s)
+	}
+	return g, nil
+}
+
+// resolveFamily picks the address family from whatever names one (the
+// group, --addr or the address of --network, --host-addr), checks the
+// others agree, and fills in the group and the netstack's address.
+func (c *netConfig) resolveFamily() error {
+	g := c.group.Addr()
+	type named struct {
+		what string
+		a    netip.Addr
+	}
+	var set []named
+	if g.IsValid() {
+		set = append(set, named{"group " + g.String(), g})
+	}
+	if c.addr.IsValid() {
+		set = append(set, named{"--addr " + c.addr.String(), c.addr.Addr()})
+	}
+	if c.hostAddr.IsValid() {
+		set = append(set, named{"--host-addr " + c.hostAddr.String(), c.hostAddr.Addr()})
+	}
+	v6 := len(set) > 0 && set[0].a.Is6()
+	for _, n := range set {
+		if n.a.Is6() != v6 {
+			return fmt.Errorf("%s is %s but %s is %s: give addresses and group of one family", set[0].what, family(v6), n.what, family(!v6))
+		}
+	}
+	if !g.IsValid() {
+		g = netip.MustParseAddr(defaultGroup)
+		if v6 {
+			g = netip.MustParseAddr(defaultGroup6)
+		}
+	}
+	c.group = netip.AddrPortFrom(g, c.group.Port())
+	switch {
+	case c.addr.IsValid():
+	case c.hostAddr.IsValid():
+		c.addr = netip.PrefixFrom(c.hostAddr.Addr().Next(), c.hostAddr.Bits())
+	case v6:
+		c.addr = netip.MustParsePrefix(defaultAddr6)
+	default:
+		c.addr = netip.MustParsePrefix(defaultAddr)
+	}
+	return nil
+}
+
+func family(v6 bool) string {
+	if v6 {
+		return "IPv6"
+	}
+	return "IPv4"
 }
 
 // rateWindow maps rate and window onto the socket option. A window in
@@ -293,4 +373,12 @@ func (c *netConfig) configure(s *stack.Socket, mtu uint32) error {
 		return fmt.Errorf("ttl: %w", err)
 	}
 	return nil
+}
+
+// unspecified is the unspecified address of a's family.
+func unspecified(a netip.Addr) netip.Addr {
+	if a.Is6() {
+		return netip.IPv6Unspecified()
+	}
+	return netip.IPv4Unspecified()
 }

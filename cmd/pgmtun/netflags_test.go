@@ -94,6 +94,10 @@ func TestResolveNetwork(t *testing.T) {
 		{name: "iface address agrees with --addr", args: []string{"--network", "10.5.0.9;", "--addr", "10.5.0.9/16"}, tun: "pgm0", addr: "10.5.0.9/16", group: "239.192.0.1:7500"},
 		{name: "addr follows host-addr", args: []string{"--host-addr", "10.9.0.1/24"}, tun: "pgm0", addr: "10.9.0.2/24", host: "10.9.0.1/24", group: "239.192.0.1:7500"},
 		{name: "explicit both", args: []string{"--tun", "x0", "--host-addr", "10.9.0.1", "--addr", "10.9.0.50/24"}, tun: "x0", addr: "10.9.0.50/24", host: "10.9.0.1/24", group: "239.192.0.1:7500"},
+		{name: "ipv6 group", args: []string{"--network", ";ff08::1"}, tun: "pgm0", addr: "fd70:676d::2/64", group: "[ff08::1]:7500"},
+		{name: "ipv6 iface address", args: []string{"--network", "fd00:9::7;ff15::7500"}, tun: "pgm0", addr: "fd00:9::7/64", group: "[ff15::7500]:7500"},
+		{name: "ipv6 addr follows host-addr", args: []string{"--host-addr", "fd00:9::1/64"}, tun: "pgm0", addr: "fd00:9::2/64", host: "fd00:9::1/64", group: "[ff08::1]:7500"},
+		{name: "ipv6 explicit", args: []string{"--network", "t6;ff02::7", "--addr", "fd00:9::5/120", "--host-addr", "fd00:9::1/120"}, tun: "t6", addr: "fd00:9::5/120", host: "fd00:9::1/120", group: "[ff02::7]:7500"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := resolveArgs(t, tc.args...)

@@ -70,7 +70,8 @@ func openNetstack(c *netConfig) (_ *netstack, err error) {
 		}
 		ns.undo = append(ns.undo, func() error { release(); return nil })
 	}
-	ns.s = stack.New(stack.Options{})
+	// IPv6 only when used: an IPv4 device sees no MLD or NDP from us.
+	ns.s = stack.New(stack.Options{IPv6: c.addr.Addr().Is6()})
 	ns.undo = append(ns.undo, func() error { ns.s.Close(); ns.s.Wait(); return nil })
 	if ns.p, err = stack.FromStack(ns.s); err != nil {
 		return nil, err
@@ -97,7 +98,7 @@ func openNetstack(c *netConfig) (_ *netstack, err error) {
 	cfg := tun.Config{Name: c.tun, Create: c.create, MTU: c.mtu, RxQueueLen: c.rxQueue, Up: c.create}
 	if c.hostAddr.IsValid() {
 		cfg.HostAddr, cfg.Up = c.hostAddr, true
-		cfg.Routes = []netip.Prefix{netip.PrefixFrom(c.group.Addr(), 32)}
+		cfg.Routes = []netip.Prefix{netip.PrefixFrom(c.group.Addr(), c.group.Addr().BitLen())}
 	}
 	dev, err := tun.Open(cfg)
 	if err != nil {

@@ -81,7 +81,7 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 		return fail("%v", err)
 	}
 	defer s.Close()
-	err = s.Bind(netip.AddrPortFrom(netip.IPv4Unspecified(), 0))
+	err = s.Bind(netip.AddrPortFrom(unspecified(c.group.Addr()), 0))
 	if err == nil {
 		err = c.configure(s, ns.mtu)
 	}

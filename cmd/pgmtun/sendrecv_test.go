@@ -377,8 +377,8 @@ func TestSendRecvFlags(t *testing.T) {
 		code   int
 		stderr string
 	}{
-		{[]string{"send", "--network", ";10.0.0.1"}, exitUsage, `group "10.0.0.1" is not an IPv4 multicast address`},
-		{[]string{"recv", "--network", "eth0;bogus"}, exitUsage, `group "bogus" is not an IPv4 multicast address`},
+		{[]string{"send", "--network", ";10.0.0.1"}, exitUsage, `group "10.0.0.1" is not an IPv4 or IPv6 multicast address`},
+		{[]string{"recv", "--network", "eth0;bogus"}, exitUsage, `group "bogus" is not an IPv4 or IPv6 multicast address`},
 		{[]string{"send", "--network", "tunA;239.192.0.9", "--tun", "tunB"}, exitUsage, `--network names device "tunA" but --tun is "tunB"`},
 		{[]string{"send", "--network", "10.1.0.2;", "--addr", "10.1.0.3/24"}, exitUsage, "--network names address 10.1.0.2 but --addr is 10.1.0.3/24"},
 		{[]string{"send", "--port", "0"}, exitUsage, "--port 0: want 1..65535"},
@@ -386,7 +386,13 @@ func TestSendRecvFlags(t *testing.T) {
 		{[]string{"recv", "--addr", "10.0.0.300/24"}, exitUsage, `--addr: bad address "10.0.0.300/24"`},
 		{[]string{"recv", "--host-addr", "x"}, exitUsage, `--host-addr: bad address "x"`},
 		{[]string{"recv", "--addr", "10.0.0.1/24", "--host-addr", "10.0.0.1/24"}, exitUsage, "need addresses of their own"},
-		{[]string{"recv", "--addr", "fd00::1/64"}, exitUsage, "only IPv4 for now"},
+		{[]string{"recv", "--addr", "fd00::1/64", "--network", ";239.192.0.1"}, exitUsage, "group 239.192.0.1 is IPv4 but --addr fd00::1/64 is IPv6: give addresses and group of one family"},
+		{[]string{"send", "--network", ";ff08::1", "--host-addr", "10.9.0.1/24"}, exitUsage, "group ff08::1 is IPv6 but --host-addr 10.9.0.1/24 is IPv4"},
+		{[]string{"send", "--addr", "10.9.0.2/24", "--host-addr", "fd00::1/64"}, exitUsage, "--addr 10.9.0.2/24 is IPv4 but --host-addr fd00::1/64 is IPv6"},
+		{[]string{"send", "--network", ";ff01::1"}, exitUsage, `group "ff01::1" has interface-local (or reserved) scope`},
+		{[]string{"send", "--network", ";ff08::1%pgm0"}, exitUsage, `group "ff08::1%pgm0": no zone`},
+		{[]string{"send", "--addr", "::ffff:10.0.0.1/120"}, exitUsage, "IPv4-mapped"},
+		{[]string{"send", "--addr", "ff08::1/64"}, exitUsage, `address "ff08::1/64" is not a host address`},
 		{[]string{"send", "--rate", "10"}, exitUsage, "--rate 10: want at least 1000"},
 		{[]string{"send", "--rate", "fast"}, exitUsage, `bad byte count "fast"`},
 		{[]string{"send", "--txw-sqns", "100", "--txw-secs", "2"}, exitUsage, "give the window one way"},
