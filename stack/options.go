@@ -173,15 +173,16 @@ func defaultSockOpts() sockOpts {
 func (o *sockOpts) engineConfig() engine.Config {
 	c := engine.DefaultConfig()
 	w := o.rateWindow
+	// The rate window sizes the send window only: a receiver's window
+	// follows its sources, bounded by the receive budgets, as Winsock
+	// receivers have no window setting.
 	if w.RateKbitsPerSec != 0 {
 		c.TXWMaxRate = int(w.RateKbitsPerSec * 1000 / 8)
-		c.RXWMaxRate = c.TXWMaxRate
 	}
 	if w.WindowSizeInMSecs != 0 {
 		c.TXWSecs = time.Duration(w.WindowSizeInMSecs) * time.Millisecond
-		c.RXWSecs = c.TXWSecs
 		// Size the window by time × rate, as Winsock does.
-		c.TXWSqns, c.RXWSqns = 0, 0
+		c.TXWSqns = 0
 	}
 	if w.WindowSizeInBytes != 0 {
 		c.TXWBytes = int(w.WindowSizeInBytes)

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -31,25 +32,23 @@ const MsgPartial MsgFlags = 1
 const DefaultReceiveBuffer = 4 << 20
 
 // receiverEngine adapts engine.Receiver to the driver.
+// The engine owns the session table and admission (MaxPeers, and the
+// listener's backlog through SetAdmit); the listener only turns its
+// events into accept and read queues.
 type receiverEngine struct {
 	r     *engine.Receiver
 	group netip.Addr // destination of multicast transmits (SPMR copies)
-	// admit, if set, runs (driver mutex held) before a packet reaches r;
-	// false drops it.
-	admit func(Inbound) bool
-	// onODATA runs (driver mutex held) for every ODATA handed to r, with
-	// the packet's IP source.
-	onODATA func(wire.TSI, netip.Addr)
+	// limitDrops mirrors the engine's session-limit refusals into the
+	// protocol's counters.
+	limitDrops *atomic.Uint64
 }
 
 func (e *receiverEngine) handlePacket(now time.Time, in Inbound) {
-	if e.admit != nil && !e.admit(in) {
-		return
-	}
+	before := e.r.SessionLimitDrops()
 	// Errors are counted by the engine (PacketsDiscarded).
 	_ = e.r.HandlePacket(now, in.Data, in.Src, in.Dst)
-	if in.Header.Type() == wire.TypeODATA && e.onODATA != nil {
-		e.onODATA(in.Header.TSI(), in.Src)
+	if n := e.r.SessionLimitDrops() - before; n > 0 && e.limitDrops != nil {
+		e.limitDrops.Add(n)
 	}
 }
 
@@ -98,15 +97,8 @@ type listener struct {
 	open      int  // accepted sessions not closed
 	torn      bool
 	backlog   int // most sessions in acceptQ
-	maxSess   int // most sources the engine tracks
 
-	backlogDrops, sessionLimitDrops uint64
-	// lastODATA is the source of the latest ODATA, for a session the
-	// engine's events create after it (a TSI back after its end).
-	lastODATA struct {
-		tsi wire.TSI
-		src netip.Addr
-	}
+	backlogDrops uint64 // refused by admitLocked; the engine counts the rest
 
 	teardownOnce sync.Once
 	closeOnce    sync.Once
@@ -147,7 +139,7 @@ func (s *Socket) Listen() error {
 	if err != nil {
 		return configErr(err)
 	}
-	eng := &receiverEngine{r: r}
+	eng := &receiverEngine{r: r, limitDrops: &s.p.c.sessionLimitDrops}
 	if multicast {
 		eng.group = group
 	}
@@ -169,7 +161,6 @@ func (s *Socket) Listen() error {
 		sessions: make(map[wire.TSI]*session),
 		bufLimit: DefaultReceiveBuffer,
 		backlog:  s.opts.backlog,
-		maxSess:  r.Config().MaxPeers,
 	}
 	if multicast {
 		for _, nic := range nics {
@@ -181,8 +172,7 @@ func (s *Socket) Listen() error {
 		}
 		d.params.NIC = nics[0]
 	}
-	eng.admit = l.admitLocked
-	eng.onODATA = l.odataLocked
+	r.SetAdmit(l.admitLocked)
 	d.postLocked = l.pumpLocked
 	d.onChange = l.notify.notify
 	d.onAbort = l.aborted
@@ -237,26 +227,17 @@ func (l *listener) pumpLocked() {
 
 func (l *listener) eventLocked(ev engine.Event) {
 	ss := l.sessions[ev.TSI]
-	if ss != nil && ss.final != nil && ev.Kind == engine.EventNewSession {
-		// The TSI came back after its session ended (and expired in the
-		// engine) while the old session is still waiting to be accepted or
-		// read: this is a new session, not more of the old one.
-		ss = nil
+	if ev.Kind == engine.EventNewSession {
+		// The engine offers a session on its first ODATA. A TSI may come
+		// back after its session ended (and expired in the engine) while
+		// the old one is still waiting to be accepted or read: this is a
+		// new session, not more of the old one.
+		ss = &session{lis: l, tsi: ev.TSI, typ: l.s.typ, src: ev.Src}
+		l.sessions[ev.TSI] = ss
+		l.acceptableLocked(ss)
 	}
 	if ss == nil {
-		switch ev.Kind {
-		case engine.EventNewSession, engine.EventData, engine.EventLoss:
-		default:
-			return // the end of a session never seen: nothing to report
-		}
-		ss = &session{lis: l, tsi: ev.TSI, typ: l.s.typ}
-		if l.lastODATA.tsi == ev.TSI {
-			ss.src = l.lastODATA.src
-		}
-		l.sessions[ev.TSI] = ss
-		if ev.Kind == engine.EventNewSession && ev.PacketType == wire.TypeODATA {
-			l.acceptableLocked(ss)
-		}
+		return // the engine reports nothing of a session before offering it
 	}
 	if ss.closed || ss.final != nil {
 		// Over: nothing more is delivered. Once the engine ends a session
@@ -281,8 +262,7 @@ func (l *listener) eventLocked(ev engine.Event) {
 		ss.final = &SessionError{TSI: ev.TSI, Reason: ReasonExpired}
 	}
 	if ss.final != nil && !ss.queued && !ss.deferred {
-		// Over before any ODATA made it acceptable (or after the
-		// application closed it): forget it.
+		// Over after the application closed the listener: forget it.
 		ss.dropLocked()
 		delete(l.sessions, ss.tsi)
 	}
@@ -292,55 +272,19 @@ func terminal(k engine.EventKind) bool {
 	return k == engine.EventLoss || k == engine.EventEnd || k == engine.EventReset || k == engine.EventExpired
 }
 
-// admitLocked decides whether a packet may reach the engine. Only SPM,
-// ODATA and RDATA make the engine track a new source; for a source it does
-// not track yet they are refused while the accept backlog is full, or
-// while the engine tracks the most sources it may. A refused source costs
-// nothing (no state, no NAKs), and its packets are counted. Sources
-// already tracked always pass: refusing some of their packets would leave
-// the engine with a stale window to NAK for.
-func (l *listener) admitLocked(in Inbound) bool {
-	switch in.Header.Type() {
-	case wire.TypeSPM, wire.TypeODATA, wire.TypeRDATA:
-	default:
-		return true
-	}
-	tsi := in.Header.TSI()
-	if l.eng.r.HasSession(tsi) {
-		return true
-	}
+// admitLocked is the engine's admission hook (driver mutex held): a source
+// it does not track yet is refused while the accept backlog is full. A
+// refused source costs nothing (no state, no NAKs), and its packets are
+// counted. The engine itself refuses sources beyond the session limit
+// and never asks about sources it tracks: refusing some of their packets
+// would leave it with a stale window to NAK for.
+func (l *listener) admitLocked(wire.TSI, netip.Addr) bool {
 	if len(l.acceptQ) >= l.backlog {
 		l.backlogDrops++
 		l.p.c.backlogDrops.Add(1)
 		return false
 	}
-	if l.eng.r.Sessions() >= l.maxSess {
-		l.sessionLimitDrops++
-		l.p.c.sessionLimitDrops.Add(1)
-		return false
-	}
 	return true
-}
-
-// odataLocked makes the session of tsi acceptable: Winsock accepts a
-// session on its first ODATA only (SPM or RDATA alone do not).
-func (l *listener) odataLocked(tsi wire.TSI, src netip.Addr) {
-	l.lastODATA.tsi, l.lastODATA.src = tsi, src
-	ss := l.sessions[tsi]
-	if ss == nil {
-		if !l.eng.r.HasSession(tsi) {
-			// The engine did not take the packet (malformed, or over
-			// the session limit): no session to offer, and none that
-			// would ever end.
-			return
-		}
-		ss = &session{lis: l, tsi: tsi, typ: l.s.typ}
-		l.sessions[tsi] = ss
-	}
-	if !ss.src.IsValid() {
-		ss.src = src
-	}
-	l.acceptableLocked(ss)
 }
 
 // acceptableLocked offers ss to Accept. With the backlog full it waits in
@@ -716,7 +660,7 @@ func (s *Socket) ListenerStats() (ListenerStats, error) {
 		Sessions:          l.eng.r.Sessions(),
 		BufferedBytes:     l.buffered,
 		BacklogDrops:      l.backlogDrops,
-		SessionLimitDrops: l.sessionLimitDrops,
+		SessionLimitDrops: l.eng.r.SessionLimitDrops(),
 	}, nil
 }
 

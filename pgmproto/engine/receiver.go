@@ -30,22 +30,22 @@ type Receiver struct {
 	bo  backoffDist
 	// sessions is the one table of sources; order holds the same sessions
 	// in creation order, for deterministic iteration.
-	sessions map[wire.TSI]*session
-	order    []*session
-	admit    func(wire.TSI, netip.Addr) bool // SetAdmit
-	refused  uint64                          // new sources refused (MaxPeers, admit)
-	held     int                             // bytes held in all windows (ReceiveBudget)
-	naks     nakBucket
-	buf      []byte
-	out      []outReq
-	outH     int
-	events   []Event
-	evH      int
-	now      time.Time
-	orphan   ReceiverStats // counters for packets of no known session
-	pool     bufPool       // payload buffers of every session's window
-	apdus    apduPool      // recycled reassembly buffers
-	due      []seq.Num     // scratch for nakTimers
+	sessions   map[wire.TSI]*session
+	order      []*session
+	admit      func(wire.TSI, netip.Addr) bool // SetAdmit
+	limitDrops uint64                          // packets of new sources refused by MaxPeers
+	held       int                             // bytes held in all windows (ReceiveBudget)
+	naks       nakBucket
+	buf        []byte
+	out        []outReq
+	outH       int
+	events     []Event
+	evH        int
+	now        time.Time
+	orphan     ReceiverStats // counters for packets of no known session
+	pool       bufPool       // payload buffers of every session's window
+	apdus      apduPool      // recycled reassembly buffers
+	due        []seq.Num     // scratch for nakTimers
 }
 
 // NewReceiver returns a Receiver for cfg (defaults filled in); rng drives
@@ -205,21 +205,21 @@ func (r *Receiver) HandlePacket(now time.Time, b []byte, from, to netip.Addr) er
 // Sources already tracked are never refused.
 func (r *Receiver) SetAdmit(admit func(tsi wire.TSI, src netip.Addr) bool) { r.admit = admit }
 
-// Refused returns how many packets of new sources were refused, by
-// MaxPeers or by the admission hook.
-func (r *Receiver) Refused() uint64 { return r.refused }
+// SessionLimitDrops returns how many packets of new sources were refused
+// because MaxPeers sources were tracked (the admission hook counts its
+// own).
+func (r *Receiver) SessionLimitDrops() uint64 { return r.limitDrops }
 
 // newSession admits the source of p: within MaxPeers and what the
 // admission hook (SetAdmit) allows. Refused packets are counted.
 func (r *Receiver) newSession(now time.Time, p wire.Packet, from, to netip.Addr) *session {
 	if len(r.sessions) >= r.cfg.MaxPeers {
 		r.orphan.PacketsDiscarded++
-		r.refused++
+		r.limitDrops++
 		return nil
 	}
 	if r.admit != nil && !r.admit(p.TSI(), from) {
 		r.orphan.PacketsDiscarded++
-		r.refused++
 		return nil
 	}
 	grp := to
