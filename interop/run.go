@@ -25,6 +25,7 @@ type Opts struct {
 	Stream      bool   // stream mode (records cut into Chunk-byte sends)
 	Chunk       int    // stream sender: bytes per send
 	Rate        int    // bytes per second; OpenPGM needs Rate/1000 >= the largest APDU
+	Pace        int    // sender: average record bytes per second, paced between APDUs (any APDU size)
 	TXW, RXW    int    // windows in sequences
 	NakBoIvl    time.Duration
 	NakRptIvl   time.Duration
@@ -58,6 +59,7 @@ func (o Opts) Args() []string {
 	add("--count", o.Count)
 	add("--chunk", o.Chunk)
 	add("--rate", o.Rate)
+	add("--pace", o.Pace)
 	add("--txw", o.TXW)
 	add("--rxw", o.RXW)
 	add("--nak-retries", o.NakRetries)

@@ -181,6 +181,7 @@ static void usage(const char *prog, bool sender)
 		"  -m, --mode msg|stream      one record per APDU, or a byte stream (msg)\n"
 		"      --chunk N              stream sender: bytes per send (1400)\n"
 		"  -r, --rate N               max rate, bytes/s (0: 1 Gbit/s)\n"
+		"      --pace N               sender: average record bytes/s, waited for between APDUs (0: off)\n"
 		"      --txw N / --rxw N      window in sequences (1000)\n"
 		"      --nak-bo-ivl/--nak-rpt-ivl/--nak-rdata-ivl MS, --nak-retries N\n"
 		"      --sport N              PGM source port (sender)\n"
@@ -196,7 +197,7 @@ static void usage(const char *prog, bool sender)
 void parse_opts(struct peer_opts *o, int argc, char **argv, const char *prog, bool sender)
 {
 	enum { O_CHUNK = 256, O_TXW, O_RXW, O_BO, O_RPT, O_RDATA, O_RETRIES, O_SPORT,
-	       O_LINGER, O_DELAY, O_TIMEOUT, O_IDLE, O_HOPS, O_MTU };
+	       O_LINGER, O_DELAY, O_TIMEOUT, O_IDLE, O_HOPS, O_MTU, O_PACE };
 	static const struct option lo[] = {
 		{"network", required_argument, 0, 'n'}, {"port", required_argument, 0, 'p'},
 		{"udp-encap", required_argument, 0, 'u'}, {"size", required_argument, 0, 's'},
@@ -209,6 +210,7 @@ void parse_opts(struct peer_opts *o, int argc, char **argv, const char *prog, bo
 		{"linger", required_argument, 0, O_LINGER}, {"delay", required_argument, 0, O_DELAY},
 		{"timeout", required_argument, 0, O_TIMEOUT}, {"idle", required_argument, 0, O_IDLE},
 		{"hops", required_argument, 0, O_HOPS}, {"mtu", required_argument, 0, O_MTU},
+		{"pace", required_argument, 0, O_PACE},
 		{"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
 	};
 	int c;
@@ -240,12 +242,13 @@ void parse_opts(struct peer_opts *o, int argc, char **argv, const char *prog, bo
 		case O_IDLE: o->idle = atof(optarg); break;
 		case O_HOPS: o->hops = atoi(optarg); break;
 		case O_MTU: o->mtu = atoi(optarg); break;
+		case O_PACE: o->pace = strtol(optarg, NULL, 10); break;
 		case 'v': o->verbose = true; break;
 		default: usage(prog, sender);
 		}
 	}
 	if (!o->network || o->size < RECORD_HDR || o->size > 65536 || o->chunk == 0 ||
-	    o->port <= 0 || o->port > 65535 || o->count < 0 || optind != argc)
+	    o->port <= 0 || o->port > 65535 || o->count < 0 || o->pace < 0 || optind != argc)
 		usage(prog, sender);
 }
 

@@ -28,6 +28,7 @@ struct peer_opts {
 	bool stream;           /* stream mode: records are a byte stream */
 	size_t chunk;          /* stream mode sender: bytes per send */
 	long rate;             /* TXW_MAX_RTE, bytes per second */
+	long pace;             /* sender: record bytes per second between APDUs (0: none) */
 	int txw;               /* transmit window, sequences */
 	int rxw;               /* receive window, sequences */
 	int nak_bo_ivl;        /* ms */
