@@ -153,8 +153,9 @@ type Config struct {
 	// FINTimeout bounds how long a session whose source sent FIN waits,
 	// with nothing more heard from the source, for the sequences it still
 	// misses; they are then reported lost and the session ends. 0 means
-	// NAKRptIvl + NAKRdataIvl (one NAK cycle, how long a pgmtun source
-	// keeps serving repairs after its FIN by default).
+	// four NAK cycles, 4 × (NAKRptIvl + NAKRdataIvl): 16 s with the default
+	// timers (a pgmtun source serves repairs for one cycle after its FIN;
+	// the other three let NAKs lost on the way up be repeated).
 	FINTimeout time.Duration
 	// NAKBackoff is how the NAK back-off is drawn: uniformly (the zero
 	// value, as OpenPGM) or exponentially, which sends fewer duplicate NAKs
@@ -284,7 +285,7 @@ func (c Config) withDefaults() Config {
 		c.Linger = c.NAKRptIvl + c.NAKRdataIvl
 	}
 	if c.FINTimeout == 0 {
-		c.FINTimeout = c.NAKRptIvl + c.NAKRdataIvl
+		c.FINTimeout = 4 * (c.NAKRptIvl + c.NAKRdataIvl)
 	}
 	c.defaulted = true
 	if c.MaxAPDU == 0 {

@@ -22,7 +22,7 @@ func TestDefaultConfig(t *testing.T) {
 	assert.Equal(t, DefaultRXWBudget, d.RXWBudget)
 	assert.Equal(t, DefaultReceiveBudget, d.ReceiveBudget)
 	assert.EqualValues(t, 1<<19, d.windowSqns(), "64 MiB of %d-byte slots, a power of two", rxSlotBytes)
-	assert.Equal(t, 4*time.Second, d.FINTimeout, "one NAK cycle")
+	assert.Equal(t, 16*time.Second, d.FINTimeout, "four NAK cycles")
 	assert.Equal(t, DefaultNetHeaderLen, d.NetHeaderLen)
 	assert.Equal(t, 400_000, d.TXWMaxRate)
 	assert.Equal(t, 400_000, d.MaxRate, "total rate defaults to the window rate")

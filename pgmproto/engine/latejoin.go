@@ -44,9 +44,10 @@ func (c *Config) sendTSDU() int {
 }
 
 // join returns the OPT_JOIN of a packet sent now: LateJoinPct of the
-// sequences sent and still held (trail..lead) back from the lead, never
-// before the trail, so that a late joiner only asks for what the window
-// can still repair.
+// window's capacity (TXWSqns) back from the lead, as Winsock's
+// RM_LATEJOIN counts it, never before the trail, so that a late joiner
+// only asks for what the window can still repair. Early in a session that
+// is everything sent so far.
 func (s *Source) join() joinOpt {
 	pct := s.cfg.LateJoinPct
 	if pct <= 0 {
@@ -56,7 +57,10 @@ func (s *Source) join() joinOpt {
 	if lead.Before(trail) {
 		return joinOpt{min: trail, on: true} // nothing sent is held
 	}
-	span := uint64(uint32(lead-trail)) + 1
-	back := seq.Num(span * uint64(pct) / 100)
-	return joinOpt{min: seq.Max(lead-back, trail), on: true}
+	back := uint64(s.cfg.TXWSqns) * uint64(pct) / 100
+	span := uint64(uint32(lead - trail))
+	if back >= span {
+		return joinOpt{min: trail, on: true}
+	}
+	return joinOpt{min: lead - seq.Num(back), on: true}
 }

@@ -45,13 +45,18 @@ func drainSource(t *testing.T, s *engine.Source, now time.Time) []wire.Packet {
 
 // wantJoin is the advertised minimum for a window trail..lead: pct of its
 // sequences back from the lead (rounded down), never before the trail.
-func wantJoin(trail, lead seq.Num, pct int) seq.Num {
-	span := uint64(seq.WindowLen(trail, lead))
-	return seq.Max(lead-seq.Num(span*uint64(pct)/100), trail)
+// wantJoin is pct of the window's capacity (txw sequences) back from the
+// lead, not before the trail.
+func wantJoin(trail, lead seq.Num, pct int, txw uint32) seq.Num {
+	back := uint64(txw) * uint64(pct) / 100
+	if back >= uint64(uint32(lead-trail)) {
+		return trail
+	}
+	return lead - seq.Num(back)
 }
 
 // TestSourceAdvertisesLateJoin: with LateJoinPct, every ODATA, RDATA and
-// SPM carries OPT_JOIN with pct of the window's sequences back from the
+// SPM carries OPT_JOIN with pct of the window's capacity back from the
 // lead, inside [trail, lead]; without it, none does. The window is small
 // and starts just before the sequence wrap, so the trail moves and wraps.
 func TestSourceAdvertisesLateJoin(t *testing.T) {
@@ -115,7 +120,7 @@ func TestSourceAdvertisesLateJoin(t *testing.T) {
 				}
 				require.True(t, has, "%v without OPT_JOIN", p.Type())
 				require.True(t, j.InWindow(trail, lead), "%v: join %d outside [%d, %d]", p.Type(), j, trail, lead)
-				require.Equal(t, wantJoin(trail, lead, pct), j, "%v: window [%d, %d], %d%%", p.Type(), trail, lead, pct)
+				require.Equal(t, wantJoin(trail, lead, pct, c.TXWSqns), j, "%v: window [%d, %d], %d%%", p.Type(), trail, lead, pct)
 			}
 			assert.Equal(t, 120, seen[wire.TypeODATA])
 			assert.Positive(t, seen[wire.TypeRDATA])

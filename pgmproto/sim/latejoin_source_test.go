@@ -72,9 +72,10 @@ func TestSourceLateJoin(t *testing.T) {
 			}
 			base := s.APDUs[0].First
 			t.Logf("heard %d first (trail %d), join point %d", heard-base, first.Data().Trail()-base, start-base)
-			// pct of the sequences the source held then, back from its lead.
-			held := uint64(heard-first.Data().Trail()) + 1
-			assert.Equal(t, heard-seq.Num(held*uint64(pct)/100), start, "join point")
+			// pct of the window's 200 sequences back from the lead, not
+			// before the trail.
+			want := seq.Max(heard-seq.Num(200*pct/100), first.Data().Trail())
+			assert.Equal(t, want, start, "join point")
 			if pct > 0 {
 				assert.Greater(t, int(heard-start), 10, "reaches back")
 			}
