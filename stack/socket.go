@@ -203,8 +203,13 @@ func (s *Socket) SetSendWindowAdvance(pct int) error {
 	return s.setOpt(func(o *sockOpts) error { o.advancePct = pct; return nil })
 }
 
-// SetLateJoin sets the percentage of the window a late-joining receiver may
-// request repairs for (RM_LATEJOIN, 0–75).
+// SetLateJoin sets how far back a receiver that joins the session late may
+// ask for repairs, as a percentage of the sender's window (RM_LATEJOIN,
+// 0–75; 0, the default, means from the first packet it hears). As in
+// Winsock it is a sender option: the sender advertises the point in
+// OPT_JOIN in every SPM and data packet, which takes up to 12 bytes from
+// each packet's payload. Receivers honour what their source advertises;
+// on a receiver socket it has no effect. Set it between Bind and Connect.
 func (s *Socket) SetLateJoin(pct int) error {
 	if pct < 0 || pct > 75 {
 		return fmt.Errorf("%w: late join %d%% not in 0..75", ErrInvalidOption, pct)
