@@ -204,6 +204,12 @@ func checkReceiverBounds(t *testing.T, r *Receiver) {
 				armed[tm.s] = true
 			}
 		}
+		// Or it waits in the ready list for the NAK rate limit.
+		for _, s := range pr.ready {
+			if w.stillMissing(s) && w.at(s).state == stBackOff && w.at(s).timer.IsZero() {
+				armed[s] = true
+			}
+		}
 		if len(armed) != missing || len(w.timers) > 2*int(w.max)+64 {
 			t.Fatalf("%d of %d missing sequences armed, heap %d", len(armed), missing, len(w.timers))
 		}

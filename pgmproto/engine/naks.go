@@ -10,90 +10,76 @@ import (
 
 // nakBucket paces a Receiver's NAK packets (Config.NAKRate, NAKBurst): a
 // token bucket shared by all sessions, since all their NAKs leave the same
-// host and ask the same path for repairs.
+// host and ask the same path for repairs. Credit is kept in time, in
+// integer nanoseconds, so that a token is due exactly when promised.
 type nakBucket struct {
-	rate   int // packets per second; negative: unlimited
-	burst  float64
-	tokens float64
+	cost   time.Duration // per packet: 1 s / NAKRate; 0: unlimited
+	max    time.Duration // burst × cost
+	credit time.Duration
 	last   time.Time
 }
 
 func newNAKBucket(c *Config, now time.Time) nakBucket {
-	return nakBucket{rate: c.NAKRate, burst: float64(c.NAKBurst), tokens: float64(c.NAKBurst), last: now}
+	if c.NAKRate < 0 {
+		return nakBucket{}
+	}
+	cost := time.Second / time.Duration(c.NAKRate)
+	max := cost * time.Duration(c.NAKBurst)
+	return nakBucket{cost: cost, max: max, credit: max, last: now}
 }
 
 func (b *nakBucket) refill(now time.Time) {
-	if b.rate < 0 || !now.After(b.last) {
-		return
+	if now.After(b.last) {
+		b.credit = min(b.max, b.credit+now.Sub(b.last))
+		b.last = now
 	}
-	b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*float64(b.rate))
-	b.last = now
 }
 
 // take spends one packet's token, or reports false.
 func (b *nakBucket) take(now time.Time) bool {
-	if b.rate < 0 {
+	if b.cost == 0 {
 		return true
 	}
 	b.refill(now)
-	if b.tokens < 1 {
+	if b.credit < b.cost {
 		return false
 	}
-	b.tokens--
+	b.credit -= b.cost
 	return true
 }
 
 // nextToken is when the next token will be there.
 func (b *nakBucket) nextToken(now time.Time) time.Time {
-	need := 1 - b.tokens
-	if need <= 0 || b.rate <= 0 {
+	b.refill(now)
+	if b.credit >= b.cost {
 		return now
 	}
-	return now.Add(time.Duration(need / float64(b.rate) * float64(time.Second)))
+	return now.Add(b.cost - b.credit)
 }
 
 // nakTimers advances the NAK state machine of every missing sequence whose
 // timer expired, batching NAKs of up to MaxNAKList sequences in sequence
-// order. Sequences due while the NAK rate limit has no token left stay in
-// back-off until the next token, oldest first then.
+// order. Sequences due in back-off wait in the session's ready list, oldest
+// first, for the NAK rate limit: they leave the timer heap, so that a
+// backlog of thousands costs nothing per token but the NAKs it sends.
 func (pr *session) nakTimers(now time.Time) {
 	r := pr.r
 	w := &pr.w
-	var req outReq
-	req.p = pr
 	pr.nextTimer = time.Time{}
 	lost := false
 	retry := now.Add(r.backoff()) // shared by the sequences retried now: one NAK
-	due := r.due[:0]
+	added := false
 	for len(w.timers) > 0 && !now.Before(w.timers[0].at) {
-		if t := w.popTimer(); w.valid(t) {
-			due = append(due, t.s)
+		t := w.popTimer()
+		if !w.valid(t) {
+			continue
 		}
-	}
-	slices.SortFunc(due, func(a, b seq.Num) int { return cmp.Compare(uint32(a-w.trail), uint32(b-w.trail)) })
-	due = slices.Compact(due) // a timer armed twice at the same instant
-	paced := false
-	var later time.Time
-	for _, s := range due {
-		sl := w.at(s)
+		sl := w.at(t.s)
 		switch sl.state {
 		case stBackOff:
-			if req.n == 0 && (paced || !r.naks.take(now)) {
-				if !paced {
-					paced, later = true, r.naks.nextToken(now)
-				}
-				pr.stats.NAKsDeferred++
-				w.setTimer(s, later)
-				continue
-			}
-			sl.state = stWaitNCF
-			w.setTimer(s, now.Add(r.cfg.NAKRptIvl))
-			req.sqns[req.n] = s
-			req.n++
-			if req.n == MaxNAKList {
-				r.queue(req)
-				req.n = 0
-			}
+			sl.timer = time.Time{} // marks it as listed in ready
+			pr.ready = append(pr.ready, t.s)
+			added = true
 		case stWaitNCF:
 			sl.ncfRetries++
 			if int(sl.ncfRetries) >= r.cfg.NAKNCFRetries {
@@ -102,7 +88,7 @@ func (pr *session) nakTimers(now time.Time) {
 				continue
 			}
 			sl.state = stBackOff
-			w.setTimer(s, retry)
+			w.setTimer(t.s, retry)
 		case stWaitData:
 			sl.dataRetries++
 			if int(sl.dataRetries) >= r.cfg.NAKDataRetries {
@@ -111,17 +97,62 @@ func (pr *session) nakTimers(now time.Time) {
 				continue
 			}
 			sl.state = stBackOff
-			w.setTimer(s, retry)
+			w.setTimer(t.s, retry)
 		}
 	}
-	r.due = due[:0]
+	if added {
+		slices.SortFunc(pr.ready, func(a, b seq.Num) int { return cmp.Compare(uint32(a-w.trail), uint32(b-w.trail)) })
+		pr.ready = slices.Compact(pr.ready)
+	}
+	pr.sendReady(now)
 	if t, ok := w.nextTimer(); ok {
 		pr.noteTimer(t)
+	}
+	if lost {
+		pr.deliver()
+	}
+}
+
+// sendReady NAKs the ready sequences, oldest first, as far as the NAK rate
+// limit allows, and arranges to be called when the next token is due.
+func (pr *session) sendReady(now time.Time) {
+	r := pr.r
+	w := &pr.w
+	var req outReq
+	req.p = pr
+	i := 0
+	for ; i < len(pr.ready); i++ {
+		s := pr.ready[i]
+		if !w.stillMissing(s) {
+			continue
+		}
+		sl := w.at(s)
+		if sl.state != stBackOff || !sl.timer.IsZero() {
+			continue // stale: confirmed, or re-armed since it was listed
+		}
+		if req.n == 0 && !r.naks.take(now) {
+			break
+		}
+		sl.state = stWaitNCF
+		w.setTimer(s, now.Add(r.cfg.NAKRptIvl))
+		req.sqns[req.n] = s
+		req.n++
+		if req.n == MaxNAKList {
+			r.queue(req)
+			req.n = 0
+		}
 	}
 	if req.n > 0 {
 		r.queue(req)
 	}
-	if lost {
-		pr.deliver()
+	if i < len(pr.ready) && !pr.deferring {
+		pr.stats.NAKsDeferred += uint64(len(pr.ready) - i)
+	}
+	n := copy(pr.ready, pr.ready[i:])
+	clear(pr.ready[n:])
+	pr.ready = pr.ready[:n]
+	pr.deferring = n > 0
+	if n > 0 {
+		pr.noteTimer(r.naks.nextToken(now))
 	}
 }

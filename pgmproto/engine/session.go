@@ -34,6 +34,11 @@ type session struct {
 	announced bool
 
 	nextTimer time.Time // earliest slot timer; zero: none
+	// ready lists sequences due to be NAKed that wait for the NAK rate
+	// limit, oldest first (their slot timer is zero while listed);
+	// deferring says the list was left non-empty last time.
+	ready     []seq.Num
+	deferring bool
 	finSeen   bool
 	finSQN    seq.Num
 	over      bool // ended (FIN/RST): ignore everything until expiry
@@ -330,7 +335,7 @@ func (pr *session) finish() {
 		pr.w.release(s)
 	}
 	pr.w.setRing(nil)
-	pr.w.miss, pr.w.timers = nil, nil
+	pr.w.miss, pr.w.timers, pr.ready = nil, nil, nil
 	pr.nextTimer = time.Time{}
 	pr.spmrAt = time.Time{}
 }
