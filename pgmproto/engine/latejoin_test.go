@@ -43,8 +43,6 @@ func drainSource(t *testing.T, s *engine.Source, now time.Time) []wire.Packet {
 	}
 }
 
-// wantJoin is the advertised minimum for a window trail..lead: pct of its
-// sequences back from the lead (rounded down), never before the trail.
 // wantJoin is pct of the window's capacity (txw sequences) back from the
 // lead, not before the trail.
 func wantJoin(trail, lead seq.Num, pct int, txw uint32) seq.Num {
