@@ -55,6 +55,7 @@ type netFlags struct {
 	txwSqns  uint
 	txwSecs  seconds
 	txwBytes byteSize
+	rxBudget byteSize
 	timers   stack.Timers
 	backoff  string
 	nakGroup int
@@ -78,7 +79,8 @@ func (f *netFlags) register(fs *flag.FlagSet) {
 	f.stats, f.progress, f.seed = statsText, progressAuto, 1
 	fs.StringVar(&f.network, "network", "", "`\"IFACE;GROUP\"`, as in OpenPGM: IFACE is the TUN device's name or the netstack's address\n(either may be empty), GROUP the multicast group, IPv4 or IPv6 (default "+defaultGroup+", or\n"+defaultGroup6+" when the addresses are IPv6)")
 	fs.UintVar(&f.port, "port", f.port, "PGM data-destination port")
-	fs.Var(&f.rate, "rate", "maximum send `rate` in bytes/s, IP headers included (e.g. 400000, 10MB/s); it also sizes\nthe receive window, so give recv the sender's value")
+	fs.Var(&f.rate, "rate", "send: maximum `rate` in bytes/s, IP headers included (e.g. 400000, 10MB/s); a receiver's\nwindow follows its source (see --rx-budget)")
+	fs.Var(&f.rxBudget, "rx-budget", "recv: most `bytes` of receive memory, the window the source advertises held within it\n(default 64MiB); when full, the oldest holes are reported lost")
 	fs.UintVar(&f.txwSqns, "txw-sqns", 0, "window in sequences (packets); converted to time at --rate and the MTU")
 	fs.Var(&f.txwSecs, "txw-secs", "window as `time`: how long data stays available for repairs (default 2s)")
 	fs.Var(&f.txwBytes, "txw-bytes", "window in `bytes` (e.g. 8MiB)")
@@ -116,6 +118,7 @@ type netConfig struct {
 	hostAddr netip.Prefix // kernel side; invalid: leave it alone
 	group    netip.AddrPort
 	rate     int64
+	rxBudget int
 	window   struct {
 		sqns  uint32
 		dur   time.Duration
@@ -195,6 +198,10 @@ func (f *netFlags) resolve() (*netConfig, error) {
 		return nil, fmt.Errorf("--rate %d: want at least 1000 bytes/s", f.rate)
 	}
 	c.rate = int64(f.rate)
+	if f.rxBudget < 0 || int64(f.rxBudget) > 1<<40 {
+		return nil, fmt.Errorf("--rx-budget %d: out of range", f.rxBudget)
+	}
+	c.rxBudget = int(f.rxBudget)
 	set := 0
 	for _, v := range []bool{f.txwSqns != 0, f.txwSecs != 0, f.txwBytes != 0} {
 		if v {
@@ -365,6 +372,11 @@ func (c *netConfig) configure(s *stack.Socket, mtu uint32) error {
 	}
 	if err := s.SetTimers(c.timers); err != nil {
 		return fmt.Errorf("timers: %w", err)
+	}
+	if c.rxBudget > 0 {
+		if err := s.SetReceiveBudget(c.rxBudget, c.rxBudget); err != nil {
+			return fmt.Errorf("--rx-budget: %w", err)
+		}
 	}
 	if err := s.SetNAKBackoff(c.backoff, c.nakGroup); err != nil {
 		return fmt.Errorf("NAK back-off: %w", err)

@@ -118,8 +118,9 @@ func TestResolvePGMOptions(t *testing.T) {
 	c, err := resolveArgs(t, "--rdm", "--rate", "1MB/s", "--txw-sqns", "500", "--ttl", "1",
 		"--nak-bo-ivl", "10ms", "--nak-rpt-ivl", "300ms", "--nak-rdata-ivl", "400ms",
 		"--nak-data-retries", "3", "--nak-ncf-retries", "4", "--peer-expiry", "9s", "--spm-ambient", "1s", "--loss", "2.5", "--seed", "42",
-		"--nak-backoff", "exponential", "--nak-group", "64")
+		"--nak-backoff", "exponential", "--nak-group", "64", "--rx-budget", "8MiB")
 	require.NoError(t, err)
+	assert.Equal(t, 8<<20, c.rxBudget)
 	assert.Equal(t, stack.NAKBackoffExponential, c.backoff)
 	assert.Equal(t, 64, c.nakGroup)
 	assert.Equal(t, stack.SockRDM, c.sockType)
