@@ -1,14 +1,20 @@
 package engine_test
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pgmtun/pgmtun/internal/pcapio"
+	"github.com/pgmtun/pgmtun/internal/tshark"
 	"github.com/pgmtun/pgmtun/pgmproto/engine"
 	"github.com/pgmtun/pgmtun/pgmproto/seq"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
@@ -174,5 +180,80 @@ func TestLateJoinTSDURoom(t *testing.T) {
 				assert.Equal(t, tc.pct > 0, has)
 			}
 		})
+	}
+}
+
+// TestLateJoinThroughTshark: the Source's own SPM, ODATA (whole, full-size
+// and fragmented, with OPT_SYN) and RDATA with OPT_JOIN decode in Wireshark
+// with a good checksum, nothing malformed, and the join sequence we wrote.
+func TestLateJoinThroughTshark(t *testing.T) {
+	c := ljConfig(50)
+	now := time.Unix(1_000_000, 0)
+	s, err := engine.NewSource(c, now)
+	require.NoError(t, err)
+	var pkts []wire.Packet
+	var raw [][]byte
+	keep := func() {
+		for {
+			tx, ok := s.Next(now)
+			if !ok {
+				return
+			}
+			b := append([]byte(nil), tx.Packet...)
+			p, err := wire.Parse(b)
+			require.NoError(t, err)
+			pkts, raw = append(pkts, p), append(raw, b)
+		}
+	}
+	keep()
+	for i, n := range []int{1, 300, c.MaxTSDU(), 3 * c.MaxTSDU(), 10} {
+		now = now.Add(time.Millisecond)
+		require.NoError(t, s.Send(now, bytes.Repeat([]byte{byte(i)}, n)))
+		keep()
+	}
+	var b wire.Builder
+	buf := make([]byte, 64)
+	n, err := b.NAK(buf, wire.Upstream(ljTSI, 7500), 2, ljSrc, ljGroup).Finish()
+	require.NoError(t, err)
+	require.NoError(t, s.HandlePacket(now, buf[:n], netip.MustParseAddr("10.0.1.1")))
+	now = now.Add(time.Second) // the repair, then a heartbeat SPM
+	keep()
+
+	for _, p := range pkts {
+		if p.Type() == wire.TypeODATA {
+			assert.True(t, p.HasSYN(), "the first ODATA has room for OPT_SYN too")
+			break
+		}
+	}
+
+	var file bytes.Buffer
+	w, err := pcapio.NewWriter(&file, pcapio.LinkTypeRaw)
+	require.NoError(t, err)
+	for i, pgm := range raw {
+		ip := pcapio.AppendIPv4(nil, ljSrc, ljGroup, pcapio.ProtoPGM, 16, pgm)
+		require.LessOrEqual(t, len(ip), c.MaxTPDU)
+		require.NoError(t, w.WritePacket(now.Add(time.Duration(i)*time.Millisecond), ip))
+	}
+	path := filepath.Join(t.TempDir(), "latejoin.pcap")
+	require.NoError(t, os.WriteFile(path, file.Bytes(), 0o644))
+
+	byType := tshark.CheckPGM(t, path, nil)
+	assert.Equal(t, 8, byType["0x04"], "ODATA: three whole, four fragments, one whole")
+	assert.Positive(t, byType["0x05"], "RDATA")
+	assert.Positive(t, byType["0x00"], "SPM")
+	rows := tshark.Fields(t, path, "", nil, "frame.number", "pgm.opts.join.min_join", "_ws.malformed")
+	require.Len(t, rows, len(pkts))
+	for i, r := range rows {
+		assert.Empty(t, r[2], "frame %s: malformed", r[0])
+		j, has := pkts[i].Join()
+		if pkts[i].Type() == wire.TypeNCF {
+			assert.False(t, has)
+			assert.Empty(t, r[1], "frame %s: NCF", r[0])
+			continue
+		}
+		require.True(t, has, "frame %s: %v without OPT_JOIN", r[0], pkts[i].Type())
+		got, err := strconv.ParseUint(r[1], 0, 32)
+		require.NoError(t, err, "frame %s: min_join %q", r[0], r[1])
+		assert.Equal(t, uint64(j), got, "frame %s", r[0])
 	}
 }
