@@ -196,7 +196,8 @@ func (pr *session) onSPM(now time.Time, p wire.Packet) {
 	pr.spmrAt = time.Time{}
 	lead, trail := spm.Lead(), spm.Trail()
 	if !pr.defined {
-		pr.define(now, lead+1, trail, 0, false)
+		j, hasJoin := p.Join() // a late joiner may hear an SPM first
+		pr.define(now, lead+1, trail, j, hasJoin)
 	} else {
 		pr.sourceTrail(trail)
 		pr.w.saw(lead)

@@ -232,3 +232,19 @@ func TestAnnounceOnFirstODATA(t *testing.T) {
 	assert.False(t, h.rx.HasSession(tTSI))
 	assert.Empty(t, h.events)
 }
+
+// TestLateJoinFromSPM: a late joiner whose first packet is an SPM with
+// OPT_JOIN reaches back to the join sequence, as from ODATA.
+func TestLateJoinFromSPM(t *testing.T) {
+	h := newReceiverHarness(t, testConfig())
+	var b wire.Builder
+	n, err := b.SPM(buf, wire.Downstream(tTSI, tPort), 1, 90, 99, tSrcNLA).Join(95).Finish()
+	require.NoError(t, err)
+	h.toReceiver(append([]byte(nil), buf[:n]...))
+	h.run(100 * time.Millisecond)
+	var got []seq.Num
+	for _, s := range h.of(wire.TypeNAK) {
+		got = append(got, nakSeqs(s.p)...)
+	}
+	assert.Equal(t, seqRange(95, 5), got)
+}
