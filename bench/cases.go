@@ -84,6 +84,15 @@ func allCases(e *Env, runs int) []*Case {
 			Run: baselineVeth(e, sz, e.count(sz, 1))})
 	}
 
+	// With no rate limit, each receiver on its own defaults; the pgmtun
+	// case (section 3) runs by turns with its baseline.
+	for _, sz := range sizes {
+		add(&Case{ID: fmt.Sprintf("openpgm/veth-unlimited/%d", sz), Group: gBaseline,
+			Name: fmt.Sprintf("OpenPGM unlimited → OpenPGM, defaults, %d B", sz), Timeout: 60 * time.Second,
+			Show: []string{mMsgs, mMbit, mPeakRSS, mRecvCPU}, Needs: []string{"openpgm"},
+			Run: openPGMUnlimited(e, sz, e.count(sz, 1)), Interleave: fmt.Sprintf("unlimited/%d", sz)})
+	}
+
 	// 3. Through the kernel.
 	for _, sz := range sizes {
 		base := fmt.Sprintf("openpgm/veth/%d", sz)
@@ -108,6 +117,12 @@ func allCases(e *Env, runs int) []*Case {
 			Name: fmt.Sprintf("OpenPGM → pgmtun via TUN, %d B", sz), Timeout: 60 * time.Second,
 			Baseline: base, Show: []string{mMsgs, mMbit}, Needs: []string{"openpgm"},
 			Run: openPGMToPgmtun(e, sz, e.count(sz, 1))})
+	}
+	for _, sz := range sizes {
+		add(&Case{ID: fmt.Sprintf("tun/recv-cmd-unlimited/%d", sz), Group: gTUN,
+			Name: fmt.Sprintf("OpenPGM unlimited → `pgmtun recv` (default flags) via TUN, %d B", sz), Timeout: 60 * time.Second,
+			Baseline: fmt.Sprintf("openpgm/veth-unlimited/%d", sz), Show: []string{mMsgs, mMbit, mRepairs, mPeakRSS, mRecvCPU},
+			Needs: []string{"openpgm"}, Run: recvCommandUnlimited(e, sz, e.count(sz, 1)), Interleave: fmt.Sprintf("unlimited/%d", sz)})
 	}
 	for _, sz := range sizes {
 		base := fmt.Sprintf("openpgm/veth/%d", sz)

@@ -157,6 +157,10 @@ func (p *Proc) Wait() (Result, error) {
 	if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		r.Signal = ws.Signal()
 	}
+	if ru, ok := p.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		r.MaxRSS = ru.Maxrss << 10 // KiB on Linux
+		r.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
 	if err := r.parse(); err != nil {
 		return r, err
 	}
@@ -231,6 +235,8 @@ type Result struct {
 	MbitPerSec float64
 	ExitCode   int
 	Signal     syscall.Signal // non-zero if killed by a signal
+	MaxRSS     int64          // peak resident memory of the peer, bytes
+	CPU        time.Duration  // the peer's user + system CPU time
 	Stdout     string
 	Stderr     string
 }
