@@ -157,15 +157,16 @@ type Config struct {
 	// timers (a pgmtun source serves repairs for one cycle after its FIN;
 	// the other three let NAKs lost on the way up be repeated).
 	FINTimeout time.Duration
-	// NAKBackoff is how the NAK back-off is drawn: uniformly (the zero
-	// value, as OpenPGM) or exponentially, which sends fewer duplicate NAKs
-	// when many receivers share a loss or the round trip is not small
+	// NAKBackoff is how the NAK back-off is drawn: adaptive (the zero value:
+	// uniform until other receivers show up, see NAKBackoffAdaptive),
+	// uniformly (as OpenPGM) or exponentially, which sends fewer duplicate
+	// NAKs when many receivers share a loss or the round trip is not small
 	// against NAKBOIvl, but sends the first NAK later (see NAKBackoff).
 	NAKBackoff NAKBackoff
 	// NAKGroupSize is the number of receivers expected to share a loss,
 	// shaping NAKBackoffExponential (λ = ln N + 1); 0 means
 	// DefaultNAKGroupSize. Estimates within a factor of a few work about as
-	// well; uniform back-off ignores it.
+	// well; the other modes ignore it.
 	NAKGroupSize int
 	// MaxPeers bounds the number of sources a Receiver tracks.
 	MaxPeers int

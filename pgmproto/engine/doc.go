@@ -52,9 +52,12 @@
 // # NAK back-off
 //
 // A receiver waits a random back-off of up to NAKBOIvl before it NAKs a
-// gap; an NCF heard meanwhile suppresses its NAK. By default the back-off
-// is uniform, as OpenPGM's, which gives about 1 + (N−1)·RTT/NAKBOIvl NAKs
-// per loss shared by N receivers. Config.NAKBackoff = NAKBackoffExponential
+// gap; an NCF heard meanwhile suppresses its NAK. A uniform back-off, as
+// OpenPGM's (NAKBackoffUniform), gives about 1 + (N−1)·RTT/NAKBOIvl NAKs
+// per loss shared by N receivers. The default, NAKBackoffAdaptive, is
+// uniform until NCFs show other receivers sharing the losses; then the
+// receivers that usually NAK first draw early and the others late, which
+// keeps NAKs near one per loss. Config.NAKBackoff = NAKBackoffExponential
 // draws it from a truncated exponential distribution instead (NORM's
 // feedback timer, λ = ln(NAKGroupSize) + 1): choose it for many receivers
 // or a round trip that is not small against NAKBOIvl. It sends far fewer

@@ -247,7 +247,7 @@ func (r *Receiver) newSession(now time.Time, p wire.Packet, from, to netip.Addr)
 
 // backoff draws a NAK back-off: for a new gap and for every return to
 // back-off after an NCF or RDATA wait timed out (as OpenPGM re-draws).
-func (r *Receiver) backoff() time.Duration { return r.bo.draw(r.rng) }
+func (r *Receiver) backoff() time.Duration { return r.bo.draw(r.rng, r.now) }
 
 // timers runs every expired timer at now.
 func (r *Receiver) timers(now time.Time) {

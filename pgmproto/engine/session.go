@@ -307,6 +307,7 @@ func (pr *session) confirm(now time.Time, q seq.Num) {
 		w.addMiss(q)
 	}
 	sl := w.at(q)
+	pr.r.bo.confirmed(now, sl.state)
 	switch sl.state {
 	case stBackOff, stWaitNCF:
 		if sl.state == stBackOff {
