@@ -23,6 +23,7 @@ func TestSetNAKBackoffValidation(t *testing.T) {
 		n    int
 		err  error
 	}{
+		{"adaptive", NAKBackoffAdaptive, 0, nil},
 		{"uniform", NAKBackoffUniform, 0, nil},
 		{"exponential default group", NAKBackoffExponential, 0, nil},
 		{"exponential max group", NAKBackoffExponential, MaxNAKGroupSize, nil},
@@ -62,13 +63,15 @@ func TestSetNAKBackoffValidation(t *testing.T) {
 // some NAK within 45 ms (each of 8 draws has a 45 % chance), while
 // exponential back-off for a huge group (λ = ln 2²⁴ + 1 ≈ 17.6) waits
 // nearly the whole interval (P(back-off < 45 ms) ≈ e^(−0.55λ) ≈ 6·10⁻⁵).
-// Both recover everything.
+// Adaptive back-off, seeing no other receiver, acts as uniform. All
+// recover everything.
 func TestNAKBackoffTakesEffect(t *testing.T) {
 	for _, tc := range []struct {
 		b         NAKBackoff
 		earlyNAKs bool
 	}{
 		{NAKBackoffUniform, true},
+		{NAKBackoffAdaptive, true}, // alone: as uniform
 		{NAKBackoffExponential, false},
 	} {
 		t.Run(tc.b.String(), func(t *testing.T) {

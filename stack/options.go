@@ -112,8 +112,11 @@ type NAKBackoff = engine.NAKBackoff
 
 // NAK back-off modes.
 const (
-	// NAKBackoffUniform is OpenPGM's back-off, uniform in (0, NAKBOIvl]:
-	// the default.
+	// NAKBackoffAdaptive, the default, is uniform until the receiver sees
+	// that others share its losses, then early for the receivers that
+	// usually NAK first and late for the rest.
+	NAKBackoffAdaptive = engine.NAKBackoffAdaptive
+	// NAKBackoffUniform is OpenPGM's back-off, uniform in (0, NAKBOIvl].
 	NAKBackoffUniform = engine.NAKBackoffUniform
 	// NAKBackoffExponential is a truncated exponential back-off in
 	// (0, NAKBOIvl] (as NORM's): fewer duplicate NAKs, later first NAK.

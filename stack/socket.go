@@ -306,7 +306,11 @@ func (s *Socket) SetTimers(t Timers) error {
 
 // SetNAKBackoff chooses how a receiver draws the random delay before each
 // NAK; pgmtun's own option (Winsock has none), set between Bind and Listen.
-// NAKBackoffUniform, the default, is OpenPGM's: the first NAK for a loss
+// NAKBackoffAdaptive, the default, draws as NAKBackoffUniform until the
+// receiver sees, from NCFs, that others share its losses; then the
+// receivers that usually NAK first draw early and the rest late, so one
+// NAK per loss is usual even at a few milliseconds of round trip (see
+// engine.NAKBackoffAdaptive). NAKBackoffUniform is OpenPGM's: the first NAK for a loss
 // comes soon, but every receiver whose delay ends within a round trip of it,
 // before the source's NCF reaches it, NAKs too, so duplicates grow with the
 // receiver count times RTT/NAKBOIvl. NAKBackoffExponential makes most
@@ -317,10 +321,10 @@ func (s *Socket) SetTimers(t Timers) error {
 // average instead of 25). Choose it for many receivers or a round trip not
 // small against NAKBOIvl. groupSize is the number of receivers expected to
 // share a loss (0: 32, engine.DefaultNAKGroupSize), shaping the exponential
-// distribution; the uniform mode ignores it. The packets sent are the same
+// distribution; the other modes ignore it. The packets sent are the same
 // in either mode. A sender accepts the option and ignores it.
 func (s *Socket) SetNAKBackoff(b NAKBackoff, groupSize int) error {
-	if b != NAKBackoffUniform && b != NAKBackoffExponential {
+	if b > NAKBackoffExponential {
 		return fmt.Errorf("%w: unknown NAK back-off %v", ErrInvalidOption, b)
 	}
 	if groupSize < 0 || groupSize > MaxNAKGroupSize {

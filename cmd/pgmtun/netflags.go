@@ -85,7 +85,7 @@ func (f *netFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.txwSecs, "txw-secs", "window as `time`: how long data stays available for repairs (default 2s)")
 	fs.Var(&f.txwBytes, "txw-bytes", "window in `bytes` (e.g. 8MiB)")
 	fs.DurationVar(&f.timers.NAKBOIvl, "nak-bo-ivl", 0, "NAK back-off interval (default 50ms)")
-	fs.StringVar(&f.backoff, "nak-backoff", "uniform", "recv: how the NAK back-off is drawn: `uniform` (OpenPGM) or exponential (fewer\nduplicate NAKs from many receivers, later first NAK)")
+	fs.StringVar(&f.backoff, "nak-backoff", "adaptive", "recv: how the NAK back-off is drawn: `adaptive` (uniform until other receivers\nshow up, then few duplicate NAKs), uniform (OpenPGM) or exponential (few duplicate NAKs, later first NAK)")
 	fs.IntVar(&f.nakGroup, "nak-group", 0, "recv: receivers expected to share a loss, shapes --nak-backoff exponential (default 32)")
 	fs.DurationVar(&f.timers.NAKRptIvl, "nak-rpt-ivl", 0, "wait for an NCF before repeating a NAK (default 2s)")
 	fs.DurationVar(&f.timers.NAKRdataIvl, "nak-rdata-ivl", 0, "wait for RDATA after an NCF (default 2s)")
@@ -223,12 +223,14 @@ func (f *netFlags) resolve() (*netConfig, error) {
 		return nil, errors.New("NAK timers, retries, --peer-expiry and --spm-ambient must not be negative")
 	}
 	switch f.backoff {
+	case "adaptive":
+		c.backoff = stack.NAKBackoffAdaptive
 	case "uniform":
 		c.backoff = stack.NAKBackoffUniform
 	case "exponential":
 		c.backoff = stack.NAKBackoffExponential
 	default:
-		return nil, fmt.Errorf("--nak-backoff %q: want uniform or exponential", f.backoff)
+		return nil, fmt.Errorf("--nak-backoff %q: want adaptive, uniform or exponential", f.backoff)
 	}
 	if f.nakGroup < 0 || f.nakGroup > stack.MaxNAKGroupSize {
 		return nil, fmt.Errorf("--nak-group %d: want 0..%d", f.nakGroup, stack.MaxNAKGroupSize)

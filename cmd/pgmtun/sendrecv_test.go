@@ -398,7 +398,7 @@ func TestSendRecvFlags(t *testing.T) {
 		{[]string{"send", "--txw-sqns", "100", "--txw-secs", "2"}, exitUsage, "give the window one way"},
 		{[]string{"send", "--txw-secs", "-1"}, exitUsage, `bad duration "-1"`},
 		{[]string{"send", "--nak-bo-ivl", "-5ms"}, exitUsage, "must not be negative"},
-		{[]string{"recv", "--nak-backoff", "poisson"}, exitUsage, `--nak-backoff "poisson": want uniform or exponential`},
+		{[]string{"recv", "--nak-backoff", "poisson"}, exitUsage, `--nak-backoff "poisson": want adaptive, uniform or exponential`},
 		{[]string{"recv", "--nak-group", "-1"}, exitUsage, "--nak-group -1: want 0..16777216"},
 		{[]string{"send", "--ttl", "256"}, exitUsage, "--ttl 256: want 0..255"},
 		{[]string{"send", "--mtu", "100"}, exitUsage, "--mtu 100: want 576..65535"},
