@@ -171,9 +171,9 @@ func allCases(e *Env, runs int) []*Case {
 			Run:   lossCase(p, lossSize, e.count(lossSize, 0.5), tunLossTransfer(e)), Interleave: "loss/tun"})
 	}
 
-	// 6. NAK implosion, with OpenPGM's uniform NAK back-off and with the
-	// exponential one (SetNAKBackoff, default group size 32), whose ratios
-	// are to the uniform case.
+	// 6. NAK implosion, with OpenPGM's uniform NAK back-off, the
+	// exponential one (SetNAKBackoff, default group size 32) and the
+	// adaptive default, whose ratios are to the uniform case.
 	implosionShow := []string{mNAKs, mNCFs, mRDATA, mFirstNAK, mP50}
 	for _, path := range []struct {
 		id, name string
@@ -191,15 +191,14 @@ func allCases(e *Env, runs int) []*Case {
 		}},
 		{"inproc", "in-process stacks (memlink)", inprocImplosion},
 	} {
-		for _, bo := range []engine.NAKBackoff{engine.NAKBackoffUniform, engine.NAKBackoffExponential} {
+		for _, mode := range implosionModes {
 			for _, n := range receiverCounts {
-				c := &Case{ID: fmt.Sprintf("implosion/%s/%d", path.id, n), Group: gImplosion,
+				c := &Case{ID: fmt.Sprintf("implosion/%s%s/%d", path.id, mode.suffix, n), Group: gImplosion,
 					Name: fmt.Sprintf("%s, %d receivers", path.name, n), Timeout: 60 * time.Second,
-					Show: implosionShow, Run: path.run(n, bo)}
-				if bo == engine.NAKBackoffExponential {
-					c.Baseline = c.ID
-					c.ID = fmt.Sprintf("implosion/%s-exp/%d", path.id, n)
-					c.Name = fmt.Sprintf("%s, exponential back-off, %d receivers", path.name, n)
+					Show: implosionShow, Run: path.run(n, mode.bo)}
+				if mode.bo != engine.NAKBackoffUniform {
+					c.Baseline = fmt.Sprintf("implosion/%s/%d", path.id, n)
+					c.Name = fmt.Sprintf("%s, %v back-off, %d receivers", path.name, mode.bo, n)
 				}
 				add(c)
 			}

@@ -31,6 +31,18 @@ const (
 // ODATA to the first NAK for it: what the back-off costs.
 const mFirstNAK = "first NAK ms"
 
+// implosionModes are the NAK back-off modes of the implosion cases and
+// their case ID suffixes: OpenPGM's uniform (the baseline), exponential
+// with the default group size (32) and adaptive, the default.
+var implosionModes = []struct {
+	suffix string
+	bo     engine.NAKBackoff
+}{
+	{"", engine.NAKBackoffUniform},
+	{"-exp", engine.NAKBackoffExponential},
+	{"-ada", engine.NAKBackoffAdaptive},
+}
+
 func sharedLoss(sqn uint32) bool { return sqn%lossEvery == lossEvery/2 }
 
 // nakSQNs calls f for every sequence a NAK names.

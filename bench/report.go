@@ -261,6 +261,7 @@ func (rep *report) targets(b *strings.Builder) {
 		for _, mode := range []struct{ suffix, name string }{
 			{"", "uniform back-off (OpenPGM)"},
 			{"-exp", "exponential back-off"},
+			{"-ada", "adaptive back-off (default)"},
 		} {
 			id := "implosion/" + path + mode.suffix + "/32"
 			v, ok := rep.med(id, mNAKs)
@@ -405,6 +406,8 @@ func (rep *report) plots() map[string]plot {
 	add(&naks, "simulator, LAN, exponential back-off", pts(func(i int) string { return fmt.Sprintf("implosion/sim-exp/%d", receiverCounts[i]) }, rIdx, mNAKs, rx))
 	add(&naks, "simulator, 1–2 ms, exponential back-off", pts(func(i int) string { return fmt.Sprintf("implosion/sim-1ms-exp/%d", receiverCounts[i]) }, rIdx, mNAKs, rx))
 	add(&naks, "in-process, exponential back-off", pts(func(i int) string { return fmt.Sprintf("implosion/inproc-exp/%d", receiverCounts[i]) }, rIdx, mNAKs, rx))
+	add(&naks, "simulator, LAN, adaptive back-off", pts(func(i int) string { return fmt.Sprintf("implosion/sim-ada/%d", receiverCounts[i]) }, rIdx, mNAKs, rx))
+	add(&naks, "simulator, 1–2 ms, adaptive back-off", pts(func(i int) string { return fmt.Sprintf("implosion/sim-1ms-ada/%d", receiverCounts[i]) }, rIdx, mNAKs, rx))
 
 	return map[string]plot{"throughput.svg": tput, "goodput_loss.svg": goodput, "naks_receivers.svg": naks}
 }
