@@ -31,8 +31,9 @@
 // Memory: the transmit window copies each TSDU into a buffer that belongs
 // to its ring slot and is reused by later sequences (at most TXWSqns
 // buffers, the window's peak use); a receive window takes payload buffers
-// from a free list (at most RXWSqns buffers, within 256..4096) refilled by
-// reassembly and Recycle.
+// in power-of-two size classes from a bounded free list refilled by
+// reassembly and Recycle, and everything it holds (payloads and per-sequence
+// state) counts against Config.RXWBudget and ReceiveBudget.
 //
 // # Semantics
 //
@@ -44,10 +45,16 @@
 // sequence. NAKs are confirmed at once with NCFs (lists too),
 // RDATA goes ahead of ODATA, all output passes a token bucket.
 //
-// The receiver delivers APDUs in order, exactly once, reassembled from
-// OPT_FRAGMENT; whatever cannot be delivered is reported by an EventLoss
-// naming the exact sequences, never skipped silently. Sessions end with
-// EventEnd (OPT_FIN), EventReset (OPT_RST) or EventExpired.
+// The receive window follows the source (its SPMs and data trail up to the
+// highest sequence seen), bounded by the budgets, not by a local rate:
+// when they are full the oldest holes are given up and reported lost.
+// NAKs are paced (Config.NAKRate), oldest holes first. The receiver
+// delivers APDUs in order, exactly once, reassembled from OPT_FRAGMENT;
+// whatever cannot be delivered is reported by an EventLoss naming the
+// exact sequences, never skipped silently. A session is offered
+// (EventNewSession) on its first ODATA and ends with EventEnd (OPT_FIN,
+// or FINTimeout of silence after it), EventReset (OPT_RST) or
+// EventExpired.
 //
 // # NAK back-off
 //
@@ -59,8 +66,8 @@
 // receivers that usually NAK first draw early and the others late, which
 // keeps NAKs near one per loss. Config.NAKBackoff = NAKBackoffExponential
 // draws it from a truncated exponential distribution instead (NORM's
-// feedback timer, λ = ln(NAKGroupSize) + 1): choose it for many receivers
-// or a round trip that is not small against NAKBOIvl. It sends far fewer
+// feedback timer, λ = ln(NAKGroupSize) + 1), sized by an expected group
+// rather than learnt, which the default needs no setting for. It sends far fewer
 // duplicate NAKs, but the first NAK, and so the repair, comes later (one
 // receiver waits 0.79·NAKBOIvl on average instead of 0.5·NAKBOIvl). Every
 // back-off comes from the Receiver's RNG, so seeded runs reproduce.
