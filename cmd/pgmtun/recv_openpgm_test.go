@@ -127,7 +127,21 @@ func runRecvCommand(t *testing.T, bin string, peers interop.Peers, c recvCase) r
 	require.NoError(t, err)
 	t.Cleanup(func() { sp.Signal(syscall.SIGKILL); sp.Wait() })
 
-	werr := <-done
+	// The device's kernel queue drops (TX dropped, from the kernel's
+	// side) tell a reader that fell behind from loss declared later; the
+	// device goes with recv, so the last reading before it exits counts.
+	var queueDrops string
+	var werr error
+	for polling := true; polling; {
+		select {
+		case werr = <-done:
+			polling = false
+		case <-time.After(250 * time.Millisecond):
+			if d, err := ns.Run("cat", "/sys/class/net/"+urTUN+"/statistics/tx_dropped"); err == nil {
+				queueDrops = strings.TrimSpace(d)
+			}
+		}
+	}
 	exited = true
 	_ = sp.Signal(syscall.SIGTERM) // recv gave up: stop lingering
 	sr, serr := sp.Wait()
@@ -137,9 +151,9 @@ func runRecvCommand(t *testing.T, bin string, peers interop.Peers, c recvCase) r
 	var rep receiverReport
 	decErr := json.NewDecoder(strings.NewReader(stderr.String())).Decode(&rep)
 	t.Logf("recv: exit %d, %d of %d bytes in %.2fs (session %.2fs); ODATA %d RDATA %d NAKs %d (%d sequences) "+
-		"lost %d, window overflow drops %d, max in window %d, link drops %d: %s",
+		"lost %d, window overflow drops %d, max in window %d, link drops %d, device queue drops %s: %s",
 		code, rep.Bytes, c.size*c.count, rep.Seconds, rep.TotalSeconds, rep.ODATA, rep.RDATA, rep.NAKs, rep.NAKSeqs,
-		rep.Lost, rep.PGM.WindowOverflowDrops, rep.PGM.MaxSequencesInWindow, rep.LinkDropped, rep.Result)
+		rep.Lost, rep.PGM.WindowOverflowDrops, rep.PGM.MaxSequencesInWindow, rep.LinkDropped, queueDrops, rep.Result)
 	defer func() {
 		if t.Failed() {
 			t.Logf("recv %s\nstderr:\n%s", strings.Join(args, " "), stderr.String())
