@@ -74,6 +74,16 @@ type Config struct {
 	// JoinAt, if set, gives each receiver (index 0 is receiver 1) the time
 	// after Start at which it joins the group: it hears nothing before.
 	JoinAt []time.Duration
+	// OnEvent, if set, is given every event a receiver reports, and Sim
+	// keeps none (Events stays empty): long runs with many receivers
+	// would otherwise hold every receiver's copy of every message.
+	OnEvent func(n Node, at time.Time, ev engine.Event)
+	// OnSend, if set, is given every packet a node sends, as Trace records
+	// it, without keeping it (a streaming capture).
+	OnSend func(Sent)
+	// OnDeliver, if set, is called as each packet copy reaches a node,
+	// before the node handles it (a per-node capture).
+	OnDeliver func(to Node, at time.Time, pkt []byte, from, dst netip.Addr)
 }
 
 // Sent is one packet as transmitted by a node (before the medium acts).
@@ -103,8 +113,14 @@ var (
 	SourceAddr = netip.MustParseAddr("10.0.0.1")
 )
 
-// ReceiverAddr returns receiver i's address (i from 1).
-func ReceiverAddr(i Node) netip.Addr { return netip.AddrFrom4([4]byte{10, 0, 1, byte(i)}) }
+// MaxReceivers is the most receivers a simulation may have.
+const MaxReceivers = 10_000
+
+// ReceiverAddr returns receiver i's address (i from 1): 10.0.1.i up to
+// 255, then on through 10.0.2.0 and up.
+func ReceiverAddr(i Node) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, 0, byte(1 + i>>8), byte(i)})
+}
 
 // DefaultTSI is the source's TSI when Config.Engine leaves it zero.
 var DefaultTSI = wire.TSI{GSI: wire.GSI{0x53, 0x49, 0x4d, 0x00, 0x00, 0x01}, SourcePort: 7500}
@@ -186,8 +202,8 @@ type APDU struct {
 
 // New builds a simulation; nothing happens until Run* is called.
 func New(cfg Config) (*Sim, error) {
-	if cfg.Receivers < 0 || cfg.Receivers > 250 {
-		return nil, fmt.Errorf("sim: %d receivers out of range [0, 250]", cfg.Receivers)
+	if cfg.Receivers < 0 || cfg.Receivers > MaxReceivers {
+		return nil, fmt.Errorf("sim: %d receivers out of range [0, %d]", cfg.Receivers, MaxReceivers)
 	}
 	if cfg.Start.IsZero() {
 		cfg.Start = time.Unix(1_000_000, 0)
@@ -319,6 +335,9 @@ func (s *Sim) Step() bool {
 		}
 		e.node = SourceNode
 	case evDeliver:
+		if s.Cfg.OnDeliver != nil {
+			s.Cfg.OnDeliver(e.node, s.Now, e.pkt, e.from, e.to)
+		}
 		if e.node == SourceNode {
 			if s.Source != nil {
 				_ = s.Source.HandlePacket(s.Now, e.pkt, e.from)
@@ -379,6 +398,10 @@ func (s *Sim) service(n Node) {
 		if !ok {
 			break
 		}
+		if s.Cfg.OnEvent != nil {
+			s.Cfg.OnEvent(n, now, ev)
+			continue
+		}
 		s.Events[n-1] = append(s.Events[n-1], ev)
 		s.EventTimes[n-1] = append(s.EventTimes[n-1], now)
 	}
@@ -407,8 +430,10 @@ func (s *Sim) nodeOf(a netip.Addr) (Node, bool) {
 	if a == SourceAddr {
 		return SourceNode, true
 	}
-	if b := a.As4(); a.Is4() && b[0] == 10 && b[1] == 0 && b[2] == 1 && int(b[3]) >= 1 && int(b[3]) <= len(s.Receivers) {
-		return Node(b[3]), true
+	if b := a.As4(); a.Is4() && b[0] == 10 && b[1] == 0 && b[2] >= 1 {
+		if n := int(b[2]-1)<<8 | int(b[3]); n >= 1 && n <= len(s.Receivers) {
+			return Node(n), true
+		}
 	}
 	return 0, false
 }
@@ -418,6 +443,9 @@ func (s *Sim) route(n Node, t engine.Transmit) {
 	pkt := append([]byte(nil), t.Packet...)
 	if s.Cfg.Trace {
 		s.Wire = append(s.Wire, Sent{At: s.Now, From: n, To: t.To, HopLimitOne: t.HopLimitOne, Packet: pkt})
+	}
+	if s.Cfg.OnSend != nil {
+		s.Cfg.OnSend(Sent{At: s.Now, From: n, To: t.To, HopLimitOne: t.HopLimitOne, Packet: pkt})
 	}
 	from := s.addr(n)
 	if t.Multicast() {
