@@ -7,7 +7,6 @@ import (
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // transmit is one packet an engine wants sent.
@@ -102,12 +101,15 @@ type driver struct {
 	// goes to IP as it is (nil until needed, or for engines that copy).
 	spare *buffer.View
 
-	txMu          sync.Mutex
-	txq, txSpare  []txItem
-	txBusy        bool
-	txClosed      bool
-	routes        map[netip.Addr]*tcpipstack.Route // used only by the tx owner
-	releaseRoutes bool
+	txMu         sync.Mutex
+	txq, txSpare []txItem
+	txBusy       bool
+	txClosed     bool
+	// w sends the packets (used only by the tx owner); nil until the
+	// first write, which makes a netstack writer for params, unless the
+	// socket layer set one.
+	w           packetWriter
+	closeWriter bool // close w once the current tx owner is done
 }
 
 func newDriver(p *Protocol, eng machine, params txParams) *driver {
@@ -116,7 +118,6 @@ func newDriver(p *Protocol, eng machine, params txParams) *driver {
 		clock:  p.s.Clock(),
 		params: params,
 		eng:    eng,
-		routes: make(map[netip.Addr]*tcpipstack.Route),
 	}
 }
 
@@ -273,67 +274,20 @@ func (d *driver) flush() {
 		d.txSpare = q[:0]
 	}
 	d.txBusy = false
-	if d.releaseRoutes {
-		d.releaseRoutesLocked()
+	if d.closeWriter {
+		d.closeWriterLocked()
 	}
 	d.txMu.Unlock()
 }
 
 func (d *driver) write(it *txItem) {
-	r := d.routes[it.to]
-	if r == nil {
-		var err tcpip.Error
-		r, err = d.p.s.FindRoute(d.params.NIC, d.params.Local, tcpipAddr(it.to), netProto(it.to), d.params.Loop)
-		if err != nil {
-			d.p.c.sendErrors.Add(1)
-			it.buf.Release()
-			return
-		}
-		if len(d.routes) >= maxCachedRoutes {
-			// Evict one at random (map order): cheap, and a busy
-			// destination is simply looked up again.
-			for k, old := range d.routes {
-				old.Release()
-				delete(d.routes, k)
-				break
-			}
-		}
-		d.routes[it.to] = r
+	if d.w == nil {
+		d.w = newNetstackWriter(d.p, d.params)
 	}
-	ttl := d.params.TTL
-	switch {
-	case it.ttl1:
-		ttl = 1
-	case !it.to.IsMulticast():
-		ttl = d.params.UnicastTTL
-		if ttl == 0 {
-			ttl = r.DefaultTTL()
-		}
-	}
-	// Don't Fragment when the packet fits the route's MTU, as Linux sets
-	// it on OpenPGM's raw-socket packets (path MTU discovery's default):
-	// PGM sizes its packets to the MTU. A larger one (MaxTPDU above the
-	// link's MTU) is fragmented. With DF, gVisor also skips drawing a
-	// random IPv4 ID, an allocation per packet.
-	df := uint32(it.buf.Size()) <= r.MTU()
-	pkt := tcpipstack.NewPacketBuffer(tcpipstack.PacketBufferOptions{
-		ReserveHeaderBytes: int(r.MaxHeaderLength()),
-		Payload:            it.buf,
-	})
-	err := r.WritePacket(tcpipstack.NetworkHeaderParams{Protocol: ProtocolNumber, TTL: ttl, TOS: d.params.TOS, DF: df}, pkt)
-	pkt.DecRef()
-	if err != nil {
-		// The route may be stale (NIC gone, address removed): look it up
-		// again next time.
-		d.p.c.sendErrors.Add(1)
-		r.Release()
-		delete(d.routes, it.to)
-		return
-	}
-	d.p.c.sent.Add(1)
+	d.w.write(it)
 }
 
-// close stops the timer, discards queued packets and releases routes. The
+// close stops the timer, discards queued packets and closes the writer. The
 // engine is not called again.
 func (d *driver) close() {
 	d.mu.Lock()
@@ -354,9 +308,9 @@ func (d *driver) close() {
 	}
 	d.txq = nil
 	if d.txBusy {
-		d.releaseRoutes = true // the current writer releases them
+		d.closeWriter = true // the current tx owner closes it
 	} else {
-		d.releaseRoutesLocked()
+		d.closeWriterLocked()
 	}
 	d.txMu.Unlock()
 }
@@ -372,10 +326,9 @@ func (d *driver) abort() {
 	})
 }
 
-func (d *driver) releaseRoutesLocked() {
-	for k, r := range d.routes {
-		r.Release()
-		delete(d.routes, k)
+func (d *driver) closeWriterLocked() {
+	if d.w != nil {
+		d.w.close()
 	}
-	d.releaseRoutes = false
+	d.closeWriter = false
 }

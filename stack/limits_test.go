@@ -377,8 +377,9 @@ func TestRouteCacheBounded(t *testing.T) {
 	d := lis.lis.d
 	d.txMu.Lock()
 	assert.False(t, d.txBusy)
-	assert.LessOrEqual(t, len(d.routes), maxCachedRoutes)
-	assert.Positive(t, len(d.routes))
+	w := d.w.(*netstackWriter)
+	assert.LessOrEqual(t, len(w.routes), maxCachedRoutes)
+	assert.Positive(t, len(w.routes))
 	d.txMu.Unlock()
 }
 
