@@ -151,6 +151,6 @@ func (pr *session) checkEnd() {
 		return
 	}
 	pr.flushLoss()
-	pr.emit(Event{Kind: EventEnd, TSI: pr.tsi})
+	pr.emit(pr.endEvent(EventEnd))
 	pr.finish()
 }

@@ -72,6 +72,10 @@ type Event struct {
 	PacketType wire.Type
 	// Src is the IP source of an EventNewSession's source.
 	Src netip.Addr
+	// Stats, on the event that ends a session (EventEnd, EventReset,
+	// EventExpired), are its final statistics: SessionStats forgets a
+	// session at its expiry, before such an event may have been taken.
+	Stats *ReceiverStats
 }
 
 func (e Event) String() string {

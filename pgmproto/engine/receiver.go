@@ -43,6 +43,7 @@ type Receiver struct {
 	evH        int
 	now        time.Time
 	orphan     ReceiverStats // counters for packets of no known session
+	expired    ReceiverStats // counters of sessions forgotten at expiry
 	pool       bufPool       // payload buffers of every session's window
 	apdus      apduPool      // recycled reassembly buffers
 	due        []seq.Num     // scratch for nakTimers
@@ -147,6 +148,18 @@ func (r *Receiver) HandlePacket(now time.Time, b []byte, from, to netip.Addr) er
 	}
 	switch p.Type() {
 	case wire.TypeSPM, wire.TypeODATA, wire.TypeRDATA:
+		if f, ok := p.Fragment(); ok && p.Type() != wire.TypeSPM {
+			// Checked before the packet can start a session or take
+			// its sequence's slot, which the genuine packet needs.
+			if err := checkFragment(p.Data().SQN(), f.FirstSQN(), f.Offset(), f.APDULen(), len(p.Payload), r.cfg.MaxAPDU); err != nil {
+				if pr != nil {
+					pr.stats.MalformedPackets++
+				} else {
+					r.orphan.MalformedPackets++
+				}
+				return err
+			}
+		}
 		if pr == nil {
 			if pr = r.newSession(now, p, from, to); pr == nil {
 				return nil
@@ -258,6 +271,8 @@ func (r *Receiver) timers(now time.Time) {
 				pr.giveUp(EventExpired)
 			}
 			pr.w.setRing(nil)
+			st := pr.statsAt(now)
+			r.expired.add(&st)
 			delete(r.sessions, pr.tsi)
 			continue
 		}
@@ -373,11 +388,13 @@ func (r *Receiver) SessionStats(tsi wire.TSI) (ReceiverStats, bool) {
 	return pr.statsAt(r.now), true
 }
 
-// Stats returns the counters summed over all sessions (plus packets that
-// belonged to none); window edges, window sizes, rates and the first NAK
-// sequence are per session (SessionStats) and left zero here.
+// Stats returns the counters summed over all sessions, expired ones
+// included (plus packets that belonged to none); window edges, window
+// sizes, rates and the first NAK sequence are per session (SessionStats)
+// and left zero here.
 func (r *Receiver) Stats() ReceiverStats {
 	st := r.orphan
+	st.add(&r.expired)
 	for _, pr := range r.order {
 		ps := pr.statsAt(r.now)
 		st.add(&ps)

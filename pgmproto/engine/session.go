@@ -325,7 +325,7 @@ func (pr *session) confirm(now time.Time, q seq.Num) {
 func (pr *session) reset() {
 	pr.deliver()
 	pr.flushLoss()
-	pr.emit(Event{Kind: EventReset, TSI: pr.tsi})
+	pr.emit(pr.endEvent(EventReset))
 	pr.finish()
 }
 
@@ -363,7 +363,7 @@ func (pr *session) giveUp(last EventKind) {
 		pr.flushLoss()
 	}
 	if !pr.over {
-		pr.emit(Event{Kind: last, TSI: pr.tsi})
+		pr.emit(pr.endEvent(last))
 		pr.finish()
 	}
 }
@@ -376,6 +376,17 @@ func (pr *session) emit(e Event) {
 		return
 	}
 	pr.r.emitEvent(e)
+}
+
+// endEvent is the event of kind k that ends the session, with its final
+// statistics.
+func (pr *session) endEvent(k EventKind) Event {
+	e := Event{Kind: k, TSI: pr.tsi}
+	if pr.announced {
+		st := pr.statsAt(pr.r.now)
+		e.Stats = &st
+	}
+	return e
 }
 
 // announce offers the session to the application (EventNewSession).

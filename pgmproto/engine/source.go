@@ -213,13 +213,34 @@ func (s *Source) Close(now time.Time) {
 	}
 }
 
+// CloseNow is Close without the data still waiting to be sent: APDUs
+// none of whose packets has gone out are dropped (one already begun is
+// finished, so receivers can deliver it), and OPT_FIN marks the last
+// sequence actually sent, or soon to be. It returns the payload bytes
+// dropped. An application that stops early (interrupted) ends the session
+// gracefully this way, without first draining its backlog.
+func (s *Source) CloseNow(now time.Time) int {
+	if s.closing || s.aborted {
+		return 0
+	}
+	cut := s.w.sendNext
+	for cut != s.w.next && s.w.at(cut).hasFrag && s.w.at(cut).frag.offset != 0 {
+		cut++
+	}
+	n := s.w.dropFrom(cut)
+	s.Close(now)
+	return n
+}
+
 // Abort ends the session at once: pending data and repairs are dropped and
-// one SPM with OPT_RST is sent.
+// one SPM with OPT_RST is sent. Its lead is the last sequence sent, not
+// the last queued: receivers must not wait for data that never left.
 func (s *Source) Abort(now time.Time) {
 	if s.aborted {
 		return
 	}
 	s.aborted = true
+	s.w.dropFrom(s.w.sendNext)
 	for s.w.len() > 0 {
 		s.w.at(s.w.trail).repair = false
 		if s.w.trail == s.w.sendNext {

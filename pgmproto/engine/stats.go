@@ -40,6 +40,10 @@ type ReceiverStats struct {
 	APDUsDelivered      uint64
 	WindowOverflowDrops uint64 // data beyond the receive window or budget, dropped (repaired later)
 	PacketsDiscarded    uint64 // malformed or not acceptable
+	// MalformedPackets counts data packets dropped on arrival because
+	// they parse but cannot be what they claim: an OPT_FRAGMENT that
+	// describes no possible APDU (ErrBadFragment).
+	MalformedPackets uint64
 	// BudgetLostSequences counts missing sequences given up as lost to keep
 	// the receive memory within its budget (Config.RXWBudget, ReceiveBudget).
 	BudgetLostSequences uint64
@@ -75,6 +79,7 @@ func (a *ReceiverStats) add(b *ReceiverStats) {
 	a.APDUsDelivered += b.APDUsDelivered
 	a.WindowOverflowDrops += b.WindowOverflowDrops
 	a.PacketsDiscarded += b.PacketsDiscarded
+	a.MalformedPackets += b.MalformedPackets
 	a.BudgetLostSequences += b.BudgetLostSequences
 	a.NAKsDeferred += b.NAKsDeferred
 	a.FINTimeouts += b.FINTimeouts

@@ -138,6 +138,20 @@ func (w *txw) popTrail() {
 	w.trail++
 }
 
+// dropFrom removes the entries from s (not yet sent) to the head, slots
+// keeping their buffers, and returns their payload bytes.
+func (w *txw) dropFrom(s seq.Num) int {
+	n := 0
+	for w.next != s && w.next != w.sendNext {
+		w.next--
+		e := w.at(w.next)
+		n += len(e.payload)
+		w.bytes -= len(e.payload)
+		*e = txEntry{payload: e.payload[:0]}
+	}
+	return n
+}
+
 // evictable reports whether the trail entry may leave the window: it has
 // been sent and no repair of it is pending.
 func (w *txw) evictable() bool {
