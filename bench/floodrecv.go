@@ -37,7 +37,11 @@ const floodTSDU = 1500 - 20 - wire.HeaderLen - 8
 // floodSteps are the offered rates in packets/s.
 var floodSteps = []int{50_000, 100_000, 125_000, 150_000, 175_000, 200_000, 225_000, 250_000, 275_000, 300_000}
 
-func floodReceive(qlen uint32) func(context.Context, *Run) (Metrics, error) {
+// floodSmallTSDU is the 64-byte records' ODATA (112-byte IP packets), where
+// the per-packet cost of the path is all there is.
+const floodSmallTSDU = 64
+
+func floodReceive(qlen uint32, tsdu int) func(context.Context, *Run) (Metrics, error) {
 	return func(ctx context.Context, r *Run) (Metrics, error) {
 		cfg := tunConfig("pgmtun-b5", "10.213.50.1")
 		cfg.RxQueueLen = qlen
@@ -47,7 +51,7 @@ func floodReceive(qlen uint32) func(context.Context, *Run) (Metrics, error) {
 		top := 0
 		for i, pps := range floodSteps {
 			count := pps / 2 // half a second
-			m, err := floodStep(ctx, r, proto, ns, dev.Index(), uint16(5000+i), pps, count)
+			m, err := floodStep(ctx, r, proto, ns, dev.Index(), uint16(5000+i), pps, count, tsdu)
 			if err != nil {
 				// The device's transmit drops (kernel side, its 500-packet
 				// queue) say whether the records were lost before pgmtun.
@@ -71,7 +75,7 @@ func floodReceive(qlen uint32) func(context.Context, *Run) (Metrics, error) {
 
 // floodStep sends count records at pps as session sport and checks that a
 // fresh listener delivers all of them.
-func floodStep(ctx context.Context, r *Run, proto *stack.Protocol, ns *netns.NS, ifindex int, sport uint16, pps, count int) (Metrics, error) {
+func floodStep(ctx context.Context, r *Run, proto *stack.Protocol, ns *netns.NS, ifindex int, sport uint16, pps, count, tsdu int) (Metrics, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(count)*time.Second/time.Duration(pps)+3*time.Second)
 	defer cancel()
 	lis := newListener(r, proto)
@@ -81,7 +85,7 @@ func floodStep(ctx context.Context, r *Run, proto *stack.Protocol, ns *netns.NS,
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		res, rerr = recvRecords(ctx, lis, floodTSDU, count)
+		res, rerr = recvRecords(ctx, lis, tsdu, count)
 		if rerr != nil {
 			cancel()
 		}
@@ -93,7 +97,7 @@ func floodStep(ctx context.Context, r *Run, proto *stack.Protocol, ns *netns.NS,
 		return nil, err
 	}
 	out, serr := ns.Command(ctx, exe, floodSenderFlag, strconv.Itoa(ifindex), strconv.Itoa(int(sport)),
-		strconv.Itoa(pps), strconv.Itoa(count)).CombinedOutput()
+		strconv.Itoa(pps), strconv.Itoa(count), strconv.Itoa(tsdu)).CombinedOutput()
 	busy := strings.TrimSpace(string(out))
 	if serr != nil {
 		serr = fmt.Errorf("%w: %s", serr, busy)
@@ -109,7 +113,8 @@ func floodStep(ctx context.Context, r *Run, proto *stack.Protocol, ns *netns.NS,
 	if el <= 0 {
 		return nil, errors.New("no time between the first and last record")
 	}
-	return Metrics{mPkts: float64(res.Records) / el, mMbit: float64(res.Records) * 1500 * 8 / el / 1e6}, nil
+	ipLen := 20 + wire.HeaderLen + 8 + tsdu
+	return Metrics{mPkts: float64(res.Records) / el, mMbit: float64(res.Records*ipLen) * 8 / el / 1e6}, nil
 }
 
 // floodSender builds and paces the ODATA of one session.
@@ -123,13 +128,13 @@ type floodSender struct {
 	bld   wire.Builder
 }
 
-func newFloodSender(fd int, sport uint16) *floodSender {
+func newFloodSender(fd int, sport uint16, tsdu int) *floodSender {
 	return &floodSender{
 		fd:    fd,
 		to:    unix.SockaddrInet4{Addr: netip.MustParseAddr(benchGroup).As4()},
 		tsi:   wire.TSI{GSI: wire.GSI{0x62, 0x65, 0x6e, 0x63, 0x68, byte(sport)}, SourcePort: sport},
 		dport: benchPort,
-		rc:    newRecordCache(floodTSDU),
+		rc:    newRecordCache(tsdu),
 		buf:   make([]byte, 2048),
 	}
 }
@@ -189,16 +194,16 @@ const (
 )
 
 // floodSenderFlag, as the program's first argument, makes it the flood
-// sender: IFINDEX SPORT PPS COUNT, run inside the namespace.
+// sender: IFINDEX SPORT PPS COUNT TSDU, run inside the namespace.
 const floodSenderFlag = "-flood-sender"
 
 // floodSenderMain is the flood sender process. It prints how often the
 // kernel refused a packet for lack of room.
 func floodSenderMain(args []string) error {
-	if len(args) != 4 {
-		return errors.New("usage: -flood-sender IFINDEX SPORT PPS COUNT")
+	if len(args) != 5 {
+		return errors.New("usage: -flood-sender IFINDEX SPORT PPS COUNT TSDU")
 	}
-	var v [4]int
+	var v [5]int
 	for i, a := range args {
 		n, err := strconv.Atoi(a)
 		if err != nil || n <= 0 {
@@ -216,7 +221,7 @@ func floodSenderMain(args []string) error {
 		return err
 	}
 	defer unix.Close(fd)
-	busy, err := newFloodSender(fd, uint16(v[1])).send(context.Background(), v[2], v[3])
+	busy, err := newFloodSender(fd, uint16(v[1]), v[4]).send(context.Background(), v[2], v[3])
 	fmt.Printf("refused %d times\n", busy)
 	return err
 }
