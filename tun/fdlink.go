@@ -247,6 +247,7 @@ func (e *fdEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error
 			continue
 		}
 		if errno := rawfile.NonBlockingWriteIovec(e.fd, iov); errno != 0 {
+			e.onError(writeError{errno}) // the Device decides if it is gone
 			return i, tcpip.TranslateErrno(errno)
 		}
 	}

@@ -80,11 +80,7 @@ func (d *Device) LinkEndpoint(opts LinkOptions) (stack.LinkEndpoint, error) {
 			return nil, fmt.Errorf("tun: %s: MAC filter: %w", d.name, err)
 		}
 	}
-	inner, err = newFDEndpoint(d.fd, d.mtu, mac, func(err error) {
-		d.mu.Lock()
-		d.stopErr = fmt.Errorf("tun: %s: reader stopped: %w", d.name, err)
-		d.mu.Unlock()
-	})
+	inner, err = newFDEndpoint(d.fd, d.mtu, mac, d.linkError)
 	if err != nil {
 		return nil, fmt.Errorf("tun: %s: %w", d.name, err)
 	}
@@ -243,6 +239,10 @@ func (d *Device) Attach(s *stack.Stack, nicID tcpip.NICID, addr netip.Prefix, op
 		// The stack's PGM protocol (pgmtun's stack package) wakes
 		// applications once per run of packets instead of once each.
 		d.fdep.batch, d.fdep.nic = b, nicID
+	}
+	if f, ok := s.TransportProtocolInstance(pgmProtocol).(LinkFailer); ok {
+		// It ends the sockets on this NIC if the device fails.
+		d.failer = f
 	}
 	if d.txq != nil {
 		nicOpts.QDisc = d.txq.qdisc()

@@ -118,6 +118,11 @@ type Device struct {
 	routes  []netip.Prefix // kernel routes we added
 	stopErr error          // why the reader stopped, if it did on its own
 	closed  bool
+
+	failErr   *DeviceError  // set once the device failed
+	failed    chan struct{} // closed then
+	failer    LinkFailer    // told then; found by Attach
+	notifying sync.WaitGroup
 }
 
 // ErrClosed is returned by operations on a closed Device.
@@ -156,7 +161,7 @@ func Open(cfg Config) (_ *Device, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("tun: dup fd: %w", err)
 	}
-	d := &Device{name: wif.Name(), tap: cfg.TAP, created: cfg.Create, fd: fd}
+	d := &Device{name: wif.Name(), tap: cfg.TAP, created: cfg.Create, fd: fd, failed: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			d.Close()
@@ -290,11 +295,15 @@ func (d *Device) IsTAP() bool { return d.tap }
 // Created reports whether Open created the device (and Close deletes it).
 func (d *Device) Created() bool { return d.created }
 
-// Err returns why the link endpoint stopped reading the device on its own
-// (for example a read error), or nil while it runs or after a normal stop.
+// Err returns why the device failed (a *DeviceError matching
+// ErrDeviceGone; see Failed), or else why the link endpoint stopped
+// reading it on its own, or nil while it runs or after a normal stop.
 func (d *Device) Err() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.failErr != nil {
+		return d.failErr
+	}
 	return d.stopErr
 }
 
@@ -339,6 +348,7 @@ func (d *Device) Close() error {
 		// The writer uses the fd too; queued packets are dropped.
 		txq.stop()
 	}
+	d.notifying.Wait()
 	d.mu.Lock()
 	if d.fd >= 0 {
 		if err := unix.Close(d.fd); err != nil {
@@ -346,6 +356,7 @@ func (d *Device) Close() error {
 		}
 		d.fd = -1
 	}
+	gone := d.failErr != nil
 	d.mu.Unlock()
 	if d.nl != nil {
 		if d.created {
@@ -356,12 +367,13 @@ func (d *Device) Close() error {
 			}
 		} else {
 			for _, r := range slices.Backward(d.routes) {
-				if err := d.nl.route(d.index, r, true); err != nil && !errors.Is(err, unix.ESRCH) {
+				// A deleted device took its routes and addresses along.
+				if err := d.nl.route(d.index, r, true); err != nil && !errors.Is(err, unix.ESRCH) && !(gone && errors.Is(err, unix.ENODEV)) {
 					errs = append(errs, fmt.Errorf("delete route %s: %w", r, err))
 				}
 			}
 			for _, a := range d.addrs {
-				if err := d.nl.addr(d.index, a, true); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+				if err := d.nl.addr(d.index, a, true); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) && !(gone && errors.Is(err, unix.ENODEV)) {
 					errs = append(errs, fmt.Errorf("delete address %s: %w", a, err))
 				}
 			}
