@@ -44,6 +44,10 @@ type txParams struct {
 	UnicastTTL uint8         // 0: the route's default TTL
 	TOS        uint8
 	Loop       bool // deliver own multicast to this stack too
+	// Transport says how packets are carried; with UDP encapsulation
+	// they leave from UDP port SrcPort.
+	Transport Transport
+	SrcPort   uint16
 }
 
 type txItem struct {

@@ -51,6 +51,10 @@ var (
 	// ErrMessageTooLarge: the message exceeds the largest APDU (see
 	// SetMaxMessageSize). Matches syscall.EMSGSIZE.
 	ErrMessageTooLarge error = &sysErr{"pgm: message larger than the maximum APDU", syscall.EMSGSIZE}
+	// ErrAddrInUse: a UDP port a UDP-encapsulated socket needs is taken
+	// by something other than this Protocol's PGM sockets. Matches
+	// syscall.EADDRINUSE.
+	ErrAddrInUse error = &sysErr{"pgm: address already in use", syscall.EADDRINUSE}
 )
 
 // What a non-blocking call would have waited for; each matches

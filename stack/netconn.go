@@ -76,6 +76,13 @@ func WithTimers(t Timers) Option {
 	return func(o *connOpts) { o.timers = &t }
 }
 
+// WithTransport chooses how the socket's packets travel (SetTransport):
+// e.g. Transport{Kind: TransportUDP, UnicastPort: 5557, MulticastPort: 5557}
+// for ZeroMQ's epgm.
+func WithTransport(t Transport) Option {
+	return WithSetup(func(s *Socket) error { return s.SetTransport(t) })
+}
+
 // WithSetup runs f on the bound socket after the other options, before
 // Connect or Listen, for any other setter (SetMulticastLoop, SetLateJoin,
 // SetMaxMessageSize, ...). An error from f fails Dial or Listen.

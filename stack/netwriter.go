@@ -1,8 +1,11 @@
 package stack
 
 import (
+	"math"
 	"net/netip"
 
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -18,7 +21,10 @@ type packetWriter interface {
 	close()
 }
 
-// netstackWriter writes through gVisor routes: PGM as IP protocol 113.
+// netstackWriter writes through gVisor routes: PGM as IP protocol 113, or
+// as the payload of a UDP datagram (TransportUDP). It builds the UDP
+// header itself rather than going through a gVisor UDP endpoint, so each
+// packet keeps its own TTL and the driver's zero-copy buffer.
 type netstackWriter struct {
 	p      *Protocol
 	params txParams
@@ -73,12 +79,18 @@ func (w *netstackWriter) write(it *txItem) {
 	// PGM sizes its packets to the MTU. A larger one (MaxTPDU above the
 	// link's MTU) is fragmented. With DF, gVisor also skips drawing a
 	// random IPv4 ID, an allocation per packet.
-	df := uint32(it.buf.Size()) <= r.MTU()
+	encap := w.params.Transport.encapLen()
+	df := uint32(it.buf.Size())+uint32(encap) <= r.MTU()
 	pkt := tcpipstack.NewPacketBuffer(tcpipstack.PacketBufferOptions{
-		ReserveHeaderBytes: int(r.MaxHeaderLength()),
+		ReserveHeaderBytes: int(r.MaxHeaderLength()) + encap,
 		Payload:            it.buf,
 	})
-	err := r.WritePacket(tcpipstack.NetworkHeaderParams{Protocol: ProtocolNumber, TTL: ttl, TOS: w.params.TOS, DF: df}, pkt)
+	proto := ProtocolNumber
+	if encap > 0 {
+		proto = header.UDPProtocolNumber
+		w.udpHeader(r, pkt, it.to)
+	}
+	err := r.WritePacket(tcpipstack.NetworkHeaderParams{Protocol: proto, TTL: ttl, TOS: w.params.TOS, DF: df}, pkt)
 	pkt.DecRef()
 	if err != nil {
 		// The route may be stale (NIC gone, address removed): look it up
@@ -89,6 +101,31 @@ func (w *netstackWriter) write(it *txItem) {
 		return
 	}
 	w.p.c.sent.Add(1)
+}
+
+// udpHeader puts the UDP header in front of pkt's payload: to the group
+// at the multicast port, to a unicast address (a source) at the unicast
+// port.
+func (w *netstackWriter) udpHeader(r *tcpipstack.Route, pkt *tcpipstack.PacketBuffer, to netip.Addr) {
+	tr := w.params.Transport
+	dst := tr.UnicastPort
+	if to.IsMulticast() {
+		dst = tr.MulticastPort
+	}
+	u := header.UDP(pkt.TransportHeader().Push(header.UDPMinimumSize))
+	pkt.TransportProtocolNumber = header.UDPProtocolNumber
+	length := uint16(pkt.Size())
+	u.Encode(&header.UDPFields{SrcPort: w.params.SrcPort, DstPort: dst, Length: length})
+	if r.RequiresTXTransportChecksum() {
+		sum := u.CalculateChecksum(checksum.Combine(
+			header.PseudoHeaderChecksum(header.UDPProtocolNumber, r.LocalAddress(), r.RemoteAddress(), length),
+			pkt.Data().Checksum()))
+		// A sum of all ones goes out as is: 0 would mean "no checksum".
+		if sum != math.MaxUint16 {
+			sum = ^sum
+		}
+		u.SetChecksum(sum)
+	}
 }
 
 func (w *netstackWriter) close() {

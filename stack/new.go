@@ -12,6 +12,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/pgmtun/pgmtun/stack/memlink"
 )
@@ -31,8 +32,9 @@ type Options struct {
 	DisableIGMP bool
 }
 
-// New returns a netstack with IPv4 (IGMP on), optionally IPv6 (MLD on), and
-// PGM. Get the PGM protocol with FromStack.
+// New returns a netstack with IPv4 (IGMP on), optionally IPv6 (MLD on), PGM
+// and UDP (which carries PGM for sockets with TransportUDP). Get the PGM
+// protocol with FromStack.
 func New(opts Options) *tcpipstack.Stack {
 	netProtos := []tcpipstack.NetworkProtocolFactory{
 		ipv4.NewProtocolWithOptions(ipv4.Options{IGMP: ipv4.IGMPOptions{Enabled: !opts.DisableIGMP}}),
@@ -42,7 +44,7 @@ func New(opts Options) *tcpipstack.Stack {
 	}
 	so := tcpipstack.Options{
 		NetworkProtocols:   netProtos,
-		TransportProtocols: []tcpipstack.TransportProtocolFactory{NewProtocol},
+		TransportProtocols: []tcpipstack.TransportProtocolFactory{NewProtocol, udp.NewProtocol},
 		Clock:              opts.Clock,
 		// A sender and its receivers may share a stack: NAKs to our own
 		// address must not leave through the NIC.

@@ -166,6 +166,7 @@ type sockOpts struct {
 	receiveBudget int    // receiver: bytes over all sessions (0 = default)
 	backlog       int    // listener: sessions waiting for Accept
 	maxSessions   int    // listener: sources tracked at once
+	transport     Transport
 }
 
 func defaultSockOpts() sockOpts {

@@ -27,6 +27,10 @@ type Inbound struct {
 	Dst    netip.Addr // IP destination: a group or a local unicast address
 	Header wire.Header
 	Data   []byte // the whole PGM packet, checksum verified
+	// Via is how the packet came: raw IP protocol 113 (TransportIP), or
+	// as a UDP payload (TransportUDP, TransportHostUDP) to UDPPort.
+	Via     TransportKind
+	UDPPort uint16
 }
 
 // PacketHandler receives packets from the protocol's demultiplexer. It runs
@@ -61,11 +65,19 @@ type protocolCounters struct {
 
 // binding is one receiver registration: packets for data port port whose
 // IP destination is group (or anything, when group is invalid), arriving on
-// nic (or any NIC, when 0).
+// nic (or any NIC, when 0) through transport tr.
 type binding struct {
 	group netip.Addr
 	nic   tcpip.NICID
+	tr    Transport
 	h     PacketHandler
+}
+
+// sourceReg is one source registration: upstream packets for its TSI that
+// came through transport tr.
+type sourceReg struct {
+	tr Transport
+	h  PacketHandler
 }
 
 // Protocol is PGM's transport protocol instance in one stack.
@@ -75,9 +87,9 @@ type Protocol struct {
 	mu sync.RWMutex
 	// Slices are replaced, never modified in place, so readers can use them
 	// after dropping mu.
-	receivers map[uint16][]binding       // by data-destination port
-	sources   map[wire.TSI]PacketHandler // upstream packets by TSI
-	gsi       wire.GSI                   // default GSI of this stack's sources
+	receivers map[uint16][]binding   // by data-destination port
+	sources   map[wire.TSI]sourceReg // upstream packets by TSI
+	gsi       wire.GSI               // default GSI of this stack's sources
 	gsiSet    bool
 	closed    bool // the stack was closed: no new sockets
 
@@ -89,6 +101,10 @@ type Protocol struct {
 	c protocolCounters
 
 	batch batchState // BeginBatch, EndBatch
+
+	udp udpTable // UDP ports received on, for UDP-encapsulated sockets
+	// defaultTransport is a new socket's transport.
+	defaultTransport Transport
 }
 
 var _ tcpipstack.TransportProtocol = (*Protocol)(nil)
@@ -103,7 +119,7 @@ func NewProtocol(s *tcpipstack.Stack) tcpipstack.TransportProtocol {
 		epoch:     clock.Now(),
 		monoEpoch: clock.NowMonotonic(),
 		receivers: make(map[uint16][]binding),
-		sources:   make(map[wire.TSI]PacketHandler),
+		sources:   make(map[wire.TSI]sourceReg),
 	}
 }
 
@@ -186,12 +202,26 @@ func (*Protocol) Parse(pkt *tcpipstack.PacketBuffer) bool {
 // HandleUnknownDestinationPacket implements stack.TransportProtocol: since
 // PGM registers no endpoints with the stack, every PGM packet comes here.
 func (p *Protocol) HandleUnknownDestinationPacket(id tcpipstack.TransportEndpointID, pkt *tcpipstack.PacketBuffer) tcpipstack.UnknownDestinationPacketDisposition {
-	p.c.received.Add(1)
 	if len(pkt.TransportHeader().Slice()) != wire.HeaderLen {
+		p.c.received.Add(1)
 		p.c.malformed.Add(1)
 		return tcpipstack.UnknownDestinationPacketMalformed
 	}
-	b, scratch, err := pgmBytes(pkt)
+	if !p.deliver(id, pkt, wire.HeaderLen, TransportIP, 0) {
+		return tcpipstack.UnknownDestinationPacketMalformed
+	}
+	// Handled even with no receiver: PGM has no port-unreachable semantics
+	// and an ICMP error per stray multicast packet helps nobody.
+	return tcpipstack.UnknownDestinationPacketHandled
+}
+
+// deliver verifies the PGM packet of pkt, which starts inHdr bytes before
+// the end of its transport header (the PGM common header for raw IP; 0,
+// the payload, for UDP), and dispatches it. It reports false for a
+// malformed packet or a bad checksum; both are counted.
+func (p *Protocol) deliver(id tcpipstack.TransportEndpointID, pkt *tcpipstack.PacketBuffer, inHdr int, via TransportKind, udpPort uint16) bool {
+	p.c.received.Add(1)
+	b, scratch, err := pgmBytes(pkt, inHdr)
 	if scratch != nil {
 		defer scratchPool.Put(scratch)
 	}
@@ -201,36 +231,44 @@ func (p *Protocol) HandleUnknownDestinationPacket(id tcpipstack.TransportEndpoin
 		} else {
 			p.c.malformed.Add(1)
 		}
-		return tcpipstack.UnknownDestinationPacketMalformed
+		return false
 	}
-	in := Inbound{
-		NIC:    pkt.NICID,
-		Src:    netipAddr(id.RemoteAddress),
-		Dst:    netipAddr(id.LocalAddress),
-		Header: wire.Header(b[:wire.HeaderLen]),
-		Data:   b,
-	}
+	p.dispatchCounted(Inbound{
+		NIC:     pkt.NICID,
+		Src:     netipAddr(id.RemoteAddress),
+		Dst:     netipAddr(id.LocalAddress),
+		Header:  wire.Header(b[:wire.HeaderLen]),
+		Data:    b,
+		Via:     via,
+		UDPPort: udpPort,
+	})
+	return true
+}
+
+// dispatchCounted dispatches in and counts the outcome.
+func (p *Protocol) dispatchCounted(in Inbound) {
 	if p.dispatch(in) {
 		p.c.delivered.Add(1)
 	} else {
 		p.c.noReceiver.Add(1)
 	}
-	// Handled even with no receiver: PGM has no port-unreachable semantics
-	// and an ICMP error per stray multicast packet helps nobody.
-	return tcpipstack.UnknownDestinationPacketHandled
 }
 
 // scratchPool holds buffers for PGM packets that span views.
 var scratchPool = sync.Pool{New: func() any { return new([]byte) }}
 
-// pgmBytes returns the PGM packet of pkt (common header onwards) as one
-// slice, checksum verified. A packet within one view is used in place;
-// one spread over views is copied into a scratch buffer, which is
-// returned for the caller to put back, and summed in the same pass.
-func pgmBytes(pkt *tcpipstack.PacketBuffer) (b []byte, scratch *[]byte, err error) {
+// pgmBytes returns the PGM packet of pkt (common header onwards, which
+// starts inHdr bytes before the end of pkt's headers) as one slice,
+// checksum verified. A packet within one view is used in place; one
+// spread over views is copied into a scratch buffer, which is returned for
+// the caller to put back, and summed in the same pass.
+func pgmBytes(pkt *tcpipstack.PacketBuffer, inHdr int) (b []byte, scratch *[]byte, err error) {
 	vl, off := pkt.AsViewList()
-	off += pkt.HeaderSize() - wire.HeaderLen
-	n := wire.HeaderLen + pkt.Data().Size()
+	off += pkt.HeaderSize() - inHdr
+	n := inHdr + pkt.Data().Size()
+	if n < wire.HeaderLen {
+		return nil, nil, wire.ErrTruncated
+	}
 	v := vl.Front()
 	for v != nil && off >= v.Size() {
 		off -= v.Size()
@@ -270,7 +308,9 @@ func (p *Protocol) dispatch(in Inbound) bool {
 		// NAK, NNAK, SPMR, POLR, ACK: to the source owning the TSI, and to
 		// receivers of that session's data port when multicast (other
 		// receivers' NAKs and SPMRs suppress their own).
-		src = p.sources[in.Header.TSI()]
+		if sr, ok := p.sources[in.Header.TSI()]; ok && sr.tr.carried(in) {
+			src = sr.h
+		}
 		rport = in.Header.SourcePort()
 	} else {
 		rport = in.Header.DestPort()
@@ -293,6 +333,9 @@ func (p *Protocol) dispatch(in Inbound) bool {
 		if b.nic != 0 && b.nic != in.NIC {
 			continue
 		}
+		if !b.tr.carried(in) {
+			continue
+		}
 		b.h.HandlePGM(in)
 		handled = true
 	}
@@ -303,9 +346,15 @@ func (p *Protocol) dispatch(in Inbound) bool {
 // POLL) for data port port, and multicast upstream packets of that port's
 // sessions, to h. group restricts to one IP destination (invalid = any);
 // nic restricts to one NIC (0 = any). Several handlers may share a port
-// and group; each sees every matching packet.
+// and group; each sees every matching packet. Only packets that came as
+// raw IP protocol 113 match: sockets register the others themselves.
 // It fails with ErrClosed once the stack is closed.
 func (p *Protocol) RegisterReceiver(port uint16, group netip.Addr, nic tcpip.NICID, h PacketHandler) error {
+	return p.registerReceiver(port, group, nic, Transport{}, h)
+}
+
+// registerReceiver is RegisterReceiver for packets carried by tr.
+func (p *Protocol) registerReceiver(port uint16, group netip.Addr, nic tcpip.NICID, tr Transport, h PacketHandler) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -314,7 +363,7 @@ func (p *Protocol) RegisterReceiver(port uint16, group netip.Addr, nic tcpip.NIC
 	old := p.receivers[port]
 	n := make([]binding, len(old), len(old)+1)
 	copy(n, old)
-	p.receivers[port] = append(n, binding{group: group, nic: nic, h: h})
+	p.receivers[port] = append(n, binding{group: group, nic: nic, tr: tr, h: h})
 	return nil
 }
 
@@ -340,7 +389,7 @@ func (p *Protocol) UnregisterReceiver(port uint16, h PacketHandler) {
 var ErrTSIInUse = errors.New("pgm: TSI already in use")
 
 // RegisterSource delivers upstream packets (NAK, NNAK, SPMR, POLR, ACK)
-// addressed to tsi to h.
+// addressed to tsi to h, as raw IP protocol 113.
 func (p *Protocol) RegisterSource(tsi wire.TSI, h PacketHandler) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -350,13 +399,19 @@ func (p *Protocol) RegisterSource(tsi wire.TSI, h PacketHandler) error {
 	if _, ok := p.sources[tsi]; ok {
 		return ErrTSIInUse
 	}
-	p.sources[tsi] = h
+	p.sources[tsi] = sourceReg{h: h}
 	return nil
 }
 
 // AllocateSource picks a free source port for gsi (randomly, from the
-// stack's RNG, like an ephemeral port) and registers h under the TSI.
+// stack's RNG, like an ephemeral port) and registers h under the TSI, for
+// upstream packets as raw IP protocol 113.
 func (p *Protocol) AllocateSource(gsi wire.GSI, h PacketHandler) (wire.TSI, error) {
+	return p.allocateSource(gsi, Transport{}, h)
+}
+
+// allocateSource is AllocateSource for packets carried by tr.
+func (p *Protocol) allocateSource(gsi wire.GSI, tr Transport, h PacketHandler) (wire.TSI, error) {
 	rng := p.s.InsecureRNG()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -367,7 +422,7 @@ func (p *Protocol) AllocateSource(gsi wire.GSI, h PacketHandler) (wire.TSI, erro
 		port := uint16(rng.Intn(0xffff-1024) + 1024)
 		tsi := wire.TSI{GSI: gsi, SourcePort: port}
 		if _, ok := p.sources[tsi]; !ok {
-			p.sources[tsi] = h
+			p.sources[tsi] = sourceReg{tr: tr, h: h}
 			return tsi, nil
 		}
 	}
@@ -424,8 +479,8 @@ func (p *Protocol) Close() {
 	p.mu.Lock()
 	p.closed = true
 	var hs []PacketHandler
-	for _, h := range p.sources {
-		hs = append(hs, h)
+	for _, sr := range p.sources {
+		hs = append(hs, sr.h)
 	}
 	for _, bs := range p.receivers {
 		for _, b := range bs {

@@ -83,8 +83,11 @@ type listener struct {
 	eng    *receiverEngine
 	local  netip.AddrPort
 	joined []tcpip.NICID
-	notify notifier // accept and read waiters
-	closed chan struct{}
+	// release gives back the UDP port the listener receives on (a no-op
+	// for raw IP).
+	release func()
+	notify  notifier // accept and read waiters
+	closed  chan struct{}
 
 	// Guarded by d.mu.
 	sessions  map[wire.TSI]*session
@@ -126,15 +129,16 @@ func (s *Socket) Listen() error {
 		return fmt.Errorf("%w: listen on %v: data port 0", ErrInvalidOption, s.local)
 	}
 
+	tr := s.opts.transport
 	cfg := s.opts.engineConfig()
 	cfg.DestPort = port
-	cfg.NetHeaderLen = addrHeaderLen(group)
+	cfg.NetHeaderLen = addrHeaderLen(group) + tr.encapLen()
 	if multicast {
 		cfg.Group = group
 	}
 	seed := uint64(s.p.s.InsecureRNG().Int63())
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	d := newDriver(s.p, nil, txParams{TTL: s.opts.ttl, Loop: s.opts.loop})
+	d := newDriver(s.p, nil, txParams{TTL: s.opts.ttl, Loop: s.opts.loop, Transport: tr, SrcPort: tr.MulticastPort})
 	r, err := engine.NewReceiver(cfg, d.now(), rng)
 	if err != nil {
 		return configErr(err)
@@ -172,6 +176,13 @@ func (s *Socket) Listen() error {
 		}
 		d.params.NIC = nics[0]
 	}
+	// A UDP-encapsulated receiver hears the group on the multicast port.
+	release, err := s.p.listenUDP(tr, tr.MulticastPort, group.Is6())
+	if err != nil {
+		l.leave()
+		return err
+	}
+	l.release = release
 	r.SetAdmit(l.admitLocked)
 	d.postLocked = l.pumpLocked
 	d.onChange = l.notify.notify
@@ -190,9 +201,10 @@ func (s *Socket) Listen() error {
 		}
 	}
 	for _, r := range regs {
-		if err := s.p.RegisterReceiver(port, r.group, r.nic, d); err != nil {
+		if err := s.p.registerReceiver(port, r.group, r.nic, tr, d); err != nil {
 			s.p.UnregisterReceiver(port, d)
 			l.leave()
+			release()
 			d.close()
 			return err
 		}
@@ -411,6 +423,7 @@ func (l *listener) teardown() {
 	l.teardownOnce.Do(func() {
 		l.p.UnregisterReceiver(l.local.Port(), l.d)
 		l.leave()
+		l.release()
 		l.d.close()
 	})
 }

@@ -22,11 +22,13 @@ func netHeaderLen(proto tcpip.NetworkProtocolNumber) int {
 }
 
 // applyRoute sizes cfg for packets sent on r: the network header of its
-// family, and MaxTPDU (which counts that header) no larger than the
-// route's MTU.
-func applyRoute(cfg *engine.Config, r *tcpipstack.Route) {
+// family plus encap (a UDP header, or nothing), and MaxTPDU (which counts
+// the IP header) no larger than the route's MTU.
+func applyRoute(cfg *engine.Config, r *tcpipstack.Route, encap int) {
 	hdr := netHeaderLen(r.NetProto())
-	cfg.NetHeaderLen = hdr
+	// The engine knows no IP or UDP: everything in front of the PGM
+	// header is "network header" to it.
+	cfg.NetHeaderLen = hdr + encap
 	// Route.MTU is what is left after the network header.
 	if mtu := int(r.MTU()); mtu > 0 && mtu+hdr < cfg.MaxTPDU {
 		cfg.MaxTPDU = mtu + hdr

@@ -58,8 +58,11 @@ type sender struct {
 	tsi   wire.TSI
 	group netip.AddrPort
 	nla   netip.Addr
-	tsdu  int // largest unfragmented payload (stream chunks)
-	apdu  int // largest message (SetMaxMessageSize)
+	// release gives back the UDP port the sender receives on (a no-op for
+	// raw IP), once it has finished.
+	release func()
+	tsdu    int // largest unfragmented payload (stream chunks)
+	apdu    int // largest message (SetMaxMessageSize)
 
 	notify     notifier
 	apiClosed  chan struct{} // Close called: wake blocked senders
@@ -97,18 +100,26 @@ func (s *Socket) Connect(group netip.AddrPort) error {
 		return fmt.Errorf("pgm: no route to %v: %s", ga, terr)
 	}
 	nic, localAddr := r.NICID(), r.LocalAddress()
+	tr := s.opts.transport
 	cfg := s.opts.engineConfig()
-	applyRoute(&cfg, r)
+	applyRoute(&cfg, r, tr.encapLen())
 	r.Release()
 
 	cfg.DestPort = group.Port()
 	cfg.Group = ga
 	cfg.NLA = netipAddr(localAddr)
 	eng := &sourceEngine{group: ga}
-	d := newDriver(s.p, eng, txParams{NIC: nic, Local: localAddr, TTL: s.opts.ttl, Loop: s.opts.loop})
+	d := newDriver(s.p, eng, txParams{NIC: nic, Local: localAddr, TTL: s.opts.ttl, Loop: s.opts.loop,
+		Transport: tr, SrcPort: tr.UnicastPort})
 
+	// A UDP-encapsulated source hears NAKs and SPMRs on the unicast port.
+	release, err := s.p.listenUDP(tr, tr.UnicastPort, ga.Is6())
+	if err != nil {
+		return err
+	}
 	snd := &sender{
 		s: s, p: s.p, d: d, eng: eng, group: group, nla: cfg.NLA,
+		release:   release,
 		apiClosed: make(chan struct{}),
 		done:      make(chan struct{}),
 	}
@@ -118,9 +129,10 @@ func (s *Socket) Connect(group netip.AddrPort) error {
 	// Hold the driver until the engine exists: a NAK may arrive as soon as
 	// the TSI is registered.
 	d.mu.Lock()
-	tsi, err := s.p.AllocateSource(s.p.GSI(), d)
+	tsi, err := s.p.allocateSource(s.p.GSI(), tr, d)
 	if err != nil {
 		d.mu.Unlock()
+		release()
 		return err
 	}
 	cfg.TSI = tsi
@@ -129,6 +141,7 @@ func (s *Socket) Connect(group netip.AddrPort) error {
 		d.closed = true
 		d.mu.Unlock()
 		s.p.UnregisterSource(tsi)
+		release()
 		return configErr(err)
 	}
 	eng.src = src
@@ -150,6 +163,7 @@ func (snd *sender) changed() {
 		snd.finishOnce.Do(func() {
 			snd.p.UnregisterSource(snd.tsi)
 			snd.d.close()
+			snd.release()
 			close(snd.done)
 		})
 	}
@@ -159,6 +173,7 @@ func (snd *sender) changed() {
 func (snd *sender) aborted() {
 	snd.finishOnce.Do(func() {
 		snd.p.UnregisterSource(snd.tsi)
+		snd.release()
 		close(snd.done)
 	})
 	snd.closeAPI()

@@ -83,7 +83,9 @@ func (p *Protocol) Socket(typ SocketType) (*Socket, error) {
 	if p.isClosed() {
 		return nil, ErrClosed
 	}
-	return &Socket{p: p, typ: typ, opts: defaultSockOpts()}, nil
+	o := defaultSockOpts()
+	o.transport = p.defaultTransport
+	return &Socket{p: p, typ: typ, opts: o}, nil
 }
 
 // Type returns the socket type.
@@ -268,6 +270,54 @@ func (s *Socket) SetMulticastTTL(ttl uint8) error {
 // in the same stack (off by default).
 func (s *Socket) SetMulticastLoop(on bool) error {
 	return s.setOpt(func(o *sockOpts) error { o.loop = on; return nil })
+}
+
+// SetTransport chooses how the socket's packets travel (see Transport):
+// raw IP protocol 113 in the netstack (the default on a netstack), UDP
+// encapsulation in the netstack, or UDP encapsulation through the host's
+// own sockets. Ports left 0 are OpenPGM's, 3055 and 3056. Set it between
+// Bind and Connect/Listen; sender and receivers must use the same
+// transport and ports.
+func (s *Socket) SetTransport(t Transport) error {
+	switch t.Kind {
+	case TransportIP:
+	case TransportUDP:
+		if s.p.hostOnly() {
+			return fmt.Errorf("%w: transport %v on a host protocol (it has no netstack link)", ErrInvalidOption, t.Kind)
+		}
+	default:
+		return fmt.Errorf("%w: unknown transport %v", ErrInvalidOption, t.Kind)
+	}
+	if t.Kind == TransportIP && s.p.hostOnly() {
+		return fmt.Errorf("%w: transport %v on a host protocol (it has no netstack link)", ErrInvalidOption, t.Kind)
+	}
+	t = t.withDefaults()
+	return s.setOpt(func(o *sockOpts) error { o.transport = t; return nil })
+}
+
+// SetUDPEncapsulation makes the socket carry PGM in UDP datagrams, as
+// OpenPGM's PGM_UDP_ENCAP_UCAST_PORT and PGM_UDP_ENCAP_MCAST_PORT do:
+// NAKs and SPMRs to a source at ucastPort, the group's packets at
+// mcastPort (0: 3055 and 3056; ZeroMQ's epgm uses one port for both). On
+// a netstack that is TransportUDP; on a Protocol from NewHostProtocol,
+// TransportHostUDP. Set it between Bind and Connect/Listen.
+func (s *Socket) SetUDPEncapsulation(ucastPort, mcastPort uint16) error {
+	k := TransportUDP
+	if s.p.hostOnly() {
+		k = TransportHostUDP
+	}
+	return s.SetTransport(Transport{Kind: k, UnicastPort: ucastPort, MulticastPort: mcastPort})
+}
+
+// Transport returns the socket's transport, default ports filled in.
+func (s *Socket) Transport() Transport {
+	s.mu.Lock()
+	sess, t := s.sess, s.opts.transport
+	s.mu.Unlock()
+	if sess != nil {
+		return sess.lis.s.Transport()
+	}
+	return t
 }
 
 // SetFEC validates and stores FEC parameters (RM_USE_FEC).
