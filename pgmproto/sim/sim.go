@@ -138,6 +138,7 @@ const (
 
 type event struct {
 	at    time.Time
+	ns    int64 // at as Unix nanoseconds: the heap compares these (time.Time is slow to compare)
 	order uint64
 	kind  evKind
 	node  Node
@@ -150,8 +151,8 @@ type queue []*event
 
 func (q queue) Len() int { return len(q) }
 func (q queue) Less(i, j int) bool {
-	if !q[i].at.Equal(q[j].at) {
-		return q[i].at.Before(q[j].at)
+	if a, b := q[i].ns, q[j].ns; a != b {
+		return a < b
 	}
 	return q[i].order < q[j].order
 }
@@ -269,6 +270,7 @@ func newLoss(f func() LossModel) LossModel {
 func (s *Sim) push(e *event) {
 	s.order++
 	e.order = s.order
+	e.ns = e.at.UnixNano()
 	heap.Push(&s.q, e)
 }
 
