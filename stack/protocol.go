@@ -46,6 +46,7 @@ type ProtocolStats struct {
 	Malformed       uint64 // shorter than the common header
 	ChecksumErrors  uint64 // bad PGM checksum: dropped
 	NoReceiver      uint64 // no socket matched: dropped silently (no ICMP)
+	WrongTSI        uint64 // NAK, NNAK or SPMR for a TSI no source here owns: dropped
 	Delivered       uint64 // handed to at least one socket
 	PacketsSent     uint64
 	SendErrors      uint64
@@ -61,6 +62,7 @@ type ProtocolStats struct {
 type protocolCounters struct {
 	received, malformed, checksum, noReceiver, delivered, sent, sendErrors atomic.Uint64
 	txQueueDrops, backlogDrops, sessionLimitDrops                          atomic.Uint64
+	wrongTSI                                                               atomic.Uint64
 }
 
 // binding is one receiver registration: packets for data port port whose
@@ -101,6 +103,8 @@ type Protocol struct {
 	c protocolCounters
 
 	batch batchState // BeginBatch, EndBatch
+
+	links linkWatch // sockets by NIC, for LinkFailed
 
 	udp udpTable // UDP ports received on, for UDP-encapsulated sockets
 	// defaultTransport is a new socket's transport.
@@ -150,6 +154,7 @@ func (p *Protocol) Stats() ProtocolStats {
 		Malformed:         p.c.malformed.Load(),
 		ChecksumErrors:    p.c.checksum.Load(),
 		NoReceiver:        p.c.noReceiver.Load(),
+		WrongTSI:          p.c.wrongTSI.Load(),
 		Delivered:         p.c.delivered.Load(),
 		PacketsSent:       p.c.sent.Load(),
 		SendErrors:        p.c.sendErrors.Load(),
@@ -249,6 +254,8 @@ func (p *Protocol) deliver(id tcpipstack.TransportEndpointID, pkt *tcpipstack.Pa
 func (p *Protocol) dispatchCounted(in Inbound) {
 	if p.dispatch(in) {
 		p.c.delivered.Add(1)
+	} else if in.Header.Type().Upstream() {
+		p.c.wrongTSI.Add(1)
 	} else {
 		p.c.noReceiver.Add(1)
 	}

@@ -103,6 +103,8 @@ type listener struct {
 
 	backlogDrops uint64 // refused by admitLocked; the engine counts the rest
 
+	failErr error // why the link under it failed (linkFailed)
+
 	teardownOnce sync.Once
 	closeOnce    sync.Once
 }
@@ -211,6 +213,7 @@ func (s *Socket) Listen() error {
 	}
 	s.lis = l
 	s.state = stateListening
+	s.p.watchLinks(l, l.linkFailed, nics...)
 	return nil
 }
 
@@ -251,6 +254,9 @@ func (l *listener) eventLocked(ev engine.Event) {
 	if ss == nil {
 		return // the engine reports nothing of a session before offering it
 	}
+	if ev.Stats != nil {
+		ss.last = ev.Stats // the engine forgets the session at its expiry
+	}
 	if ss.closed || ss.final != nil {
 		// Over: nothing more is delivered. Once the engine ends a session
 		// the application closed, forget it.
@@ -266,6 +272,7 @@ func (l *listener) eventLocked(ev engine.Event) {
 		l.buffered += len(ev.Data)
 	case engine.EventLoss:
 		ss.final = &SessionError{TSI: ev.TSI, Reason: ReasonLoss, First: ev.First, Count: ev.Count}
+		ss.keepStatsLocked()
 	case engine.EventEnd:
 		ss.final = ErrDisconnected
 	case engine.EventReset:
@@ -361,8 +368,9 @@ func (s *Socket) AcceptContext(ctx context.Context) (*Socket, error) {
 		ch := l.notify.wait()
 		l.d.mu.Lock()
 		if l.apiClosed {
+			err := l.closedErrLocked()
 			l.d.mu.Unlock()
-			return nil, ErrClosed
+			return nil, err
 		}
 		if len(l.acceptQ) > 0 {
 			ss := l.acceptQ[0]
@@ -376,6 +384,9 @@ func (s *Socket) AcceptContext(ctx context.Context) (*Socket, error) {
 		}
 		l.d.mu.Unlock()
 		if err := s.wait(ctx, ch, &s.rd, l.closed, errAcceptWouldBlock); err != nil {
+			if err == ErrClosed {
+				continue // closed or failed: the check above says which
+			}
 			return nil, err
 		}
 	}
@@ -410,7 +421,8 @@ func (l *listener) aborted() {
 	l.apiClosed = true
 	for _, ss := range l.sessions {
 		if ss.final == nil {
-			ss.final = ErrClosed
+			ss.final = l.closedErrLocked()
+			ss.keepStatsLocked()
 		}
 	}
 	l.d.mu.Unlock()
@@ -423,6 +435,7 @@ func (l *listener) teardown() {
 	l.teardownOnce.Do(func() {
 		l.p.UnregisterReceiver(l.local.Port(), l.d)
 		l.leave()
+		l.p.unwatchLinks(l)
 		l.release()
 		l.d.close()
 	})
@@ -430,6 +443,8 @@ func (l *listener) teardown() {
 
 // session is one accepted (or acceptable) source of a listener.
 type session struct {
+	last *ReceiverStats // its final statistics once it is over (guarded by lis.d.mu)
+
 	lis *listener
 	tsi wire.TSI
 	typ SocketType
@@ -627,6 +642,9 @@ func (s *Socket) ReceiverStats() (ReceiverStats, error) {
 	l.d.mu.Lock()
 	defer l.d.mu.Unlock()
 	if ss != nil {
+		if ss.last != nil {
+			return *ss.last, nil
+		}
 		st, _ := l.eng.r.SessionStats(ss.tsi)
 		return st, nil
 	}

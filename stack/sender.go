@@ -73,6 +73,8 @@ type sender struct {
 	bmu      sync.Mutex
 	boundary int    // announced size of the message being assembled
 	msg      []byte // its bytes so far
+
+	failed atomic.Pointer[error] // why the link under it failed
 }
 
 // Connect makes a bound socket a sender to group:port (no handshake, as in
@@ -100,6 +102,10 @@ func (s *Socket) Connect(group netip.AddrPort) error {
 		return fmt.Errorf("pgm: no route to %v: %s", ga, terr)
 	}
 	nic, localAddr := r.NICID(), r.LocalAddress()
+	if err := s.p.linkErr(nic); err != nil {
+		r.Release()
+		return err
+	}
 	tr := s.opts.transport
 	cfg := s.opts.engineConfig()
 	applyRoute(&cfg, r, tr.encapLen())
@@ -152,6 +158,7 @@ func (s *Socket) Connect(group netip.AddrPort) error {
 
 	s.snd = snd
 	s.state = stateConnected
+	s.p.watchLinks(snd, snd.linkFailed, nic)
 	// Send the first SPM now.
 	d.do(func(time.Time) {})
 	return nil
@@ -162,6 +169,7 @@ func (snd *sender) changed() {
 	if snd.eng.finished.Load() {
 		snd.finishOnce.Do(func() {
 			snd.p.UnregisterSource(snd.tsi)
+			snd.p.unwatchLinks(snd)
 			snd.d.close()
 			snd.release()
 			close(snd.done)
@@ -173,6 +181,7 @@ func (snd *sender) changed() {
 func (snd *sender) aborted() {
 	snd.finishOnce.Do(func() {
 		snd.p.UnregisterSource(snd.tsi)
+		snd.p.unwatchLinks(snd)
 		snd.release()
 		close(snd.done)
 	})
@@ -292,7 +301,7 @@ func (snd *sender) sendAPDU(ctx context.Context, apdu []byte) error {
 	for {
 		var err error
 		if !snd.d.do(func(now time.Time) { err = snd.eng.src.Send(now, apdu) }) {
-			return ErrClosed
+			return snd.closedErr()
 		}
 		switch {
 		case err == nil:
@@ -314,6 +323,9 @@ func (snd *sender) sendAPDU(ctx context.Context, apdu []byte) error {
 			continue
 		}
 		if err := snd.s.wait(ctx, ch, &snd.s.wr, snd.apiClosed, errSendWouldBlock); err != nil {
+			if err == ErrClosed {
+				err = snd.closedErr()
+			}
 			return err
 		}
 		ch = snd.notify.wait()

@@ -325,7 +325,7 @@ func TestDemuxUpstreamToSource(t *testing.T) {
 	rcv.send(rd, re, src.addr, nak)
 	h.WaitIdle()
 	assert.Len(t, srcEng.received(), 2)
-	assert.Equal(t, uint64(1), src.p.Stats().NoReceiver)
+	assert.Equal(t, uint64(1), src.p.Stats().WrongTSI, "a NAK for a TSI no source here owns")
 }
 
 func TestBadPacketsDropped(t *testing.T) {
