@@ -150,11 +150,12 @@ type Options struct {
 
 // Live is a run in progress.
 type Live struct {
-	Virtual   time.Duration // virtual time since the start
-	Source    engine.SourceStats
-	Receivers engine.ReceiverStats // summed over the receivers
-	Link      sim.Stats
-	Ended     int // receivers whose session has ended
+	Virtual     time.Duration // virtual time since the start
+	Source      engine.SourceStats
+	Receivers   int
+	ReceiverSum engine.ReceiverStats // summed over the receivers
+	Link        sim.Stats
+	Ended       int // receivers whose session has ended
 }
 
 // Start is the virtual time at which every run begins (capture
@@ -479,13 +480,13 @@ func (r *run) fail(st *rxState, msg string) {
 }
 
 func (r *run) live() Live {
-	l := Live{Virtual: r.s.Now.Sub(Start), Link: r.s.Stats, Ended: r.ended}
+	l := Live{Virtual: r.s.Now.Sub(Start), Receivers: r.cfg.Receivers, Link: r.s.Stats, Ended: r.ended}
 	if r.s.Source != nil {
 		l.Source = r.s.Source.Stats(r.s.Now)
 	}
 	for _, rx := range r.s.Receivers {
 		st := rx.Stats()
-		addStats(&l.Receivers, &st)
+		addStats(&l.ReceiverSum, &st)
 	}
 	return l
 }
