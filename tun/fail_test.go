@@ -18,9 +18,9 @@ import (
 
 // failLog is a LinkFailer that records its calls.
 type failLog struct {
-	mu    sync.Mutex
-	errs  []error
-	nics  []tcpip.NICID
+	mu   sync.Mutex
+	errs []error
+	nics []tcpip.NICID
 }
 
 func (f *failLog) LinkFailed(nic tcpip.NICID, err error) {
@@ -129,4 +129,19 @@ func TestDeviceWriteErrors(t *testing.T) {
 	assert.Equal(t, "write", de.Op)
 	assert.Equal(t, "pgmwerr0", de.Device)
 	require.NoError(t, dev.Close())
+}
+
+// TestTxQueueWaitIdle: Flush's wait ends once the writer has written
+// everything queued, and not before.
+func TestTxQueueWaitIdle(t *testing.T) {
+	l := newRecordingLink()
+	q := newTxQueue(l, 16)
+	defer q.stop()
+	assert.True(t, q.waitIdle(0), "nothing sent yet")
+	send(q, 1, 5)
+	<-l.entered
+	assert.False(t, q.waitIdle(20*time.Millisecond), "the writer is held")
+	l.release()
+	assert.True(t, q.waitIdle(5*time.Second))
+	assert.Equal(t, seqs(1, 5), l.written())
 }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -186,6 +187,17 @@ func (d *Device) TxStats() TxStats {
 		return TxStats{}
 	}
 	return q.stats()
+}
+
+// Flush waits until the packets the stack has sent are written to the
+// device, at most timeout, and reports whether they were. Close drops
+// what is still queued: an application that ends with a last word (an
+// SPM with OPT_FIN or OPT_RST) flushes first.
+func (d *Device) Flush(timeout time.Duration) bool {
+	d.mu.Lock()
+	q := d.txq
+	d.mu.Unlock()
+	return q == nil || q.waitIdle(timeout)
 }
 
 // Lossy returns the loss filter made by LinkOptions.Loss, or nil.

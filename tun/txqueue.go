@@ -3,6 +3,7 @@ package tun
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
@@ -230,6 +231,24 @@ func (q *txQueue) stop() {
 		q.dropped.Add(1)
 	}
 	q.mu.Unlock()
+}
+
+// waitIdle waits until the writer has written everything queued, or
+// timeout has passed; it reports whether it had.
+func (q *txQueue) waitIdle(timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		q.mu.Lock()
+		idle := q.stopped || q.n == 0 && (q.idle || !q.started)
+		q.mu.Unlock()
+		if idle {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func (q *txQueue) stats() TxStats {
