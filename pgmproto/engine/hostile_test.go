@@ -165,6 +165,35 @@ func TestCloseNow(t *testing.T) {
 	assert.Zero(t, h.src.CloseNow(h.now), "a second call does nothing")
 }
 
+// TestCloseNowAfterClose: interrupted while a closed session still sends
+// its backlog, the rest is dropped and FIN follows the last packet sent.
+func TestCloseNowAfterClose(t *testing.T) {
+	c := testConfig()
+	c.MaxRate = 20_000
+	h := newSourceHarness(t, c)
+	for range 20 {
+		require.NoError(t, h.src.Send(h.now, make([]byte, 1000)))
+	}
+	h.src.Close(h.now)
+	h.run(200 * time.Millisecond)
+	sent := len(h.of(wire.TypeODATA))
+	require.Less(t, sent, 20)
+	assert.Equal(t, (20-sent)*1000, h.src.CloseNow(h.now))
+	h.run(10 * time.Second)
+	od := h.of(wire.TypeODATA)
+	require.Len(t, od, sent)
+	last := od[len(od)-1].p.Data().SQN()
+	fins := 0
+	for _, s := range h.of(wire.TypeSPM) {
+		if s.p.HasFIN() {
+			fins++
+			assert.Equal(t, last, s.p.SPM().Lead())
+		}
+	}
+	assert.Positive(t, fins)
+	assert.True(t, h.src.Done())
+}
+
 // TestCloseNowNothingQueued: FIN goes out at once, at the last sequence.
 func TestCloseNowNothingQueued(t *testing.T) {
 	h := threeODATA(t)

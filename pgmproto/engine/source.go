@@ -218,9 +218,10 @@ func (s *Source) Close(now time.Time) {
 // finished, so receivers can deliver it), and OPT_FIN marks the last
 // sequence actually sent, or soon to be. It returns the payload bytes
 // dropped. An application that stops early (interrupted) ends the session
-// gracefully this way, without first draining its backlog.
+// gracefully this way, without first draining its backlog; after Close it
+// drops what Close would still have sent.
 func (s *Source) CloseNow(now time.Time) int {
-	if s.closing || s.aborted {
+	if s.aborted {
 		return 0
 	}
 	cut := s.w.sendNext
@@ -228,7 +229,16 @@ func (s *Source) CloseNow(now time.Time) int {
 		cut++
 	}
 	n := s.w.dropFrom(cut)
-	s.Close(now)
+	if !s.closing {
+		s.Close(now)
+	} else if n > 0 {
+		s.finalSQN = s.w.next - 1
+		if s.w.sendNext == s.w.next {
+			// The last packet sent did not carry OPT_FIN: an SPM does.
+			s.spmNow = true
+			s.nextHB = now.Add(s.finIvl())
+		}
+	}
 	return n
 }
 
