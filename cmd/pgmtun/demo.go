@@ -42,6 +42,8 @@ func init() {
 			fs.DurationVar(&o.timeout, "timeout", o.timeout, "give up after this long")
 			fs.Var(&o.stats, "stats", "final statistics on stdout in this `format`: text, json or none")
 			fs.Var(&o.progress, "progress", "live progress line on stderr in this `mode`: auto (when stderr is a terminal), on or off")
+			fs.StringVar(&o.pcap, "pcap", "", "capture every packet each netstack sends, once, to `FILE` (pcap, raw IP; before the seeded loss)")
+			fs.StringVar(&o.metrics, "metrics", "", "serve live metrics on `ADDR` (/metrics for Prometheus, /debug/vars JSON); loopback unless an IP is given")
 			return func(e *env, args []string) int {
 				if len(args) != 0 {
 					fmt.Fprintf(e.stderr, "pgmtun demo: unexpected argument %q\n", args[0])
@@ -70,6 +72,8 @@ type demoOptions struct {
 	timeout   time.Duration
 	stats     statsFormat
 	progress  progressMode
+	pcap      string
+	metrics   string
 }
 
 func defaultDemoOptions() demoOptions {
@@ -167,6 +171,14 @@ func runDemo(e *env, o demoOptions) int {
 	hub := memlink.New(memlink.Options{Seed: o.seed})
 	defer hub.Close()
 
+	var capture *lanCapture
+	if o.pcap != "" {
+		var err error
+		if capture, err = newLANCapture(o.pcap); err != nil {
+			fmt.Fprintf(e.stderr, "pgmtun demo: --pcap: %v\n", err)
+			return exitFail
+		}
+	}
 	var nodes []*demoNode
 	defer func() {
 		for _, n := range nodes {
@@ -174,6 +186,12 @@ func runDemo(e *env, o demoOptions) int {
 			n.s.Wait()
 		}
 	}()
+	live, err := startMetrics(o.metrics, e.stderr)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "pgmtun demo: %v\n", err)
+		return exitUsage
+	}
+	defer live.close() // before the stacks close: a last scrape sees them
 	newNode := func(i int) (*demoNode, error) {
 		port := hub.NewPort()
 		d := newDropper(float64(o.loss), o.seed, uint64(i))
@@ -182,7 +200,11 @@ func runDemo(e *env, o demoOptions) int {
 		n := &demoNode{s: s, drop: d}
 		nodes = append(nodes, n)
 		addr := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i + 1)}), 16)
-		if err := stack.AddNIC(s, 1, port, addr); err != nil {
+		var link tcpipstack.LinkEndpoint = port
+		if capture != nil {
+			link = &tapPort{Port: port, c: capture}
+		}
+		if err := stack.AddNIC(s, 1, link, addr); err != nil {
 			return nil, err
 		}
 		p, err := stack.FromStack(s)
@@ -209,6 +231,9 @@ func runDemo(e *env, o demoOptions) int {
 		}
 		defer lis.Close()
 		rcvs[i] = &demoReceiver{node: n, lis: lis}
+		name := fmt.Sprintf("r%d", i+1)
+		live.addStack(name, n.p)
+		live.addSocket("listener", name, lis)
 	}
 	sn, err := newNode(0)
 	if err != nil {
@@ -221,6 +246,8 @@ func runDemo(e *env, o demoOptions) int {
 		return exitFail
 	}
 	defer snd.Close()
+	live.addStack("sender", sn.p)
+	live.addSocket("sender", "sender", snd)
 
 	mode := "RDM messages"
 	if o.stream {
@@ -289,6 +316,12 @@ func runDemo(e *env, o demoOptions) int {
 		rep.Results = append(rep.Results, rr)
 	}
 	rep.Link = hub.Stats()
+	if capture != nil {
+		if err := capture.close(); err != nil {
+			fmt.Fprintf(e.stderr, "pgmtun demo: --pcap: %v\n", err)
+			rep.OK = false
+		}
+	}
 	switch o.stats {
 	case statsJSON:
 		_ = writeJSON(e.stdout, rep)
