@@ -109,6 +109,8 @@ type Protocol struct {
 	udp udpTable // UDP ports received on, for UDP-encapsulated sockets
 	// defaultTransport is a new socket's transport.
 	defaultTransport Transport
+	// hostIf is NewHostProtocol's interface (nil: the routing table's).
+	hostIf *hostIface
 }
 
 var _ tcpipstack.TransportProtocol = (*Protocol)(nil)

@@ -151,9 +151,14 @@ func (s *Socket) Listen() error {
 	}
 	d.eng = eng
 
-	// Join the group where asked, or where the route to it points.
+	// Join the group where asked, or where the route to it points (on the
+	// host, the routing table's choice when nothing is named).
+	host := tr.Kind == TransportHostUDP
 	nics := append([]tcpip.NICID(nil), s.opts.recvNICs...)
-	if multicast && len(nics) == 0 {
+	if host && len(nics) == 0 && s.p.hostIf != nil {
+		nics = append(nics, tcpip.NICID(s.p.hostIf.index))
+	}
+	if multicast && len(nics) == 0 && !host {
 		rt, terr := s.p.s.FindRoute(0, tcpip.Address{}, tcpipAddr(group), netProto(group), false)
 		if terr != nil {
 			return fmt.Errorf("pgm: no interface for %v: %s", group, terr)
@@ -168,7 +173,7 @@ func (s *Socket) Listen() error {
 		bufLimit: DefaultReceiveBuffer,
 		backlog:  s.opts.backlog,
 	}
-	if multicast {
+	if multicast && !host {
 		for _, nic := range nics {
 			if terr := s.p.s.JoinGroup(netProto(group), nic, tcpipAddr(group)); terr != nil {
 				l.leave()
@@ -179,7 +184,12 @@ func (s *Socket) Listen() error {
 		d.params.NIC = nics[0]
 	}
 	// A UDP-encapsulated receiver hears the group on the multicast port.
-	release, err := s.p.listenUDP(tr, tr.MulticastPort, group.Is6())
+	var release func()
+	if host {
+		release, err = s.listenHostLocked(d, group, nics)
+	} else {
+		release, err = s.p.listenUDP(tr, tr.MulticastPort, group.Is6())
+	}
 	if err != nil {
 		l.leave()
 		return err
@@ -200,6 +210,9 @@ func (s *Socket) Listen() error {
 		regs = regs[:0]
 		for _, nic := range nics {
 			regs = append(regs, reg{group, nic})
+		}
+		if len(regs) == 0 { // on the host, joined where the routing table says
+			regs = append(regs, reg{group, 0})
 		}
 	}
 	for _, r := range regs {

@@ -59,8 +59,9 @@ type sender struct {
 	group netip.AddrPort
 	nla   netip.Addr
 	// release gives back the UDP port the sender receives on (a no-op for
-	// raw IP), once it has finished.
+	// raw IP), once it has finished; udp says it is one.
 	release func()
+	udp     bool
 	tsdu    int // largest unfragmented payload (stream chunks)
 	apdu    int // largest message (SetMaxMessageSize)
 
@@ -97,6 +98,9 @@ func (s *Socket) Connect(group netip.AddrPort) error {
 	if local.IsUnspecified() {
 		local = netip.Addr{}
 	}
+	if s.opts.transport.Kind == TransportHostUDP {
+		return s.connectHostLocked(group, local)
+	}
 	r, terr := s.p.s.FindRoute(s.opts.sendNIC, tcpipAddr(local), tcpipAddr(ga), netProto(ga), s.opts.loop)
 	if terr != nil {
 		return fmt.Errorf("pgm: no route to %v: %s", ga, terr)
@@ -111,21 +115,37 @@ func (s *Socket) Connect(group netip.AddrPort) error {
 	applyRoute(&cfg, r, tr.encapLen())
 	r.Release()
 
-	cfg.DestPort = group.Port()
-	cfg.Group = ga
 	cfg.NLA = netipAddr(localAddr)
 	eng := &sourceEngine{group: ga}
 	d := newDriver(s.p, eng, txParams{NIC: nic, Local: localAddr, TTL: s.opts.ttl, Loop: s.opts.loop,
 		Transport: tr, SrcPort: tr.UnicastPort})
-
-	// A UDP-encapsulated source hears NAKs and SPMRs on the unicast port.
-	release, err := s.p.listenUDP(tr, tr.UnicastPort, ga.Is6())
+	snd, err := s.startSenderLocked(group, cfg, eng, d)
 	if err != nil {
 		return err
+	}
+	s.p.watchLinks(snd, snd.linkFailed, nic)
+	// Send the first SPM now.
+	snd.d.do(func(time.Time) {})
+	return nil
+}
+
+// startSenderLocked starts the source on d, whatever the transport: it
+// takes the UDP port NAKs come to, the TSI and the engine, and makes s
+// a connected sender. On failure d is closed and nothing is left taken.
+func (s *Socket) startSenderLocked(group netip.AddrPort, cfg engine.Config, eng *sourceEngine, d *driver) (*sender, error) {
+	tr := d.params.Transport
+	cfg.DestPort = group.Port()
+	cfg.Group = group.Addr()
+	// A UDP-encapsulated source hears NAKs and SPMRs on the unicast port.
+	release, err := s.p.listenUDP(tr, tr.UnicastPort, group.Addr().Is6())
+	if err != nil {
+		d.close()
+		return nil, err
 	}
 	snd := &sender{
 		s: s, p: s.p, d: d, eng: eng, group: group, nla: cfg.NLA,
 		release:   release,
+		udp:       tr.Kind != TransportIP,
 		apiClosed: make(chan struct{}),
 		done:      make(chan struct{}),
 	}
@@ -138,17 +158,18 @@ func (s *Socket) Connect(group netip.AddrPort) error {
 	tsi, err := s.p.allocateSource(s.p.GSI(), tr, d)
 	if err != nil {
 		d.mu.Unlock()
+		d.close()
 		release()
-		return err
+		return nil, err
 	}
 	cfg.TSI = tsi
 	src, err := engine.NewSource(cfg, d.now())
 	if err != nil {
-		d.closed = true
 		d.mu.Unlock()
 		s.p.UnregisterSource(tsi)
+		d.close()
 		release()
-		return configErr(err)
+		return nil, configErr(err)
 	}
 	eng.src = src
 	snd.tsi = tsi
@@ -158,10 +179,23 @@ func (s *Socket) Connect(group netip.AddrPort) error {
 
 	s.snd = snd
 	s.state = stateConnected
-	s.p.watchLinks(snd, snd.linkFailed, nic)
-	// Send the first SPM now.
-	d.do(func(time.Time) {})
-	return nil
+	return snd, nil
+}
+
+// finished gives back the sender's UDP port and closes done. The finish
+// may come on the receive path of that very port (a NAK's delivery, which
+// holds the netstack demultiplexer's lock), so a UDP port is given back
+// on a goroutine of its own.
+func (snd *sender) finished() {
+	if !snd.udp {
+		snd.release()
+		close(snd.done)
+		return
+	}
+	go func() {
+		snd.release()
+		close(snd.done)
+	}()
 }
 
 func (snd *sender) changed() {
@@ -171,8 +205,7 @@ func (snd *sender) changed() {
 			snd.p.UnregisterSource(snd.tsi)
 			snd.p.unwatchLinks(snd)
 			snd.d.close()
-			snd.release()
-			close(snd.done)
+			snd.finished()
 		})
 	}
 }
@@ -182,8 +215,7 @@ func (snd *sender) aborted() {
 	snd.finishOnce.Do(func() {
 		snd.p.UnregisterSource(snd.tsi)
 		snd.p.unwatchLinks(snd)
-		snd.release()
-		close(snd.done)
+		snd.finished()
 	})
 	snd.closeAPI()
 	snd.notify.notify()

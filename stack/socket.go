@@ -113,7 +113,7 @@ func (s *Socket) Bind(addr netip.AddrPort) error {
 	switch {
 	case a.IsMulticast() && addr.Port() == 0:
 		return fmt.Errorf("%w: bind %v: data port 0", ErrInvalidOption, addr)
-	case !a.IsMulticast() && !a.IsUnspecified() && s.p.s.CheckLocalAddress(0, netProto(a), tcpipAddr(a)) == 0:
+	case !a.IsMulticast() && !a.IsUnspecified() && !s.localAddrLocked(a):
 		return fmt.Errorf("%w: bind %v: not an address of this stack", ErrInvalidOption, addr)
 	}
 	s.local = netip.AddrPortFrom(a, addr.Port())
@@ -220,10 +220,11 @@ func (s *Socket) SetLateJoin(pct int) error {
 }
 
 // SetSendInterface chooses the NIC a sender transmits on (RM_SET_SEND_IF);
-// 0 means the route table's choice.
+// 0 means the route table's choice. With TransportHostUDP (set it first)
+// nic is a host interface index.
 func (s *Socket) SetSendInterface(nic tcpip.NICID) error {
 	return s.setOpt(func(o *sockOpts) error {
-		if nic != 0 && !s.p.s.HasNIC(nic) {
+		if nic != 0 && !s.hasInterface(o, nic) {
 			return fmt.Errorf("%w: no NIC %d", ErrInvalidOption, nic)
 		}
 		o.sendNIC = nic
@@ -233,10 +234,11 @@ func (s *Socket) SetSendInterface(nic tcpip.NICID) error {
 
 // AddReceiveInterface adds a NIC a receiver joins the group on
 // (RM_ADD_RECEIVE_IF). Without any, the receiver uses the NIC of the route
-// to the group.
+// to the group. With TransportHostUDP (set it first) nic is a host
+// interface index.
 func (s *Socket) AddReceiveInterface(nic tcpip.NICID) error {
 	return s.setOpt(func(o *sockOpts) error {
-		if !s.p.s.HasNIC(nic) {
+		if !s.hasInterface(o, nic) {
 			return fmt.Errorf("%w: no NIC %d", ErrInvalidOption, nic)
 		}
 		if !slices.Contains(o.recvNICs, nic) {
@@ -272,6 +274,25 @@ func (s *Socket) SetMulticastLoop(on bool) error {
 	return s.setOpt(func(o *sockOpts) error { o.loop = on; return nil })
 }
 
+// localAddrLocked reports whether a is an address the socket can send
+// from: the netstack's, or the host's for TransportHostUDP.
+func (s *Socket) localAddrLocked(a netip.Addr) bool {
+	if s.opts.transport.Kind == TransportHostUDP {
+		return hostHasAddr(a)
+	}
+	return s.p.s.CheckLocalAddress(0, netProto(a), tcpipAddr(a)) != 0
+}
+
+// hasInterface reports whether nic names an interface for a socket with
+// options o: a netstack NIC, or a host interface index for
+// TransportHostUDP.
+func (s *Socket) hasInterface(o *sockOpts, nic tcpip.NICID) bool {
+	if o.transport.Kind == TransportHostUDP {
+		return hostInterfaceExists(nic)
+	}
+	return s.p.s.HasNIC(nic)
+}
+
 // SetTransport chooses how the socket's packets travel (see Transport):
 // raw IP protocol 113 in the netstack (the default on a netstack), UDP
 // encapsulation in the netstack, or UDP encapsulation through the host's
@@ -280,16 +301,13 @@ func (s *Socket) SetMulticastLoop(on bool) error {
 // transport and ports.
 func (s *Socket) SetTransport(t Transport) error {
 	switch t.Kind {
-	case TransportIP:
-	case TransportUDP:
+	case TransportIP, TransportUDP:
 		if s.p.hostOnly() {
 			return fmt.Errorf("%w: transport %v on a host protocol (it has no netstack link)", ErrInvalidOption, t.Kind)
 		}
+	case TransportHostUDP:
 	default:
 		return fmt.Errorf("%w: unknown transport %v", ErrInvalidOption, t.Kind)
-	}
-	if t.Kind == TransportIP && s.p.hostOnly() {
-		return fmt.Errorf("%w: transport %v on a host protocol (it has no netstack link)", ErrInvalidOption, t.Kind)
 	}
 	t = t.withDefaults()
 	return s.setOpt(func(o *sockOpts) error { o.transport = t; return nil })

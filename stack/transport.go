@@ -2,6 +2,7 @@ package stack
 
 import (
 	"fmt"
+	"net/netip"
 	"sync"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -239,6 +240,8 @@ func (p *Protocol) listenUDP(tr Transport, port uint16, v6 bool) (release func()
 	switch tr.Kind {
 	case TransportUDP:
 		return p.acquireUDP(udpKey{kind: TransportUDP, port: port}, func() (udpReceiver, error) { return p.listenNetUDP(port) })
+	case TransportHostUDP:
+		return p.listenHost(port, v6, netip.Addr{}, nil)
 	}
 	return func() {}, nil
 }

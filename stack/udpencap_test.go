@@ -187,6 +187,8 @@ func TestUDPEncapTransfer(t *testing.T) {
 				case <-snd.Done():
 					return true
 				default:
+					// The UDP port is given back on a goroutine.
+					time.Sleep(time.Millisecond)
 					return false
 				}
 			})

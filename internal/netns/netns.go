@@ -19,6 +19,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -212,4 +213,22 @@ func Veth(t testing.TB, a *NS, aName, aAddr string, b *NS, bName, bAddr string) 
 			t.Errorf("delete veth %s: %v", aName, err)
 		}
 	})
+}
+
+// WaitUp waits until link name in ns is operationally up. Until then the
+// kernel drops what is sent through it (a fresh veth gets its carrier
+// through the link watcher, which may take up to a second), so a test that
+// sends once at start waits for this first.
+func (ns *NS) WaitUp(name string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		out, err := ns.Run("ip", "-o", "link", "show", "dev", name)
+		if err == nil && strings.Contains(out, "state UP") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("netns %s: %s not up after %v: %s %v", ns.Name, name, timeout, strings.TrimSpace(out), err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
