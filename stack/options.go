@@ -167,6 +167,7 @@ type sockOpts struct {
 	backlog       int    // listener: sessions waiting for Accept
 	maxSessions   int    // listener: sources tracked at once
 	transport     Transport
+	lossGoesOn    bool // receiver: a loss does not end the session (SetContinueAfterLoss)
 }
 
 func defaultSockOpts() sockOpts {

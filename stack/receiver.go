@@ -99,7 +99,8 @@ type listener struct {
 	apiClosed bool // Close called on the listening socket
 	open      int  // accepted sessions not closed
 	torn      bool
-	backlog   int // most sessions in acceptQ
+	backlog   int  // most sessions in acceptQ
+	lossOn    bool // SetContinueAfterLoss
 
 	backlogDrops uint64 // refused by admitLocked; the engine counts the rest
 
@@ -172,6 +173,7 @@ func (s *Socket) Listen() error {
 		sessions: make(map[wire.TSI]*session),
 		bufLimit: DefaultReceiveBuffer,
 		backlog:  s.opts.backlog,
+		lossOn:   s.opts.lossGoesOn,
 	}
 	if multicast && !host {
 		for _, nic := range nics {
@@ -283,7 +285,12 @@ func (l *listener) eventLocked(ev engine.Event) {
 		ss.q = append(ss.q, ev.Data)
 		ss.bytes += len(ev.Data)
 		l.buffered += len(ev.Data)
+		ss.pushed++
 	case engine.EventLoss:
+		if l.lossOn {
+			ss.losses = append(ss.losses, lossMark{at: ss.pushed, err: &SessionError{TSI: ev.TSI, Reason: ReasonLoss, First: ev.First, Count: ev.Count}})
+			break
+		}
 		ss.final = &SessionError{TSI: ev.TSI, Reason: ReasonLoss, First: ev.First, Count: ev.Count}
 		ss.keepStatsLocked()
 	case engine.EventEnd:
@@ -473,6 +480,28 @@ type session struct {
 	deferred bool  // acceptable, waiting in deferQ for room in acceptQ
 	accepted bool
 	closed   bool
+	// With SetContinueAfterLoss: losses not yet read, each after the
+	// message count it follows (pushed counts messages queued, popped
+	// messages read).
+	losses         []lossMark
+	pushed, popped uint64
+}
+
+type lossMark struct {
+	at  uint64
+	err *SessionError
+}
+
+// lossLocked returns the loss the reader has reached, if any, and drops
+// it: it is read once, in its place among the messages.
+func (ss *session) lossLocked() error {
+	if len(ss.losses) == 0 || ss.losses[0].at != ss.popped {
+		return nil
+	}
+	err := ss.losses[0].err
+	ss.losses[0] = lossMark{}
+	ss.losses = ss.losses[1:]
+	return err
 }
 
 func (ss *session) remoteAddr() Addr {
@@ -487,6 +516,7 @@ func (ss *session) dropLocked() {
 	ss.closed = true
 	ss.lis.buffered -= ss.bytes
 	ss.q, ss.qh, ss.off, ss.bytes = nil, 0, 0, 0
+	ss.losses = nil
 }
 
 func (ss *session) close() {
@@ -543,6 +573,10 @@ func (s *Socket) RecvMsg(ctx context.Context, b []byte) (int, MsgFlags, error) {
 			l.d.mu.Unlock()
 			return 0, 0, ErrClosed
 		}
+		if err := ss.lossLocked(); err != nil {
+			l.d.mu.Unlock()
+			return 0, 0, err
+		}
 		if ss.qh < len(ss.q) {
 			n, flags := ss.readLocked(b)
 			resume := l.stalled && l.buffered < l.bufLimit
@@ -593,6 +627,9 @@ func (ss *session) readLocked(b []byte) (int, MsgFlags) {
 			break
 		}
 		ss.popLocked()
+		if len(ss.losses) > 0 && ss.losses[0].at == ss.popped {
+			break // the loss is the next read's
+		}
 	}
 	return n, 0
 }
@@ -612,6 +649,7 @@ func (ss *session) popLocked() {
 	ss.q[ss.qh] = nil
 	ss.qh++
 	ss.off = 0
+	ss.popped++
 	switch {
 	case ss.qh == len(ss.q):
 		ss.q, ss.qh = ss.q[:0], 0
@@ -706,6 +744,17 @@ func (s *Socket) ListenerStats() (ListenerStats, error) {
 		BacklogDrops:      l.backlogDrops,
 		SessionLimitDrops: l.eng.r.SessionLimitDrops(),
 	}, nil
+}
+
+// SetContinueAfterLoss makes a receiver's sessions go on after an
+// unrecoverable loss, as ZeroMQ subscribers and message buses want:
+// RecvMsg returns the loss once, as a *SessionError with ReasonLoss (it
+// matches ErrConnReset) naming the lost sequences, at its place among the
+// messages, and the next call reads the messages after it. Off, the
+// default, a loss ends the session, as in Winsock. Set it between Bind
+// and Listen; a sender accepts and ignores it.
+func (s *Socket) SetContinueAfterLoss(on bool) error {
+	return s.setOpt(func(o *sockOpts) error { o.lossGoesOn = on; return nil })
 }
 
 // SetReceiveBuffer sets how many received bytes a listener holds for its

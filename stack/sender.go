@@ -364,6 +364,18 @@ func (snd *sender) sendAPDU(ctx context.Context, apdu []byte) error {
 	}
 }
 
+// MaxTSDU returns the largest message a connected sender sends in one
+// packet, without OPT_FRAGMENT: the route's MTU less the IP header, any
+// UDP encapsulation and PGM's headers. ZeroMQ batches its messages into
+// APDUs of this size.
+func (s *Socket) MaxTSDU() (int, error) {
+	snd, err := s.sender()
+	if err != nil {
+		return 0, err
+	}
+	return snd.tsdu, nil
+}
+
 // Shutdown ends a sender's session gracefully: data already sent still
 // goes out, OPT_FIN tells receivers, and repairs are served until the
 // window passes the last sequence (Done is closed then). Further sends
