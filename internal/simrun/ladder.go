@@ -181,7 +181,7 @@ func (l *ladderRec) build(r *run) *Ladder {
 			continue
 		}
 		if m.lost {
-			m.arr = m.sent + r.cfg.Delay // drawn to mid-way
+			m.arr = m.sent + r.cfg.Delay // drawn most of the way
 		}
 		lad.Msgs = append(lad.Msgs, svgplot.Msg{From: f, To: t, T0: msec(m.sent), T1: msec(m.arr), Kind: m.t.String(), Lost: m.lost})
 	}

@@ -8,7 +8,7 @@ import (
 
 // Ladder is a sequence/time diagram: one vertical lane per node, time
 // running down, an arrow per message from its sender's lane at T0 to its
-// receiver's at T1. A lost message stops half-way with a cross.
+// receiver's at T1. A lost message stops short of its lane with a cross.
 type Ladder struct {
 	Title string
 	Lanes []string
@@ -77,7 +77,8 @@ func (l Ladder) SVG() string {
 		col := color[m.Kind]
 		tip := fmt.Sprintf("%s %s → %s, sent %.3f ms", m.Kind, l.Lanes[m.From], l.Lanes[m.To], m.T0)
 		if m.Lost {
-			xm, ym := (x0+x1)/2, (y0+y1)/2
+			// Most of the way, so the cross sits by the lane it missed.
+			xm, ym := x0+0.85*(x1-x0), y0+0.85*(y1-y0)
 			fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-dasharray="4,3"><title>%s, lost</title></line>`+"\n", x0, y0, xm, ym, col, esc(tip))
 			fmt.Fprintf(&b, `<path d="M%.1f,%.1f l8,8 M%.1f,%.1f l8,-8" stroke="%s" stroke-width="2"/>`+"\n", xm-4, ym-4, xm-4, ym+4, col)
 			continue
