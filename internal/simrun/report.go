@@ -81,7 +81,7 @@ func (r *run) report() *Report {
 	rep := &Report{
 		Seed: c.Seed, Receivers: c.Receivers, LossDown: c.Down.String(), LossUp: c.Up.String(),
 		DelayMs: msec(c.Delay), JitterMs: msec(c.Jitter), Reorder: c.Reorder, Duplicate: c.Duplicate,
-		Size: c.Size, Bytes: c.Bytes, Messages: len(r.msgs), Rate: c.Rate, NAKBackoff: c.NAKBackoff.String(),
+		Size: c.Size, Bytes: c.Bytes, Messages: r.msgs, Rate: c.Rate, NAKBackoff: c.NAKBackoff.String(),
 		Seconds: now.Sub(Start).Seconds(), LostPackets: len(r.lostAt), Link: r.s.Stats,
 	}
 	rep.Source = r.s.Source.Stats(now)
@@ -120,10 +120,10 @@ func (r *run) report() *Report {
 			rr.Result = st.how
 		case !st.ended:
 			rr.Result = fmt.Sprintf("not ended after %.1fs (virtual)", rep.Seconds)
-		case st.joinedAt > 0 && st.messages+st.joinedAt == len(r.msgs) && st.how == "ended":
+		case st.joinedAt > 0 && st.messages+st.joinedAt == r.msgs && st.how == "ended":
 			rr.Result = fmt.Sprintf("joined late, at message %d (lost the session's first packets); the rest verified", st.joinedAt)
-		case st.messages != len(r.msgs):
-			rr.Result = fmt.Sprintf("%s with %d of %d messages (%d sequences lost)", st.how, st.messages, len(r.msgs), st.lostSeqs)
+		case st.messages != r.msgs:
+			rr.Result = fmt.Sprintf("%s with %d of %d messages (%d sequences lost)", st.how, st.messages, r.msgs, st.lostSeqs)
 		case st.how != "ended":
 			rr.Result = st.how
 		default:

@@ -199,7 +199,7 @@ type run struct {
 	up    []sim.LossModel
 	rx    []rxState
 	ended int
-	msgs  [][]byte
+	msgs  int             // messages the application sends (the simulator keeps them: sim.APDU)
 	index map[seq.Num]int // APDU first sequence → message index
 
 	lostAt   map[uint32]time.Time // ODATA sequence → first lost
@@ -271,14 +271,14 @@ func Run(ctx context.Context, c Config, o Options) (*Report, error) {
 	r.s = s
 	for i := int64(0); i*int64(c.Size) < c.Bytes; i++ {
 		m := message(c.Seed, int(i), int(min(int64(c.Size), c.Bytes-i*int64(c.Size))))
-		r.msgs = append(r.msgs, m)
+		r.msgs++
 		s.Send(m)
 	}
 	s.Close()
 
 	limit := c.Limit
 	if limit <= 0 {
-		limit = time.Duration(float64(c.Bytes+int64(len(r.msgs))*ipOverhead)/float64(c.Rate)*float64(time.Second)) + time.Minute
+		limit = time.Duration(float64(c.Bytes+int64(r.msgs)*ipOverhead)/float64(c.Rate)*float64(time.Second)) + time.Minute
 	}
 	deadline := Start.Add(limit)
 	lastLive := time.Now()
@@ -440,7 +440,7 @@ func (r *run) event(n sim.Node, at time.Time, ev engine.Event) {
 			r.fail(st, fmt.Sprintf("message at sequence %d was never sent", ev.First))
 		case i < st.next:
 			r.fail(st, fmt.Sprintf("message %d delivered again", i))
-		case !bytes.Equal(ev.Data, r.msgs[i]):
+		case !bytes.Equal(ev.Data, r.s.APDUs[i].Data):
 			r.fail(st, fmt.Sprintf("message %d differs from what was sent", i))
 		case i > st.next && st.messages == 0 && st.lostSeqs == 0:
 			// Its session began after the first packets (it lost the
