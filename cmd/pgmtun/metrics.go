@@ -53,11 +53,11 @@ func (m *metricsServer) addStack(name string, p *stack.Protocol) {
 	}
 }
 
-// addSocket exposes a connected, listening or accepted socket; names must
-// be unique per stack and role.
+// addSocket exposes a socket as the sender, listener or session it is
+// when scraped; names must be unique per stack and role.
 func (m *metricsServer) addSocket(name, stackName string, s *stack.Socket) {
 	if m != nil && s != nil {
-		_ = m.reg.AddSocket(name, stackName, s)
+		m.reg.AddSocket(name, stackName, s)
 	}
 }
 

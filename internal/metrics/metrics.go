@@ -11,7 +11,6 @@ package metrics
 
 import (
 	"encoding/json"
-	"errors"
 	"expvar"
 	"net/http"
 	"sync"
@@ -70,32 +69,37 @@ type socket struct {
 	sess string
 }
 
-// ErrNoRole is returned by AddSocket for a socket that neither sends, nor
-// listens, nor is an accepted session.
-var ErrNoRole = errors.New("metrics: socket is not connected, listening or accepted")
-
-// AddSocket exposes a connected (sender), listening or accepted socket
-// under socket=name, stack=stackName. Add it once it is in that state.
-func (r *Registry) AddSocket(name, stackName string, s *stack.Socket) error {
+// AddSocket exposes a socket under socket=name, stack=stackName as a
+// sender, a listener or an accepted session, whichever it is by the time
+// it is scraped (it may be added as soon as it is created). Names must be
+// unique per stack and role.
+func (r *Registry) AddSocket(name, stackName string, s *stack.Socket) {
 	k := &socket{name: name, stack: stackName, s: s}
-	if _, err := s.SenderStats(); err == nil {
-		k.role = RoleSender
-	} else if _, err := s.ListenerStats(); err == nil {
-		k.role = RoleListener
-	} else if _, err := s.ReceiverStats(); err == nil {
-		k.role = RoleSession
-	} else {
-		return ErrNoRole
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	k.read()
 	r.sockets = append(r.sockets, k)
-	return nil
+}
+
+// roleOf says what s is now ("" if not yet connected, listening or accepted).
+func roleOf(s *stack.Socket) string {
+	if _, err := s.SenderStats(); err == nil {
+		return RoleSender
+	}
+	if _, err := s.ListenerStats(); err == nil {
+		return RoleListener
+	}
+	if _, err := s.ReceiverStats(); err == nil {
+		return RoleSession
+	}
+	return ""
 }
 
 // read refreshes k's figures; errors (a closed socket) keep the last ones.
 func (k *socket) read() {
+	if k.role == "" {
+		k.role = roleOf(k.s)
+	}
 	switch k.role {
 	case RoleSender:
 		if st, err := k.s.SenderStats(); err == nil {

@@ -113,8 +113,8 @@ func TestEndpoints(t *testing.T) {
 	reg := New()
 	reg.AddStack("tx", ps)
 	reg.AddStack("rx", pr)
-	require.NoError(t, reg.AddSocket("sender", "tx", snd))
-	require.NoError(t, reg.AddSocket("listener", "rx", lis))
+	reg.AddSocket("sender", "tx", snd)
+	reg.AddSocket("listener", "rx", lis)
 	srv, err := Serve("127.0.0.1:0", reg)
 	require.NoError(t, err)
 	defer srv.Close()
@@ -131,7 +131,7 @@ func TestEndpoints(t *testing.T) {
 	sess, err := lis.AcceptContext(ctx)
 	require.NoError(t, err)
 	defer sess.Close()
-	require.NoError(t, reg.AddSocket("session", "rx", sess))
+	reg.AddSocket("session", "rx", sess)
 	buf := make([]byte, 2000)
 	for range 50 {
 		_, _, err := sess.RecvMsg(ctx, buf)
@@ -170,4 +170,22 @@ func TestEndpoints(t *testing.T) {
 	sess.Close()
 	text = get(t, base+"/metrics")
 	assert.Equal(t, 50.0, value(t, text, "pgmtun_receiver_apdus_total", `socket="session"`))
+}
+
+// A socket added as soon as it is created shows up once it listens.
+func TestSocketAddedBeforeListen(t *testing.T) {
+	_, _, _, pr := pair(t)
+	s, err := pr.Socket(stack.SockRDM)
+	require.NoError(t, err)
+	defer s.Close()
+	reg := New()
+	reg.AddSocket("late", "rx", s)
+	snap := reg.Snapshot()
+	assert.Empty(t, snap.Listeners)
+	assert.Empty(t, snap.Receivers)
+	require.NoError(t, s.Bind(netip.AddrPortFrom(group.Addr(), 7501)))
+	require.NoError(t, s.Listen())
+	snap = reg.Snapshot()
+	require.Len(t, snap.Listeners, 1)
+	assert.Equal(t, "late", snap.Listeners[0].Socket)
 }
