@@ -28,11 +28,14 @@ func TestPropertySourceOutrunsReceiver(t *testing.T) {
 		burst := 50 + rng.IntN(350) // mean packets per loss burst
 		r := 1 / float64(burst)
 		// Bursts counted in packets would, once the source falls quiet,
-		// stretch over many heartbeat SPMs: the loss stops 2 s in, when
-		// data and the first repairs are long sent.
+		// stretch over many heartbeat SPMs: the loss stops 1.5 s in, when
+		// data and the first repairs are long sent. Later, a burst that
+		// began in the data could hide the source for the receivers'
+		// whole FINTimeout (1.6 s) and end a session with a loss no
+		// window prevents (23 of 2 000 seeds at 2 s).
 		var sim *Sim
 		lossModel := func() LossModel {
-			return &untilLoss{inner: &GilbertElliott{P: loss * r / (1 - loss), R: r, LossBad: 1}, sim: &sim, stop: 2 * time.Second}
+			return &untilLoss{inner: &GilbertElliott{P: loss * r / (1 - loss), R: r, LossBad: 1}, sim: &sim, stop: 1500 * time.Millisecond}
 		}
 		ec := engine.Config{
 			TXWMaxRate: 20_000_000 + rng.IntN(100_000_000),
