@@ -18,7 +18,7 @@ import (
 type Opts struct {
 	Network     string // "ADDR;GROUP" (required)
 	Port        int    // PGM data-destination port
-	UDPEncap    int    // UDP encapsulation port; 0 = raw IP protocol 113
+	UDPEncap    int    // UDP encapsulation port (unicast); 0 = raw IP protocol 113
 	SourcePort  int    // sender's PGM source port
 	Size        int    // record size
 	Count       int    // records to send / expect
@@ -39,6 +39,10 @@ type Opts struct {
 	MTU         int
 	Verbose     bool
 	Extra       []string
+
+	// UDPEncapMcast is the multicast UDP port when it differs from
+	// UDPEncap (OpenPGM's PGM_UDP_ENCAP_MCAST_PORT).
+	UDPEncapMcast int
 }
 
 func secs(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) }
@@ -53,7 +57,11 @@ func (o Opts) Args() []string {
 		}
 	}
 	add("--port", o.Port)
-	add("--udp-encap", o.UDPEncap)
+	if o.UDPEncapMcast != 0 && o.UDPEncap != 0 {
+		a = append(a, "--udp-encap", fmt.Sprintf("%d,%d", o.UDPEncap, o.UDPEncapMcast))
+	} else {
+		add("--udp-encap", o.UDPEncap)
+	}
 	add("--sport", o.SourcePort)
 	add("--size", o.Size)
 	add("--count", o.Count)

@@ -175,7 +175,7 @@ static void usage(const char *prog, bool sender)
 		"usage: %s -n \"ADDR;GROUP\" [options]\n"
 		"  -n, --network ADDR;GROUP   interface address and multicast group\n"
 		"  -p, --port N               PGM data-destination port (7500)\n"
-		"  -u, --udp-encap N          UDP encapsulation port (0: raw PGM)\n"
+		"  -u, --udp-encap N[,M]      UDP encapsulation: unicast port N, multicast port M (N)\n"
 		"  -s, --size N               record size in bytes, >= 8 (1000)\n"
 		"  -c, --count N              records to %s (0: until the session ends)\n"
 		"  -m, --mode msg|stream      one record per APDU, or a byte stream (msg)\n"
@@ -219,7 +219,12 @@ void parse_opts(struct peer_opts *o, int argc, char **argv, const char *prog, bo
 		switch (c) {
 		case 'n': o->network = optarg; break;
 		case 'p': o->port = atoi(optarg); break;
-		case 'u': o->udp_encap = atoi(optarg); break;
+		case 'u': {
+			const char *comma = strchr(optarg, ',');
+			o->udp_encap = atoi(optarg);
+			o->udp_encap_mcast = comma ? atoi(comma + 1) : o->udp_encap;
+			break;
+		}
 		case 's': o->size = strtoul(optarg, NULL, 10); break;
 		case 'c': o->count = strtol(optarg, NULL, 10); break;
 		case 'm':
@@ -288,7 +293,7 @@ pgm_sock_t *open_socket(const struct peer_opts *o, bool sender)
 		die_pgm("pgm_socket", err);
 	if (o->udp_encap) {
 		SETOPT(sock, PGM_UDP_ENCAP_UCAST_PORT, o->udp_encap);
-		SETOPT(sock, PGM_UDP_ENCAP_MCAST_PORT, o->udp_encap);
+		SETOPT(sock, PGM_UDP_ENCAP_MCAST_PORT, o->udp_encap_mcast);
 	}
 	const int yes = 1, no = 0;
 	SETOPT(sock, sender ? PGM_SEND_ONLY : PGM_RECV_ONLY, yes);

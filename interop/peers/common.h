@@ -21,7 +21,8 @@
 struct peer_opts {
 	const char *network;   /* "ADDR;GROUP" */
 	int port;              /* PGM data-destination port */
-	int udp_encap;         /* 0: raw IP protocol 113; else UDP port */
+	int udp_encap;         /* 0: raw IP protocol 113; else UDP port (unicast) */
+	int udp_encap_mcast;   /* UDP multicast port (udp_encap unless given) */
 	int sport;             /* PGM source port (sender); 0 picks one */
 	size_t size;           /* record size in bytes */
 	long count;            /* records to send / expect (0: until the end) */
