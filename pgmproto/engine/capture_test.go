@@ -117,7 +117,8 @@ func TestReplayOpenPGMCaptures(t *testing.T) {
 // TestOpenPGMNAKsIntoSource feeds the NAKs a real OpenPGM receiver sent
 // (raw-pgm-loss5.pcap, some with OPT_NAK_LIST) into our Source standing in
 // for the OpenPGM source of that capture: every one is accepted, confirmed
-// with an NCF listing the same sequences, and repaired.
+// with an NCF listing the same sequences, and repaired, except repeats
+// within the repair hold-off.
 func TestOpenPGMNAKsIntoSource(t *testing.T) {
 	frames, err := pcapio.ReadPGMFile(filepath.Join("..", "..", "testdata", "pcaps", "raw-pgm-loss5.pcap"), nil)
 	require.NoError(t, err)
@@ -149,16 +150,31 @@ func TestOpenPGMNAKsIntoSource(t *testing.T) {
 			break
 		}
 	}
-	requested, rdata := 0, 0
+	// A sequence NAKed again within the hold-off (OpenPGM's receiver
+	// repeats the first sequence of a NAK list as a NAK of its own at once)
+	// gets no second NCF or RDATA.
+	holdOff := src.Config().RepairHoldOff
+	last := map[uint32]time.Time{}
+	requested, rdata, heldOff := 0, 0, 0
 	for _, f := range naks {
 		p, _ := wire.Parse(f.PGM.Data)
-		want := []uint32{uint32(p.NAK().SQN())}
+		now = later(now, f.Timestamp)
+		all := []uint32{uint32(p.NAK().SQN())}
 		if l, ok := p.NAKList(); ok {
 			for i := range l.Len() {
-				want = append(want, uint32(l.At(i)))
+				all = append(all, uint32(l.At(i)))
 			}
 		}
-		requested += len(want)
+		var want []uint32
+		for _, q := range all {
+			if at, ok := last[q]; ok && now.Sub(at) < holdOff {
+				heldOff++
+				continue
+			}
+			last[q] = now
+			want = append(want, q)
+		}
+		requested += len(all)
 		require.NoError(t, src.HandlePacket(now, f.PGM.Data, f.PGM.IP.Src))
 		var ncf []uint32
 		for {
@@ -186,5 +202,15 @@ func TestOpenPGMNAKsIntoSource(t *testing.T) {
 	assert.Zero(t, st.MalformedNaks)
 	assert.Zero(t, st.NaksReceivedTooLate)
 	assert.EqualValues(t, requested, st.NaksReceived)
-	assert.EqualValues(t, requested, rdata, "one RDATA per request (each was served before the next NAK)")
+	assert.Positive(t, heldOff)
+	assert.EqualValues(t, heldOff, st.RepairsHeldOff)
+	assert.EqualValues(t, heldOff, st.NCFsHeldOff)
+	assert.EqualValues(t, requested-heldOff, rdata, "one RDATA per request outside the hold-off (each was served before the next NAK)")
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

@@ -39,6 +39,22 @@ const (
 	DefaultReceiveBudget = 64 << 20
 )
 
+// Source repair limits (Config.RDATARate, AddrNAKRate).
+const (
+	// DefaultRepairSharePct is the default repair budget (RDATA and NCFs)
+	// as a percentage of the total rate; MinODATASharePct is the least
+	// share original data keeps however large RDATARate is.
+	DefaultRepairSharePct = 50
+	MinODATASharePct      = 10
+	// DefaultAddrNAKRate and DefaultAddrNAKBurst: what a Source accepts
+	// from one address, twice what one of our receivers sends at most.
+	DefaultAddrNAKRate  = 2 * DefaultNAKRate
+	DefaultAddrNAKBurst = 200
+	// DefaultRepairHoldOff exceeds most round trips and is half the
+	// shortest NAK_RDATA_IVL in common use (libzmq's 200 ms).
+	DefaultRepairHoldOff = 100 * time.Millisecond
+)
+
 // Config holds every timer and limit of a Source or Receiver. The zero value
 // of a field means "use the default" (see DefaultConfig), except where noted.
 // Defaults are the values OpenPGM's example programs use.
@@ -90,13 +106,35 @@ type Config struct {
 	TXWEvictOnFull bool
 
 	// Rate limits in bytes per second, counting IP header and PGM packet.
-	// MaxRate limits all output (SPMs and NCFs count but are never delayed);
-	// 0 means TXWMaxRate; negative means unlimited. ODATARate and RDATARate
-	// are optional extra limits (0 = none). Each limiter lets 3 ms of its
-	// rate (at least two MaxTPDU packets) go back to back, and no more.
+	// MaxRate limits all output (SPMs count but are never delayed); 0
+	// means TXWMaxRate; negative means unlimited. ODATARate is an optional
+	// extra limit on original data (0 = none).
+	//
+	// RDATARate is the repair budget: RDATA and NCFs together, within
+	// MaxRate. 0 means DefaultRepairSharePct of MaxRate (none when MaxRate
+	// is unlimited); negative means no separate limit. When repairs and
+	// original data both wait, they take turns weighted by their shares,
+	// so ODATA keeps MaxRate − RDATARate (at least MinODATASharePct of
+	// MaxRate) under any NAK load. Each limiter lets 3 ms of its rate (at
+	// least two MaxTPDU packets) go back to back, and no more.
 	MaxRate   int
 	ODATARate int
 	RDATARate int
+	// RepairHoldOff is how long after a sequence's RDATA (or NCF) a NAK for
+	// it gets no other: long enough for the repair to reach the receivers
+	// whose NAKs crossed it (a round trip), shorter than their wait for it
+	// (NAK_RDATA_IVL, which the source does not know), so a lost RDATA is
+	// still repaired on the next NAK. 0 means DefaultRepairHoldOff, or
+	// NAKRdataIvl / 2 if that is less; negative means none.
+	RepairHoldOff time.Duration
+	// AddrNAKRate bounds the NAK packets a Source accepts from one IP
+	// address, per second with bursts of AddrNAKBurst; the rest are
+	// dropped and counted (SourceStats.NAKsRateLimited). The table holds
+	// up to maxNAKAddrs addresses; beyond that, new ones share one
+	// allowance. 0 means DefaultAddrNAKRate / DefaultAddrNAKBurst;
+	// negative means unlimited.
+	AddrNAKRate  int
+	AddrNAKBurst int
 
 	// Source timers.
 	AmbientSPM   time.Duration   // ambient SPM interval
@@ -133,6 +171,9 @@ type Config struct {
 	// window, a newly arriving receiver may ask for repairs. Receivers
 	// honour what the source advertises and ignore this field.
 	LateJoinPct int
+	// FEC is a source's forward error correction (fec_source.go);
+	// receivers learn theirs from the source's OPT_PARITY_PRM.
+	FEC FECConfig
 
 	// Receiver timers (RFC 3208 names).
 	PeerExpiry     time.Duration // drop a source not heard for this long
@@ -288,6 +329,14 @@ func (c Config) withDefaults() Config {
 	if c.FINTimeout == 0 {
 		c.FINTimeout = 4 * (c.NAKRptIvl + c.NAKRdataIvl)
 	}
+	if c.RDATARate == 0 && c.MaxRate > 0 {
+		c.RDATARate = int(max(1, int64(c.MaxRate)*DefaultRepairSharePct/100))
+	}
+	if c.RepairHoldOff == 0 {
+		c.RepairHoldOff = min(DefaultRepairHoldOff, c.NAKRdataIvl/2)
+	}
+	orDefault(&c.AddrNAKRate, DefaultAddrNAKRate)
+	orDefault(&c.AddrNAKBurst, DefaultAddrNAKBurst)
 	c.defaulted = true
 	if c.MaxAPDU == 0 {
 		// 64 KiB, or what a small transmit window can hold.
@@ -303,6 +352,9 @@ func (c Config) withDefaults() Config {
 // as an error matching ErrConfig.
 func (c Config) Validate() error {
 	c = c.withDefaults()
+	if err := c.FEC.Validate(); err != nil {
+		return err
+	}
 	switch {
 	case c.NetHeaderLen < 0 || c.NetHeaderLen > 256:
 		return cfgErr("NetHeaderLen %d out of range [0, 256]", c.NetHeaderLen)
@@ -320,8 +372,10 @@ func (c Config) Validate() error {
 		return cfgErr("TXWSecs %v must be positive (set it or TXWMaxRate)", c.TXWSecs)
 	case c.TXWAdvancePct < 1 || c.TXWAdvancePct > 100:
 		return cfgErr("TXWAdvancePct %d out of range [1, 100]", c.TXWAdvancePct)
-	case c.ODATARate < 0 || c.RDATARate < 0:
-		return cfgErr("ODATARate %d / RDATARate %d must not be negative", c.ODATARate, c.RDATARate)
+	case c.ODATARate < 0:
+		return cfgErr("ODATARate %d must not be negative", c.ODATARate)
+	case c.AddrNAKBurst < 1:
+		return cfgErr("AddrNAKBurst %d must be at least 1", c.AddrNAKBurst)
 	case c.AmbientSPM < 0:
 		return cfgErr("AmbientSPM %v is negative", c.AmbientSPM)
 	case c.Linger < 0:
@@ -378,7 +432,7 @@ func (c *Config) windowSqns() uint32 {
 }
 
 // maxTSDU is the largest payload of an unfragmented data packet.
-func (c *Config) maxTSDU() int { return c.MaxTPDU - c.NetHeaderLen - dataHeaderLen }
+func (c *Config) maxTSDU() int { return c.MaxTPDU - c.NetHeaderLen - dataHeaderLen - c.fecTrailer() }
 
 // maxTSDUFragment is the largest payload of a fragment (OPT_LENGTH and
 // OPT_FRAGMENT take room, and OPT_JOIN with late join).

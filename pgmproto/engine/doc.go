@@ -40,10 +40,15 @@
 // The transmit window works as OpenPGM's (the last TXWSqns packets, the
 // oldest evicted to make room) or, when Config.TXWSecs is set, as
 // Winsock's (each packet kept TXWSecs, Send returning ErrWindowFull while
-// the window is full). Packets with a repair pending never leave it, and a
-// closed source keeps serving repairs until its window has passed the last
-// sequence. NAKs are confirmed at once with NCFs (lists too),
-// RDATA goes ahead of ODATA, all output passes a token bucket.
+// the window is full). Packets with a repair pending stay in it (unless
+// repairs are so backlogged that original data falls short of its share),
+// and a closed source keeps serving repairs until its window has passed
+// the last sequence. All output passes a token bucket; repairs have their
+// own budget within it (RDATARate, half the rate by default), shared by
+// RDATA and NCFs, and take weighted turns with original data, so no NAK
+// load stops ODATA. NCFs confirm up to 63 sequences each, a sequence is
+// confirmed and repaired at most once per RepairHoldOff, repairs go oldest
+// first, and NAKs beyond AddrNAKRate from one address are dropped.
 //
 // The receive window follows the source (its SPMs and data trail up to the
 // highest sequence seen), bounded by the budgets, not by a local rate:

@@ -268,8 +268,8 @@ func FuzzSource(f *testing.F) {
 					t.Fatalf("sent an unparsable packet: %v", err)
 				}
 			}
-			if s.w.len() > c.TXWSqns || uint32(len(s.w.ring)) > ringSize(c.TXWSqns) || s.rLen > int(c.TXWSqns) || s.nLen > len(s.ncfs) {
-				t.Fatalf("window %d, repairs %d, NCFs %d", s.w.len(), s.rLen, s.nLen)
+			if s.w.len() > c.TXWSqns || uint32(len(s.w.ring)) > ringSize(c.TXWSqns) || s.rPending > int(c.TXWSqns) || s.nLen > len(s.ncfq) {
+				t.Fatalf("window %d, repairs %d, NCFs %d", s.w.len(), s.rPending, s.nLen)
 			}
 			if c.TXWBytes > 0 && s.w.bytes > c.TXWBytes {
 				t.Fatalf("window bytes %d", s.w.bytes)

@@ -25,19 +25,28 @@ type SourceStats struct {
 	TotalODataPacketsSent  uint64
 
 	SPMsSent           uint64
-	NCFsSent           uint64
+	NCFsSent           uint64 // NCF packets (each confirms up to 63 sequences)
 	DuplicateNaks      uint64 // requests for a repair already queued (eliminated)
 	MalformedNaks      uint64 // wrong NLA/group, parity without FEC, bad lists
 	NNaksReceived      uint64 // sequences reported by NNAKs
 	SPMRsReceived      uint64
 	ParityNaksReceived uint64
+	ParityPacketsSent  uint64 // parity RDATA (FEC), proactive and on demand
+	ParityNaksHeldOff  uint64 // parity NAKs ignored: parity for their group just went out
 	PacketsDiscarded   uint64 // unparsable or not for this session
-}
 
-// ncfReq is an NCF waiting to be sent.
-type ncfReq struct {
-	n    int
-	sqns [MaxNAKList]seq.Num
+	// Bytes on the wire by packet type, IP headers included: ODATA, and
+	// the repair budget's RDATA and NCFs.
+	ODataBytesSent uint64
+	RDataBytesSent uint64
+	NCFBytesSent   uint64
+
+	// What the repair limits dropped (see Config.RDATARate, RepairHoldOff,
+	// AddrNAKRate).
+	NAKsRateLimited uint64 // NAK packets dropped: their address exceeded AddrNAKRate
+	RepairsHeldOff  uint64 // requested sequences not repaired: RDATA sent less than RepairHoldOff ago
+	NCFsHeldOff     uint64 // requested sequences not confirmed: NCF sent less than RepairHoldOff ago
+	RepairsDropped  uint64 // queued repairs cancelled to let the window move on: repairs backlogged, ODATA short of its share
 }
 
 // finSPMs is how many SPMs with OPT_FIN a closing source sends, every
@@ -64,16 +73,28 @@ type Source struct {
 	cfg   Config
 	start time.Time
 	w     txw
+	fec   *txFEC // nil without FEC (fec_source.go)
 
 	total, odata, rdata bucket
 
-	buf     []byte
-	repairs []seq.Num // FIFO ring of queued repairs
-	rHead   int
-	rLen    int
-	ncfs    []ncfReq // FIFO ring
-	nHead   int
-	nLen    int
+	buf      []byte
+	rq       []seq.Num // repair heap, oldest sequence first (repairs.go)
+	rPending int       // sequences with a repair queued
+	rBytes   int       // their data sizes
+	ncfq     []seq.Num // ring of sequences waiting for an NCF
+	nHead    int
+	nLen     int
+	ncfList  [MaxNAKList]seq.Num
+	naks     nakLimiter
+	// turn alternates RDATA and ODATA when both may go: sending RDATA adds
+	// its size × wO, ODATA subtracts its size × wR; RDATA goes while it is
+	// not positive. The weights are the two shares of the rate.
+	turn   int64
+	wR, wO int64
+	// ODATA's guaranteed rate and what it is owed of it (repairs.go).
+	share, owed int64
+	meterAt     time.Time
+	blocked     bool // the last Send found the window full
 
 	spmSQN      seq.Num
 	spmNow      bool      // an SPM is due now
@@ -117,8 +138,7 @@ func NewSource(cfg Config, now time.Time) (*Source, error) {
 		odata:    newBucket(c.ODATARate, rateBurst(c.ODATARate, c.MaxTPDU)),
 		rdata:    newBucket(c.RDATARate, rateBurst(c.RDATARate, c.MaxTPDU)),
 		buf:      make([]byte, max(c.MaxTPDU, maxControlLen)),
-		repairs:  make([]seq.Num, min(c.TXWSqns, initialRing)),
-		ncfs:     make([]ncfReq, 16),
+		naks:     newNAKLimiter(c.AddrNAKRate, c.AddrNAKBurst),
 		spmNow:   true,
 		rateMark: now,
 		now:      now,
@@ -126,9 +146,18 @@ func NewSource(cfg Config, now time.Time) (*Source, error) {
 	if c.ODATARate == 0 {
 		s.odata.rate = 0
 	}
-	if c.RDATARate == 0 {
-		s.rdata.rate = 0
+	s.wR, s.wO = 1, 1
+	if c.MaxRate > 0 {
+		rd := int64(c.RDATARate)
+		if rd <= 0 || rd > int64(c.MaxRate) {
+			rd = int64(c.MaxRate)
+		}
+		s.wR = rd
+		s.wO = max(int64(c.MaxRate)-rd, int64(c.MaxRate)*MinODATASharePct/100)
+		s.share = int64(c.MaxRate) * s.wO / (s.wR + s.wO)
 	}
+	s.meterAt = now
+	s.fec = newTXFEC(c.FEC)
 	s.nextAmbient = now.Add(c.AmbientSPM)
 	s.nextAdvance = now
 	return s, nil
@@ -176,7 +205,7 @@ func (s *Source) Send(now time.Time, apdu []byte) error {
 	s.advance(now)
 	maxT, maxF := s.cfg.sendTSDU(), s.cfg.maxTSDUFragment()
 	if len(apdu) <= maxT {
-		if !s.w.room(1, len(apdu), s.cfg.TXWBytes, s.evict()) {
+		if !s.room(1, len(apdu)) {
 			return ErrWindowFull
 		}
 		s.w.push(apdu, nil)
@@ -186,7 +215,7 @@ func (s *Source) Send(now time.Time, apdu []byte) error {
 	if uint32(n) > s.w.max {
 		return ErrTooLarge
 	}
-	if !s.w.room(uint32(n), len(apdu), s.cfg.TXWBytes, s.evict()) {
+	if !s.room(uint32(n), len(apdu)) {
 		return ErrWindowFull
 	}
 	f := fragInfo{first: s.w.next, apdu: uint32(len(apdu))}
@@ -195,6 +224,31 @@ func (s *Source) Send(now time.Time, apdu []byte) error {
 		s.w.push(apdu[off:min(off+maxF, len(apdu))], &f)
 	}
 	return nil
+}
+
+// room is txw.room, except that a pending repair may be cancelled to make
+// room (dropTrailRepair).
+func (s *Source) room(n uint32, b int) bool {
+	for !s.w.room(n, b, s.cfg.TXWBytes, s.evict()) {
+		// A timed window advances in steps; an overdue trail held by its
+		// repair need not wait for the next one once that is dropped.
+		overdue := s.cfg.timedTXW && s.overdue(s.now.Add(-s.cfg.TXWSecs))
+		if (!s.evict() && !overdue) || !s.dropTrailRepair() {
+			s.blocked = true
+			return false
+		}
+		if overdue {
+			s.w.expire(s.now.Add(-s.cfg.TXWSecs))
+		}
+	}
+	s.blocked = false
+	return true
+}
+
+// overdue reports whether a timed window's trail was sent at or before
+// cutoff but is still held (by a pending repair).
+func (s *Source) overdue(cutoff time.Time) bool {
+	return s.w.trail != s.w.sendNext && !s.w.oldestSent().After(cutoff)
 }
 
 // Close starts a graceful end: queued data still goes out, the last ODATA
@@ -258,7 +312,7 @@ func (s *Source) Abort(now time.Time) {
 		}
 		s.w.popTrail()
 	}
-	s.rLen, s.nLen = 0, 0
+	s.rq, s.rPending, s.rBytes, s.nLen = s.rq[:0], 0, 0, 0
 	s.spmNow = true
 }
 
@@ -267,9 +321,17 @@ func (s *Source) advance(now time.Time) {
 	if now.After(s.now) {
 		s.now = now
 	}
+	s.meter(now)
 	if s.cfg.timedTXW {
 		if !now.Before(s.nextAdvance) && s.w.trail != s.w.sendNext {
-			if n := s.w.expire(now.Add(-s.cfg.TXWSecs)); n > 0 {
+			cutoff := now.Add(-s.cfg.TXWSecs)
+			n := s.w.expire(cutoff)
+			for s.overdue(cutoff) && s.dropTrailRepair() {
+				n += s.w.expire(cutoff)
+			}
+			// A step a pending repair holds back goes on as soon as the
+			// repair is sent (or dropped), not a whole step later.
+			if n > 0 && !s.overdue(cutoff) {
 				step := s.cfg.TXWSecs * time.Duration(s.cfg.TXWAdvancePct) / 100
 				s.nextAdvance = now.Add(step)
 			}
@@ -302,15 +364,15 @@ func (s *Source) advance(now time.Time) {
 	if s.cfg.AmbientSPM > 0 && !now.Before(s.nextAmbient) {
 		s.spmNow = true
 	}
-	if s.closing && !s.done && s.finSPMs >= finSPMs && s.w.len() == 0 && s.rLen == 0 && s.nLen == 0 && !s.spmNow {
+	if s.closing && !s.done && s.finSPMs >= finSPMs && s.w.len() == 0 && s.rPending == 0 && s.nLen == 0 && !s.spmNow {
 		s.done = true
 	}
 }
 
 // Next returns the next packet to transmit at now, or false when nothing is
-// due (see NextDeadline). Order: NCFs and SPMs, then RDATA, then ODATA,
-// subject to the rate limits. The returned Packet is valid until the next
-// call on s.
+// due (see NextDeadline). Order: NCFs (within the repair budget), SPMs,
+// then RDATA and ODATA in weighted turns (pickData), subject to the rate
+// limits. The returned Packet is valid until the next call on s.
 func (s *Source) Next(now time.Time) (Transmit, bool) {
 	s.advance(now)
 	if s.aborted {
@@ -320,13 +382,8 @@ func (s *Source) Next(now time.Time) (Transmit, bool) {
 		s.rstSent, s.done = true, true
 		return s.emit(now, s.spm(flagRST), nil), true
 	}
-	if s.nLen > 0 {
-		r := &s.ncfs[s.nHead]
-		s.nHead = (s.nHead + 1) % len(s.ncfs)
-		s.nLen--
-		n := encodeNAK(s.buf, wire.TypeNCF, s.cfg.TSI, s.cfg.DestPort, r.sqns[:r.n], s.cfg.NLA, s.cfg.Group)
-		s.stats.NCFsSent++
-		return s.emit(now, n, nil), true
+	if n, ok := s.nextNCF(now); ok {
+		return s.emit(now, n, &s.rdata), true
 	}
 	if s.spmNow {
 		var f pktFlags
@@ -336,42 +393,45 @@ func (s *Source) Next(now time.Time) (Transmit, bool) {
 		}
 		return s.emit(now, s.spm(f), nil), true
 	}
-	if s.rLen > 0 {
-		q := s.repairs[s.rHead]
-		e := s.w.at(q)
-		size := s.dataSize(e)
-		if !s.total.allows(now, size) {
-			return Transmit{}, false
-		}
-		// RDATA goes first; only its own limit lets ODATA pass it.
-		if s.rdata.allows(now, size) {
-			s.rHead = (s.rHead + 1) % len(s.repairs)
-			s.rLen--
-			e.repair, e.repaired = false, true
-			n := s.data(wire.TypeRDATA, q, e)
-			s.stats.RepairPacketsSent++
-			return s.emit(now, n, &s.rdata), true
-		}
+	if t, ok := s.fecNext(now); ok {
+		return t, true
 	}
-	if s.w.sendNext != s.w.next {
-		q := s.w.sendNext
-		e := s.w.at(q)
-		size := s.dataSize(e)
-		if !s.total.allows(now, size) || !s.odata.allows(now, size) {
-			return Transmit{}, false
-		}
-		s.w.sendNext++
-		e.sentAt = now
-		n := s.data(wire.TypeODATA, q, e)
-		s.stats.TotalODataPacketsSent++
-		s.stats.DataBytesSent += uint64(len(e.payload))
-		if len(s.cfg.HeartbeatSPM) > 0 {
-			s.hbState = 0
-			s.nextHB = now.Add(s.cfg.HeartbeatSPM[0])
-		}
-		return s.emit(now, n, &s.odata), true
+	repair, contended, at, ok := s.pickData(now)
+	if !ok || at.After(now) {
+		return Transmit{}, false
 	}
-	return Transmit{}, false
+	if repair {
+		q, e, _ := s.headRepair()
+		s.popRepair()
+		size := s.dataSize(e)
+		s.unqueueRepair(e)
+		e.repaired, e.rdataAt = true, s.stamp(now)
+		if contended {
+			s.turn += int64(size) * s.wO
+		}
+		n := s.data(wire.TypeRDATA, q, e)
+		s.stats.RepairPacketsSent++
+		return s.emit(now, n, &s.rdata), true
+	}
+	q := s.w.sendNext
+	e := s.w.at(q)
+	size := s.dataSize(e)
+	if contended {
+		s.turn -= int64(size) * s.wR
+	}
+	s.owed -= int64(size)
+	s.clampOwed()
+	s.w.sendNext++
+	e.sentAt = now
+	n := s.data(wire.TypeODATA, q, e)
+	s.fecSentODATA(q)
+	s.stats.TotalODataPacketsSent++
+	s.stats.DataBytesSent += uint64(len(e.payload))
+	if len(s.cfg.HeartbeatSPM) > 0 {
+		s.hbState = 0
+		s.nextHB = now.Add(s.cfg.HeartbeatSPM[0])
+	}
+	return s.emit(now, n, &s.odata), true
 }
 
 // BufferSize is the room NextInto needs to build any packet of this
@@ -402,6 +462,9 @@ func (s *Source) dataSize(e *txEntry) int {
 }
 
 func (s *Source) spm(f pktFlags) int {
+	if s.fec != nil {
+		return s.fecSPM(f)
+	}
 	n := encodeSPMJoin(s.buf, s.cfg.TSI, s.cfg.DestPort, s.spmSQN, s.w.trail, s.w.lead(), s.cfg.NLA, f, s.join())
 	s.spmSQN++
 	return n
@@ -450,11 +513,18 @@ func (s *Source) emit(now time.Time, n int, extra *bucket) Transmit {
 		extra.take(now, wireLen)
 	}
 	s.stats.TotalBytesSent += uint64(wireLen)
-	if wire.Type(s.buf[4]) == wire.TypeSPM {
+	switch wire.Type(s.buf[4]) {
+	case wire.TypeSPM:
 		s.stats.SPMsSent++
 		s.spmNow = false
 		s.lastSPM = now
 		s.nextAmbient = now.Add(s.cfg.AmbientSPM)
+	case wire.TypeODATA:
+		s.stats.ODataBytesSent += uint64(wireLen)
+	case wire.TypeRDATA:
+		s.stats.RDataBytesSent += uint64(wireLen)
+	case wire.TypeNCF:
+		s.stats.NCFBytesSent += uint64(wireLen)
 	}
 	return Transmit{Packet: s.buf[:n]}
 }
@@ -472,22 +542,23 @@ func (s *Source) NextDeadline() (time.Time, bool) {
 	if s.done {
 		return d, false
 	}
-	if s.aborted || s.spmNow || s.nLen > 0 ||
-		(s.closing && s.finSPMs >= finSPMs && s.w.len() == 0 && s.rLen == 0) {
+	if s.aborted || s.spmNow ||
+		(s.closing && s.finSPMs >= finSPMs && s.w.len() == 0 && s.rPending == 0) {
 		return s.now, true // due at once
+	}
+	if at, ok := s.ncfAt(s.now); ok {
+		set(at)
 	}
 	set(s.spmAt)
 	set(s.nextHB)
+	if at, ok := s.fecAt(s.now); ok {
+		set(at)
+	}
 	if s.cfg.AmbientSPM > 0 {
 		set(s.nextAmbient)
 	}
-	if s.rLen > 0 {
-		size := s.dataSize(s.w.at(s.repairs[s.rHead]))
-		set(later(s.total.readyAt(s.now, size), s.rdata.readyAt(s.now, size)))
-	}
-	if s.w.sendNext != s.w.next {
-		size := s.dataSize(s.w.at(s.w.sendNext))
-		set(later(s.total.readyAt(s.now, size), s.odata.readyAt(s.now, size)))
+	if _, _, at, ok := s.pickData(s.now); ok {
+		set(at)
 	}
 	if old := s.w.oldestSent(); !old.IsZero() && s.w.evictable() {
 		if s.cfg.timedTXW {
@@ -509,7 +580,7 @@ func later(a, b time.Time) time.Time {
 // Stats returns the sender statistics at now.
 func (s *Source) Stats(now time.Time) SourceStats {
 	st := s.stats
-	st.NumOutstandingNaks = uint64(s.rLen)
+	st.NumOutstandingNaks = uint64(s.rPending)
 	st.BufferSpaceAvailable = uint64(s.w.max - s.w.len())
 	st.TrailingEdgeSeqId = s.w.trail
 	st.LeadingEdgeSeqId = s.w.lead()

@@ -137,17 +137,29 @@ func TestScenarioNCFList(t *testing.T) {
 }
 
 func TestScenarioNAKRepeat(t *testing.T) {
-	// nak_repeat.pl: every NAK after the repair went out is served again;
-	// NAKs for a repair still queued are eliminated.
+	// nak_repeat.pl: every NAK after the repair went out is served again
+	// once the hold-off has passed; NAKs inside it, and NAKs for a repair
+	// still queued, are eliminated.
 	h := threeODATA(t)
+	holdOff := h.src.Config().RepairHoldOff
+	require.Equal(t, DefaultRepairHoldOff, holdOff)
 	for i := range 5 {
 		h.wire = nil
 		h.toSource(pNAK(wire.TypeNAK, first+2))
 		require.Len(t, h.of(wire.TypeRDATA), 1, "round %d", i)
+		require.Len(t, h.of(wire.TypeNCF), 1, "round %d", i)
+		h.wire = nil
+		h.run(holdOff / 2)
+		h.toSource(pNAK(wire.TypeNAK, first+2))
+		require.Empty(t, h.of(wire.TypeRDATA), "round %d: within the hold-off", i)
+		require.Empty(t, h.of(wire.TypeNCF), "round %d: within the hold-off", i)
+		h.run(holdOff / 2)
 	}
 	st := h.src.Stats(h.now)
 	assert.EqualValues(t, 5, st.RepairPacketsSent)
-	assert.EqualValues(t, 4, st.NumNaksAfterRData)
+	assert.EqualValues(t, 9, st.NumNaksAfterRData)
+	assert.EqualValues(t, 5, st.RepairsHeldOff)
+	assert.EqualValues(t, 5, st.NCFsHeldOff)
 	assert.EqualValues(t, 0, st.DuplicateNaks)
 
 	// Rate-limit the source to nothing so the repair stays queued.
@@ -162,11 +174,15 @@ func TestScenarioNAKRepeat(t *testing.T) {
 	h.wire = nil
 	h.toSource(pNAK(wire.TypeNAK, first+2))
 	h.toSource(pNAK(wire.TypeNAK, first+2))
-	assert.Len(t, h.of(wire.TypeNCF), 2, "each NAK is confirmed")
-	assert.Empty(t, h.of(wire.TypeRDATA))
+	assert.Empty(t, h.wire, "NCFs wait for the budget too")
 	st = h.src.Stats(h.now)
 	assert.EqualValues(t, 1, st.DuplicateNaks)
 	assert.EqualValues(t, 1, st.NumOutstandingNaks)
+	h.src.total.level = 1 << 20
+	h.drain()
+	require.Len(t, h.of(wire.TypeNCF), 1, "one NCF confirms both NAKs")
+	assert.Equal(t, []seq.Num{first + 2}, nakSeqs(h.of(wire.TypeNCF)[0].p))
+	assert.Len(t, h.of(wire.TypeRDATA), 1)
 }
 
 func TestScenarioNAKOutOfWindow(t *testing.T) {

@@ -14,6 +14,10 @@ type txEntry struct {
 	sentAt   time.Time // when first sent as ODATA; zero while queued
 	repair   bool      // an RDATA for it is queued
 	repaired bool      // at least one RDATA was sent
+	ncf      bool      // an NCF for it is queued
+	// When its last RDATA and NCF went (Source.stamp; 0: never), for
+	// RepairHoldOff.
+	rdataAt, ncfAt time.Duration
 }
 
 // txw is the transmit window: a ring of entries for [trail, next), grown on
