@@ -76,6 +76,12 @@ func WithTimers(t Timers) Option {
 	return func(o *connOpts) { o.timers = &t }
 }
 
+// WithRepairRate sets a sender's repair budget, RDATA and NCFs, in bytes
+// per second (SetRepairRate; 0 keeps half the rate).
+func WithRepairRate(bytesPerSec int) Option {
+	return WithSetup(func(s *Socket) error { return s.SetRepairRate(bytesPerSec) })
+}
+
 // WithTransport chooses how the socket's packets travel (SetTransport):
 // e.g. Transport{Kind: TransportUDP, UnicastPort: 5557, MulticastPort: 5557}
 // for ZeroMQ's epgm.

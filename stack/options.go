@@ -149,6 +149,7 @@ const (
 // sockOpts are the options fixed at Connect/Listen.
 type sockOpts struct {
 	rateWindow    RateWindow
+	repairRate    int // sender: RDATA and NCF bytes/s (0 = half the rate)
 	advancePct    int
 	lateJoinPct   int
 	sendNIC       tcpip.NICID
@@ -192,6 +193,7 @@ func (o *sockOpts) engineConfig() engine.Config {
 	if w.WindowSizeInBytes != 0 {
 		c.TXWBytes = int(w.WindowSizeInBytes)
 	}
+	c.RDATARate = o.repairRate
 	if o.advancePct != 0 {
 		c.TXWAdvancePct = o.advancePct
 	}

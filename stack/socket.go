@@ -196,6 +196,20 @@ func (s *Socket) RateWindow() RateWindow {
 	return s.opts.rateWindow
 }
 
+// SetRepairRate sets a sender's repair budget in bytes per second, IP
+// headers included: RDATA and NCFs together, within the rate of
+// SetRateWindow (Winsock and OpenPGM keep a separate RDATA rate too). 0,
+// the default, is half the send rate. When repairs and new data both
+// wait they take turns weighted by their shares, so original data keeps
+// the rest of the rate (at least a tenth of it) under any NAK load.
+// Set it between Bind and Connect.
+func (s *Socket) SetRepairRate(bytesPerSec int) error {
+	if bytesPerSec < 0 {
+		return fmt.Errorf("%w: repair rate %d B/s is negative", ErrInvalidOption, bytesPerSec)
+	}
+	return s.setOpt(func(o *sockOpts) error { o.repairRate = bytesPerSec; return nil })
+}
+
 // SetSendWindowAdvance sets the percentage of the window the trail advances
 // by at a time (RM_SEND_WINDOW_ADV_RATE, 1–100; Winsock default 15).
 func (s *Socket) SetSendWindowAdvance(pct int) error {
