@@ -52,6 +52,7 @@ type netFlags struct {
 	network  string
 	port     uint
 	rate     byteSize
+	rdata    byteSize
 	txwSqns  uint
 	txwSecs  seconds
 	txwBytes byteSize
@@ -80,6 +81,7 @@ func (f *netFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.network, "network", "", "`\"IFACE;GROUP\"`, as in OpenPGM: IFACE is the TUN device's name or the netstack's address\n(either may be empty), GROUP the multicast group, IPv4 or IPv6 (default "+defaultGroup+", or\n"+defaultGroup6+" when the addresses are IPv6)")
 	fs.UintVar(&f.port, "port", f.port, "PGM data-destination port")
 	fs.Var(&f.rate, "rate", "send: maximum `rate` in bytes/s, IP headers included (e.g. 400000, 10MB/s); a receiver's\nwindow follows its source (see --rx-budget)")
+	fs.Var(&f.rdata, "rdata-rate", "send: repair budget in `bytes/s` within --rate, RDATA and NCFs together (default half of\n--rate); new data keeps the rest whatever receivers NAK")
 	fs.Var(&f.rxBudget, "rx-budget", "recv: most `bytes` of receive memory, the window the source advertises held within it\n(default 64MiB); when full, the oldest holes are reported lost")
 	fs.UintVar(&f.txwSqns, "txw-sqns", 0, "window in sequences (packets); converted to time at --rate and the MTU")
 	fs.Var(&f.txwSecs, "txw-secs", "window as `time`: how long data stays available for repairs (default 2s)")
@@ -118,6 +120,7 @@ type netConfig struct {
 	hostAddr netip.Prefix // kernel side; invalid: leave it alone
 	group    netip.AddrPort
 	rate     int64
+	rdata    int // repair budget, bytes/s (0: the socket's default)
 	rxBudget int
 	window   struct {
 		sqns  uint32
@@ -198,6 +201,10 @@ func (f *netFlags) resolve() (*netConfig, error) {
 		return nil, fmt.Errorf("--rate %d: want at least 1000 bytes/s", f.rate)
 	}
 	c.rate = int64(f.rate)
+	if f.rdata != 0 && (f.rdata < 1000 || f.rdata > f.rate) {
+		return nil, fmt.Errorf("--rdata-rate %d: want 1000 bytes/s up to --rate (%d)", f.rdata, f.rate)
+	}
+	c.rdata = int(f.rdata)
 	if f.rxBudget < 0 || int64(f.rxBudget) > 1<<40 {
 		return nil, fmt.Errorf("--rx-budget %d: out of range", f.rxBudget)
 	}
@@ -371,6 +378,9 @@ func (c *netConfig) rateWindow(mtu uint32) stack.RateWindow {
 func (c *netConfig) configure(s *stack.Socket, mtu uint32) error {
 	if err := s.SetRateWindow(c.rateWindow(mtu)); err != nil {
 		return fmt.Errorf("rate/window: %w", err)
+	}
+	if err := s.SetRepairRate(c.rdata); err != nil {
+		return fmt.Errorf("--rdata-rate: %w", err)
 	}
 	if err := s.SetTimers(c.timers); err != nil {
 		return fmt.Errorf("timers: %w", err)

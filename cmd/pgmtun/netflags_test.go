@@ -190,3 +190,16 @@ func TestCaptureFileKeepsFirstError(t *testing.T) {
 	assert.ErrorContains(t, ns.captureErr(), "--pcap: capture incomplete")
 	assert.NoError(t, (&netstack{}).captureErr())
 }
+
+func TestResolveRDATARate(t *testing.T) {
+	c, err := resolveArgs(t, "--rate", "2MB/s", "--rdata-rate", "500kB/s")
+	require.NoError(t, err)
+	assert.Equal(t, 500_000, c.rdata)
+	c, err = resolveArgs(t)
+	require.NoError(t, err)
+	assert.Zero(t, c.rdata, "the socket's default: half the rate")
+	for _, bad := range []string{"999", "3MB/s"} {
+		_, err = resolveArgs(t, "--rate", "2MB/s", "--rdata-rate", bad)
+		assert.ErrorContains(t, err, "--rdata-rate", bad)
+	}
+}
