@@ -171,6 +171,9 @@ type Config struct {
 	// window, a newly arriving receiver may ask for repairs. Receivers
 	// honour what the source advertises and ignore this field.
 	LateJoinPct int
+	// FEC is a source's forward error correction (fec_source.go);
+	// receivers learn theirs from the source's OPT_PARITY_PRM.
+	FEC FECConfig
 
 	// Receiver timers (RFC 3208 names).
 	PeerExpiry     time.Duration // drop a source not heard for this long
@@ -349,6 +352,9 @@ func (c Config) withDefaults() Config {
 // as an error matching ErrConfig.
 func (c Config) Validate() error {
 	c = c.withDefaults()
+	if err := c.validateFEC(); err != nil {
+		return err
+	}
 	switch {
 	case c.NetHeaderLen < 0 || c.NetHeaderLen > 256:
 		return cfgErr("NetHeaderLen %d out of range [0, 256]", c.NetHeaderLen)
@@ -426,7 +432,7 @@ func (c *Config) windowSqns() uint32 {
 }
 
 // maxTSDU is the largest payload of an unfragmented data packet.
-func (c *Config) maxTSDU() int { return c.MaxTPDU - c.NetHeaderLen - dataHeaderLen }
+func (c *Config) maxTSDU() int { return c.MaxTPDU - c.NetHeaderLen - dataHeaderLen - c.fecTrailer() }
 
 // maxTSDUFragment is the largest payload of a fragment (OPT_LENGTH and
 // OPT_FRAGMENT take room, and OPT_JOIN with late join).

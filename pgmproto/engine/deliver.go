@@ -52,6 +52,7 @@ func (pr *session) deliver() {
 		}
 		// stHave
 		if !sl.hasFrag {
+			pr.fecRetain(w.trail, sl)
 			pr.flushLoss()
 			pr.emit(Event{Kind: EventData, TSI: pr.tsi, Data: sl.payload, First: w.trail, Count: 1})
 			pr.stats.APDUsDelivered++
@@ -71,6 +72,7 @@ func (pr *session) deliver() {
 			for i := range n {
 				s := w.trail.Add(int32(i))
 				x := w.at(s)
+				pr.fecRetain(s, x)
 				copy(data[x.frag.offset:], x.payload)
 				w.release(s)
 			}

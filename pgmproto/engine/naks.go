@@ -130,6 +130,11 @@ func (pr *session) sendReady(now time.Time) {
 		if sl.state != stBackOff || !sl.timer.IsZero() {
 			continue // stale: confirmed, or re-armed since it was listed
 		}
+		if handled, blocked := pr.fecParityNAK(now, s); blocked {
+			break
+		} else if handled {
+			continue
+		}
 		if req.n == 0 && !r.naks.take(now) {
 			break
 		}

@@ -11,10 +11,11 @@ import (
 
 // outReq is a receiver packet waiting for Next.
 type outReq struct {
-	p    *session
-	spmr bool
-	n    int
-	sqns [MaxNAKList]seq.Num
+	p      *session
+	spmr   bool
+	parity bool // a parity NAK (fec_receiver.go)
+	n      int
+	sqns   [MaxNAKList]seq.Num
 }
 
 // Receiver receives every PGM session (TSI) sent to one group and port: a
@@ -148,6 +149,15 @@ func (r *Receiver) HandlePacket(now time.Time, b []byte, from, to netip.Addr) er
 	}
 	switch p.Type() {
 	case wire.TypeSPM, wire.TypeODATA, wire.TypeRDATA:
+		if p.Type() != wire.TypeSPM && p.Header.OptFlags()&wire.OptFlagParity != 0 {
+			if pr == nil {
+				r.orphan.PacketsDiscarded++ // parity cannot start a session
+				return nil
+			}
+			pr.heard(now, len(b))
+			pr.onParity(now, p) // fec_receiver.go
+			return nil
+		}
 		if f, ok := p.Fragment(); ok && p.Type() != wire.TypeSPM {
 			// Checked before the packet can start a session or take
 			// its sequence's slot, which the genuine packet needs.
@@ -185,7 +195,9 @@ func (r *Receiver) HandlePacket(now time.Time, b []byte, from, to netip.Addr) er
 			pr.lastHeard = now
 		}
 		if p.Header.OptFlags()&wire.OptFlagParity != 0 {
-			return nil // parity: no FEC here
+			pr.fecConfirm(now, p) // fec_receiver.go
+			pr.deliver()
+			return nil
 		}
 		pr.confirm(now, p.NAK().SQN())
 		if l, ok := p.NAKList(); ok {
@@ -306,7 +318,11 @@ func (r *Receiver) queue(q outReq) {
 	if len(r.out)-r.outH >= 1024 {
 		return // caller is not draining; NAK timers will retry
 	}
-	if !q.spmr {
+	switch {
+	case q.parity:
+		q.p.stats.NAKPacketsSent++
+		q.p.stats.TotalParityNaksSent += uint64(q.n)
+	case !q.spmr:
 		q.p.stats.NAKPacketsSent++
 		q.p.stats.TotalSelectiveNaksSent += uint64(q.n)
 	}
@@ -339,7 +355,12 @@ func (r *Receiver) Next(now time.Time) (Transmit, bool) {
 		return Transmit{Packet: r.buf[:n], To: pr.srcAddr}, true
 	}
 	r.outH++
-	n := encodeNAK(r.buf, wire.TypeNAK, pr.tsi, pr.dport, q.sqns[:q.n], pr.srcAddr, pr.group)
+	var n int
+	if q.parity {
+		n = encodeParityNAK(r.buf, pr.tsi, pr.dport, q.sqns[0], pr.srcAddr, pr.group)
+	} else {
+		n = encodeNAK(r.buf, wire.TypeNAK, pr.tsi, pr.dport, q.sqns[:q.n], pr.srcAddr, pr.group)
+	}
 	to := pr.pathNLA
 	if !to.IsValid() {
 		to = pr.srcAddr

@@ -61,9 +61,7 @@ func (s *Source) HandlePacket(now time.Time, b []byte, from netip.Addr) error {
 
 func (s *Source) onNAK(now time.Time, p wire.Packet) {
 	if p.Header.OptFlags()&wire.OptFlagParity != 0 {
-		// No FEC: parity NAKs cannot be served.
-		s.stats.ParityNaksReceived++
-		s.stats.MalformedNaks++
+		s.onParityNAK(now, p) // fec_source.go
 		return
 	}
 	nak := p.NAK()

@@ -26,6 +26,7 @@ type session struct {
 	spmrAt    time.Time // zero: no SPMR pending
 	defined   bool
 	w         rxw
+	fec       *rxFEC // nil until the source advertises FEC (fec_receiver.go)
 
 	// announced: EventNewSession was emitted, on the first ODATA (a
 	// session is offered to the application, as Winsock accepts one, only
@@ -194,6 +195,7 @@ func (pr *session) onSPM(now time.Time, p wire.Packet) {
 		pr.pathNLA = a
 	}
 	pr.spmrAt = time.Time{}
+	pr.fecParams(p)
 	lead, trail := spm.Lead(), spm.Trail()
 	if !pr.defined {
 		j, hasJoin := p.Join() // a late joiner may hear an SPM first
@@ -277,6 +279,7 @@ func (pr *session) onData(now time.Time, p wire.Packet) {
 			pr.stats.NumODataPacketsReceived++
 		}
 	}
+	pr.fecData(q)
 	n := uint64(w.size())
 	pr.winSamples++
 	pr.winSum += n

@@ -31,6 +31,8 @@ type SourceStats struct {
 	NNaksReceived      uint64 // sequences reported by NNAKs
 	SPMRsReceived      uint64
 	ParityNaksReceived uint64
+	ParityPacketsSent  uint64 // parity RDATA (FEC), proactive and on demand
+	ParityNaksHeldOff  uint64 // parity NAKs ignored: parity for their group just went out
 	PacketsDiscarded   uint64 // unparsable or not for this session
 
 	// Bytes on the wire by packet type, IP headers included: ODATA, and
@@ -71,6 +73,7 @@ type Source struct {
 	cfg   Config
 	start time.Time
 	w     txw
+	fec   *txFEC // nil without FEC (fec_source.go)
 
 	total, odata, rdata bucket
 
@@ -154,6 +157,7 @@ func NewSource(cfg Config, now time.Time) (*Source, error) {
 		s.share = int64(c.MaxRate) * s.wO / (s.wR + s.wO)
 	}
 	s.meterAt = now
+	s.fec = newTXFEC(c.FEC)
 	s.nextAmbient = now.Add(c.AmbientSPM)
 	s.nextAdvance = now
 	return s, nil
@@ -389,6 +393,9 @@ func (s *Source) Next(now time.Time) (Transmit, bool) {
 		}
 		return s.emit(now, s.spm(f), nil), true
 	}
+	if t, ok := s.fecNext(now); ok {
+		return t, true
+	}
 	repair, contended, at, ok := s.pickData(now)
 	if !ok || at.After(now) {
 		return Transmit{}, false
@@ -417,6 +424,7 @@ func (s *Source) Next(now time.Time) (Transmit, bool) {
 	s.w.sendNext++
 	e.sentAt = now
 	n := s.data(wire.TypeODATA, q, e)
+	s.fecSentODATA(q)
 	s.stats.TotalODataPacketsSent++
 	s.stats.DataBytesSent += uint64(len(e.payload))
 	if len(s.cfg.HeartbeatSPM) > 0 {
@@ -454,6 +462,9 @@ func (s *Source) dataSize(e *txEntry) int {
 }
 
 func (s *Source) spm(f pktFlags) int {
+	if s.fec != nil {
+		return s.fecSPM(f)
+	}
 	n := encodeSPMJoin(s.buf, s.cfg.TSI, s.cfg.DestPort, s.spmSQN, s.w.trail, s.w.lead(), s.cfg.NLA, f, s.join())
 	s.spmSQN++
 	return n
@@ -540,6 +551,9 @@ func (s *Source) NextDeadline() (time.Time, bool) {
 	}
 	set(s.spmAt)
 	set(s.nextHB)
+	if at, ok := s.fecAt(s.now); ok {
+		set(at)
+	}
 	if s.cfg.AmbientSPM > 0 {
 		set(s.nextAmbient)
 	}

@@ -27,7 +27,7 @@ type ReceiverStats struct {
 	NumOutstandingNaks       uint64  // NAKed, waiting for NCF or RDATA
 	NumDataPacketsBuffered   uint64
 	TotalSelectiveNaksSent   uint64 // sequences requested (list entries count)
-	TotalParityNaksSent      uint64 // always 0: no FEC yet
+	TotalParityNaksSent      uint64 // parity NAK entries (one per transmission group asked)
 
 	NAKPacketsSent      uint64
 	NaksSuppressed      uint64 // sequences confirmed by NCF or a peer's NAK before we NAKed
@@ -56,6 +56,18 @@ type ReceiverStats struct {
 	// BufferedBytes is the receive memory held: payloads as allocated plus
 	// per-sequence state, the figure the budgets bound.
 	BufferedBytes uint64
+
+	// FEC (fec_receiver.go): parity packets received, those dropped as
+	// unusable or malformed (no FEC parameters, bad index or length,
+	// inconsistent with the group), those not needed (group complete,
+	// duplicate), groups decoded and the data packets they gave back, and
+	// decodes discarded because a recovered packet was inconsistent.
+	ParityPacketsReceived  uint64
+	ParityDropped          uint64
+	ParityUnused           uint64
+	ParityGroupsDecoded    uint64
+	ParityRecoveredPackets uint64
+	ParityDecodeFailures   uint64
 }
 
 func (a *ReceiverStats) add(b *ReceiverStats) {
@@ -84,6 +96,13 @@ func (a *ReceiverStats) add(b *ReceiverStats) {
 	a.NAKsDeferred += b.NAKsDeferred
 	a.FINTimeouts += b.FINTimeouts
 	a.BufferedBytes += b.BufferedBytes
+	a.TotalParityNaksSent += b.TotalParityNaksSent
+	a.ParityPacketsReceived += b.ParityPacketsReceived
+	a.ParityDropped += b.ParityDropped
+	a.ParityUnused += b.ParityUnused
+	a.ParityGroupsDecoded += b.ParityGroupsDecoded
+	a.ParityRecoveredPackets += b.ParityRecoveredPackets
+	a.ParityDecodeFailures += b.ParityDecodeFailures
 }
 
 // statsAt returns the session's statistics at now.
