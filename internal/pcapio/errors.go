@@ -5,6 +5,14 @@
 // The reader streams from an io.Reader, holds at most one record in memory, rejects
 // records larger than MaxRecordLen, and never panics: every problem with the file is a
 // *FormatError naming the byte offset and what is wrong.
+//
+// Why not gopacket's pcapgo and ip4defrag: tried on every capture the tests use
+// (testdata/pcaps, the shared captures, cmd/pgmtun/testdata), pcapgo reads the classic
+// files frame for frame, but it has one reader per format (the caller sniffs the magic),
+// its pcapng reader returns 29 of the 39 frames of a capture whose interfaces have two
+// link types (raw IP and Ethernet) unless mixed link types are asked for and mapped per
+// interface by the caller, and ip4defrag puts back IPv4 only, after a full gopacket
+// decode of each frame, while IPv6 PGM captures need IPv6 fragments reassembled too.
 package pcapio
 
 import (
