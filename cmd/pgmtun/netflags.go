@@ -73,6 +73,8 @@ type netFlags struct {
 	rdm      bool
 	stats    statsFormat
 	progress progressMode
+	udpEncap string
+	hostUDP  bool
 }
 
 func (f *netFlags) register(fs *flag.FlagSet) {
@@ -108,6 +110,8 @@ func (f *netFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.rdm, "rdm", false, "reliable messages (SOCK_RDM) instead of a byte stream")
 	fs.Var(&f.stats, "stats", "final statistics on stderr in this `format`: text, json or none")
 	fs.Var(&f.progress, "progress", "progress line on stderr in this `mode`: auto (when stderr is a terminal), on or off")
+	fs.StringVar(&f.udpEncap, "udp-encap", "", "carry PGM in UDP as OpenPGM's UDP encapsulation and ZeroMQ's epgm do: NAKs to the\nsource at the first `PORT[,PORT]`, the group's packets at the second (one port: both;\ndefault with --host-udp: 3055,3056, OpenPGM's)")
+	fs.BoolVar(&f.hostUDP, "host-udp", false, "no device: PGM in UDP through the host's own UDP sockets (no privilege needed); IFACE of\n--network is then a host interface, by name or address (default: the routing table's)")
 }
 
 // netConfig is netFlags checked and resolved.
@@ -137,6 +141,12 @@ type netConfig struct {
 	sockType stack.SocketType
 	stats    statsFormat
 	progress progressMode
+	// transport is how PGM travels (--udp-encap, --host-udp); with
+	// hostUDP there is no netstack device, and hostIface names the host
+	// interface ("": the routing table's).
+	transport stack.Transport
+	hostUDP   bool
+	hostIface string
 }
 
 // resolve checks the flags and fills in defaults. Its errors name the flag.
@@ -162,6 +172,15 @@ func (f *netFlags) resolve() (*netConfig, error) {
 	}
 
 	var err error
+	if c.transport, err = f.resolveTransport(); err != nil {
+		return nil, err
+	}
+	if f.hostUDP {
+		c.hostUDP, c.hostIface = true, iface
+		if _, err := netip.ParseAddr(iface); err != nil {
+			iface = "" // a host interface's name, not the device's
+		}
+	}
 	if f.hostAddr != "" {
 		if c.hostAddr, err = parsePrefix(f.hostAddr); err != nil {
 			return nil, fmt.Errorf("--host-addr: %w", err)
@@ -376,6 +395,12 @@ func (c *netConfig) rateWindow(mtu uint32) stack.RateWindow {
 
 // configure applies the options both roles share to a bound socket.
 func (c *netConfig) configure(s *stack.Socket, mtu uint32) error {
+	if c.transport.Kind != stack.TransportIP {
+		// First: it decides what the interface options mean.
+		if err := s.SetTransport(c.transport); err != nil {
+			return fmt.Errorf("--udp-encap: %w", err)
+		}
+	}
 	if err := s.SetRateWindow(c.rateWindow(mtu)); err != nil {
 		return fmt.Errorf("rate/window: %w", err)
 	}

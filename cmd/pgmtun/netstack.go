@@ -55,11 +55,14 @@ func openNetstack(c *netConfig) (_ *netstack, err error) {
 		ns.pcap = pcap
 		ns.undo = append(ns.undo, f.Close)
 	}
+	if c.hostUDP {
+		return ns, ns.openHost(c)
+	}
 	var loss *tun.Loss
 	if c.loss > 0 {
 		// Only PGM is dropped: IGMP and the rest pass, as a research
 		// filter for the protocol under test should.
-		loss = &tun.Loss{RxPercent: c.loss, TxPercent: c.loss, Seed: c.seed, IPProtocol: uint8(stack.ProtocolNumber)}
+		loss = &tun.Loss{RxPercent: c.loss, TxPercent: c.loss, Seed: c.seed, IPProtocol: c.lossProtocol()}
 	}
 	var ep tcpipstack.LinkEndpoint
 	if linkFactory != nil {

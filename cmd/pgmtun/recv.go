@@ -84,7 +84,7 @@ func runRecv(e *env, c *netConfig, o *recvOptions) int {
 	if err == nil {
 		err = c.configure(lis, ns.mtu)
 	}
-	if err == nil {
+	if err == nil && !c.hostUDP {
 		err = lis.AddReceiveInterface(nicID)
 	}
 	if err == nil {

@@ -85,7 +85,7 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 	if err == nil {
 		err = c.configure(s, ns.mtu)
 	}
-	if err == nil {
+	if err == nil && !c.hostUDP {
 		err = s.SetSendInterface(nicID)
 	}
 	if err == nil {
