@@ -69,4 +69,27 @@
 //
 // Per stack, the socket registrations grow only with the sockets the
 // application opens.
+//
+// # Transports
+//
+// How a socket's packets travel is chosen per socket, between Bind and
+// Connect/Listen, with SetTransport (or SetUDPEncapsulation, or the
+// WithTransport option of Dial and Listen):
+//
+//   - TransportIP, the default: IP protocol 113 in the netstack.
+//   - TransportUDP: each PGM packet is the payload of a UDP datagram in
+//     the netstack (OpenPGM's UDP encapsulation, ZeroMQ's epgm://): NAKs
+//     and SPMRs to the source's address at Transport.UnicastPort, the
+//     group's packets at Transport.MulticastPort (3055 and 3056 unless
+//     set; epgm uses its endpoint's port for both).
+//   - TransportHostUDP: the same datagrams through the host's own UDP
+//     sockets, where no device can be made. NewHostProtocol returns a
+//     Protocol whose sockets all use it, with no netstack link.
+//
+// Underneath, each driver writes through a packetWriter of its
+// transport, and every transport delivers into the one demultiplexer
+// (Inbound.Via and UDPPort say how a packet came; a socket sees only its
+// own transport's): sessions are admitted and told apart by TSI the same
+// way whatever carried them. The engine knows no IP: the header size it
+// is given counts the IP header plus 8 bytes for UDP.
 package stack
