@@ -107,6 +107,19 @@ func (pr *session) fecParams(p wire.Packet) {
 	pr.fec = newRXFEC(k, true)
 }
 
+// fecHeld returns the payload bytes of the parity packets held.
+func (pr *session) fecHeld() int {
+	n := 0
+	if pr.fec != nil {
+		for _, grp := range pr.fec.groups {
+			for _, par := range grp.parity {
+				n += cap(par.data)
+			}
+		}
+	}
+	return n
+}
+
 // fecDrop forgets every parity packet held.
 func (pr *session) fecDrop() {
 	if pr.fec == nil {
@@ -194,6 +207,14 @@ func (pr *session) onParity(now time.Time, p wire.Packet) {
 			grp.selective = true
 			return
 		}
+	}
+	if len(grp.parity) >= f.k {
+		pr.stats.ParityUnused++ // k parity packets decode any loss
+		return
+	}
+	if !pr.room(now, g, pr.r.pool.class(length, false)) {
+		pr.stats.WindowOverflowDrops++
+		return
 	}
 	par := rxParity{j: j, data: append(pr.r.pool.get(length, false), p.Payload...)}
 	w.account(cap(par.data))

@@ -169,7 +169,7 @@ func checkReceiverBounds(t *testing.T, r *Receiver) {
 		if w.size() > uint32(len(w.ring)) || w.size() > w.max || len(w.ring) > int(ringSize(r.cfg.windowSqns())) || w.max != r.cfg.windowSqns() {
 			t.Fatalf("window [%d, %d] larger than its ring %d (max %d)", w.trail, w.lead, len(w.ring), w.max)
 		}
-		held, missing := 0, 0
+		held, missing := pr.fecHeld(), 0
 		for s := w.trail; s.BeforeEq(w.lead); s++ {
 			held += cap(w.at(s).payload)
 			if w.at(s).state.missing() {

@@ -336,6 +336,7 @@ func (pr *session) reset() {
 // expiry so that late packets do not recreate the session.
 func (pr *session) finish() {
 	pr.over = true
+	pr.fecDrop()
 	for s := pr.w.trail; pr.defined && s.BeforeEq(pr.w.lead); s++ {
 		pr.w.release(s)
 	}
