@@ -43,8 +43,10 @@ func (w RateWindow) fill() (RateWindow, error) {
 	return w, nil
 }
 
-// FEC is Winsock's RM_FEC_INFO (option RM_USE_FEC). It is validated and
-// stored; this version does not send or use parity packets yet.
+// FEC is Winsock's RM_FEC_INFO (option RM_USE_FEC), a sender option:
+// Reed-Solomon parity over transmission groups of GroupSize packets,
+// OpenPGM's code (engine.FECConfig). Receivers need no setting: they
+// learn the group size from the sender's OPT_PARITY_PRM.
 type FEC struct {
 	BlockSize              uint16 // n: data + parity packets per group, ≤ 255
 	GroupSize              uint8  // k: data packets per group, a power of two, < BlockSize
@@ -59,7 +61,7 @@ func (f FEC) validate() error {
 	switch {
 	case f.BlockSize > 255:
 		return fmt.Errorf("%w: FEC block size %d > 255", ErrInvalidOption, f.BlockSize)
-	case f.GroupSize < 2 || bits.OnesCount8(f.GroupSize) != 1:
+	case f.GroupSize < 2 || f.GroupSize > 128 || bits.OnesCount8(f.GroupSize) != 1:
 		return fmt.Errorf("%w: FEC group size %d is not a power of two ≥ 2", ErrInvalidOption, f.GroupSize)
 	case uint16(f.GroupSize) >= f.BlockSize:
 		return fmt.Errorf("%w: FEC group size %d must be less than block size %d", ErrInvalidOption, f.GroupSize, f.BlockSize)
@@ -199,6 +201,10 @@ func (o *sockOpts) engineConfig() engine.Config {
 	}
 	if o.lateJoinPct != 0 {
 		c.LateJoinPct = o.lateJoinPct
+	}
+	if f := o.fec; f.GroupSize != 0 {
+		c.FEC = engine.FECConfig{BlockSize: int(f.BlockSize), GroupSize: int(f.GroupSize),
+			Proactive: int(f.ProactivePacketsPerGrp), OnDemand: f.OnDemandEnabled}
 	}
 	if o.maxAPDU != 0 {
 		c.MaxAPDU = o.maxAPDU

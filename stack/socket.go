@@ -352,7 +352,8 @@ func (s *Socket) Transport() Transport {
 	return t
 }
 
-// SetFEC validates and stores FEC parameters (RM_USE_FEC).
+// SetFEC sets a sender's forward error correction (RM_USE_FEC): set it
+// between Bind and Connect.
 func (s *Socket) SetFEC(f FEC) error {
 	if err := f.validate(); err != nil {
 		return err
