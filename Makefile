@@ -49,6 +49,8 @@ FUZZ_TARGETS := \
 	./pgmproto/wire:FuzzOptions \
 	./pgmproto/engine:FuzzReceiver \
 	./pgmproto/engine:FuzzSource \
+	./pgmproto/engine:FuzzFECReceiver \
+	./pgmproto/engine:FuzzFECSource \
 	./internal/pcapio:FuzzReader \
 	./stack:FuzzReceivePath \
 	./tun:FuzzFDEndpointParse \
