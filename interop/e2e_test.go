@@ -119,7 +119,7 @@ func (c e2eCase) lossCfg(seed uint64) *tun.Loss {
 	if c.loss == 0 {
 		return nil
 	}
-	return &tun.Loss{RxPercent: c.loss, TxPercent: c.loss, Seed: seed, IPProtocol: 113}
+	return &tun.Loss{RxPercent: c.loss, TxPercent: c.loss, Seed: seed, IPProtocol: uint8(stack.ProtocolNumber)}
 }
 
 var fastTimers = stack.Timers{NAKBOIvl: 20 * time.Millisecond, NAKRptIvl: 200 * time.Millisecond, NAKRdataIvl: 200 * time.Millisecond}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pgmtun/pgmtun/internal/netns"
+	"github.com/pgmtun/pgmtun/pgmproto/wire"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -129,7 +130,7 @@ func TestOpenPGMToOpenPGM(t *testing.T) {
 			}
 			var table string
 			if tc.lossPct > 0 {
-				table = a.Loss(t, netns.LossRule{Iface: "pgmtun-tx", Dir: netns.Egress, Percent: tc.lossPct, IPProto: 113})
+				table = a.Loss(t, netns.LossRule{Iface: "pgmtun-tx", Dir: netns.Egress, Percent: tc.lossPct, IPProto: wire.IPProtocol})
 			}
 			sr, rr, err := Transfer(context.Background(), p, a.Name, send, b.Name, recv, 30*time.Second)
 			require.NoError(t, err)

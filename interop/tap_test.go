@@ -58,7 +58,7 @@ func TestTAPBridgePgmtunToPgmtun(t *testing.T) {
 		t.Cleanup(func() { s.Close(); s.Wait() })
 		var loss *tun.Loss
 		if i == 2 && lossPct > 0 {
-			loss = &tun.Loss{RxPercent: lossPct, Seed: 7, IPProtocol: 113}
+			loss = &tun.Loss{RxPercent: lossPct, Seed: 7, IPProtocol: uint8(stack.ProtocolNumber)}
 		}
 		ep, err := dev.LinkEndpoint(tun.LinkOptions{Loss: loss})
 		require.NoError(t, err)

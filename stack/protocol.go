@@ -15,8 +15,8 @@ import (
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
 )
 
-// ProtocolNumber is PGM's IP protocol number.
-const ProtocolNumber tcpip.TransportProtocolNumber = 113
+// ProtocolNumber is PGM's IP protocol number (wire.IPProtocol).
+const ProtocolNumber tcpip.TransportProtocolNumber = wire.IPProtocol
 
 // Inbound is one received PGM packet as the demultiplexer hands it on.
 // Data and Header alias the stack's packet buffer: valid only during the

@@ -17,6 +17,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/sniffer"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/pgmtun/pgmtun/pgmproto/wire"
 )
 
 // LinkOptions tune the gVisor link endpoint made from a Device.
@@ -46,7 +48,7 @@ type LinkOptions struct {
 
 // pgmProtocol is PGM's IP protocol number, under which a pgmtun stack
 // registers its transport protocol.
-const pgmProtocol = 113
+const pgmProtocol = wire.IPProtocol
 
 // LinkEndpoint returns the gVisor link endpoint for the device; it can be
 // called once. The endpoint reads the device with one goroutine, started

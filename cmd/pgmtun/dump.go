@@ -398,7 +398,7 @@ func writeVerbose(w io.Writer, pg pcapio.PGM, p wire.Packet, frags int) {
 	if pg.UDP {
 		fmt.Fprintf(w, " udp %d→%d", pg.UDPSrc, pg.UDPDst)
 	} else {
-		fmt.Fprint(w, " proto=113")
+		fmt.Fprintf(w, " proto=%d", wire.IPProtocol)
 	}
 	fmt.Fprintf(w, " pgm_len=%d flags=%#02x(%s) csum=%#04x tsdu_len=%d\n",
 		len(pg.Data), h.OptFlags(), flagNames(h.OptFlags()), h.Checksum(), h.TSDULength())

@@ -6,7 +6,9 @@ import (
 	"slices"
 )
 
-// IP protocol numbers.
+// IP protocol numbers. ProtoPGM is wire.IPProtocol, written out because
+// pcapio sits below wire (wire's tests read captures with it);
+// internal/conformance checks the two agree.
 const (
 	ProtoPGM = 113
 	ProtoUDP = 17

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pgmtun/pgmtun/internal/pcapio"
 	"github.com/pgmtun/pgmtun/pgmproto/sim"
+	"github.com/pgmtun/pgmtun/pgmproto/wire"
 )
 
 // Capture writes simulated packets as a classic pcap file of raw IPv4
@@ -65,7 +66,7 @@ func AppendIPv4(b []byte, src, dst netip.Addr, ttl uint8, id uint16, pgm []byte)
 	binary.BigEndian.PutUint16(h[2:], uint16(20+len(pgm)))
 	binary.BigEndian.PutUint16(h[4:], id)
 	h[8] = ttl
-	h[9] = 113
+	h[9] = wire.IPProtocol
 	s, d := src.As4(), dst.As4()
 	copy(h[12:], s[:])
 	copy(h[16:], d[:])

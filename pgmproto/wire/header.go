@@ -8,6 +8,11 @@ import (
 // HeaderLen is the length of the PGM common header (RFC 3208 section 8).
 const HeaderLen = 16
 
+// IPProtocol is PGM's IP protocol number (IANA): the IPv4 protocol or
+// IPv6 next header of a PGM packet carried raw, not in UDP. Every package
+// above wire takes it from here.
+const IPProtocol = 113
+
 // Offsets of the common header fields.
 const (
 	offSourcePort = 0
