@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/link/sniffer"
@@ -28,6 +29,7 @@ type netstack struct {
 	desc  string             // where it is attached, for messages
 	lossy *tun.LossyEndpoint // nil without --loss
 	pcap  *captureFile       // nil without --pcap
+	dev   *tun.Device        // nil on an in-process link
 	undo  []func() error     // run in reverse by close
 }
 
@@ -120,6 +122,7 @@ func openNetstack(c *netConfig) (_ *netstack, err error) {
 	// Opened after the stack so that it is closed before it: Close
 	// removes the NIC, stops the reader and closes the fd.
 	ns.undo = append(ns.undo, dev.Close)
+	ns.dev = dev
 	opts := tun.LinkOptions{Loss: loss}
 	if pcap != nil {
 		opts.PcapWriter = pcap
@@ -149,8 +152,12 @@ func (ns *netstack) dropped() uint64 {
 	return rx + tx
 }
 
-// close undoes openNetstack in reverse order.
+// close undoes openNetstack in reverse order, once the last packets sent
+// (an OPT_FIN or OPT_RST SPM) have left.
 func (ns *netstack) close() error {
+	if ns.dev != nil {
+		ns.dev.Flush(250 * time.Millisecond)
+	}
 	var errs []error
 	for i := len(ns.undo) - 1; i >= 0; i-- {
 		errs = append(errs, ns.undo[i]())

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pgmtun/pgmtun/stack"
@@ -133,7 +134,7 @@ func runRecv(e *env, c *netConfig, o *recvOptions) int {
 	var last atomic.Int64 // when the last data arrived, Unix ns
 	recvErr := receive(ctx, sess, w, &got, &msgs, &last)
 	if err := w.Flush(); err != nil && recvErr == nil {
-		recvErr = fmt.Errorf("writing output: %w", err)
+		recvErr = outputErr(err)
 	}
 	if file != nil {
 		if err := file.Close(); err != nil && recvErr == nil {
@@ -142,12 +143,8 @@ func runRecv(e *env, c *netConfig, o *recvOptions) int {
 	}
 	prog.stop()
 
-	// The session's own statistics, unless the engine has already
-	// forgotten it; the listener's sum still includes it then.
+	// The session's own statistics: its final ones once it is over.
 	st, _ := sess.ReceiverStats()
-	if st.NumODataPacketsReceived+st.NumRDataPacketsReceived == 0 {
-		st, _ = lis.ReceiverStats()
-	}
 	rep := receiverReport{Mode: c.sockType.String(), Session: tsi.String(), Bytes: got.Load(), Messages: msgs.Load(), LinkDropped: ns.dropped(), OK: recvErr == nil, Result: "ok, session ended gracefully"}
 	if recvErr != nil {
 		rep.Result = recvErr.Error()
@@ -157,6 +154,11 @@ func runRecv(e *env, c *netConfig, o *recvOptions) int {
 		dataTime = time.Unix(0, l).Sub(start)
 	}
 	rep.fill(st, dataTime, time.Since(start))
+	ps := ns.p.Stats()
+	sum, _ := lis.ReceiverStats()
+	ls, _ := lis.ListenerStats()
+	d := receiverDropsOf(ps, sum, ls)
+	rep.Drops, rep.Stack = &d, &ps
 	printReceiver(e.stderr, c.stats, &rep)
 	if err := ns.captureErr(); err != nil {
 		fmt.Fprintf(e.stderr, "pgmtun recv: warning: %v\n", err)
@@ -167,6 +169,16 @@ func runRecv(e *env, c *netConfig, o *recvOptions) int {
 	return exitOK
 }
 
+// outputErr describes a failed write of the output; a reader that went
+// away (a closed pipe: SIGPIPE is caught, so the write fails with EPIPE)
+// is said so.
+func outputErr(err error) error {
+	if errors.Is(err, syscall.EPIPE) {
+		return fmt.Errorf("writing output: %w (its reader has gone; the rest of the session is not received)", err)
+	}
+	return fmt.Errorf("writing output: %w", err)
+}
+
 // receive writes the session's data to w until the session ends. nil means
 // a graceful end with everything written.
 func receive(ctx context.Context, sess *stack.Socket, w io.Writer, got, msgs, last *atomic.Int64) error {
@@ -175,7 +187,7 @@ func receive(ctx context.Context, sess *stack.Socket, w io.Writer, got, msgs, la
 		n, flags, err := sess.RecvMsg(ctx, buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				return fmt.Errorf("writing output: %w", werr)
+				return outputErr(werr)
 			}
 			got.Add(int64(n))
 			last.Store(time.Now().UnixNano())

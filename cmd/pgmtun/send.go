@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,6 +28,7 @@ func init() {
 			fs.StringVar(&o.in, "in", "", "read the data from `FILE` instead of standard input")
 			fs.Var(&o.size, "size", "with --rdm: each `N` bytes of input is one message (the last may be shorter)")
 			fs.DurationVar(&o.linger, "linger", 0, "after the input ends, serve repairs at most this long (default: until\nthe window has passed the last packet)")
+			fs.DurationVar(&o.drain, "drain", 2*time.Second, "after SIGINT or SIGTERM: stop reading input, end the session at once\n(OPT_FIN after the last packet sent; input not sent yet is dropped), serve\nrepairs this long and exit 0; a second signal aborts (OPT_RST) and exits 1")
 			return func(e *env, args []string) int {
 				if len(args) != 0 {
 					fmt.Fprintf(e.stderr, "pgmtun send: unexpected argument %q (data comes from stdin or --in)\n", args[0])
@@ -38,6 +40,9 @@ func init() {
 				}
 				if err == nil && o.linger < 0 {
 					err = fmt.Errorf("--linger %v: must not be negative", o.linger)
+				}
+				if err == nil && o.drain < 0 {
+					err = fmt.Errorf("--drain %v: must not be negative", o.drain)
 				}
 				if err != nil {
 					fmt.Fprintf(e.stderr, "pgmtun send: %v\n", err)
@@ -54,6 +59,7 @@ type sendOptions struct {
 	in     string
 	size   byteSize
 	linger time.Duration
+	drain  time.Duration
 }
 
 func runSend(e *env, c *netConfig, o *sendOptions) int {
@@ -109,39 +115,68 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 	})
 	ctx, stopSignals := interruptContext()
 	defer stopSignals()
-	sendErr := sendInput(ctx, s, in, c.sockType, int(o.size), &sent, &msgs)
+	var ledger msgLedger
+	sendErr := sendInput(ctx, s, in, c.sockType, int(o.size), &sent, &msgs, &ledger)
 	var dataDone time.Time
-	result := "ok"
-	if sendErr != nil {
+	result, code := "ok", exitOK
+	var wait, intr, again <-chan struct{}
+	var limit <-chan time.Time
+	interrupted, dropped := false, 0
+	interrupt := func() {
+		// As closesocket: an OPT_FIN after the last packet that went
+		// out (what the rate limit still held is dropped), then
+		// repairs for --drain.
+		interrupted = true
+		dropped, _ = s.ShutdownNow()
+		t := time.NewTimer(o.drain)
+		limit, intr, again = t.C, nil, interruptedAgain(ctx)
+		if dataDone.IsZero() {
+			dataDone = time.Now()
+		}
+	}
+	switch {
+	case errors.Is(sendErr, errInterrupted):
+		wait = s.Done()
+		interrupt()
+	case sendErr != nil:
 		// Receivers learn at once that the session is over (OPT_RST)
 		// rather than waiting for a peer expiry.
-		s.Abort()
-		result = sendErr.Error()
-	} else {
+		abort(s)
+		result, code = sendErr.Error(), exitFail
+	default:
 		// Graceful end: OPT_FIN, then repairs until the window has passed
 		// the last sequence (Done), or for --linger at most.
 		s.Shutdown()
-		var linger <-chan time.Time
+		wait, intr = s.Done(), ctx.Done()
 		if o.linger > 0 {
 			t := time.NewTimer(o.linger)
 			defer t.Stop()
-			linger = t.C
+			limit = t.C
 		}
+	}
+	if wait != nil {
 		// Note when the last data has left, for the rate.
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
-	wait:
+	serve:
 		for {
 			select {
-			case <-s.Done():
-				break wait
-			case <-linger:
-				result = "ok (stopped serving repairs after --linger)"
-				break wait
-			case <-ctx.Done():
-				sendErr = errors.New("interrupted while serving repairs")
-				result = sendErr.Error()
-				break wait
+			case <-wait:
+				if err := s.Err(); err != nil {
+					result, code = err.Error(), exitFail
+				}
+				break serve
+			case <-limit:
+				if intr != nil {
+					result = "ok (stopped serving repairs after --linger)"
+				}
+				break serve
+			case <-intr:
+				interrupt()
+			case <-again:
+				abort(s)
+				result, code = "aborted by a second signal (OPT_RST)", exitFail
+				break serve
 			case now := <-tick.C:
 				if !dataDone.IsZero() {
 					continue
@@ -156,26 +191,100 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 	elapsed := time.Since(start)
 
 	st, _ := s.SenderStats()
-	rep := senderReport{Mode: c.sockType.String(), Session: tsi.String(), Bytes: sent.Load(), Messages: msgs.Load(), LinkDropped: ns.dropped(), Result: result}
+	if interrupted && code == exitOK {
+		result = fmt.Sprintf("interrupted: ended gracefully (OPT_FIN) after %d bytes", st.DataBytesSent)
+		if dropped > 0 {
+			result += fmt.Sprintf("; %d bytes read were never sent", dropped)
+		}
+	}
+	// What was sent, not what was read: data the session ended before
+	// sending is not counted.
+	rep := senderReport{Mode: c.sockType.String(), Session: tsi.String(), Bytes: int64(st.DataBytesSent),
+		Messages: ledger.sent(int64(st.DataBytesSent)), LinkDropped: ns.dropped(), Result: result}
 	if dataDone.IsZero() {
 		dataDone = start.Add(elapsed)
 	}
 	rep.fill(st, dataDone.Sub(start), elapsed)
+	rep.Stack = ns.p.Stats()
+	rep.Drops = senderDropsOf(rep.Stack, st)
 	printSender(e.stderr, c.stats, &rep)
 	if err := ns.captureErr(); err != nil {
 		fmt.Fprintf(e.stderr, "pgmtun send: warning: %v\n", err)
 	}
-	if sendErr != nil {
-		return fail("%v", sendErr)
+	if code != exitOK {
+		return fail("%s", result)
 	}
 	return exitOK
+}
+
+// abort ends the session with OPT_RST, unless its link has failed, and
+// waits (briefly) for the SPM to leave.
+func abort(s *stack.Socket) {
+	if s.Err() != nil {
+		return
+	}
+	s.Abort()
+	select {
+	case <-s.Done():
+	case <-time.After(time.Second):
+	}
+}
+
+// sentBytes is the data the session has sent.
+func sentBytes(s *stack.Socket) uint64 {
+	st, _ := s.SenderStats()
+	return st.DataBytesSent
+}
+
+// errInterrupted: SIGINT or SIGTERM stopped sendInput.
+var errInterrupted = errors.New("interrupted")
+
+// msgLedger remembers where each message handed to the socket ends in the
+// data, so that the report counts only messages whose data was sent. It
+// keeps the ends not yet known sent, pruned against the session's
+// counters as it grows.
+type msgLedger struct {
+	mu      sync.Mutex
+	ends    []int64
+	done    int64 // messages known sent and forgotten
+	pruneAt int
+}
+
+// add records a message ending at end; s tells what has been sent.
+func (l *msgLedger) add(s *stack.Socket, end int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.ends = append(l.ends, end)
+	if len(l.ends) >= max(l.pruneAt, 4096) {
+		l.pruneLocked(int64(sentBytes(s)))
+		l.pruneAt = 2 * len(l.ends)
+	}
+}
+
+func (l *msgLedger) pruneLocked(sent int64) {
+	i := 0
+	for i < len(l.ends) && l.ends[i] <= sent {
+		i++
+	}
+	l.done += int64(i)
+	l.ends = append(l.ends[:0], l.ends[i:]...)
+}
+
+// sent returns how many messages end within the first sent bytes.
+func (l *msgLedger) sent(sent int64) int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.pruneLocked(sent)
+	return l.done
 }
 
 // sendInput copies in to the socket: in RDM mode size bytes per message
 // (the last message may be shorter), in stream mode as it comes. Input is
 // read on its own goroutine so that an interrupt is seen even while a read
 // blocks; that goroutine ends with the input (the process exits anyway).
-func sendInput(ctx context.Context, s *stack.Socket, in io.Reader, typ stack.SocketType, size int, sent, msgs *atomic.Int64) error {
+// It returns errInterrupted on SIGINT or SIGTERM, and the link's error if
+// the device fails even while it waits for input.
+func sendInput(ctx context.Context, s *stack.Socket, in io.Reader, typ stack.SocketType, size int, sent, msgs *atomic.Int64, ledger *msgLedger) error {
 	type chunk struct {
 		b   []byte
 		err error
@@ -225,16 +334,21 @@ func sendInput(ctx context.Context, s *stack.Socket, in io.Reader, typ stack.Soc
 		select {
 		case c = <-chunks:
 		case <-ctx.Done():
-			return errors.New("interrupted")
+			return errInterrupted
+		case <-s.Done():
+			if err := s.Err(); err != nil {
+				return fmt.Errorf("after %d bytes: %w", sentBytes(s), err)
+			}
+			return stack.ErrClosed
 		}
 		if len(c.b) > 0 {
 			if _, err := s.SendContext(ctx, c.b); err != nil {
 				if ctx.Err() != nil {
-					return errors.New("interrupted")
+					return errInterrupted
 				}
-				return fmt.Errorf("after %d bytes: %w", sent.Load(), err)
+				return fmt.Errorf("after %d bytes: %w", sentBytes(s), err)
 			}
-			sent.Add(int64(len(c.b)))
+			ledger.add(s, sent.Add(int64(len(c.b))))
 			msgs.Add(1)
 		}
 		switch {

@@ -42,17 +42,66 @@ type senderReport struct {
 	// Seconds is the time until the last data left (or the input ended);
 	// Rate is Bytes over it. TotalSeconds includes serving repairs
 	// after the graceful end.
-	Seconds      float64           `json:"seconds"`
-	TotalSeconds float64           `json:"total_seconds"`
-	Rate         float64           `json:"rate_bytes_per_sec"`
-	ODATA        uint64            `json:"odata"`
-	RDATA        uint64            `json:"rdata"`
-	NAKs         uint64            `json:"naks_received"` // sequences requested
-	NCFs         uint64            `json:"ncfs_sent"`
-	SPMs         uint64            `json:"spms_sent"`
-	LinkDropped  uint64            `json:"link_dropped"` // by --loss, both directions
-	Result       string            `json:"result"`
-	PGM          stack.SenderStats `json:"pgm"`
+	Seconds      float64             `json:"seconds"`
+	TotalSeconds float64             `json:"total_seconds"`
+	Rate         float64             `json:"rate_bytes_per_sec"`
+	ODATA        uint64              `json:"odata"`
+	RDATA        uint64              `json:"rdata"`
+	NAKs         uint64              `json:"naks_received"` // sequences requested
+	NCFs         uint64              `json:"ncfs_sent"`
+	SPMs         uint64              `json:"spms_sent"`
+	LinkDropped  uint64              `json:"link_dropped"` // by --loss, both directions
+	Drops        senderDrops         `json:"drops"`
+	Result       string              `json:"result"`
+	PGM          stack.SenderStats   `json:"pgm"`
+	Stack        stack.ProtocolStats `json:"stack"`
+}
+
+// senderDrops counts, by reason, the packets a sender's stack received
+// and dropped.
+type senderDrops struct {
+	Checksum   uint64 `json:"checksum"`    // bad PGM checksum
+	Malformed  uint64 `json:"malformed"`   // truncated, unparsable, or a NAK that cannot be ours (NLA, group, parity, list)
+	NoReceiver uint64 `json:"no_receiver"` // downstream packets for a port or group nobody here listens on
+	WrongTSI   uint64 `json:"wrong_tsi"`   // NAK, NNAK or SPMR for a session not ours
+}
+
+// senderDropsOf sorts a sender's drops by reason.
+func senderDropsOf(p stack.ProtocolStats, st stack.SenderStats) senderDrops {
+	return senderDrops{
+		Checksum:   p.ChecksumErrors,
+		Malformed:  p.Malformed + st.PacketsDiscarded + st.MalformedNaks,
+		NoReceiver: p.NoReceiver,
+		WrongTSI:   p.WrongTSI,
+	}
+}
+
+// receiverDrops counts, by reason, the packets a receiver's stack
+// received and dropped.
+type receiverDrops struct {
+	Checksum       uint64 `json:"checksum"`        // bad PGM checksum
+	Malformed      uint64 `json:"malformed"`       // truncated, unparsable, or impossible (an OPT_FRAGMENT no APDU fits)
+	NoReceiver     uint64 `json:"no_receiver"`     // for a port or group nobody here listens on
+	WrongTSI       uint64 `json:"wrong_tsi"`       // NAK, NNAK or SPMR of a session we do not know
+	WindowOverflow uint64 `json:"window_overflow"` // data beyond the receive window or memory budget (repaired later)
+	Backlog        uint64 `json:"backlog"`         // from new sources while the accept backlog was full
+	SessionLimit   uint64 `json:"session_limit"`   // from new sources beyond the session limit
+	Ignored        uint64 `json:"ignored"`         // stale SPMs, other data ports, sources refused
+}
+
+// receiverDropsOf sorts a receiver's drops by reason: p of its stack, st
+// summed over its listener's sessions, ls the listener's.
+func receiverDropsOf(p stack.ProtocolStats, st stack.ReceiverStats, ls stack.ListenerStats) receiverDrops {
+	return receiverDrops{
+		Checksum:       p.ChecksumErrors,
+		Malformed:      p.Malformed + st.MalformedPackets,
+		NoReceiver:     p.NoReceiver,
+		WrongTSI:       p.WrongTSI,
+		WindowOverflow: st.WindowOverflowDrops,
+		Backlog:        ls.BacklogDrops,
+		SessionLimit:   ls.SessionLimitDrops,
+		Ignored:        st.PacketsDiscarded,
+	}
 }
 
 // receiverReport is what a receiver prints at the end.
@@ -65,21 +114,23 @@ type receiverReport struct {
 	Messages int64  `json:"messages"` // whole messages (RDM) or reads (stream)
 	// Seconds is from the session's start to its last data; Rate is
 	// Bytes over it. TotalSeconds runs to the session's end.
-	Seconds      float64             `json:"seconds"`
-	TotalSeconds float64             `json:"total_seconds"`
-	Rate         float64             `json:"rate_bytes_per_sec"`
-	ODATA        uint64              `json:"odata"`
-	RDATA        uint64              `json:"rdata"`
-	Duplicates   uint64              `json:"duplicates"`
-	NAKs         uint64              `json:"naks_sent"` // NAK packets
-	NAKSeqs      uint64              `json:"nak_sequences"`
-	NCFs         uint64              `json:"ncfs_received"`
-	Lost         uint64              `json:"lost_sequences"` // unrecoverable
-	LinkDropped  uint64              `json:"link_dropped"`
-	Verified     bool                `json:"verified,omitempty"` // demo: every byte compared
-	OK           bool                `json:"ok"`
-	Result       string              `json:"result"`
-	PGM          stack.ReceiverStats `json:"pgm"`
+	Seconds      float64              `json:"seconds"`
+	TotalSeconds float64              `json:"total_seconds"`
+	Rate         float64              `json:"rate_bytes_per_sec"`
+	ODATA        uint64               `json:"odata"`
+	RDATA        uint64               `json:"rdata"`
+	Duplicates   uint64               `json:"duplicates"`
+	NAKs         uint64               `json:"naks_sent"` // NAK packets
+	NAKSeqs      uint64               `json:"nak_sequences"`
+	NCFs         uint64               `json:"ncfs_received"`
+	Lost         uint64               `json:"lost_sequences"` // unrecoverable
+	LinkDropped  uint64               `json:"link_dropped"`
+	Drops        *receiverDrops       `json:"drops,omitempty"`    // recv: what its stack dropped
+	Verified     bool                 `json:"verified,omitempty"` // demo: every byte compared
+	OK           bool                 `json:"ok"`
+	Result       string               `json:"result"`
+	PGM          stack.ReceiverStats  `json:"pgm"`
+	Stack        *stack.ProtocolStats `json:"stack,omitempty"`
 }
 
 // fill sets the counters from st, the data time d and the total time.
@@ -127,6 +178,9 @@ func printSender(w io.Writer, f statsFormat, r *senderReport) {
 		if r.LinkDropped > 0 {
 			fmt.Fprintf(tw, "  link drops\t%d packets (--loss)\n", r.LinkDropped)
 		}
+		d := r.Drops
+		fmt.Fprintf(tw, "  dropped\tchecksum %d  malformed %d  no receiver %d  wrong TSI %d\n",
+			d.Checksum, d.Malformed, d.NoReceiver, d.WrongTSI)
 		fmt.Fprintf(tw, "  result\t%s\n", r.Result)
 		tw.Flush()
 	}
@@ -147,6 +201,10 @@ func printReceiver(w io.Writer, f statsFormat, r *receiverReport) {
 		fmt.Fprintf(tw, "  lost\t%d sequences unrecoverable\n", r.Lost)
 		if r.LinkDropped > 0 {
 			fmt.Fprintf(tw, "  link drops\t%d packets (--loss)\n", r.LinkDropped)
+		}
+		if d := r.Drops; d != nil {
+			fmt.Fprintf(tw, "  dropped\tchecksum %d  malformed %d  no receiver %d  wrong TSI %d  window overflow %d  backlog %d  session limit %d  ignored %d\n",
+				d.Checksum, d.Malformed, d.NoReceiver, d.WrongTSI, d.WindowOverflow, d.Backlog, d.SessionLimit, d.Ignored)
 		}
 		fmt.Fprintf(tw, "  result\t%s\n", r.Result)
 		tw.Flush()
