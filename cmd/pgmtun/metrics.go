@@ -85,3 +85,18 @@ func (m *metricsServer) close() {
 	}
 	_ = m.srv.Close()
 }
+
+// startMetrics serves send's and recv's --metrics: the command's netstack
+// (stack "netstack") and its socket, under name.
+func (c *netConfig) startMetrics(e *env, ns *netstack, name string, s *stack.Socket) (*metricsServer, error) {
+	w := e.stderr
+	if c.stats != statsText {
+		w = io.Discard // stderr carries the --stats json
+	}
+	m, err := startMetrics(c.metrics, w)
+	if m != nil {
+		m.addStack("netstack", ns.p)
+		m.addSocket(name, "netstack", s)
+	}
+	return m, err
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -145,4 +146,42 @@ func TestSimMetricsFinal(t *testing.T) {
 	}
 	assert.Equal(t, naks, s.ReceiverSum.NAKPacketsSent)
 	assert.InDelta(t, rep.Seconds, s.VirtualSeconds, 1e-9)
+}
+
+// send's endpoint: counters move while it sends, and end where its
+// --stats json does.
+func TestSendMetricsLive(t *testing.T) {
+	during, final := watchMetrics(t, 100*time.Millisecond)
+	data := randomBytes(5, 600_000)
+	tr := sendRecv(t, data, []string{"--rdm", "--stats", "json"}, []string{"--size", "1000", "--rate", "400kB/s", "--metrics", "127.0.0.1:0"}, nil)
+	require.Equal(t, exitOK, tr.sendCode, tr.sendErr)
+	require.Equal(t, exitOK, tr.recvCode, tr.recvErr)
+	require.Equal(t, data, tr.out)
+	i := strings.Index(tr.sendErr, "{")
+	require.GreaterOrEqual(t, i, 0, tr.sendErr)
+	var rep senderReport
+	require.NoError(t, json.NewDecoder(strings.NewReader(tr.sendErr[i:])).Decode(&rep))
+
+	var odata []uint64
+	for _, s := range during() {
+		if len(s.Senders) == 1 {
+			odata = append(odata, s.Senders[0].PGM.TotalODataPacketsSent)
+		}
+	}
+	moving := 0
+	for i := 1; i < len(odata); i++ {
+		if odata[i] > odata[i-1] {
+			moving++
+		}
+	}
+	assert.GreaterOrEqual(t, moving, 3, "ODATA counter while sending: %v", odata)
+	f := final()
+	require.Len(t, f.Senders, 1)
+	require.Len(t, f.Stacks, 1)
+	assert.Equal(t, "netstack", f.Stacks[0].Stack)
+	assert.GreaterOrEqual(t, f.Stacks[0].PGM.PacketsSent, rep.PGM.TotalODataPacketsSent)
+	assert.Equal(t, rep.Session, f.Senders[0].Session)
+	assert.Equal(t, rep.PGM.TotalODataPacketsSent, f.Senders[0].PGM.TotalODataPacketsSent)
+	assert.Equal(t, rep.PGM.DataBytesSent, f.Senders[0].PGM.DataBytesSent)
+	assert.Equal(t, rep.PGM.RepairPacketsSent, f.Senders[0].PGM.RepairPacketsSent)
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pgmtun/pgmtun/internal/metrics"
 	"github.com/pgmtun/pgmtun/stack"
 )
 
@@ -75,6 +76,7 @@ type netFlags struct {
 	progress progressMode
 	udpEncap string
 	hostUDP  bool
+	metrics  string
 }
 
 func (f *netFlags) register(fs *flag.FlagSet) {
@@ -111,6 +113,7 @@ func (f *netFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.stats, "stats", "final statistics on stderr in this `format`: text, json or none")
 	fs.Var(&f.progress, "progress", "progress line on stderr in this `mode`: auto (when stderr is a terminal), on or off")
 	fs.StringVar(&f.udpEncap, "udp-encap", "", "carry PGM in UDP as OpenPGM's UDP encapsulation and ZeroMQ's epgm do: NAKs to the\nsource at the first `PORT[,PORT]`, the group's packets at the second (one port: both;\ndefault with --host-udp: 3055,3056, OpenPGM's)")
+	fs.StringVar(&f.metrics, "metrics", "", "serve live metrics on `ADDR` (/metrics for Prometheus, /debug/vars JSON); loopback\nunless an IP is given")
 	fs.BoolVar(&f.hostUDP, "host-udp", false, "no device: PGM in UDP through the host's own UDP sockets (no privilege needed); IFACE of\n--network is then a host interface, by name or address (default: the routing table's)")
 }
 
@@ -147,6 +150,7 @@ type netConfig struct {
 	transport stack.Transport
 	hostUDP   bool
 	hostIface string
+	metrics   string // --metrics address, "" for none
 }
 
 // resolve checks the flags and fills in defaults. Its errors name the flag.
@@ -157,6 +161,11 @@ func (f *netFlags) resolve() (*netConfig, error) {
 	}
 	if f.rdm {
 		c.sockType = stack.SockRDM
+	}
+	if c.metrics = f.metrics; c.metrics != "" {
+		if _, _, err := metrics.ResolveAddr(c.metrics); err != nil {
+			return nil, fmt.Errorf("--metrics: %w", err)
+		}
 	}
 	iface, group, _ := strings.Cut(f.network, ";")
 	iface, group = strings.TrimSpace(iface), strings.TrimSpace(group)

@@ -81,6 +81,11 @@ func runRecv(e *env, c *netConfig, o *recvOptions) int {
 		return fail("%v", err)
 	}
 	defer lis.Close()
+	live, err := c.startMetrics(e, ns, "listener", lis)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer live.close()
 	err = lis.Bind(c.group)
 	if err == nil {
 		err = c.configure(lis, ns.mtu)
