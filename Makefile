@@ -53,6 +53,7 @@ FUZZ_TARGETS := \
 	./pgmproto/engine:FuzzFECSource \
 	./internal/pcapio:FuzzReader \
 	./stack:FuzzReceivePath \
+	./stack:FuzzUDPReceivePath \
 	./tun:FuzzFDEndpointParse \
 	./cmd/pgmtun:FuzzDump
 

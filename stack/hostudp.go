@@ -295,7 +295,10 @@ func (h *hostPort) read() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			continue // e.g. a truncated datagram: read on
+			// A datagram that could not be read (truncated, say): read
+			// on, without spinning should the error persist.
+			time.Sleep(time.Millisecond)
+			continue
 		}
 		dst, index := parsePktinfo(oob[:oobn])
 		h.p.deliverBytes(buf[:n], Inbound{

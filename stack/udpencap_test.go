@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"sync"
 	"syscall"
@@ -9,7 +10,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/faketime"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
@@ -357,4 +360,107 @@ func TestUDPEncapIPv6(t *testing.T) {
 	assert.Positive(t, upstream)
 	c.closeAll()
 	snd.Close()
+}
+
+// FuzzUDPReceivePath feeds arbitrary UDP datagrams to the UDP port of
+// UDP-encapsulated sockets: a PGM packet aimed at them (checksum fixed
+// up) behind a UDP header whose length and checksum may be anything.
+// Nothing may panic, and the sockets keep working.
+func FuzzUDPReceivePath(f *testing.F) {
+	f.Add(pgmPacket(wire.TypeODATA, 1000, 7500, gsiA, []byte{0, 0, 0, 1, 0, 0, 0, 1, 'h', 'i'}), false, uint16(0), false)
+	f.Add(pgmPacket(wire.TypeNAK, 7500, 1000, gsiA, []byte{0, 0, 0, 1, 0, 1, 0, 0, 10, 0, 0, 1, 0, 1, 0, 0, 239, 192, 0, 1}), true, uint16(0), false)
+	f.Add([]byte{1, 2, 3}, false, uint16(0), false)
+	f.Add(pgmPacket(wire.TypeSPM, 1000, 7500, gsiA, make([]byte, 20)), false, uint16(9), false)
+	f.Add(pgmPacket(wire.TypeSPM, 1000, 7500, gsiA, make([]byte, 20)), false, uint16(0xffff), true)
+	f.Fuzz(udpReceivePathCase)
+}
+
+func udpReceivePathCase(t *testing.T, pgm []byte, upstream bool, udpLen uint16, badSum bool) {
+	net := newTestNet(t, 1)
+	a, b := net.node(), net.node()
+	epgm := func(s *Socket) { require.NoError(t, s.SetUDPEncapsulation(5557, 5557)) }
+	lis := b.listener(t, SockRDM, groupPort, epgm)
+	snd := b.sender(t, SockRDM, groupPort, epgm)
+	src := a.sender(t, SockRDM, groupPort, epgm)
+	_, err := src.Send([]byte("hello"))
+	require.NoError(t, err)
+	c := newCollector(lis, 1<<10)
+	net.run(time.Second, time.Millisecond, func() bool { c.poll(t); return c.total() == 1 })
+
+	p := append([]byte(nil), pgm...)
+	if len(p) >= wire.HeaderLen {
+		if upstream {
+			tsi := snd.LocalAddr().TSI
+			binary.BigEndian.PutUint16(p[2:], tsi.SourcePort)
+			copy(p[8:14], tsi.GSI[:])
+		} else {
+			binary.BigEndian.PutUint16(p[2:], groupPort.Port())
+		}
+		wire.SetChecksum(p)
+	}
+	injector := net.hub.NewPort()
+	before := b.p.Stats()
+	for _, dst := range []tcpip.Address{tcpipAddr(group1), tcpipAddr(b.addr)} {
+		injectUDP(injector, tcpipAddr(a.addr), dst, 5557, p, udpLen, badSum)
+	}
+	net.run(time.Second, 10*time.Millisecond, func() bool { c.poll(t); return true })
+	if after := b.p.Stats(); udpLen == 0 && !badSum && len(p) >= wire.HeaderLen {
+		// A well-formed datagram reaches PGM's checks, once per copy.
+		require.Equal(t, before.PacketsReceived+2, after.PacketsReceived)
+		require.Equal(t, before.ChecksumErrors, after.ChecksumErrors)
+	}
+	_, err = src.Send([]byte("still works"))
+	require.NoError(t, err)
+	net.run(time.Second, time.Millisecond, func() bool { c.poll(t); return c.total() >= 2 })
+	_, _ = snd.Send([]byte("sender still works"))
+	c.closeAll()
+	snd.Close()
+	src.Close()
+}
+
+// injectUDP writes an IPv4 UDP datagram to port carrying payload onto the
+// hub; length, when not 0, replaces the UDP length field, and badSum
+// spoils the checksum.
+func injectUDP(port *memlink.Port, src, dst tcpip.Address, dport uint16, payload []byte, length uint16, badSum bool) {
+	u := make([]byte, header.UDPMinimumSize+len(payload))
+	copy(u[header.UDPMinimumSize:], payload)
+	h := header.UDP(u)
+	h.Encode(&header.UDPFields{SrcPort: 40000, DstPort: dport, Length: uint16(len(u))})
+	h.SetChecksum(^h.CalculateChecksum(checksum.Combine(
+		header.PseudoHeaderChecksum(header.UDPProtocolNumber, src, dst, uint16(len(u))),
+		checksum.Checksum(payload, 0))))
+	if length != 0 {
+		h.SetLength(length)
+	}
+	if badSum {
+		h.SetChecksum(h.Checksum() ^ 0x5a5a)
+	}
+	ip := make([]byte, header.IPv4MinimumSize+len(u))
+	ih := header.IPv4(ip)
+	ih.Encode(&header.IPv4Fields{TotalLength: uint16(len(ip)), TTL: 1, Protocol: uint8(header.UDPProtocolNumber), SrcAddr: src, DstAddr: dst})
+	ih.SetChecksum(^ih.CalculateChecksum())
+	copy(ip[header.IPv4MinimumSize:], u)
+	pkt := tcpipstack.NewPacketBuffer(tcpipstack.PacketBufferOptions{Payload: buffer.MakeWithData(ip)})
+	var l tcpipstack.PacketBufferList
+	l.PushBack(pkt)
+	port.WritePackets(l)
+	l.DecRef()
+}
+
+// TestHostDeliverBadBytes: what a host socket reads is checked before
+// anything else sees it; junk is counted, never dispatched.
+func TestHostDeliverBadBytes(t *testing.T) {
+	net := newTestNet(t, 1)
+	p := net.node().p
+	good := pgmPacket(wire.TypeODATA, 1000, 7500, gsiA, []byte{0, 0, 0, 1, 0, 0, 0, 1, 'h', 'i'})
+	bad := append([]byte(nil), good...)
+	bad[len(bad)-1] ^= 1
+	for _, b := range [][]byte{nil, {1, 2, 3}, good[:wire.HeaderLen-1], bad, good} {
+		p.deliverBytes(b, Inbound{Via: TransportHostUDP, UDPPort: 3056})
+	}
+	st := p.Stats()
+	assert.Equal(t, uint64(5), st.PacketsReceived)
+	assert.Equal(t, uint64(3), st.Malformed)
+	assert.Equal(t, uint64(1), st.ChecksumErrors)
+	assert.Equal(t, uint64(1), st.NoReceiver, "the good one reached the demultiplexer, which had no socket for it")
 }
