@@ -24,6 +24,7 @@ import (
 	"github.com/pgmtun/pgmtun/internal/pcapio"
 	"github.com/pgmtun/pgmtun/pgmproto/seq"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
+	"github.com/pgmtun/pgmtun/stack"
 )
 
 // adminTUN makes a persistent TUN device in ns, up, as an administrator
@@ -472,7 +473,19 @@ func TestSendStatsCountDrops(t *testing.T) {
 
 	var text bytes.Buffer
 	printSender(&text, statsText, &rep)
-	assert.Regexp(t, `(?m)^  dropped +checksum 5  malformed 0  no receiver 0  wrong TSI 7$`, text.String())
+	assert.Regexp(t, `(?m)^  dropped +checksum 5  malformed 0  no receiver 0  wrong TSI 7  flood limit 0$`, text.String())
+}
+
+// TestDropsByReason: every drop counter of the stack and the engines
+// lands under one reason.
+func TestDropsByReason(t *testing.T) {
+	p := stack.ProtocolStats{Malformed: 1, ChecksumErrors: 2, NoReceiver: 3, WrongTSI: 4, BacklogDrops: 50, SessionLimitDrops: 60}
+	s := senderDropsOf(p, stack.SenderStats{PacketsDiscarded: 10, MalformedNaks: 20, NAKsRateLimited: 30})
+	assert.Equal(t, senderDrops{Checksum: 2, Malformed: 31, NoReceiver: 3, WrongTSI: 4, FloodLimit: 30}, s)
+	r := receiverDropsOf(p, stack.ReceiverStats{MalformedPackets: 10, WindowOverflowDrops: 20, PacketsDiscarded: 30},
+		stack.ListenerStats{BacklogDrops: 50, SessionLimitDrops: 60})
+	assert.Equal(t, receiverDrops{Checksum: 2, Malformed: 11, NoReceiver: 3, WrongTSI: 4, WindowOverflow: 20,
+		Backlog: 50, SessionLimit: 60, Ignored: 30}, r)
 }
 
 // TestRecvStatsAfterExpiry: recv's statistics after its source went

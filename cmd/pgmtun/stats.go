@@ -64,6 +64,7 @@ type senderDrops struct {
 	Malformed  uint64 `json:"malformed"`   // truncated, unparsable, or a NAK that cannot be ours (NLA, group, parity, list)
 	NoReceiver uint64 `json:"no_receiver"` // downstream packets for a port or group nobody here listens on
 	WrongTSI   uint64 `json:"wrong_tsi"`   // NAK, NNAK or SPMR for a session not ours
+	FloodLimit uint64 `json:"flood_limit"` // NAK packets beyond their address's rate (flood defence)
 }
 
 // senderDropsOf sorts a sender's drops by reason.
@@ -73,6 +74,7 @@ func senderDropsOf(p stack.ProtocolStats, st stack.SenderStats) senderDrops {
 		Malformed:  p.Malformed + st.PacketsDiscarded + st.MalformedNaks,
 		NoReceiver: p.NoReceiver,
 		WrongTSI:   p.WrongTSI,
+		FloodLimit: st.NAKsRateLimited,
 	}
 }
 
@@ -179,8 +181,8 @@ func printSender(w io.Writer, f statsFormat, r *senderReport) {
 			fmt.Fprintf(tw, "  link drops\t%d packets (--loss)\n", r.LinkDropped)
 		}
 		d := r.Drops
-		fmt.Fprintf(tw, "  dropped\tchecksum %d  malformed %d  no receiver %d  wrong TSI %d\n",
-			d.Checksum, d.Malformed, d.NoReceiver, d.WrongTSI)
+		fmt.Fprintf(tw, "  dropped\tchecksum %d  malformed %d  no receiver %d  wrong TSI %d  flood limit %d\n",
+			d.Checksum, d.Malformed, d.NoReceiver, d.WrongTSI, d.FloodLimit)
 		fmt.Fprintf(tw, "  result\t%s\n", r.Result)
 		tw.Flush()
 	}
