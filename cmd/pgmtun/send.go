@@ -24,7 +24,6 @@ func init() {
 		flags: func(fs *flag.FlagSet) func(*env, []string) int {
 			var o sendOptions
 			o.net.register(fs)
-			o.fec.register(fs)
 			o.size = 1000
 			fs.StringVar(&o.in, "in", "", "read the data from `FILE` instead of standard input")
 			fs.Var(&o.size, "size", "with --rdm: each `N` bytes of input is one message (the last may be shorter)")
@@ -45,9 +44,6 @@ func init() {
 				if err == nil && o.drain < 0 {
 					err = fmt.Errorf("--drain %v: must not be negative", o.drain)
 				}
-				if err == nil {
-					o.fecSet, err = o.fec.resolve()
-				}
 				if err != nil {
 					fmt.Fprintf(e.stderr, "pgmtun send: %v\n", err)
 					return exitUsage
@@ -64,8 +60,6 @@ type sendOptions struct {
 	size   byteSize
 	linger time.Duration
 	drain  time.Duration
-	fec    fecFlags
-	fecSet stack.FEC // fec resolved
 }
 
 func runSend(e *env, c *netConfig, o *sendOptions) int {
@@ -101,9 +95,6 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 	err = s.Bind(netip.AddrPortFrom(unspecified(c.group.Addr()), 0))
 	if err == nil {
 		err = c.configure(s, ns.mtu)
-	}
-	if err == nil {
-		err = applyFEC(s, o.fecSet)
 	}
 	if err == nil && !c.hostUDP {
 		err = s.SetSendInterface(nicID)
