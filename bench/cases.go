@@ -17,9 +17,10 @@ const (
 	gLoss      = "5. Loss: goodput and repair latency"
 	gImplosion = "6. NAK implosion (receivers sharing each loss)"
 	gCost      = "7. Cost"
+	gNAKFlood  = "8. Hostile networks: NAK floods against a source"
 )
 
-var reportGroups = []string{gLimits, gBaseline, gTUN, gInproc, gLoss, gImplosion, gCost}
+var reportGroups = []string{gLimits, gBaseline, gTUN, gInproc, gLoss, gImplosion, gCost, gNAKFlood}
 
 // fullFragments is the largest message that fills whole 1500-byte IP
 // packets: five fragments of 1436 bytes (OpenPGM's fragment size at MTU
@@ -219,5 +220,10 @@ func allCases(e *Env, runs int) []*Case {
 		Run: openPGMCost(e, 8000, e.count(8000, 1))})
 	add(&Case{ID: "cost/memory", Group: gCost, Name: "engine memory (heap after GC)",
 		Timeout: 60 * time.Second, Show: []string{mSessMem, mWinMem}, Run: memoryCost})
+
+	// 8. NAK floods (nakflood.go): about 12 s a run, so three runs.
+	for _, c := range nakFloodCases(e, min(runs, 3)) {
+		add(c)
+	}
 	return cs
 }

@@ -93,6 +93,17 @@ const methodText = `## Method
   transfer, per ODATA+RDATA packet, both ends included. Memory: live heap after
   GC of an engine Receiver tracking 200 sessions (one SPM and one 1000-byte
   ODATA each), and of an engine Source whose transmit window holds 10 MB.
+- **NAK floods.** A sender limited to 2 MB/s with a 2 s window (pgmtun on a
+  TUN device's netstack, its repair rate the default half; OpenPGM's pgm_send
+  on the kernel side, no RDATA rate of its own, window 3 800 sequences) sends
+  1000-byte records. A hostile receiver learns the session from the source's
+  packets and, after 2 s of warm-up and 2 s of measurement, sends it valid
+  NAKs (its TSI and NLAs, 63 sequences of the window each, in rotation) at
+  100 or 20 000 a second for 4 s, then watches 2 s more. The same probe
+  records every packet the source sends; *ODATA ÷ its share* divides ODATA's
+  rate in the flood by the rate less the RDATA rate, *longest ODATA gap* runs
+  from the flood's start to the end, *ODATA after flood* is the wait for the
+  first ODATA after it (capped at 2 s).
 - **Runs taken by turns.** The TUN write limit and the two pgmtun sending
   cases, and each set of loss cases (in-process, over TUN), run their
   repetitions by turns (run 1 of each, then run 2, ...), so a drift of the
