@@ -44,6 +44,7 @@ func init() {
 			fs.Var(&o.progress, "progress", "live progress line on stderr in this `mode`: auto (when stderr is a terminal), on or off")
 			fs.StringVar(&o.pcap, "pcap", "", "capture every packet each netstack sends, once, to `FILE` (pcap, raw IP; before the seeded loss)")
 			fs.StringVar(&o.metrics, "metrics", "", "serve live metrics on `ADDR` (/metrics for Prometheus, /debug/vars JSON); loopback unless an IP is given")
+			o.fec.register(fs)
 			return func(e *env, args []string) int {
 				if len(args) != 0 {
 					fmt.Fprintf(e.stderr, "pgmtun demo: unexpected argument %q\n", args[0])
@@ -74,6 +75,8 @@ type demoOptions struct {
 	progress  progressMode
 	pcap      string
 	metrics   string
+	fec       fecFlags
+	fecSet    stack.FEC // fec resolved
 }
 
 func defaultDemoOptions() demoOptions {
@@ -120,7 +123,9 @@ func (o *demoOptions) validate() error {
 	case o.loss >= 100:
 		return errors.New("--loss 100: nothing would ever arrive")
 	}
-	return nil
+	var err error
+	o.fecSet, err = o.fec.resolve()
+	return err
 }
 
 // demoGroup is where the demo sends: a group in the organisation-local
@@ -156,7 +161,13 @@ type demoReport struct {
 	Sender    senderReport     `json:"sender"`
 	Results   []receiverReport `json:"receiver_results"`
 	Link      memlink.Stats    `json:"link"`
-	OK        bool             `json:"ok"`
+	// ODATALost is ODATA dropped on the way into the receivers, summed
+	// over them; RepairsPerLoss is the source's repair packets (RDATA,
+	// parity included) over it.
+	ODATALost      uint64  `json:"odata_lost"`
+	ParitySent     uint64  `json:"parity_sent"`
+	RepairsPerLoss float64 `json:"repair_packets_per_loss"`
+	OK             bool    `json:"ok"`
 }
 
 func runDemo(e *env, o demoOptions) int {
@@ -240,7 +251,7 @@ func runDemo(e *env, o demoOptions) int {
 		fmt.Fprintf(e.stderr, "pgmtun demo: %v\n", err)
 		return exitFail
 	}
-	snd, err := demoSender(sn.p, typ, rw, o.timers)
+	snd, err := demoSender(sn.p, typ, rw, o.timers, o.fecSet)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "pgmtun demo: sender: %v\n", err)
 		return exitFail
@@ -257,6 +268,10 @@ func runDemo(e *env, o demoOptions) int {
 		o.receivers, o.loss, o.seed)
 	fmt.Fprintf(e.stderr, "sending %s (%d bytes) as %s of %d bytes to %v at %s\n",
 		fmtBytes(float64(o.bytes)), o.bytes, mode, o.size, demoGroup, fmtRate(float64(o.rate)))
+	if f := o.fecSet; f.GroupSize != 0 {
+		fmt.Fprintf(e.stderr, "FEC: transmission groups of %d packets, %d proactive parity packets per group, on-demand parity %v\n",
+			f.GroupSize, f.ProactivePacketsPerGrp, f.OnDemandEnabled)
+	}
 
 	start := time.Now()
 	var sent atomic.Int64
@@ -314,6 +329,11 @@ func runDemo(e *env, o demoOptions) int {
 			rep.OK = false
 		}
 		rep.Results = append(rep.Results, rr)
+		rep.ODATALost += r.node.drop.data.Load()
+	}
+	rep.ParitySent = st.ParityPacketsSent
+	if rep.ODATALost > 0 {
+		rep.RepairsPerLoss = float64(st.RepairPacketsSent) / float64(rep.ODATALost)
 	}
 	rep.Link = hub.Stats()
 	if capture != nil {
@@ -371,12 +391,12 @@ func demoListen(p *stack.Protocol, typ stack.SocketType, rw stack.RateWindow, t 
 	return s, nil
 }
 
-func demoSender(p *stack.Protocol, typ stack.SocketType, rw stack.RateWindow, t stack.Timers) (*stack.Socket, error) {
+func demoSender(p *stack.Protocol, typ stack.SocketType, rw stack.RateWindow, t stack.Timers, fec stack.FEC) (*stack.Socket, error) {
 	s, err := p.Socket(typ)
 	if err != nil {
 		return nil, err
 	}
-	err = errors.Join(s.Bind(netip.AddrPortFrom(netip.IPv4Unspecified(), 0)), s.SetRateWindow(rw), s.SetTimers(t))
+	err = errors.Join(s.Bind(netip.AddrPortFrom(netip.IPv4Unspecified(), 0)), s.SetRateWindow(rw), s.SetTimers(t), applyFEC(s, fec))
 	if err == nil {
 		err = s.Connect(demoGroup)
 	}
@@ -468,8 +488,12 @@ func demoProgressLine(start time.Time, total, sent int64, rcvs []*demoReceiver) 
 func printDemo(w io.Writer, rep *demoReport, sd *dropper, rcvs []*demoReceiver) {
 	s := &rep.Sender
 	fmt.Fprintf(w, "\nsender %s: %d bytes, every receiver done after %.2fs (%s)\n", s.Session, s.Bytes, rep.Seconds, fmtRate(s.Rate))
-	fmt.Fprintf(w, "  ODATA %d, RDATA %d (repairs), NCF %d, SPM %d; NAKs received for %d sequences (%d eliminated as duplicates); %d of its inbound NAKs dropped\n\n",
+	fmt.Fprintf(w, "  ODATA %d, RDATA %d (repairs), NCF %d, SPM %d; NAKs received for %d sequences (%d eliminated as duplicates); %d of its inbound NAKs dropped\n",
 		s.ODATA, s.RDATA, s.NCFs, s.SPMs, s.NAKs, s.PGM.DuplicateNaks, sd.control.Load())
+	if rep.ODATALost > 0 {
+		fmt.Fprintf(w, "  %.2f repair packets per ODATA lost at a receiver (%d lost; %d of the repairs parity)\n", rep.RepairsPerLoss, rep.ODATALost, rep.ParitySent)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "receiver\tdropped ODATA\tdropped RDATA\tdropped other\tODATA\tRDATA\tdup\tNAKs sent\tNCFs\tlost\tbytes\ttime\t result")
 	for i, rr := range rep.Results {

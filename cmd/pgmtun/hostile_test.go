@@ -476,6 +476,27 @@ func TestSendStatsCountDrops(t *testing.T) {
 	assert.Regexp(t, `(?m)^  dropped +checksum 5  malformed 0  no receiver 0  wrong TSI 7  flood limit 0$`, text.String())
 }
 
+// TestSendLinkDown: a send whose device refuses every write (its link is
+// down) does not report "ok".
+func TestSendLinkDown(t *testing.T) {
+	noSignals(t)
+	ns := netns.New(t)
+	ns.MustRun(t, "ip", "tuntap", "add", "dev", "pgmdown0", "mode", "tun")
+	t.Cleanup(func() {
+		if err := ns.DeleteLink("pgmdown0"); err != nil {
+			t.Errorf("delete pgmdown0: %v", err)
+		}
+	})
+	r := <-runIn(ns, bytes.NewReader(make([]byte, 5000)), "send", "--tun", "pgmdown0", "--network", ";239.192.71.9",
+		"--linger", "100ms", "--progress", "off", "--stats", "json")
+	require.NoError(t, r.nsErr)
+	assert.Equal(t, exitFail, r.code, r.stderr)
+	var rep senderReport
+	require.NoError(t, json.NewDecoder(strings.NewReader(r.stderr)).Decode(&rep), r.stderr)
+	assert.Contains(t, rep.Result, "the device refused")
+	assert.Positive(t, rep.DeviceRefused)
+}
+
 // TestDropsByReason: every drop counter of the stack and the engines
 // lands under one reason.
 func TestDropsByReason(t *testing.T) {

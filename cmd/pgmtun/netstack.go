@@ -143,6 +143,14 @@ func openNetstack(c *netConfig) (_ *netstack, err error) {
 	return ns, nil
 }
 
+// writesRefused returns the packets the device refused to take.
+func (ns *netstack) writesRefused() uint64 {
+	if ns.dev == nil {
+		return 0
+	}
+	return ns.dev.TxStats().Errors
+}
+
 // dropped returns the packets --loss dropped in both directions.
 func (ns *netstack) dropped() uint64 {
 	if ns.lossy == nil {

@@ -24,6 +24,7 @@ func init() {
 		flags: func(fs *flag.FlagSet) func(*env, []string) int {
 			var o sendOptions
 			o.net.register(fs)
+			o.fec.register(fs)
 			o.size = 1000
 			fs.StringVar(&o.in, "in", "", "read the data from `FILE` instead of standard input")
 			fs.Var(&o.size, "size", "with --rdm: each `N` bytes of input is one message (the last may be shorter)")
@@ -44,6 +45,9 @@ func init() {
 				if err == nil && o.drain < 0 {
 					err = fmt.Errorf("--drain %v: must not be negative", o.drain)
 				}
+				if err == nil {
+					o.fecSet, err = o.fec.resolve()
+				}
 				if err != nil {
 					fmt.Fprintf(e.stderr, "pgmtun send: %v\n", err)
 					return exitUsage
@@ -60,6 +64,8 @@ type sendOptions struct {
 	size   byteSize
 	linger time.Duration
 	drain  time.Duration
+	fec    fecFlags
+	fecSet stack.FEC // fec resolved
 }
 
 func runSend(e *env, c *netConfig, o *sendOptions) int {
@@ -95,6 +101,9 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 	err = s.Bind(netip.AddrPortFrom(unspecified(c.group.Addr()), 0))
 	if err == nil {
 		err = c.configure(s, ns.mtu)
+	}
+	if err == nil {
+		err = applyFEC(s, o.fecSet)
 	}
 	if err == nil && !c.hostUDP {
 		err = s.SetSendInterface(nicID)
@@ -196,6 +205,12 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 	elapsed := time.Since(start)
 
 	st, _ := s.SenderStats()
+	refused := ns.writesRefused()
+	if refused > 0 && code == exitOK {
+		// Packets the device would not take (EIO: its link is down)
+		// never left: the data may not have been sent.
+		result, code = fmt.Sprintf("not all sent: the device refused %d packets (is its link down?)", refused), exitFail
+	}
 	if interrupted && code == exitOK {
 		result = fmt.Sprintf("interrupted: ended gracefully (OPT_FIN) after %d bytes", st.DataBytesSent)
 		if dropped > 0 {
@@ -210,8 +225,9 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 		dataDone = start.Add(elapsed)
 	}
 	rep.fill(st, dataDone.Sub(start), elapsed)
-	rep.Stack = ns.p.Stats()
-	rep.Drops = senderDropsOf(rep.Stack, st)
+	ps := ns.p.Stats()
+	d := senderDropsOf(ps, st)
+	rep.Drops, rep.Stack, rep.DeviceRefused = &d, &ps, refused
 	printSender(e.stderr, c.stats, &rep)
 	if err := ns.captureErr(); err != nil {
 		fmt.Fprintf(e.stderr, "pgmtun send: warning: %v\n", err)

@@ -42,19 +42,22 @@ type senderReport struct {
 	// Seconds is the time until the last data left (or the input ended);
 	// Rate is Bytes over it. TotalSeconds includes serving repairs
 	// after the graceful end.
-	Seconds      float64             `json:"seconds"`
-	TotalSeconds float64             `json:"total_seconds"`
-	Rate         float64             `json:"rate_bytes_per_sec"`
-	ODATA        uint64              `json:"odata"`
-	RDATA        uint64              `json:"rdata"`
-	NAKs         uint64              `json:"naks_received"` // sequences requested
-	NCFs         uint64              `json:"ncfs_sent"`
-	SPMs         uint64              `json:"spms_sent"`
-	LinkDropped  uint64              `json:"link_dropped"` // by --loss, both directions
-	Drops        senderDrops         `json:"drops"`
-	Result       string              `json:"result"`
-	PGM          stack.SenderStats   `json:"pgm"`
-	Stack        stack.ProtocolStats `json:"stack"`
+	Seconds      float64              `json:"seconds"`
+	TotalSeconds float64              `json:"total_seconds"`
+	Rate         float64              `json:"rate_bytes_per_sec"`
+	ODATA        uint64               `json:"odata"`
+	RDATA        uint64               `json:"rdata"`
+	NAKs         uint64               `json:"naks_received"` // sequences requested
+	NCFs         uint64               `json:"ncfs_sent"`
+	SPMs         uint64               `json:"spms_sent"`
+	LinkDropped  uint64               `json:"link_dropped"`    // by --loss, both directions
+	Drops        *senderDrops         `json:"drops,omitempty"` // send: what its stack dropped
+	Result       string               `json:"result"`
+	PGM          stack.SenderStats    `json:"pgm"`
+	Stack        *stack.ProtocolStats `json:"stack,omitempty"`
+	// DeviceRefused counts packets the device refused to take (its link
+	// down, say): they never left.
+	DeviceRefused uint64 `json:"device_refused,omitempty"`
 }
 
 // senderDrops counts, by reason, the packets a sender's stack received
@@ -180,9 +183,13 @@ func printSender(w io.Writer, f statsFormat, r *senderReport) {
 		if r.LinkDropped > 0 {
 			fmt.Fprintf(tw, "  link drops\t%d packets (--loss)\n", r.LinkDropped)
 		}
-		d := r.Drops
-		fmt.Fprintf(tw, "  dropped\tchecksum %d  malformed %d  no receiver %d  wrong TSI %d  flood limit %d\n",
-			d.Checksum, d.Malformed, d.NoReceiver, d.WrongTSI, d.FloodLimit)
+		if d := r.Drops; d != nil {
+			fmt.Fprintf(tw, "  dropped\tchecksum %d  malformed %d  no receiver %d  wrong TSI %d  flood limit %d\n",
+				d.Checksum, d.Malformed, d.NoReceiver, d.WrongTSI, d.FloodLimit)
+		}
+		if r.DeviceRefused > 0 {
+			fmt.Fprintf(tw, "  device refused\t%d packets\n", r.DeviceRefused)
+		}
 		fmt.Fprintf(tw, "  result\t%s\n", r.Result)
 		tw.Flush()
 	}
