@@ -46,12 +46,16 @@ func init() {
 			fs.DurationVar(&c.NAKBOIvl, "nak-bo-ivl", c.NAKBOIvl, "NAK back-off interval")
 			fs.DurationVar(&c.NAKRptIvl, "nak-rpt-ivl", c.NAKRptIvl, "wait for an NCF before repeating a NAK")
 			fs.DurationVar(&c.NAKRdataIvl, "nak-rdata-ivl", c.NAKRdataIvl, "wait for RDATA after an NCF before NAKing again")
+			fs.IntVar(&c.FEC.GroupSize, "fec-group", 0, "forward error correction: transmission group of `K` packets, a power of two 2..128\n(default 0: none); parity on demand unless --fec-proactive")
+			fs.IntVar(&c.FEC.Proactive, "fec-proactive", 0, "with --fec-group: `H` parity packets sent after every group")
+			fs.BoolVar(&o.fecOnDemand, "fec-ondemand", false, "with --fec-group and --fec-proactive: parity on demand as well")
+			fs.IntVar(&c.FEC.BlockSize, "fec-block", 0, "with --fec-group: the code's block `N` (default 255)")
 			fs.DurationVar(&c.Limit, "limit", 0, "stop after this much virtual time (default: sending time plus a minute)")
 			fs.Var(&o.stats, "stats", "report on stdout in this `format`: text, json or none")
 			fs.StringVar(&o.pcap, "pcap", "", "write every packet on the simulated LAN to `FILE` (pcap, raw IPv4)")
 			fs.StringVar(&o.pcapDir, "pcap-dir", "", "write one capture per receiver, rN.pcap, to `DIR`: what it sent and what reached it")
 			fs.StringVar(&o.plot, "plot", "", "write SVG plots to `DIR`")
-			fs.StringVar(&o.sweep, "sweep", "", "run a grid: `AXIS=V1,V2,...` with axes receivers, loss, burst, delay, size, rate, nak-backoff;\nfurther axes follow as arguments (--sweep receivers=1,8,32 loss=0,1,5)")
+			fs.StringVar(&o.sweep, "sweep", "", "run a grid: `AXIS=V1,V2,...` with axes receivers, loss, burst, delay, size, rate, nak-backoff, fec-group;\nfurther axes follow as arguments (--sweep receivers=1,8,32 loss=0,1,5)")
 			fs.StringVar(&o.metrics, "metrics", "", "serve live metrics on `ADDR` (/metrics for Prometheus, /debug/vars JSON); loopback unless an IP is given")
 			return func(e *env, args []string) int {
 				if err := o.finish(args); err != nil {
@@ -75,6 +79,7 @@ type simOptions struct {
 	stats                      statsFormat
 	pcap, pcapDir, plot, sweep string
 	metrics                    string
+	fecOnDemand                bool
 	axes                       []simAxis
 }
 
@@ -107,6 +112,7 @@ func (o *simOptions) finish(args []string) error {
 		return errors.New("--" + err.Error())
 	}
 	c.NAKBackoff = b
+	c.FEC.OnDemand = c.FEC.GroupSize > 0 && (o.fecOnDemand || c.FEC.Proactive == 0)
 	if o.duration < 0 {
 		return fmt.Errorf("--duration %v: must not be negative", o.duration)
 	}
@@ -173,13 +179,18 @@ var simAxes = map[string]func(c *simrun.Config, v string) error{
 		return err
 	},
 	"nak-backoff": func(c *simrun.Config, v string) (err error) { c.NAKBackoff, err = parseBackoff(v); return },
+	"fec-group": func(c *simrun.Config, v string) (err error) {
+		c.FEC.GroupSize, err = strconv.Atoi(v)
+		c.FEC.OnDemand = c.FEC.GroupSize > 0 && (c.FEC.OnDemand || c.FEC.Proactive == 0)
+		return
+	},
 }
 
 func parseAxis(s string) (simAxis, error) {
 	name, vals, ok := strings.Cut(s, "=")
 	set := simAxes[name]
 	if !ok || set == nil || vals == "" {
-		return simAxis{}, fmt.Errorf("--sweep %q: want AXIS=V1,V2,... with AXIS one of receivers, loss, burst, delay, size, rate, nak-backoff", s)
+		return simAxis{}, fmt.Errorf("--sweep %q: want AXIS=V1,V2,... with AXIS one of receivers, loss, burst, delay, size, rate, nak-backoff, fec-group", s)
 	}
 	ax := simAxis{name: name, values: strings.Split(vals, ",")}
 	for _, v := range ax.values {

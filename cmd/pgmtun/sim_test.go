@@ -178,3 +178,23 @@ func TestSimUsage(t *testing.T) {
 	_, out, _ := runWith(nil, "help", "sim")
 	assert.True(t, strings.Contains(string(out), "--sweep") || strings.Contains(string(out), "-sweep"))
 }
+
+// With FEC every loss is still recovered, by parity for the most part.
+func TestSimFEC(t *testing.T) {
+	dir := t.TempDir()
+	pcap := filepath.Join(dir, "lan.pcap")
+	code, js, errs := runWith(nil, "sim", "--receivers", "8", "--loss", "5", "--bytes", "256KiB", "--fec-group", "8", "--stats", "json", "--pcap", pcap)
+	require.Equal(t, exitOK, code, errs)
+	var rep simrun.Report
+	require.NoError(t, json.Unmarshal(js, &rep))
+	assert.True(t, rep.OK)
+	assert.Equal(t, rep.RxLosses, rep.Repairs)
+	assert.Positive(t, rep.Source.ParityPacketsSent)
+	assert.Less(t, rep.Source.ParityPacketsSent, rep.Source.RepairPacketsSent+1)
+	byType := tshark.CheckPGM(t, pcap, nil)
+	assert.Positive(t, byType["0x05"])
+
+	code, _, errs = runWith(nil, "sim", "--fec-group", "6")
+	assert.Equal(t, exitUsage, code)
+	assert.Contains(t, errs, "power of two")
+}

@@ -145,6 +145,8 @@ func axisValue(name string, p simPoint) float64 {
 		return float64(p.Size)
 	case "rate":
 		return float64(p.Rate) / 1e3
+	case "fec-group":
+		return float64(p.FEC.GroupSize)
 	}
 	return float64(p.NAKBackoff)
 }
@@ -154,5 +156,6 @@ func axisLabel(name string) string {
 		"receivers": "receivers", "loss": "loss on each downstream link (%)", "burst": "mean loss burst (packets)",
 		"delay": "one-way delay (ms)", "size": "message size (bytes)", "rate": "source rate (kB/s)",
 		"nak-backoff": "NAK back-off (0 adaptive, 1 uniform, 2 exponential)",
+		"fec-group":   "FEC transmission group (packets; 0: none)",
 	}[name]
 }

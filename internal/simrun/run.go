@@ -85,6 +85,9 @@ type Config struct {
 	NAKRptIvl    time.Duration
 	NAKRdataIvl  time.Duration
 
+	// FEC is the source's forward error correction (GroupSize 0: none).
+	FEC engine.FECConfig
+
 	// Limit bounds the run in virtual time (0: sending time at Rate plus a
 	// minute).
 	Limit time.Duration
@@ -129,6 +132,11 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("txw %v: want at least 10ms", c.TXW)
 	case c.NAKBOIvl <= 0 || c.NAKRptIvl <= 0 || c.NAKRdataIvl <= 0:
 		return errors.New("NAK intervals must be positive")
+	}
+	if c.FEC.GroupSize != 0 {
+		if err := (engine.Config{FEC: c.FEC}).Validate(); err != nil && errors.Is(err, engine.ErrBadFEC) {
+			return err
+		}
 	}
 	return nil
 }
@@ -256,6 +264,7 @@ func Run(ctx context.Context, c Config, o Options) (*Report, error) {
 		TXWSecs: c.TXW, TXWMaxRate: c.Rate,
 		NAKBackoff: c.NAKBackoff, NAKGroupSize: c.NAKGroupSize,
 		NAKBOIvl: c.NAKBOIvl, NAKRptIvl: c.NAKRptIvl, NAKRdataIvl: c.NAKRdataIvl,
+		FEC: c.FEC,
 	}
 	s, err := sim.New(sim.Config{
 		Seed: c.Seed, Receivers: c.Receivers, Engine: ec, Start: Start,
@@ -412,7 +421,7 @@ func (r *run) delivered(to sim.Node, at time.Time, pkt []byte, from, dst netip.A
 	if r.ladder != nil {
 		r.ladder.arrive(at, to, from, p)
 	}
-	if t == wire.TypeRDATA && to > 0 {
+	if t == wire.TypeRDATA && to > 0 && p.Header.OptFlags()&wire.OptFlagParity == 0 {
 		q := uint32(p.Data().SQN())
 		k := uint64(to)<<32 | uint64(q)
 		if lost, ok := r.rxLostAt[k]; ok {
@@ -459,6 +468,9 @@ func (r *run) event(n sim.Node, at time.Time, ev engine.Event) {
 			st.bytes += int64(len(ev.Data))
 			st.lastData = at
 		}
+		if r.cfg.FEC.Enabled() {
+			r.recovered(n, at, ev.First, ev.Count)
+		}
 		r.s.Receivers[n-1].Recycle(ev.Data)
 	case engine.EventLoss:
 		st.lostSeqs += int(ev.Count)
@@ -469,6 +481,20 @@ func (r *run) event(n sim.Node, at time.Time, ev engine.Event) {
 			if !st.bad {
 				st.how = map[engine.EventKind]string{engine.EventEnd: "ended", engine.EventReset: "reset by the source", engine.EventExpired: "source expired"}[ev.Kind]
 			}
+		}
+	}
+}
+
+// recovered counts the losses of an APDU's packets that no selective
+// RDATA repaired as recovered when it is delivered: parity decoded them.
+func (r *run) recovered(n sim.Node, at time.Time, first seq.Num, count uint32) {
+	st := &r.rx[n]
+	for q := first; q != first+seq.Num(count); q++ {
+		k := uint64(n)<<32 | uint64(uint32(q))
+		if lost, ok := r.rxLostAt[k]; ok {
+			delete(r.rxLostAt, k)
+			st.repaired++
+			st.latencies = append(st.latencies, at.Sub(lost))
 		}
 	}
 }
