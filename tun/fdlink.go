@@ -52,7 +52,8 @@ type fdEndpoint struct {
 }
 
 // newFDEndpoint returns the endpoint of the TUN device fd, or with mac of
-// the TAP device fd. onError is told why the reader stopped on its own.
+// the TAP device fd. onError is told why the reader stopped on its own,
+// and of every failed write (a writeError).
 func newFDEndpoint(fd int, mtu uint32, mac tcpip.LinkAddress, onError func(error)) (*fdEndpoint, error) {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		return nil, fmt.Errorf("set non-blocking: %w", err)
