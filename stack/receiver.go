@@ -677,7 +677,9 @@ func (s *Socket) Read(b []byte) (int, error) {
 }
 
 // ReceiverStats returns receiver statistics: of the session for an
-// accepted socket, summed over all sessions for the listening socket.
+// accepted socket (once it is over, its final figures, which stay after
+// the engine has forgotten it), summed over all sessions for the
+// listening socket (ended and expired ones included).
 func (s *Socket) ReceiverStats() (ReceiverStats, error) {
 	s.mu.Lock()
 	l, ss, state := s.lis, s.sess, s.state
