@@ -29,6 +29,13 @@ const (
 	subSPMRExpiry  = 25 * time.Millisecond
 )
 
+// SubTimers returns the receiver timers a Sub sets on its PGM socket,
+// libzmq's (stack defaults for the rest); a WithSetup that calls
+// SetTimers replaces them, so start from these.
+func SubTimers() stack.Timers {
+	return stack.Timers{NAKRptIvl: subNAKRptIvl, NAKRdataIvl: subNAKRdataIvl, SPMRExpiry: subSPMRExpiry}
+}
+
 // ErrOption is matched by every error about an option value.
 var ErrOption = errors.New("zmq: invalid option")
 

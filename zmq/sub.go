@@ -133,7 +133,7 @@ func NewSub(p *stack.Protocol, endpoint string, opts ...Option) (*Sub, error) {
 			return fail(err)
 		}
 	}
-	if err := s.SetTimers(stack.Timers{NAKRptIvl: subNAKRptIvl, NAKRdataIvl: subNAKRdataIvl, SPMRExpiry: subSPMRExpiry}); err != nil {
+	if err := s.SetTimers(SubTimers()); err != nil {
 		return fail(err)
 	}
 	if err := s.SetContinueAfterLoss(true); err != nil {

@@ -1,0 +1,485 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/pgmtun/pgmtun/stack"
+	"github.com/pgmtun/pgmtun/zmq"
+)
+
+// pub and sub: ZeroMQ PUB and SUB over PGM (package zmq), with the
+// network flags of send and recv. The endpoint replaces --network and
+// --port, and messages are always RDM, so those flags are left out.
+
+func init() {
+	register(&command{
+		name:  "pub",
+		usage: "[flags] ENDPOINT",
+		summary: "publish standard input (or --in FILE) as ZeroMQ messages from a TUN-attached netstack\n" +
+			"to ENDPOINT, pgm://IFACE;GROUP:PORT or epgm://…, for libzmq SUBs and `pgmtun sub`",
+		flags: func(fs *flag.FlagSet) func(*env, []string) int {
+			var o pubOptions
+			o.net.registerZMQ(fs)
+			o.size = 1000
+			fs.StringVar(&o.in, "in", "", "read the data from `FILE` instead of standard input")
+			fs.Var(&o.size, "size", "each `N` bytes of input is one message body (the last may be shorter)")
+			fs.StringVar(&o.topic, "topic", "", "send each message as two frames, this `TOPIC` and the body (default: the body alone)")
+			fs.IntVar(&o.hwm, "hwm", zmq.DefaultHWM, "messages queued before PGM takes them (ZMQ_SNDHWM); reading waits beyond it")
+			fs.DurationVar(&o.linger, "linger", 0, "after the input ends, serve repairs at most this long (default: until\nthe window has passed the last packet)")
+			return func(e *env, args []string) int {
+				ep, c, err := zmqCommandLine("pub", &o.net, args)
+				switch {
+				case err != nil:
+				case o.size <= 0 || o.size > zmq.DefaultMaxMessageSize:
+					err = fmt.Errorf("--size %d: want 1..%d", o.size, zmq.DefaultMaxMessageSize)
+				case o.hwm <= 0:
+					err = fmt.Errorf("--hwm %d: want at least 1", o.hwm)
+				case o.linger < 0:
+					err = fmt.Errorf("--linger %v: must not be negative", o.linger)
+				}
+				if err != nil {
+					fmt.Fprintf(e.stderr, "pgmtun pub: %v\n", err)
+					return exitUsage
+				}
+				return runPub(e, ep, c, &o)
+			}
+		},
+	})
+	register(&command{
+		name:  "sub",
+		usage: "[flags] ENDPOINT",
+		summary: "receive ZeroMQ messages on a TUN-attached netstack from ENDPOINT, pgm://IFACE;GROUP:PORT\n" +
+			"or epgm://…, and write the last frame of each to standard output (or --out FILE)",
+		flags: func(fs *flag.FlagSet) func(*env, []string) int {
+			var o subOptions
+			o.net.registerZMQ(fs)
+			fs.StringVar(&o.out, "out", "", "write the data to `FILE` instead of standard output")
+			fs.Func("subscribe", "deliver messages whose first frame starts with `PREFIX` (repeatable; default: all)", func(s string) error {
+				o.subscribe = append(o.subscribe, s)
+				return nil
+			})
+			fs.Int64Var(&o.count, "count", 0, "exit after `N` messages (default: run until interrupted)")
+			fs.IntVar(&o.hwm, "hwm", zmq.DefaultHWM, "messages held for writing (ZMQ_RCVHWM); beyond it PGM buffers, then loses")
+			return func(e *env, args []string) int {
+				ep, c, err := zmqCommandLine("sub", &o.net, args)
+				switch {
+				case err != nil:
+				case o.count < 0:
+					err = fmt.Errorf("--count %d: must not be negative", o.count)
+				case o.hwm <= 0:
+					err = fmt.Errorf("--hwm %d: want at least 1", o.hwm)
+				}
+				if err != nil {
+					fmt.Fprintf(e.stderr, "pgmtun sub: %v\n", err)
+					return exitUsage
+				}
+				return runSub(e, ep, c, &o)
+			}
+		},
+	})
+}
+
+type pubOptions struct {
+	net    netFlags
+	in     string
+	size   byteSize
+	topic  string
+	hwm    int
+	linger time.Duration
+}
+
+type subOptions struct {
+	net       netFlags
+	out       string
+	subscribe []string
+	count     int64
+	hwm       int
+}
+
+// zmqLeftOut are the flags of send and recv that pub and sub do without:
+// the endpoint names group, port and transport (epgm:// is UDP
+// encapsulation on the endpoint's port), and messages are always RDM.
+// Host UDP sockets (--host-udp) are not offered yet: the zmq package
+// finds the endpoint's interface among a netstack's NICs.
+var zmqLeftOut = map[string]bool{"network": true, "port": true, "rdm": true, "udp-encap": true, "host-udp": true}
+
+// registerZMQ declares the network flags of send and recv on fs, less
+// zmqLeftOut.
+func (f *netFlags) registerZMQ(fs *flag.FlagSet) {
+	all := flag.NewFlagSet("", flag.ContinueOnError)
+	f.register(all)
+	all.VisitAll(func(fl *flag.Flag) {
+		if !zmqLeftOut[fl.Name] {
+			fs.Var(fl.Value, fl.Name, fl.Usage)
+		}
+	})
+}
+
+// zmqCommandLine takes the ENDPOINT argument and resolves the network
+// flags with it: IFACE is the TUN device's name or the netstack's address,
+// as in --network. The endpoint returned names the netstack's address.
+func zmqCommandLine(cmd string, f *netFlags, args []string) (zmq.Endpoint, *netConfig, error) {
+	switch len(args) {
+	case 0:
+		return zmq.Endpoint{}, nil, fmt.Errorf("no ENDPOINT (e.g. pgm://pgm0;239.192.0.1:5555; see pgmtun help %s)", cmd)
+	case 1:
+	default:
+		return zmq.Endpoint{}, nil, fmt.Errorf("unexpected argument %q after the endpoint", args[1])
+	}
+	ep, err := zmq.ParseEndpoint(args[0])
+	if err != nil {
+		return zmq.Endpoint{}, nil, err
+	}
+	if a, err := netip.ParseAddr(ep.Interface); err == nil {
+		if f.addr != "" && strings.Split(f.addr, "/")[0] != a.String() {
+			return zmq.Endpoint{}, nil, fmt.Errorf("the endpoint names address %v but --addr is %s", a, f.addr)
+		}
+	} else if ep.Interface != "" && f.tun != "" && f.tun != ep.Interface {
+		return zmq.Endpoint{}, nil, fmt.Errorf("the endpoint names device %q but --tun is %q", ep.Interface, f.tun)
+	}
+	f.network, f.port, f.rdm = ep.Interface+";"+ep.Group.String(), uint(ep.Port), true
+	c, err := f.resolve()
+	if err != nil {
+		return zmq.Endpoint{}, nil, err
+	}
+	ep.Interface = c.addr.Addr().String()
+	return ep, c, nil
+}
+
+// pubsubReport is what pub and sub print at the end.
+type pubsubReport struct {
+	Role     string  `json:"role"`
+	Endpoint string  `json:"endpoint"`
+	Messages int64   `json:"messages"` // sent, or written
+	Bytes    int64   `json:"bytes"`    // bodies, or last frames written
+	Seconds  float64 `json:"seconds"`
+	Result   string  `json:"result"`
+	// Pub holds the publisher's counters, Sub the subscriber's (losses,
+	// filtered messages, sessions).
+	Pub         *zmq.PubStats        `json:"pub,omitempty"`
+	Sub         *zmq.SubStats        `json:"sub,omitempty"`
+	PGMSender   *stack.SenderStats   `json:"pgm_sender,omitempty"`
+	PGMReceiver *stack.ReceiverStats `json:"pgm_receiver,omitempty"`
+	LinkDropped uint64               `json:"link_dropped"`
+}
+
+func printPubSub(w io.Writer, f statsFormat, r *pubsubReport) {
+	switch f {
+	case statsJSON:
+		writeJSON(w, r)
+	case statsText:
+		fmt.Fprintf(w, "pgmtun %s: %s: %d messages, %s in %.2fs", r.Role, r.Endpoint, r.Messages, fmtBytes(float64(r.Bytes)), r.Seconds)
+		switch {
+		case r.Pub != nil:
+			fmt.Fprintf(w, "; %d TSDUs of up to %d bytes", r.Pub.TSDUs, r.Pub.TSDUSize)
+		case r.Sub != nil:
+			fmt.Fprintf(w, "; %d sessions, %d filtered, %d gaps (%d PGM sequences), %d messages dropped, %d framing errors",
+				r.Sub.Sessions, r.Sub.Filtered, r.Sub.LossEvents, r.Sub.LostSequences, r.Sub.Dropped, r.Sub.DecodeErrors)
+		}
+		if r.PGMSender != nil {
+			fmt.Fprintf(w, "; ODATA %d, RDATA %d, NAKs %d", r.PGMSender.TotalODataPacketsSent, r.PGMSender.RepairPacketsSent, r.PGMSender.NaksReceived)
+		}
+		if r.PGMReceiver != nil {
+			fmt.Fprintf(w, "; ODATA %d, RDATA %d", r.PGMReceiver.NumODataPacketsReceived, r.PGMReceiver.NumRDataPacketsReceived)
+		}
+		if r.LinkDropped > 0 {
+			fmt.Fprintf(w, "; --loss dropped %d", r.LinkDropped)
+		}
+		fmt.Fprintf(w, ": %s\n", r.Result)
+	}
+}
+
+func runPub(e *env, ep zmq.Endpoint, c *netConfig, o *pubOptions) int {
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(e.stderr, "pgmtun pub: "+format+"\n", a...)
+		return exitFail
+	}
+	in := e.stdin
+	if o.in != "" {
+		f, err := os.Open(o.in)
+		if err != nil {
+			return fail("%v", err)
+		}
+		defer f.Close()
+		in = f
+	}
+	ns, err := openNetstack(c)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer ns.close()
+	pub, err := zmq.NewPub(ns.p, ep.String(),
+		zmq.WithRate(int(max(1, c.rate*8/1000))), zmq.WithMulticastHops(int(c.ttl)),
+		zmq.WithSendHWM(o.hwm), zmq.WithNoDrop(),
+		// Rate, window, timers and TTL as send sets them.
+		zmq.WithSetup(func(s *stack.Socket) error { return c.configure(s, ns.mtu) }))
+	if err != nil {
+		return fail("%v", err)
+	}
+	if c.stats == statsText {
+		fmt.Fprintf(e.stderr, "pgmtun pub: %s; publishing to %v, session %v\n", ns.desc, ep, pub.Addr().TSI)
+	}
+	start := time.Now()
+	var sent, msgs atomic.Int64
+	prog := startProgress(e.stderr, c.progress.enabled(e.stderr), 250*time.Millisecond, func() string {
+		st, _ := pub.PGMStats()
+		el := max(time.Since(start).Seconds(), 1e-3)
+		return fmt.Sprintf("%5.1fs  %d messages, %s (%s)  ODATA %d  RDATA %d  NAKs %d",
+			el, msgs.Load(), fmtBytes(float64(sent.Load())), fmtRate(float64(sent.Load())/el), st.TotalODataPacketsSent, st.RepairPacketsSent, st.NaksReceived)
+	})
+	ctx, stopSignals := interruptContext()
+	defer stopSignals()
+	pubErr := publishInput(ctx, pub, in, int(o.size), o.topic, &sent, &msgs)
+	result := "ok"
+	if pubErr == nil {
+		// Close sends what is queued and ends the session (OPT_FIN);
+		// repairs are served until Done, or --linger.
+		closed := make(chan error, 1)
+		go func() { closed <- pub.Close() }()
+		var linger <-chan time.Time
+		if o.linger > 0 {
+			t := time.NewTimer(o.linger)
+			defer t.Stop()
+			linger = t.C
+		}
+	wait:
+		for {
+			select {
+			case err := <-closed:
+				if err != nil {
+					pubErr = err
+					break wait
+				}
+				closed = nil
+			case <-pub.Done():
+				break wait
+			case <-linger:
+				result = "ok (stopped serving repairs after --linger)"
+				break wait
+			case <-ctx.Done():
+				pubErr = errors.New("interrupted while sending or serving repairs")
+				break wait
+			}
+		}
+	} else {
+		pub.Close()
+	}
+	prog.stop()
+	if pubErr != nil {
+		result = pubErr.Error()
+	}
+	st := pub.Stats()
+	pst, _ := pub.PGMStats()
+	rep := pubsubReport{Role: "pub", Endpoint: ep.String(), Messages: msgs.Load(), Bytes: sent.Load(),
+		Seconds: time.Since(start).Seconds(), Result: result, Pub: &st, PGMSender: &pst, LinkDropped: ns.dropped()}
+	printPubSub(e.stderr, c.stats, &rep)
+	if err := ns.captureErr(); err != nil {
+		fmt.Fprintf(e.stderr, "pgmtun pub: warning: %v\n", err)
+	}
+	if pubErr != nil {
+		return fail("%v", pubErr)
+	}
+	return exitOK
+}
+
+func runSub(e *env, ep zmq.Endpoint, c *netConfig, o *subOptions) int {
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(e.stderr, "pgmtun sub: "+format+"\n", a...)
+		return exitFail
+	}
+	out := e.stdout
+	var file *os.File
+	if o.out != "" {
+		f, err := os.Create(o.out)
+		if err != nil {
+			return fail("%v", err)
+		}
+		defer f.Close()
+		out, file = f, f
+	}
+	ns, err := openNetstack(c)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer ns.close()
+	sub, err := zmq.NewSub(ns.p, ep.String(), zmq.WithRecvHWM(o.hwm),
+		zmq.WithSetup(func(s *stack.Socket) error {
+			if err := c.configure(s, ns.mtu); err != nil {
+				return err
+			}
+			// libzmq's NAK timers, unless the flags say otherwise.
+			t, f := zmq.SubTimers(), c.timers
+			for _, d := range []struct{ dst, v *time.Duration }{
+				{&t.NAKBOIvl, &f.NAKBOIvl}, {&t.NAKRptIvl, &f.NAKRptIvl}, {&t.NAKRdataIvl, &f.NAKRdataIvl}, {&t.PeerExpiry, &f.PeerExpiry},
+			} {
+				if *d.v != 0 {
+					*d.dst = *d.v
+				}
+			}
+			t.NAKDataRetries, t.NAKNCFRetries = f.NAKDataRetries, f.NAKNCFRetries
+			if err := s.SetTimers(t); err != nil {
+				return fmt.Errorf("timers: %w", err)
+			}
+			return nil
+		}))
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer sub.Close()
+	prefixes := o.subscribe
+	if prefixes == nil {
+		prefixes = []string{""}
+	}
+	for _, p := range prefixes {
+		sub.Subscribe([]byte(p))
+	}
+	if c.stats == statsText {
+		fmt.Fprintf(e.stderr, "pgmtun sub: %s; subscribed to %q on %v\n", ns.desc, prefixes, ep)
+	}
+	if testHookListening != nil {
+		testHookListening(c)
+	}
+
+	start := time.Now()
+	var got, msgs atomic.Int64
+	prog := startProgress(e.stderr, c.progress.enabled(e.stderr), 250*time.Millisecond, func() string {
+		st := sub.Stats()
+		el := max(time.Since(start).Seconds(), 1e-3)
+		return fmt.Sprintf("%5.1fs  %d messages, %s (%s)  gaps %d  dropped %d",
+			el, msgs.Load(), fmtBytes(float64(got.Load())), fmtRate(float64(got.Load())/el), st.LossEvents, st.Dropped)
+	})
+	ctx, stopSignals := interruptContext()
+	defer stopSignals()
+	w := bufio.NewWriterSize(out, 64<<10)
+	result := "ok"
+	var subErr error
+	for o.count == 0 || msgs.Load() < o.count {
+		m, err := sub.RecvContext(ctx)
+		var loss *zmq.LossError
+		switch {
+		case errors.As(err, &loss):
+			// The subscriber goes on; the gap is reported and counted.
+			fmt.Fprintf(e.stderr, "pgmtun sub: %v\n", loss)
+			continue
+		case err != nil && ctx.Err() != nil:
+			result = "interrupted"
+		case err != nil:
+			subErr = err
+		}
+		if err != nil {
+			break
+		}
+		last := m[len(m)-1]
+		if _, err := w.Write(last); err != nil {
+			subErr = fmt.Errorf("writing output: %w", err)
+			break
+		}
+		got.Add(int64(len(last)))
+		msgs.Add(1)
+	}
+	if err := w.Flush(); err != nil && subErr == nil {
+		subErr = fmt.Errorf("writing output: %w", err)
+	}
+	if file != nil {
+		if err := file.Close(); err != nil && subErr == nil {
+			subErr = fmt.Errorf("writing output: %w", err)
+		}
+	}
+	prog.stop()
+	if subErr != nil {
+		result = subErr.Error()
+	}
+	st := sub.Stats()
+	pst, _ := sub.PGMStats()
+	rep := pubsubReport{Role: "sub", Endpoint: ep.String(), Messages: msgs.Load(), Bytes: got.Load(),
+		Seconds: time.Since(start).Seconds(), Result: result, Sub: &st, PGMReceiver: &pst, LinkDropped: ns.dropped()}
+	printPubSub(e.stderr, c.stats, &rep)
+	if err := ns.captureErr(); err != nil {
+		fmt.Fprintf(e.stderr, "pgmtun sub: warning: %v\n", err)
+	}
+	if subErr != nil {
+		return fail("%v", subErr)
+	}
+	return exitOK
+}
+
+// publishInput sends each size bytes of in as one message, after the
+// topic frame if there is one. The input is read on its own goroutine so
+// that an interrupt is seen while a read blocks (the goroutine ends with
+// the input; the process exits anyway).
+func publishInput(ctx context.Context, pub *zmq.Pub, in io.Reader, size int, topic string, sent, msgs *atomic.Int64) error {
+	type chunk struct {
+		b   []byte
+		err error
+	}
+	const nbuf = 4
+	free := make(chan []byte, nbuf)
+	for range nbuf {
+		free <- make([]byte, size)
+	}
+	chunks := make(chan chunk, nbuf)
+	quit := make(chan struct{})
+	defer close(quit)
+	go func() {
+		for {
+			var buf []byte
+			select {
+			case buf = <-free:
+			case <-quit:
+				return
+			}
+			n, err := io.ReadFull(in, buf)
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				err = io.EOF // a short last message
+			}
+			select {
+			case chunks <- chunk{buf[:n], err}:
+			case <-quit:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	var frames [][]byte
+	if topic != "" {
+		frames = append(frames, []byte(topic))
+	}
+	for {
+		var c chunk
+		select {
+		case c = <-chunks:
+		case <-ctx.Done():
+			return errors.New("interrupted")
+		}
+		if len(c.b) > 0 {
+			// Send copies the frames, so the buffer goes back at once.
+			if err := pub.SendContext(ctx, append(frames, c.b)...); err != nil {
+				if ctx.Err() != nil {
+					return errors.New("interrupted")
+				}
+				return fmt.Errorf("after %d messages: %w", msgs.Load(), err)
+			}
+			sent.Add(int64(len(c.b)))
+			msgs.Add(1)
+		}
+		switch {
+		case errors.Is(c.err, io.EOF):
+			return nil
+		case c.err != nil:
+			return fmt.Errorf("reading input: %w", c.err)
+		}
+		free <- c.b[:cap(c.b)]
+	}
+}
