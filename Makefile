@@ -4,8 +4,9 @@ PKGS      ?= ./...
 FUZZTIME  ?= 60s
 
 # Debian packages the test suite needs: tshark (dissector checks), libpgm-dev and
-# pkg-config (real OpenPGM interop peers), iproute2 and nftables (namespaces, loss).
-DEB_PKGS  := tshark libpgm-dev pkg-config iproute2 nftables gcc
+# pkg-config (real OpenPGM interop peers), iproute2 and nftables (namespaces, loss),
+# python3-zmq (libzmq 4.3 with PGM, under Debian's own /usr/bin/python3: ZeroMQ interop).
+DEB_PKGS  := tshark libpgm-dev pkg-config iproute2 nftables gcc python3-zmq
 
 .PHONY: check deps vet test fuzz bench demo
 
@@ -19,6 +20,7 @@ deps:
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v nft >/dev/null 2>&1 || missing="$$missing nftables"; \
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
+	/usr/bin/python3 -c 'import zmq, sys; sys.exit(not zmq.has("pgm"))' >/dev/null 2>&1 || missing="$$missing python3-zmq"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
@@ -51,6 +53,8 @@ FUZZ_TARGETS := \
 	./pgmproto/engine:FuzzSource \
 	./pgmproto/engine:FuzzFECReceiver \
 	./pgmproto/engine:FuzzFECSource \
+	./pgmproto/zmtp:FuzzDecoder \
+	./pgmproto/zmtp:FuzzRoundTrip \
 	./internal/pcapio:FuzzReader \
 	./stack:FuzzReceivePath \
 	./stack:FuzzUDPReceivePath \
