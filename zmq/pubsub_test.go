@@ -512,3 +512,29 @@ func TestOpenErrors(t *testing.T) {
 	pub := newPub(t, p, "pgm://;239.192.0.1:5555")
 	assert.ErrorIs(t, pub.Send(), zmtp.ErrEmptyMessage)
 }
+
+// TestIPv6: the same over IPv6, the group in brackets.
+func TestIPv6(t *testing.T) {
+	hub := memlink.New(memlink.Options{Seed: 2})
+	t.Cleanup(hub.Close)
+	var protos []*stack.Protocol
+	for i := range 2 {
+		s := stack.New(stack.Options{IPv6: true, RNGSeed: int64(i + 1)})
+		require.NoError(t, stack.AddNIC(s, 1, hub.NewPort(), netip.MustParsePrefix(fmt.Sprintf("fd00::%d/64", i+1))))
+		p, err := stack.FromStack(s)
+		require.NoError(t, err)
+		t.Cleanup(func() { s.Close(); s.Wait() })
+		protos = append(protos, p)
+	}
+	sub := newSub(t, protos[1], "pgm://fd00::2;[ff08::7]:5555")
+	sub.Subscribe(nil)
+	pub := newPub(t, protos[0], "pgm://fd00::1;[ff08::7]:5555", fast, WithNoDrop())
+	var want [][][]byte
+	for i := range 200 {
+		m := [][]byte{[]byte("v6"), pattern(i*53%3000, i)}
+		want = append(want, m)
+		require.NoError(t, pub.Send(m...))
+	}
+	requireSame(t, want, recvN(t, sub, len(want), 10*time.Second))
+	assert.Equal(t, 1436, pub.Stats().TSDUSize, "the IPv6 header takes 40 bytes")
+}

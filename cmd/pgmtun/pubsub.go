@@ -153,6 +153,10 @@ func zmqCommandLine(cmd string, f *netFlags, args []string) (zmq.Endpoint, *netC
 		return zmq.Endpoint{}, nil, err
 	}
 	ep.Interface = c.addr.Addr().String()
+	if ep.Transport == zmq.EPGM {
+		// As --udp-encap PORT would have it: --loss then drops UDP.
+		c.transport = stack.Transport{Kind: stack.TransportUDP, UnicastPort: ep.Port, MulticastPort: ep.Port}
+	}
 	return ep, c, nil
 }
 

@@ -69,13 +69,17 @@ func TestPubSubHelp(t *testing.T) {
 
 // pubSub runs `pgmtun sub` and, once it has subscribed, `pgmtun pub` with
 // data on its stdin, on a hub of their own.
-func (m *memNet) pubSub(data []byte, pubArgs, subArgs []string) transfer {
+func (m *memNet) pubSub(data []byte, epgm bool, pubArgs, subArgs []string) transfer {
 	m.mu.Lock()
 	m.next++
 	id := m.next
 	m.mu.Unlock()
 	port := uint16(5500 + id)
 	group := fmt.Sprintf("239.192.2.%d:%d", id, port)
+	scheme := "pgm"
+	if epgm {
+		scheme = "epgm"
+	}
 	listening := make(chan struct{})
 	m.onListening(port, func() { close(listening) })
 	var tr transfer
@@ -83,11 +87,11 @@ func (m *memNet) pubSub(data []byte, pubArgs, subArgs []string) transfer {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		args := append(append([]string{"sub", "--stats", "json", "--progress", "off"}, subArgs...), fmt.Sprintf("pgm://10.2.%d.2;%s", id, group))
+		args := append(append([]string{"sub", "--stats", "json", "--progress", "off"}, subArgs...), fmt.Sprintf("%s://10.2.%d.2;%s", scheme, id, group))
 		tr.recvCode, tr.out, tr.recvErr = runWith(nil, args...)
 	}()
 	<-listening
-	args := append(append([]string{"pub", "--rate", "4MB/s", "--txw-secs", "1", "--progress", "off"}, pubArgs...), fmt.Sprintf("pgm://10.2.%d.1;%s", id, group))
+	args := append(append([]string{"pub", "--rate", "4MB/s", "--txw-secs", "1", "--progress", "off"}, pubArgs...), fmt.Sprintf("%s://10.2.%d.1;%s", scheme, id, group))
 	tr.sendCode, _, tr.sendErr = runWith(data, args...)
 	wg.Wait()
 	return tr
@@ -102,11 +106,14 @@ func TestPubSubCommands(t *testing.T) {
 	cases := []struct {
 		name     string
 		n, size  int
+		epgm     bool
 		pub, sub []string
 	}{
 		{name: "topic", n: 100_000, size: 1000, pub: []string{"--topic", "weather"}, sub: []string{"--subscribe", "wea"}},
 		{name: "one frame", n: 50_000, size: 300},
 		{name: "long messages, 5% loss", n: 300_000, size: 20_000, pub: []string{"--topic", "t", "--loss", "5"},
+			sub: []string{"--loss", "5", "--nak-rpt-ivl", "100ms"}},
+		{name: "epgm, 5% loss", n: 200_000, size: 1500, epgm: true, pub: []string{"--loss", "5"},
 			sub: []string{"--loss", "5", "--nak-rpt-ivl", "100ms"}},
 	}
 	results := make([]transfer, len(cases))
@@ -118,7 +125,7 @@ func TestPubSubCommands(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = m.pubSub(inputs[i], append([]string{"--size", fmt.Sprint(tc.size)}, tc.pub...), append([]string{"--count", fmt.Sprint(count)}, tc.sub...))
+			results[i] = m.pubSub(inputs[i], tc.epgm, append([]string{"--size", fmt.Sprint(tc.size)}, tc.pub...), append([]string{"--count", fmt.Sprint(count)}, tc.sub...))
 		}()
 	}
 	wg.Wait()
