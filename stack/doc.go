@@ -13,7 +13,8 @@
 // session. SockRDM keeps message boundaries (partial reads flagged
 // MsgPartial); SockStream is a byte stream. A graceful end reads as ErrDisconnected (io.EOF);
 // unrecoverable loss, an abort or a vanished source as a *SessionError
-// matching ErrConnReset. Conn and Listener adapt sockets to net.Conn and
+// matching ErrConnReset (a receiver set with SetContinueAfterLoss reads a
+// loss once, in its place, and goes on). Conn and Listener adapt sockets to net.Conn and
 // net.Listener (Dial, Listen, with options such as WithRate and
 // WithWindow). Errors match a package sentinel and, where one fits, the
 // errno a Unix socket would give (EINVAL, EMSGSIZE, EAGAIN).
