@@ -237,9 +237,11 @@ func TestZMQLateJoin(t *testing.T) {
 	msgs := zmqMixed(400)
 	in := filepath.Join(t.TempDir(), "in")
 	require.NoError(t, WriteZMQMessages(in, msgs))
-	// 400 messages 5 ms apart after 0.5 s: the stream runs about 2.5 s.
+	// 400 messages 5 ms apart or more: the stream runs at least 2 s. Join
+	// when it is under way.
 	peer := startZMQPeer(t, script, n.ns.Name, "pub", kernelEP, "--in", in, "--interval", "0.005")
-	time.Sleep(1500 * time.Millisecond)
+	await(t, peer, peer.Sending(), "sending", 20*time.Second)
+	time.Sleep(700 * time.Millisecond)
 	sub, err := zmq.NewSub(n.pgm, stackEP)
 	require.NoError(t, err)
 	t.Cleanup(func() { sub.Close() })

@@ -92,21 +92,22 @@ func ReadZMQMessages(path string) ([][][]byte, error) {
 
 // ZMQPeer is a running zmqpeer.py.
 type ZMQPeer struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	mu    sync.Mutex
-	errb  bytes.Buffer
-	ready chan struct{}
-	sent  chan struct{}
-	done  chan struct{}
-	err   error
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	mu      sync.Mutex
+	errb    bytes.Buffer
+	ready   chan struct{}
+	sending chan struct{}
+	sent    chan struct{}
+	done    chan struct{}
+	err     error
 }
 
 // StartZMQPeer runs zmqpeer.py with args inside the network namespace
 // netns (through `ip netns exec`, which execs the interpreter: the PID is
 // the peer's own). The caller ends it with CloseStdin or Kill.
 func StartZMQPeer(script, netns string, args ...string) (*ZMQPeer, error) {
-	p := &ZMQPeer{ready: make(chan struct{}), sent: make(chan struct{}), done: make(chan struct{})}
+	p := &ZMQPeer{ready: make(chan struct{}), sending: make(chan struct{}), sent: make(chan struct{}), done: make(chan struct{})}
 	p.cmd = exec.Command("ip", append([]string{"netns", "exec", netns, ZMQPython, script}, args...)...)
 	var err error
 	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
@@ -121,7 +122,7 @@ func StartZMQPeer(script, netns string, args ...string) (*ZMQPeer, error) {
 	}
 	go func() {
 		sc := bufio.NewScanner(errPipe)
-		var readyOnce, sentOnce sync.Once
+		var readyOnce, sendingOnce, sentOnce sync.Once
 		for sc.Scan() {
 			line := sc.Text()
 			p.mu.Lock()
@@ -130,6 +131,8 @@ func StartZMQPeer(script, netns string, args ...string) (*ZMQPeer, error) {
 			switch {
 			case line == "zmqpeer: ready":
 				readyOnce.Do(func() { close(p.ready) })
+			case line == "zmqpeer: sending":
+				sendingOnce.Do(func() { close(p.sending) })
 			case strings.HasPrefix(line, "zmqpeer: sent "):
 				sentOnce.Do(func() { close(p.sent) })
 			}
@@ -143,6 +146,9 @@ func StartZMQPeer(script, netns string, args ...string) (*ZMQPeer, error) {
 
 // Ready is closed when a subscriber peer has connected.
 func (p *ZMQPeer) Ready() <-chan struct{} { return p.ready }
+
+// Sending is closed when a publisher peer starts sending.
+func (p *ZMQPeer) Sending() <-chan struct{} { return p.sending }
 
 // Sent is closed when a publisher peer has sent all its messages.
 func (p *ZMQPeer) Sent() <-chan struct{} { return p.sent }

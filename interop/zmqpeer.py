@@ -9,8 +9,9 @@ files in one format, written and read by the Go tests:
     (big-endian)
 
     zmqpeer.py pub ENDPOINT --in FILE [--rate KBIT] [--interval S]
-        sends every message of FILE, reports "zmqpeer: sent N" on stderr,
-        then keeps serving repairs until standard input ends.
+        reports "zmqpeer: sending", sends every message of FILE, reports
+        "zmqpeer: sent N" on stderr, then keeps serving repairs until
+        standard input ends.
     zmqpeer.py sub ENDPOINT --out FILE --count N [--subscribe PREFIX]...
         reports "zmqpeer: ready" on stderr once connected, writes the
         first N messages it receives to FILE and exits.
@@ -72,6 +73,7 @@ def pub(ctx, args):
     msgs = read_messages(args.input)
     sock.connect(args.endpoint)
     time.sleep(args.delay)
+    log("sending")
     for frames in msgs:
         sock.send_multipart(frames)
         if args.interval:
