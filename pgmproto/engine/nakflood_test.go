@@ -195,3 +195,62 @@ func TestNAKFlood(t *testing.T) {
 		})
 	}
 }
+
+// TestNAKFloodLateTimers: when every wake-up comes 5 ms late (a loaded
+// machine), the source sends less than its rate, but ODATA still takes at
+// least its half of what goes out, NCFs counted with the repairs.
+func TestNAKFloodLateTimers(t *testing.T) {
+	const lateBy, nakRate = 5 * time.Millisecond, 100
+	h := newSourceHarness(t, floodConfig())
+	payload := make([]byte, floodPayload)
+	fill := func() {
+		for h.src.Send(h.now, payload) == nil {
+		}
+	}
+	fill()
+	start, end := h.now.Add(time.Second), h.now.Add(3*time.Second)
+	nextNAK := start
+	var cursor seq.Num
+	list := make([]seq.Num, MaxNAKList)
+	var odata, repairs int
+	for h.now.Before(end) {
+		dl, ok := h.src.NextDeadline()
+		at := dl.Add(lateBy)
+		if !ok || at.After(nextNAK) {
+			at = nextNAK
+		}
+		h.now = later(at, h.now.Add(time.Microsecond))
+		if !h.now.Before(nextNAK) {
+			trail, lead := h.src.w.trail, h.src.w.lead()
+			for i := range list {
+				if !cursor.InWindow(trail, lead) {
+					cursor = trail
+				}
+				list[i] = cursor
+				cursor++
+			}
+			require.NoError(t, h.src.HandlePacket(h.now, pNAK(wire.TypeNAK, list...), tRxAddr))
+			nextNAK = nextNAK.Add(time.Second / nakRate)
+		}
+		for {
+			tx, ok := h.src.Next(h.now)
+			if !ok {
+				break
+			}
+			if h.now.Before(start) {
+				continue
+			}
+			switch wire.Type(tx.Packet[4]) {
+			case wire.TypeODATA:
+				odata += len(tx.Packet) + DefaultNetHeaderLen
+			case wire.TypeRDATA, wire.TypeNCF:
+				repairs += len(tx.Packet) + DefaultNetHeaderLen
+			}
+		}
+		fill()
+	}
+	t.Logf("ODATA %d B, RDATA + NCF %d B in 2 s at %d B/s", odata, repairs, floodRate)
+	assert.Positive(t, repairs)
+	assert.GreaterOrEqual(t, float64(odata), 0.95*float64(repairs), "ODATA's turns")
+	assert.Less(t, float64(odata+repairs), 0.9*floodRate*2, "late wake-ups do cost rate (3 ms bursts)")
+}

@@ -348,6 +348,13 @@ func (s *Source) pickData(now time.Time) (repair, contended bool, at time.Time, 
 	return false, contended, later(oAt, s.total.readyAt(now, oSize)), true
 }
 
+// shift moves the turn by d, kept within 16 packets of either side so
+// that neither builds credit without bound.
+func (s *Source) shift(d int64) {
+	c := 16 * int64(s.cfg.MaxTPDU) * max(s.wR, s.wO)
+	s.turn = min(max(s.turn+d, -c), c)
+}
+
 // requestSPM schedules an SPM no sooner than SPMRMinIvl after the last one.
 func (s *Source) requestSPM(now time.Time) {
 	at := s.lastSPM.Add(s.cfg.SPMRMinIvl)

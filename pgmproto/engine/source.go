@@ -383,6 +383,9 @@ func (s *Source) Next(now time.Time) (Transmit, bool) {
 		return s.emit(now, s.spm(flagRST), nil), true
 	}
 	if n, ok := s.nextNCF(now); ok {
+		if s.w.sendNext != s.w.next {
+			s.shift(int64(n+s.cfg.NetHeaderLen) * s.wO) // NCFs share the repairs' turns
+		}
 		return s.emit(now, n, &s.rdata), true
 	}
 	if s.spmNow {
@@ -407,7 +410,7 @@ func (s *Source) Next(now time.Time) (Transmit, bool) {
 		s.unqueueRepair(e)
 		e.repaired, e.rdataAt = true, s.stamp(now)
 		if contended {
-			s.turn += int64(size) * s.wO
+			s.shift(int64(size) * s.wO)
 		}
 		n := s.data(wire.TypeRDATA, q, e)
 		s.stats.RepairPacketsSent++
@@ -417,7 +420,7 @@ func (s *Source) Next(now time.Time) (Transmit, bool) {
 	e := s.w.at(q)
 	size := s.dataSize(e)
 	if contended {
-		s.turn -= int64(size) * s.wR
+		s.shift(-int64(size) * s.wR)
 	}
 	s.owed -= int64(size)
 	s.clampOwed()

@@ -40,7 +40,7 @@ func Example() {
 	// receiver 1: 100 delivered, 0 lost, ended true, median latency 7ms
 	// receiver 2: 100 delivered, 0 lost, ended true, median latency 51ms
 	// receiver 3: 100 delivered, 0 lost, ended true, median latency 52ms
-	// receiver 4: 100 delivered, 0 lost, ended true, median latency 39ms
+	// receiver 4: 100 delivered, 0 lost, ended true, median latency 455ms
 }
 
 func median(d []time.Duration) time.Duration {
