@@ -41,6 +41,7 @@ func init() {
 			fs.DurationVar(&o.duration, "duration", 0, "send for this long at --rate instead of --bytes")
 			fs.Var(&o.rate, "rate", "source `rate` limit in bytes/s, IP headers included")
 			fs.Var(&o.window, "txw-secs", "transmit window as `time`")
+			fs.StringVar(&o.rdataRate, "rdata-rate", "", "the source's repair budget (RDATA and NCFs) in `bytes/s` within --rate\n(default half of --rate; none: no separate limit)")
 			fs.StringVar(&o.backoff, "nak-backoff", "adaptive", "NAK back-off: `adaptive`, uniform (OpenPGM) or exponential")
 			fs.IntVar(&c.NAKGroupSize, "nak-group", 0, "receivers expected to share a loss, shapes --nak-backoff exponential (default 32)")
 			fs.DurationVar(&c.NAKBOIvl, "nak-bo-ivl", c.NAKBOIvl, "NAK back-off interval")
@@ -80,6 +81,7 @@ type simOptions struct {
 	pcap, pcapDir, plot, sweep string
 	metrics                    string
 	fecOnDemand                bool
+	rdataRate                  string
 	axes                       []simAxis
 }
 
@@ -113,6 +115,17 @@ func (o *simOptions) finish(args []string) error {
 	}
 	c.NAKBackoff = b
 	c.FEC.OnDemand = c.FEC.GroupSize > 0 && (o.fecOnDemand || c.FEC.Proactive == 0)
+	switch o.rdataRate {
+	case "":
+	case "none":
+		c.RDATARate = -1
+	default:
+		n, err := parseBytes(o.rdataRate)
+		if err != nil || n == 0 {
+			return fmt.Errorf("--rdata-rate %q: want bytes/s (e.g. 500kB/s) or none", o.rdataRate)
+		}
+		c.RDATARate = int(n)
+	}
 	if o.duration < 0 {
 		return fmt.Errorf("--duration %v: must not be negative", o.duration)
 	}

@@ -170,6 +170,7 @@ func TestSimUsage(t *testing.T) {
 		{[]string{"sim", "--receivers", "300", "--pcap-dir", "d"}, "at most 256 receivers"},
 		{[]string{"sim", "--nak-backoff", "poisson"}, `--nak-backoff "poisson"`},
 		{[]string{"sim", "--metrics", "example.com:9464"}, "not an IP address"},
+		{[]string{"sim", "--rdata-rate", "lots"}, "--rdata-rate"},
 	} {
 		code, _, errs := runWith(nil, tc.args...)
 		assert.Equal(t, exitUsage, code, "%v", tc.args)

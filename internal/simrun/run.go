@@ -76,6 +76,9 @@ type Config struct {
 	Size  int   // message size in bytes (larger than one packet: OPT_FRAGMENT)
 	Bytes int64 // application bytes the source sends
 	Rate  int   // source rate limit in bytes/s, IP headers included
+	// RDATARate is the source's repair budget (RDATA and NCFs) within
+	// Rate: 0 the engine's default (half of Rate), negative none.
+	RDATARate int
 	// TXW is the transmit window as time (Winsock mode, at Rate).
 	TXW time.Duration
 
@@ -264,7 +267,7 @@ func Run(ctx context.Context, c Config, o Options) (*Report, error) {
 		TXWSecs: c.TXW, TXWMaxRate: c.Rate,
 		NAKBackoff: c.NAKBackoff, NAKGroupSize: c.NAKGroupSize,
 		NAKBOIvl: c.NAKBOIvl, NAKRptIvl: c.NAKRptIvl, NAKRdataIvl: c.NAKRdataIvl,
-		FEC: c.FEC,
+		FEC: c.FEC, RDATARate: c.RDATARate,
 	}
 	s, err := sim.New(sim.Config{
 		Seed: c.Seed, Receivers: c.Receivers, Engine: ec, Start: Start,
