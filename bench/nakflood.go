@@ -58,11 +58,12 @@ const (
 	mFloodKept   = "ODATA in flood ÷ before"
 	mFloodMix    = "ODATA ÷ all data in flood"
 	mFloodGap    = "longest ODATA gap ms"
+	mFloodGap0   = "longest ODATA gap before ms"
 	mFloodResume = "ODATA after flood ms"
 	mFloodNAKs   = "NAKs sent/s"
 )
 
-var nfShow = []string{mFloodODATA, mFloodShare, mFloodKept, mFloodMix, mFloodRepair, mFloodBudget, mFloodNCF, mFloodGap, mFloodResume, mFloodBefore, mFloodNAKs}
+var nfShow = []string{mFloodODATA, mFloodShare, mFloodKept, mFloodMix, mFloodRepair, mFloodBudget, mFloodNCF, mFloodGap, mFloodGap0, mFloodResume, mFloodBefore, mFloodNAKs}
 
 // nakFloodCases are the flood cases, pgmtun and OpenPGM for each rate.
 func nakFloodCases(e *Env, runs int) []*Case {
@@ -225,6 +226,7 @@ func (p *floodProbe) run(ctx context.Context, r *Run, nakRate int) (Metrics, err
 	var odata, repair [3]float64
 	ncf := 0.0
 	gap, resume := time.Duration(0), time.Duration(-1)
+	gap0, last0 := time.Duration(0), time.Time{}
 	last := fs
 	p.mu.Lock()
 	for _, k := range p.pkts {
@@ -241,6 +243,10 @@ func (p *floodProbe) run(ctx context.Context, r *Run, nakRate int) (Metrics, err
 		switch k.typ {
 		case wire.TypeODATA:
 			odata[ph] += float64(k.n)
+			if ph == 0 && !last0.IsZero() {
+				gap0 = max(gap0, k.at.Sub(last0))
+			}
+			last0 = k.at
 			if ph > 0 {
 				gap = max(gap, k.at.Sub(last))
 				last = k.at
@@ -269,6 +275,7 @@ func (p *floodProbe) run(ctx context.Context, r *Run, nakRate int) (Metrics, err
 		mFloodNCF:    ncf / el / nfRate,
 		mFloodMix:    odata[1] / (odata[1] + repair[1]),
 		mFloodGap:    float64(gap) / float64(time.Millisecond),
+		mFloodGap0:   float64(gap0) / float64(time.Millisecond),
 		mFloodResume: float64(resume) / float64(time.Millisecond),
 		mFloodNAKs:   float64(sent) / el,
 	}
