@@ -141,7 +141,7 @@ type floodCase struct {
 // longer than shareSlack, RDATA and NCFs together stay within RDATARate,
 // NAKs beyond AddrNAKRate are dropped and counted, and data goes on right
 // after the flood (before the fix NCFs went out at 6.2× the rate, ODATA
-// stopped for the whole flood and for 11.5 s after it).
+// stopped for the whole flood and for about 10 s after it).
 func TestNAKFlood(t *testing.T) {
 	openPGM := func(c *Config) { c.TXWSecs, c.TXWSqns = 0, 2000 }
 	share20 := func(c *Config) { c.RDATARate = floodRate / 5 }
