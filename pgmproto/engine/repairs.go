@@ -330,7 +330,7 @@ func (s *Source) pickData(now time.Time) (repair, contended bool, at time.Time, 
 	}
 	if oOK {
 		oSize = s.dataSize(s.w.at(s.w.sendNext))
-		oAt = s.odata.readyAt(now, oSize)
+		oAt = s.pace.readyAt(now, oSize)
 	}
 	switch {
 	case !rOK && !oOK:

@@ -76,6 +76,7 @@ type Source struct {
 	fec   *txFEC // nil without FEC (fec_source.go)
 
 	total, odata, rdata bucket
+	pace                pacer // when ODATA may go (pacer.go)
 
 	buf      []byte
 	rq       []seq.Num // repair heap, oldest sequence first (repairs.go)
@@ -157,6 +158,7 @@ func NewSource(cfg Config, now time.Time) (*Source, error) {
 		s.share = int64(c.MaxRate) * s.wO / (s.wR + s.wO)
 	}
 	s.meterAt = now
+	s.pace = fixedPacer{&s.odata}
 	s.fec = newTXFEC(c.FEC)
 	s.nextAmbient = now.Add(c.AmbientSPM)
 	s.nextAdvance = now
@@ -434,7 +436,8 @@ func (s *Source) Next(now time.Time) (Transmit, bool) {
 		s.hbState = 0
 		s.nextHB = now.Add(s.cfg.HeartbeatSPM[0])
 	}
-	return s.emit(now, n, &s.odata), true
+	s.pace.sent(now, q, n+s.cfg.NetHeaderLen)
+	return s.emit(now, n, nil), true
 }
 
 // BufferSize is the room NextInto needs to build any packet of this
