@@ -1,20 +1,18 @@
 package stack
 
 import (
-	"fmt"
 	"io"
 	"math/rand"
 	"net/netip"
 	"sync"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
-	"github.com/pgmtun/pgmtun/stack/memlink"
+	"github.com/pgmtun/pgmtun/link"
 )
 
 // Options configure New.
@@ -57,43 +55,16 @@ func New(opts Options) *tcpipstack.Stack {
 	return tcpipstack.New(so)
 }
 
-// AddNIC creates NIC id on s over link, assigns addr (address and prefix)
-// and adds a route for addr's subnet and for multicast through it. The
-// first NIC added also becomes the default route. A *memlink.Port link
-// gets its own queueing discipline (no allocation per packet).
-func AddNIC(s *tcpipstack.Stack, id tcpip.NICID, link tcpipstack.LinkEndpoint, addr netip.Prefix) error {
-	var opts tcpipstack.NICOptions
-	if p, ok := link.(*memlink.Port); ok {
-		// Only the port itself: a wrapper that embeds one has its own
-		// WritePackets, which the port's discipline would bypass.
-		opts.QDisc = p.QDisc()
-	}
-	if err := s.CreateNICWithOptions(id, link, opts); err != nil {
-		return fmt.Errorf("pgm: create NIC %d: %s", id, err)
-	}
-	a := tcpipAddr(addr.Addr())
-	proto := netProto(addr.Addr())
-	if err := s.AddProtocolAddress(id, tcpip.ProtocolAddress{
-		Protocol:          proto,
-		AddressWithPrefix: tcpip.AddressWithPrefix{Address: a, PrefixLen: addr.Bits()},
-	}, tcpipstack.AddressProperties{}); err != nil {
-		return fmt.Errorf("pgm: add address %s to NIC %d: %s", addr, id, err)
-	}
-	subnet := tcpip.AddressWithPrefix{Address: a, PrefixLen: addr.Bits()}.Subnet()
-	routes := []tcpip.Route{{Destination: subnet, NIC: id}}
-	if proto == header.IPv4ProtocolNumber {
-		mc, _ := tcpip.NewSubnet(tcpip.AddrFrom4([4]byte{224}), tcpip.MaskFromBytes([]byte{240, 0, 0, 0}))
-		routes = append(routes, tcpip.Route{Destination: mc, NIC: id})
-		if len(s.GetRouteTable()) == 0 {
-			routes = append(routes, tcpip.Route{Destination: header.IPv4EmptySubnet, NIC: id})
-		}
-	} else if len(s.GetRouteTable()) == 0 {
-		routes = append(routes, tcpip.Route{Destination: header.IPv6EmptySubnet, NIC: id})
-	}
-	for _, r := range routes {
-		s.AddRoute(r)
-	}
-	return nil
+// AddNIC creates NIC id on s over ep, assigns addr (address and prefix)
+// and adds routes through it for addr's subnet and for multicast, and the
+// default route of addr's family if the stack has none: link.AddNIC, the
+// one NIC set-up path for every link (a memlink port, a TUN or TAP device
+// from package tun). A link that implements link.NICOptioner chooses its
+// NIC's options (a memlink port its own queueing discipline, with no
+// allocation per packet; a tun device its transmit queue, batching and
+// failure reports).
+func AddNIC(s *tcpipstack.Stack, id tcpip.NICID, ep tcpipstack.LinkEndpoint, addr netip.Prefix) error {
+	return link.AddNIC(s, id, ep, addr)
 }
 
 type lockedSource struct {

@@ -18,9 +18,16 @@ import (
 // Device.Close stops it and waits for it, holding no stack lock.
 type guardEndpoint struct {
 	nested.Endpoint
+	dev      *Device // for NICOptions
 	mu       sync.RWMutex
 	d        stack.NetworkDispatcher // the stack's NIC; nil when detached
 	attached bool                    // the chain below is attached to us
+}
+
+// NICOptions implements link.NICOptioner, for stack.AddNIC and
+// link.AddNIC as much as for Attach.
+func (g *guardEndpoint) NICOptions(s *stack.Stack, id tcpip.NICID, ep stack.LinkEndpoint) stack.NICOptions {
+	return g.dev.nicOptions(s, id, ep == stack.LinkEndpoint(g))
 }
 
 func newGuard(lower stack.LinkEndpoint) *guardEndpoint {

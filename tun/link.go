@@ -18,6 +18,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/link/sniffer"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/pgmtun/pgmtun/link"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
 )
 
@@ -113,6 +114,7 @@ func (d *Device) LinkEndpoint(opts LinkOptions) (stack.LinkEndpoint, error) {
 		ep = d.txq
 	}
 	d.guard = newGuard(ep)
+	d.guard.dev = d
 	d.ep, d.inner, d.fdep = d.guard, inner, inner
 	return d.guard, nil
 }
@@ -232,23 +234,34 @@ func randomMAC() tcpip.LinkAddress {
 }
 
 // Attach makes the device a NIC of s: it creates the link endpoint (with
-// opts), creates NIC nicID on it, adds addr as the netstack's address, and
-// adds routes through the NIC for addr's subnet and as a default route, so
-// replies and unicast NAKs leave through the device. Multicast sends name
-// the NIC (FindRoute with a NIC needs no route). Close removes the NIC.
-// The NIC hands outbound packets straight to the transmit queue (its
-// queueing discipline), skipping gVisor's default one, which allocates
-// per packet.
-//
-// It lives here rather than in stack/ because it is generic netstack
-// plumbing with no PGM in it. s must include ipv4 (and arp for TAP).
+// opts) and makes it NIC nicID through link.AddNIC, the path every link
+// takes (stack.AddNIC is the same): addr as the netstack's address, routes
+// through the NIC for addr's subnet, IPv4 multicast and, when the stack
+// has none, the default route, so replies and unicast NAKs leave through
+// the device. Close removes the NIC. The NIC hands outbound packets
+// straight to the transmit queue (its queueing discipline), skipping
+// gVisor's default one, which allocates per packet. s must include ipv4
+// (and arp for TAP).
 func (d *Device) Attach(s *stack.Stack, nicID tcpip.NICID, addr netip.Prefix, opts LinkOptions) error {
 	ep, err := d.LinkEndpoint(opts)
 	if err != nil {
 		return err
 	}
+	if err := link.AddNIC(s, nicID, ep, addr); err != nil {
+		return fmt.Errorf("tun: %s: %w", d.name, err)
+	}
+	d.RemoveNICOnClose(s, nicID)
+	return nil
+}
+
+// nicOptions is the device's part in making its NIC (through the link
+// endpoint, a link.NICOptioner): the transmit queue as the NIC's queueing
+// discipline unless the NIC is made over a wrapper (own is false), and the
+// hooks a pgmtun stack's PGM protocol offers.
+func (d *Device) nicOptions(s *stack.Stack, nicID tcpip.NICID, own bool) stack.NICOptions {
 	var nicOpts stack.NICOptions
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	if b, ok := s.TransportProtocolInstance(pgmProtocol).(Batcher); ok {
 		// The stack's PGM protocol (pgmtun's stack package) wakes
 		// applications once per run of packets instead of once each.
@@ -258,37 +271,8 @@ func (d *Device) Attach(s *stack.Stack, nicID tcpip.NICID, addr netip.Prefix, op
 		// It ends the sockets on this NIC if the device fails.
 		d.failer = f
 	}
-	if d.txq != nil {
+	if d.txq != nil && own {
 		nicOpts.QDisc = d.txq.qdisc()
 	}
-	d.mu.Unlock()
-	if terr := s.CreateNICWithOptions(nicID, ep, nicOpts); terr != nil {
-		return fmt.Errorf("tun: create NIC %d: %s", nicID, terr)
-	}
-	d.RemoveNICOnClose(s, nicID)
-	if !addr.IsValid() {
-		return nil
-	}
-	a := addr.Addr().Unmap()
-	proto := header.IPv4ProtocolNumber
-	if a.Is6() {
-		proto = header.IPv6ProtocolNumber
-	}
-	pa := tcpip.ProtocolAddress{
-		Protocol: proto,
-		AddressWithPrefix: tcpip.AddressWithPrefix{
-			Address:   tcpip.AddrFromSlice(a.AsSlice()),
-			PrefixLen: addr.Bits(),
-		},
-	}
-	if terr := s.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); terr != nil {
-		return fmt.Errorf("tun: add address %s: %s", addr, terr)
-	}
-	s.AddRoute(tcpip.Route{Destination: pa.AddressWithPrefix.Subnet(), NIC: nicID})
-	def := header.IPv4EmptySubnet
-	if a.Is6() {
-		def = header.IPv6EmptySubnet
-	}
-	s.AddRoute(tcpip.Route{Destination: def, NIC: nicID})
-	return nil
+	return nicOpts
 }

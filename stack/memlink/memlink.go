@@ -381,6 +381,17 @@ func (p *Port) sendLocked(pkt *stack.PacketBuffer) {
 // list, which escapes: an allocation per packet that this skips.
 func (p *Port) QDisc() stack.QueueingDiscipline { return portQDisc{p} }
 
+// NICOptions implements link.NICOptioner: the port's own queueing
+// discipline, which hands packets to the hub without an allocation each,
+// when the NIC is made over the port itself (a wrapper that embeds it has
+// its own WritePackets, which the discipline would bypass).
+func (p *Port) NICOptions(_ *stack.Stack, _ tcpip.NICID, ep stack.LinkEndpoint) stack.NICOptions {
+	if ep != stack.LinkEndpoint(p) {
+		return stack.NICOptions{}
+	}
+	return stack.NICOptions{QDisc: p.QDisc()}
+}
+
 type portQDisc struct{ p *Port }
 
 // WritePacket implements stack.QueueingDiscipline.
