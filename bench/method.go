@@ -94,7 +94,7 @@ const methodText = `## Method
   GC of an engine Receiver tracking 200 sessions (one SPM and one 1000-byte
   ODATA each), and of an engine Source whose transmit window holds 10 MB.
 - **NAK floods.** A sender limited to 2 MB/s with a 2 s window (pgmtun on a
-  TUN device's netstack, its repair rate the default half; OpenPGM's pgm_send
+  TUN device's netstack, its repair rate the default two thirds; OpenPGM's pgm_send
   on the kernel side, no RDATA rate of its own, window 3 800 sequences) sends
   1000-byte records. A hostile receiver learns the session from the source's
   packets and, after 2 s of warm-up and 2 s of measurement, sends it valid

@@ -15,6 +15,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/pgmtun/pgmtun/interop"
+	"github.com/pgmtun/pgmtun/pgmproto/engine"
 	"github.com/pgmtun/pgmtun/pgmproto/seq"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
 	"github.com/pgmtun/pgmtun/stack"
@@ -44,6 +45,9 @@ const (
 	nfAfter  = 2 * time.Second
 )
 
+// nfRepair is pgmtun's repair rate at nfRate: the default share.
+const nfRepair = nfRate * engine.DefaultRepairSharePct / 100
+
 // nfRates are the flood rates, NAK packets a second.
 var nfRates = []int{100, 20_000}
 
@@ -70,7 +74,7 @@ func nakFloodCases(e *Env, runs int) []*Case {
 	var cs []*Case
 	for _, n := range nfRates {
 		cs = append(cs, &Case{ID: fmt.Sprintf("nakflood/pgmtun/%d", n), Group: gNAKFlood, Runs: runs,
-			Name:    fmt.Sprintf("pgmtun sender, 2 MB/s (RDATA rate 1 MB/s), %d NAKs/s of 63 sequences", n),
+			Name:    fmt.Sprintf("pgmtun sender, 2 MB/s (RDATA rate %.2f MB/s), %d NAKs/s of 63 sequences", nfRepair/1e6, n),
 			Timeout: time.Minute, Show: nfShow, Needs: []string{"root"}, Run: nakFloodPgmtun(n)})
 		cs = append(cs, &Case{ID: fmt.Sprintf("nakflood/openpgm/%d", n), Group: gNAKFlood, Runs: runs,
 			Name:    fmt.Sprintf("OpenPGM pgm_send, 2 MB/s (no RDATA rate), %d NAKs/s of 63 sequences", n),
@@ -101,7 +105,7 @@ func nakFloodPgmtun(nakRate int) func(context.Context, *Run) (Metrics, error) {
 		}
 		st, _ := snd.SenderStats()
 		r.Logf("sender: %+v", st)
-		rd := float64(nfRate / 2) // the default RDATA rate
+		rd := float64(nfRepair)
 		m[mFloodShare] = m[mFloodODATA] * nfRate / (nfRate - rd)
 		m[mFloodBudget] = m[mFloodRepair] * nfRate / rd
 		return m, nil

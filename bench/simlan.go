@@ -19,9 +19,9 @@ const (
 // at its default 1 MB/s, with loss pct on every downstream link: how long
 // a researcher waits for a large group (target: 1 000 receivers for 10 s
 // in under a minute on two cores). The source's repair budget is not
-// limited separately (--rdata-rate none): with the default, half the
-// rate, NCFs and RDATA queue behind it at this scale and the group
-// collapses into repeated NAKs (12.5 per loss, no receiver complete), a
+// limited separately (--rdata-rate none): with the default then, half the
+// rate (two thirds since), NCFs and RDATA queued behind it at this scale and the group
+// collapsed into repeated NAKs (12.5 per loss, no receiver complete), a
 // protocol finding, not the simulator's speed.
 func simLAN(n int, d time.Duration, pct float64) func(context.Context, *Run) (Metrics, error) {
 	seed := uint64(0)

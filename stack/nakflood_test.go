@@ -137,7 +137,7 @@ func TestSetRepairRate(t *testing.T) {
 		assert.ErrorIs(t, s.SetRepairRate(-1), ErrInvalidOption)
 		require.NoError(t, s.SetRateWindow(RateWindow{RateKbitsPerSec: 8000, WindowSizeInMSecs: 1000}))
 	})
-	assert.Equal(t, 500_000, repairRate(snd), "half the rate by default")
+	assert.Equal(t, 670_000, repairRate(snd), "two thirds of the rate by default")
 	assert.ErrorIs(t, snd.SetRepairRate(1000), ErrOptionTooLate)
 	snd.Close()
 	snd = a.sender(t, SockRDM, groupPort, func(s *Socket) { require.NoError(t, s.SetRepairRate(123_000)) })

@@ -77,7 +77,7 @@ func WithTimers(t Timers) Option {
 }
 
 // WithRepairRate sets a sender's repair budget, RDATA and NCFs, in bytes
-// per second (SetRepairRate; 0 keeps half the rate).
+// per second (SetRepairRate; 0 keeps two thirds of the rate).
 func WithRepairRate(bytesPerSec int) Option {
 	return WithSetup(func(s *Socket) error { return s.SetRepairRate(bytesPerSec) })
 }

@@ -151,7 +151,7 @@ const (
 // sockOpts are the options fixed at Connect/Listen.
 type sockOpts struct {
 	rateWindow    RateWindow
-	repairRate    int // sender: RDATA and NCF bytes/s (0 = half the rate)
+	repairRate    int // sender: RDATA and NCF bytes/s (0 = two thirds of the rate)
 	advancePct    int
 	lateJoinPct   int
 	sendNIC       tcpip.NICID

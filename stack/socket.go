@@ -199,9 +199,9 @@ func (s *Socket) RateWindow() RateWindow {
 // SetRepairRate sets a sender's repair budget in bytes per second, IP
 // headers included: RDATA and NCFs together, within the rate of
 // SetRateWindow (Winsock and OpenPGM keep a separate RDATA rate too). 0,
-// the default, is half the send rate. When repairs and new data both
-// wait they take turns weighted by their shares, so original data keeps
-// the rest of the rate (at least a tenth of it) under any NAK load.
+// the default, is two thirds of the send rate. When repairs and new data
+// both wait they take turns weighted by their shares, so original data
+// keeps the rest of the rate (at least a tenth of it) under any NAK load.
 // Set it between Bind and Connect.
 func (s *Socket) SetRepairRate(bytesPerSec int) error {
 	if bytesPerSec < 0 {

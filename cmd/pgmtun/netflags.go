@@ -85,7 +85,7 @@ func (f *netFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.network, "network", "", "`\"IFACE;GROUP\"`, as in OpenPGM: IFACE is the TUN device's name or the netstack's address\n(either may be empty), GROUP the multicast group, IPv4 or IPv6 (default "+defaultGroup+", or\n"+defaultGroup6+" when the addresses are IPv6)")
 	fs.UintVar(&f.port, "port", f.port, "PGM data-destination port")
 	fs.Var(&f.rate, "rate", "send: maximum `rate` in bytes/s, IP headers included (e.g. 400000, 10MB/s); a receiver's\nwindow follows its source (see --rx-budget)")
-	fs.Var(&f.rdata, "rdata-rate", "send: repair budget in `bytes/s` within --rate, RDATA and NCFs together (default half of\n--rate); new data keeps the rest whatever receivers NAK")
+	fs.Var(&f.rdata, "rdata-rate", "send: repair budget in `bytes/s` within --rate, RDATA and NCFs together (default two\nthirds of --rate); new data keeps the rest whatever receivers NAK")
 	fs.Var(&f.rxBudget, "rx-budget", "recv: most `bytes` of receive memory, the window the source advertises held within it\n(default 64MiB); when full, the oldest holes are reported lost")
 	fs.UintVar(&f.txwSqns, "txw-sqns", 0, "window in sequences (packets); converted to time at --rate and the MTU")
 	fs.Var(&f.txwSecs, "txw-secs", "window as `time`: how long data stays available for repairs (default 2s)")

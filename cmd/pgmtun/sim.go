@@ -41,7 +41,7 @@ func init() {
 			fs.DurationVar(&o.duration, "duration", 0, "send for this long at --rate instead of --bytes")
 			fs.Var(&o.rate, "rate", "source `rate` limit in bytes/s, IP headers included")
 			fs.Var(&o.window, "txw-secs", "transmit window as `time`")
-			fs.StringVar(&o.rdataRate, "rdata-rate", "", "the source's repair budget (RDATA and NCFs) in `bytes/s` within --rate\n(default half of --rate; none: no separate limit)")
+			fs.StringVar(&o.rdataRate, "rdata-rate", "", "the source's repair budget (RDATA and NCFs) in `bytes/s` within --rate\n(default two thirds of --rate; none: no separate limit)")
 			fs.StringVar(&o.backoff, "nak-backoff", "adaptive", "NAK back-off: `adaptive`, uniform (OpenPGM) or exponential")
 			fs.IntVar(&c.NAKGroupSize, "nak-group", 0, "receivers expected to share a loss, shapes --nak-backoff exponential (default 32)")
 			fs.DurationVar(&c.NAKBOIvl, "nak-bo-ivl", c.NAKBOIvl, "NAK back-off interval")

@@ -77,7 +77,7 @@ type Config struct {
 	Bytes int64 // application bytes the source sends
 	Rate  int   // source rate limit in bytes/s, IP headers included
 	// RDATARate is the source's repair budget (RDATA and NCFs) within
-	// Rate: 0 the engine's default (half of Rate), negative none.
+	// Rate: 0 the engine's default (two thirds of Rate), negative none.
 	RDATARate int
 	// TXW is the transmit window as time (Winsock mode, at Rate).
 	TXW time.Duration

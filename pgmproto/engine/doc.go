@@ -44,7 +44,7 @@
 // repairs are so backlogged that original data falls short of its share),
 // and a closed source keeps serving repairs until its window has passed
 // the last sequence. All output passes a token bucket; repairs have their
-// own budget within it (RDATARate, half the rate by default), shared by
+// own budget within it (RDATARate, two thirds of the rate by default), shared by
 // RDATA and NCFs, and take weighted turns with original data, so no NAK
 // load stops ODATA. NCFs confirm up to 63 sequences each, a sequence is
 // confirmed and repaired at most once per RepairHoldOff, repairs go oldest

@@ -14,7 +14,7 @@ import (
 
 func TestRepairRateDefaults(t *testing.T) {
 	c := Config{MaxRate: 1_000_000}.withDefaults()
-	assert.Equal(t, 500_000, c.RDATARate, "half the rate")
+	assert.Equal(t, 670_000, c.RDATARate, "two thirds of the rate")
 	assert.Equal(t, DefaultRepairHoldOff, c.RepairHoldOff)
 	assert.Equal(t, DefaultAddrNAKRate, c.AddrNAKRate)
 	c = Config{MaxRate: 1_000_000, RDATARate: 300_000, NAKRdataIvl: 100 * time.Millisecond}.withDefaults()

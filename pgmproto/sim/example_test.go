@@ -38,9 +38,9 @@ func Example() {
 	}
 	// Output:
 	// receiver 1: 100 delivered, 0 lost, ended true, median latency 7ms
-	// receiver 2: 100 delivered, 0 lost, ended true, median latency 51ms
+	// receiver 2: 100 delivered, 0 lost, ended true, median latency 257ms
 	// receiver 3: 100 delivered, 0 lost, ended true, median latency 52ms
-	// receiver 4: 100 delivered, 0 lost, ended true, median latency 455ms
+	// receiver 4: 100 delivered, 0 lost, ended true, median latency 39ms
 }
 
 func median(d []time.Duration) time.Duration {
