@@ -43,6 +43,18 @@ type Opts struct {
 	// UDPEncapMcast is the multicast UDP port when it differs from
 	// UDPEncap (OpenPGM's PGM_UDP_ENCAP_MCAST_PORT).
 	UDPEncapMcast int
+
+	// FEC is OpenPGM's PGM_USE_FEC (set when FEC.Group > 0).
+	FEC FEC
+}
+
+// FEC is OpenPGM's struct pgm_fecinfo_t.
+type FEC struct {
+	Group     int  // k, packets per transmission group
+	Block     int  // n, data + parity packets per group (0: 255)
+	Proactive int  // h, parity packets after every group
+	OnDemand  bool // parity on request
+	VarPktLen bool // OPT_VAR_PKTLEN
 }
 
 func secs(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) }
@@ -73,6 +85,15 @@ func (o Opts) Args() []string {
 	add("--nak-retries", o.NakRetries)
 	add("--hops", o.Hops)
 	add("--mtu", o.MTU)
+	add("--fec-group", o.FEC.Group)
+	add("--fec-block", o.FEC.Block)
+	add("--fec-proactive", o.FEC.Proactive)
+	if o.FEC.OnDemand {
+		a = append(a, "--fec-ondemand")
+	}
+	if o.FEC.VarPktLen {
+		a = append(a, "--fec-var-pktlen")
+	}
 	if o.Stream {
 		a = append(a, "--mode", "stream")
 	}

@@ -5,10 +5,13 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,6 +52,41 @@ uint32_t pgm_compat_csum_partial_copy(const void *src, void *dst, uint16_t len, 
 {
 	memmove(dst, src, len);
 	return csum_words(dst, len, csum);
+}
+
+/* ---- parity ports -------------------------------------------------------
+ * libpgm 5.3.128 builds parity RDATA in a buffer of its own and never sets
+ * that header's source and destination ports: parity leaves with ports 0
+ * and no receiver can match it to its session (TSI = GSI + source port).
+ * libpgm sends through sendto, which this definition takes over the same
+ * way (-rdynamic): a parity RDATA with ports 0 gets the session's ports
+ * and its checksum again. */
+
+static uint16_t parity_ports[2]; /* network order; 0: a socket without FEC */
+
+ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to, socklen_t tolen)
+{
+	const uint8_t *p = buf;
+	if (parity_ports[0] != 0 && len >= 16 && len <= 65535 && p[4] == 0x05 /* RDATA */ &&
+	    (p[5] & 0x80) /* parity */ && p[0] == 0 && p[1] == 0 && p[2] == 0 && p[3] == 0) {
+		static uint8_t b[65536];
+		memcpy(b, buf, len);
+		memcpy(b, parity_ports, 4);
+		b[6] = b[7] = 0;
+		uint32_t sum = 0;
+		for (size_t off = 0; off < len; off += 32768) {
+			size_t n = len - off < 32768 ? len - off : 32768; /* even, so words stay aligned */
+			sum = csum_words(b + off, (uint16_t)n, sum);
+		}
+		while (sum >> 16)
+			sum = (sum & 0xffff) + (sum >> 16);
+		uint16_t c = (uint16_t)~sum;
+		if (c == 0)
+			c = 0xffff;
+		memcpy(b + 6, &c, 2);
+		return syscall(SYS_sendto, fd, b, len, flags, to, tolen);
+	}
+	return syscall(SYS_sendto, fd, buf, len, flags, to, tolen);
 }
 
 /* ---- records ------------------------------------------------------------ */
@@ -167,6 +205,7 @@ void opts_defaults(struct peer_opts *o)
 	o->idle = 0;
 	o->hops = 16;
 	o->mtu = 1500;
+	o->fec_block = 255;
 }
 
 static void usage(const char *prog, bool sender)
@@ -189,6 +228,10 @@ static void usage(const char *prog, bool sender)
 		"      --delay S              sender: pause between connect and data (0.2)\n"
 		"      --timeout S            receiver: fail after S seconds (60)\n"
 		"      --idle S               receiver: end after S seconds without data (0: never)\n"
+		"      --fec-group K          PGM_USE_FEC: transmission groups of K packets (0: no FEC)\n"
+		"      --fec-block N          FEC block: data + parity packets per group (255)\n"
+		"      --fec-proactive H      parity packets sent after every group (0)\n"
+		"      --fec-ondemand         parity on request; --fec-var-pktlen: OPT_VAR_PKTLEN\n"
 		"      --hops N, --mtu N, -v\n",
 		prog, sender ? "send" : "expect");
 	exit(64);
@@ -197,7 +240,8 @@ static void usage(const char *prog, bool sender)
 void parse_opts(struct peer_opts *o, int argc, char **argv, const char *prog, bool sender)
 {
 	enum { O_CHUNK = 256, O_TXW, O_RXW, O_BO, O_RPT, O_RDATA, O_RETRIES, O_SPORT,
-	       O_LINGER, O_DELAY, O_TIMEOUT, O_IDLE, O_HOPS, O_MTU, O_PACE };
+	       O_LINGER, O_DELAY, O_TIMEOUT, O_IDLE, O_HOPS, O_MTU, O_PACE,
+	       O_FEC_GROUP, O_FEC_BLOCK, O_FEC_PRO, O_FEC_OND, O_FEC_VAR };
 	static const struct option lo[] = {
 		{"network", required_argument, 0, 'n'}, {"port", required_argument, 0, 'p'},
 		{"udp-encap", required_argument, 0, 'u'}, {"size", required_argument, 0, 's'},
@@ -211,6 +255,9 @@ void parse_opts(struct peer_opts *o, int argc, char **argv, const char *prog, bo
 		{"timeout", required_argument, 0, O_TIMEOUT}, {"idle", required_argument, 0, O_IDLE},
 		{"hops", required_argument, 0, O_HOPS}, {"mtu", required_argument, 0, O_MTU},
 		{"pace", required_argument, 0, O_PACE},
+		{"fec-group", required_argument, 0, O_FEC_GROUP}, {"fec-block", required_argument, 0, O_FEC_BLOCK},
+		{"fec-proactive", required_argument, 0, O_FEC_PRO}, {"fec-ondemand", no_argument, 0, O_FEC_OND},
+		{"fec-var-pktlen", no_argument, 0, O_FEC_VAR},
 		{"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
 	};
 	int c;
@@ -248,12 +295,19 @@ void parse_opts(struct peer_opts *o, int argc, char **argv, const char *prog, bo
 		case O_HOPS: o->hops = atoi(optarg); break;
 		case O_MTU: o->mtu = atoi(optarg); break;
 		case O_PACE: o->pace = strtol(optarg, NULL, 10); break;
+		case O_FEC_GROUP: o->fec_group = atoi(optarg); break;
+		case O_FEC_BLOCK: o->fec_block = atoi(optarg); break;
+		case O_FEC_PRO: o->fec_proactive = atoi(optarg); break;
+		case O_FEC_OND: o->fec_ondemand = true; break;
+		case O_FEC_VAR: o->fec_varpkt = true; break;
 		case 'v': o->verbose = true; break;
 		default: usage(prog, sender);
 		}
 	}
 	if (!o->network || o->size < RECORD_HDR || o->size > 65536 || o->chunk == 0 ||
-	    o->port <= 0 || o->port > 65535 || o->count < 0 || o->pace < 0 || optind != argc)
+	    o->port <= 0 || o->port > 65535 || o->count < 0 || o->pace < 0 || optind != argc ||
+	    o->fec_group < 0 || o->fec_group > 255 || o->fec_block < 0 || o->fec_block > 255 ||
+	    o->fec_proactive < 0 || o->fec_proactive > 255)
 		usage(prog, sender);
 }
 
@@ -275,6 +329,72 @@ static void setopt(pgm_sock_t *sock, int level, int name, const void *v, socklen
 	}
 }
 #define SETOPT(sock, name, val) setopt(sock, IPPROTO_PGM, name, &(val), sizeof(val), #name)
+
+/* ---- FEC ----------------------------------------------------------------
+ * libpgm 5.3.128 never sets its socket's tg_sqn_shift (log2 k; upstream
+ * master neither), so a source reads every ODATA as the end of a
+ * transmission group: with proactive parity it queues parity for group
+ * "sequence | h" after each packet and pgm_txw_retransmit_try_peek, which
+ * uses the window's correct shift, dereferences NULL from _pgm_txw_peek for
+ * the group's packets not sent yet (SIGSEGV after the first few ODATA); and
+ * it reads parity NAKs as NAKs for a group of one packet. The field is the
+ * byte after the six PGM_USE_FEC sets in the private struct pgm_sock_t
+ * (use_proactive_parity, use_ondemand_parity, use_var_pktlen, rs_n, rs_k,
+ * rs_proactive_h): found by setting two different FEC settings and keeping
+ * the one offset where both appear, then set here. */
+
+static void fec_fields(const struct pgm_fecinfo_t *f, uint8_t b[6])
+{
+	b[0] = f->proactive_packets > 0;
+	b[1] = f->ondemand_parity_enabled;
+	b[2] = f->var_pktlen_enabled;
+	b[3] = f->block_size;
+	b[4] = f->group_size;
+	b[5] = f->proactive_packets;
+}
+
+static void set_fec(pgm_sock_t *sock, const struct peer_opts *o)
+{
+	const struct pgm_fecinfo_t probe[2] = {
+		{.block_size = 255, .proactive_packets = 1, .group_size = 2, .ondemand_parity_enabled = true},
+		{.block_size = 200, .proactive_packets = 0, .group_size = 64, .var_pktlen_enabled = true},
+	};
+	const uint8_t *mem = (const uint8_t *)sock;
+	const size_t size = malloc_usable_size(sock);
+	uint8_t *match = calloc(size, 1);
+	for (int p = 0; p < 2; p++) {
+		uint8_t want[6];
+		fec_fields(&probe[p], want);
+		SETOPT(sock, PGM_USE_FEC, probe[p]);
+		for (size_t i = 0; i + 7 <= size; i++)
+			if (memcmp(mem + i, want, 6) == 0 && mem[i + 6] == 0)
+				match[i]++;
+	}
+	size_t at = 0, n = 0;
+	for (size_t i = 0; i < size; i++)
+		if (match[i] == 2) {
+			at = i;
+			n++;
+		}
+	free(match);
+	if (n != 1) {
+		fprintf(stderr, "PGM_USE_FEC: found %zu places for tg_sqn_shift in the socket, want 1\n", n);
+		exit(70);
+	}
+	/* libpgm checks the values (power of two k ≤ 128, h ≤ n − k). */
+	struct pgm_fecinfo_t fec = {
+		.block_size = (uint8_t)o->fec_block,
+		.proactive_packets = (uint8_t)o->fec_proactive,
+		.group_size = (uint8_t)o->fec_group,
+		.ondemand_parity_enabled = o->fec_ondemand,
+		.var_pktlen_enabled = o->fec_varpkt,
+	};
+	SETOPT(sock, PGM_USE_FEC, fec);
+	uint8_t shift = 0;
+	while ((1u << shift) < fec.group_size)
+		shift++;
+	((uint8_t *)sock)[at + 6] = shift;
+}
 
 pgm_sock_t *open_socket(const struct peer_opts *o, bool sender)
 {
@@ -298,12 +418,23 @@ pgm_sock_t *open_socket(const struct peer_opts *o, bool sender)
 	const int yes = 1, no = 0;
 	SETOPT(sock, sender ? PGM_SEND_ONLY : PGM_RECV_ONLY, yes);
 	SETOPT(sock, PGM_MTU, o->mtu);
+	if (o->fec_group > 0)
+		set_fec(sock, o);
 	if (sender) {
 		const int ambient = 30 * 1000 * 1000;
 		const int heartbeat[] = {100 * 1000, 100 * 1000, 100 * 1000, 100 * 1000, 1300 * 1000,
 					 7 * 1000 * 1000, 16 * 1000 * 1000, 25 * 1000 * 1000, 30 * 1000 * 1000};
 		const int rate = o->rate > 0 ? (int)o->rate : 125 * 1000 * 1000;
-		SETOPT(sock, PGM_TXW_SQNS, o->txw);
+		if (o->fec_group > 0) {
+			/* libpgm sizes its parity buffer by the TPDU only for a
+			 * window in seconds: with PGM_TXW_SQNS it is empty and the
+			 * first parity packet aborts (pgm_skb_over_panic). Seconds
+			 * holding at least txw packets at the rate instead. */
+			const int secs = (int)(((long long)o->txw * o->mtu + rate - 1) / rate);
+			SETOPT(sock, PGM_TXW_SECS, secs);
+		} else {
+			SETOPT(sock, PGM_TXW_SQNS, o->txw);
+		}
 		SETOPT(sock, PGM_TXW_MAX_RTE, rate);
 		SETOPT(sock, PGM_AMBIENT_SPM, ambient);
 		setopt(sock, IPPROTO_PGM, PGM_HEARTBEAT_SPM, heartbeat, sizeof heartbeat, "PGM_HEARTBEAT_SPM");
@@ -338,6 +469,10 @@ pgm_sock_t *open_socket(const struct peer_opts *o, bool sender)
 	memcpy(&if_req.ir_address, &res->ai_send_addrs[0].gsr_addr, sizeof if_req.ir_address);
 	if (!pgm_bind3(sock, &addr, sizeof addr, &if_req, sizeof if_req, &if_req, sizeof if_req, &err))
 		die_pgm("pgm_bind3", err);
+	if (sender && o->fec_group > 0) {
+		parity_ports[0] = htons(addr.sa_addr.sport);
+		parity_ports[1] = htons((uint16_t)o->port);
+	}
 
 	for (unsigned i = 0; i < res->ai_recv_addrs_len; i++)
 		setopt(sock, IPPROTO_PGM, PGM_JOIN_GROUP, &res->ai_recv_addrs[i],

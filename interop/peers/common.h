@@ -43,6 +43,12 @@ struct peer_opts {
 	int hops;              /* multicast TTL */
 	int mtu;
 	bool verbose;
+	/* PGM_USE_FEC (struct pgm_fecinfo_t) when fec_group > 0 */
+	int fec_group;         /* k: packets per transmission group */
+	int fec_block;         /* n: data + parity per group (255) */
+	int fec_proactive;     /* h: parity packets after every group */
+	bool fec_ondemand;     /* parity on request */
+	bool fec_varpkt;       /* OPT_VAR_PKTLEN: groups of unequal TSDUs */
 };
 
 void opts_defaults(struct peer_opts *o);
