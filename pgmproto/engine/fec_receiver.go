@@ -25,8 +25,11 @@ import (
 // instead of a selective NAK; sequences of the group still being sent, or
 // of a group whose earlier packets are gone, are NAKed selectively. Both
 // bits of OPT_PARITY_PRM count as an offer: RFC 3208 names 0x01 on-demand,
-// OpenPGM 0x02. A source that neither confirms nor answers a parity NAK
-// within NAK_RPT_IVL is asked selectively from then on.
+// OpenPGM 0x02. A source that does not confirm a parity NAK (an NCF with
+// the parity bit) within NAK_RPT_IVL is asked selectively from then on.
+// Parity packets are no answer: OpenPGM sends proactive parity, late and
+// whatever was NAKed, yet refuses parity NAKs unless it offers on-demand
+// parity, and its proactive-only bit is RFC 3208's on-demand.
 
 type rxParity struct {
 	j    int    // code index
@@ -49,7 +52,7 @@ type rxFEC struct {
 	mask     seq.Num
 	onDemand bool
 	refused  bool // parity NAKs unanswered: selective NAKs only
-	answered bool // a parity NCF or parity packet arrived
+	answered bool // a parity NCF arrived
 	firstNAK time.Time
 	dec      *fec.Decoder
 	groups   map[seq.Num]*rxGroup
@@ -150,7 +153,6 @@ func (pr *session) onParity(now time.Time, p wire.Packet) {
 		pr.stats.ParityDropped++ // no FEC parameters (yet): cannot be used
 		return
 	}
-	f.answered = true
 	d := p.Data()
 	q := d.SQN()
 	pr.sourceTrail(d.Trail())

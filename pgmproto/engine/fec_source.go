@@ -414,7 +414,12 @@ func (s *Source) fecSPM(f pktFlags) int {
 		b.Join(j.min)
 	}
 	c := s.fec.cfg
-	b.ParityPrm(c.Proactive > 0, c.OnDemand, uint32(c.GroupSize))
+	// OpenPGM's bits, the reverse of RFC 3208's: 0x02 on-demand, 0x01
+	// proactive (pgmtun receivers take either). An OpenPGM 5.3 receiver
+	// reads 0x01 as proactive parity and decodes groups itself, which
+	// aborts it at the first loss past a group's first packet (README);
+	// 0x02 it ignores, NAKing selectively.
+	b.ParityPrm(c.OnDemand, c.Proactive > 0, uint32(c.GroupSize))
 	addFlags(&b, f)
 	s.spmSQN++
 	return finish(&b)

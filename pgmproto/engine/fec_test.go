@@ -71,8 +71,7 @@ func TestFECSourceProactive(t *testing.T) {
 	spm := parse(t, pk[0])
 	prm, ok := spm.ParityPrm()
 	require.True(t, ok)
-	require.True(t, prm.Proactive())
-	require.False(t, prm.OnDemand())
+	require.EqualValues(t, 0x01, prm[3], "OpenPGM's proactive bit (RFC 3208's on-demand)")
 	require.EqualValues(t, 4, prm.TGS())
 
 	var data [][]byte
@@ -134,7 +133,7 @@ func TestFECSourceParityNAK(t *testing.T) {
 	s, err := NewSource(c, t0)
 	require.NoError(t, err)
 	prm, _ := parse(t, drainSource(s, t0)[0]).ParityPrm()
-	require.True(t, prm.OnDemand())
+	require.EqualValues(t, 0x02, prm[3], "OpenPGM's on-demand bit (RFC 3208's proactive)")
 	for i := range 6 {
 		require.NoError(t, s.Send(t0, []byte(fmt.Sprintf("packet %d", i))))
 	}
@@ -179,6 +178,7 @@ type fecPair struct {
 	r    *Receiver
 	now  time.Time
 	drop func(p wire.Packet) bool
+	up   func(p wire.Packet) bool // drops upstream packets when set
 	got  [][]byte
 }
 
@@ -211,7 +211,9 @@ func (fp *fecPair) run(d time.Duration) {
 			if !ok {
 				break
 			}
-			fp.s.HandlePacket(fp.now, tx.Packet, tRxAddr)
+			if fp.up == nil || !fp.up(parse(fp.t, tx.Packet)) {
+				fp.s.HandlePacket(fp.now, tx.Packet, tRxAddr)
+			}
 		}
 		for {
 			e, ok := fp.r.NextEvent()
@@ -285,6 +287,34 @@ func TestFECReceiverProactive(t *testing.T) {
 	st := fp.r.Stats()
 	require.EqualValues(t, 0, st.NAKPacketsSent)
 	require.EqualValues(t, 3, st.ParityRecoveredPackets)
+}
+
+// TestFECReceiverProactiveRefusesParityNAKs: a source sending proactive
+// parity that ignores parity NAKs (OpenPGM without on-demand parity):
+// three losses in a group outrun its two parity packets, the parity NAK
+// goes unanswered, and the receiver asks selectively instead; the proactive
+// parity it received does not count as an answer.
+func TestFECReceiverProactiveRefusesParityNAKs(t *testing.T) {
+	c := fecConfig(8, 2, false)
+	c.InitialSQN = 0
+	fp := newFECPair(t, c)
+	fp.drop = func(p wire.Packet) bool {
+		q := p.Data().SQN()
+		return p.Type() == wire.TypeODATA && (q == 1 || q == 2 || q == 3 || q == 12)
+	}
+	fp.up = func(p wire.Packet) bool { return p.Type() == wire.TypeNAK && isParity(p) }
+	var apdus [][]byte
+	for i := range 24 {
+		apdus = append(apdus, []byte(fmt.Sprintf("message %d", i)))
+		require.NoError(t, fp.s.Send(fp.now, apdus[i]))
+	}
+	fp.run(10 * time.Second)
+	require.Equal(t, apdus, fp.got)
+	st := fp.r.Stats()
+	require.NotZero(t, st.TotalParityNaksSent, "%+v", st)
+	require.NotZero(t, st.TotalSelectiveNaksSent, "%+v", st)
+	require.EqualValues(t, 0, st.LostSequences)
+	require.NotZero(t, st.ParityGroupsDecoded, "sequence 12 came back from proactive parity")
 }
 
 // TestFECReceiverHostileParity: parity that cannot be right is counted and
