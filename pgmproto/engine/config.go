@@ -141,6 +141,11 @@ type Config struct {
 	AddrNAKRate  int
 	AddrNAKBurst int
 
+	// CongestionControl turns on PGMCC (CCPGMCC) in sources and receivers;
+	// the default CCNone changes nothing. PGMCC tunes it (pgmcc.go).
+	CongestionControl CongestionControl
+	PGMCC             PGMCCConfig
+
 	// Source timers.
 	AmbientSPM   time.Duration   // ambient SPM interval
 	HeartbeatSPM []time.Duration // heartbeat SPM intervals after data
@@ -360,6 +365,9 @@ func (c Config) Validate() error {
 	if err := c.validateFEC(); err != nil {
 		return err
 	}
+	if c.CongestionControl > CCPGMCC {
+		return cfgErr("CongestionControl %d unknown", c.CongestionControl)
+	}
 	switch {
 	case c.NetHeaderLen < 0 || c.NetHeaderLen > 256:
 		return cfgErr("NetHeaderLen %d out of range [0, 256]", c.NetHeaderLen)
@@ -442,7 +450,7 @@ func (c *Config) maxTSDU() int { return c.MaxTPDU - c.NetHeaderLen - dataHeaderL
 // maxTSDUFragment is the largest payload of a fragment (OPT_LENGTH and
 // OPT_FRAGMENT take room, and OPT_JOIN with late join).
 func (c *Config) maxTSDUFragment() int {
-	return c.maxTSDU() - optLengthLen - optFragmentLen - c.joinLen()
+	return c.maxTSDU() - optLengthLen - optFragmentLen - c.joinLen() - c.ccOptLen()
 }
 
 // MaxTSDU returns the largest APDU that is sent without fragmentation

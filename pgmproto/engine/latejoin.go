@@ -38,9 +38,9 @@ func (c *Config) joinLen() int {
 // Source sends: maxTSDU, less OPT_LENGTH and OPT_JOIN with late join.
 func (c *Config) sendTSDU() int {
 	if c.LateJoinPct > 0 {
-		return c.maxTSDU() - optLengthLen - optJoinLen
+		return c.maxTSDU() - optLengthLen - optJoinLen - c.ccOptLen()
 	}
-	return c.maxTSDU()
+	return c.maxTSDU() - c.ccLen()
 }
 
 // join returns the OPT_JOIN of a packet sent now: LateJoinPct of the

@@ -14,6 +14,7 @@ type outReq struct {
 	p      *session
 	spmr   bool
 	parity bool // a parity NAK (fec_receiver.go)
+	ack    bool // a PGMCC ACK (pgmcc_receiver.go)
 	n      int
 	sqns   [MaxNAKList]seq.Num
 }
@@ -260,6 +261,7 @@ func (r *Receiver) newSession(now time.Time, p wire.Packet, from, to netip.Addr)
 		expiry:    now.Add(r.cfg.PeerExpiry),
 		lastHeard: now,
 		start:     now,
+		cc:        newRxCC(&r.cfg),
 	}
 	pr.stats.MinSequencesInWindow = ^uint64(0)
 	if p.Type() != wire.TypeSPM {
@@ -309,6 +311,9 @@ func (r *Receiver) timers(now time.Time) {
 		if !pr.nextTimer.IsZero() && !now.Before(pr.nextTimer) {
 			pr.nakTimers(now)
 		}
+		if pr.cc != nil {
+			pr.ccTimer(now)
+		}
 	}
 	clear(r.order[len(kept):])
 	r.order = kept
@@ -319,6 +324,8 @@ func (r *Receiver) queue(q outReq) {
 		return // caller is not draining; NAK timers will retry
 	}
 	switch {
+	case q.ack:
+		q.p.stats.PGMCCAcksSent++
 	case q.parity:
 		q.p.stats.NAKPacketsSent++
 		q.p.stats.TotalParityNaksSent += uint64(q.n)
@@ -356,8 +363,12 @@ func (r *Receiver) Next(now time.Time) (Transmit, bool) {
 	}
 	r.outH++
 	var n int
-	if q.parity {
+	if q.ack {
+		n = pr.encodeACK(r.buf, now)
+	} else if q.parity {
 		n = encodeParityNAK(r.buf, pr.tsi, pr.dport, q.sqns[0], pr.srcAddr, pr.group)
+	} else if pr.cc != nil {
+		n = pr.encodeNAKCC(r.buf, now, q.sqns[:q.n])
 	} else {
 		n = encodeNAK(r.buf, wire.TypeNAK, pr.tsi, pr.dport, q.sqns[:q.n], pr.srcAddr, pr.group)
 	}
@@ -384,6 +395,9 @@ func (r *Receiver) NextDeadline() (time.Time, bool) {
 		set(pr.expiry)
 		set(pr.spmrAt)
 		set(pr.nextTimer)
+		if pr.cc != nil {
+			set(pr.cc.ackAt)
+		}
 	}
 	return d, !d.IsZero()
 }

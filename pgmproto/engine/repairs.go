@@ -46,7 +46,12 @@ func (s *Source) HandlePacket(now time.Time, b []byte, from netip.Addr) error {
 			s.stats.NAKsRateLimited++
 			return nil
 		}
+		if s.cc != nil {
+			s.cc.feedback(now, p, from)
+		}
 		s.onNAK(now, p)
+	case wire.TypeACK:
+		s.onACK(now, p, from) // pgmcc_source.go
 	case wire.TypeNNAK:
 		n := 1
 		if l, ok := p.NAKList(); ok {
@@ -327,6 +332,9 @@ func (s *Source) pickData(now time.Time) (repair, contended bool, at time.Time, 
 	if rOK {
 		rSize = s.dataSize(re)
 		rAt = s.rdata.readyAt(now, rSize)
+		if s.cc != nil {
+			rAt = later(rAt, s.cc.repairAt(now)) // pgmcc_source.go
+		}
 	}
 	if oOK {
 		oSize = s.dataSize(s.w.at(s.w.sendNext))

@@ -27,6 +27,7 @@ type session struct {
 	defined   bool
 	w         rxw
 	fec       *rxFEC // nil until the source advertises FEC (fec_receiver.go)
+	cc        *rxCC  // nil without PGMCC (pgmcc_receiver.go)
 
 	// announced: EventNewSession was emitted, on the first ODATA (a
 	// session is offered to the application, as Winsock accepts one, only
@@ -232,6 +233,9 @@ func (pr *session) onData(now time.Time, p wire.Packet) {
 			!f.FirstSQN().Before(d.Trail()) && seq.WindowLen(f.FirstSQN(), q) <= pr.w.max {
 			pr.define(now, q, d.Trail(), f.FirstSQN(), true)
 		}
+	}
+	if pr.cc != nil {
+		pr.ccData(now, p, q, isRDATA)
 	}
 	w := &pr.w
 	pr.sourceTrail(d.Trail())

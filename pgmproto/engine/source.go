@@ -24,6 +24,8 @@ type SourceStats struct {
 	RateKBitsPerSecLast    uint64  // over the last second or so
 	TotalODataPacketsSent  uint64
 
+	PGMCC PGMCCStats // congestion control (pgmcc_source.go)
+
 	SPMsSent           uint64
 	NCFsSent           uint64 // NCF packets (each confirms up to 63 sequences)
 	DuplicateNaks      uint64 // requests for a repair already queued (eliminated)
@@ -76,7 +78,8 @@ type Source struct {
 	fec   *txFEC // nil without FEC (fec_source.go)
 
 	total, odata, rdata bucket
-	pace                pacer // when ODATA may go (pacer.go)
+	pace                pacer        // when ODATA may go (pacer.go)
+	cc                  *pgmccSource // nil without PGMCC (pgmcc_source.go)
 
 	buf      []byte
 	rq       []seq.Num // repair heap, oldest sequence first (repairs.go)
@@ -159,6 +162,10 @@ func NewSource(cfg Config, now time.Time) (*Source, error) {
 	}
 	s.meterAt = now
 	s.pace = fixedPacer{&s.odata}
+	if c.CongestionControl == CCPGMCC {
+		s.cc = newPGMCCSource(&c, &s.odata, now)
+		s.pace = s.cc
+	}
 	s.fec = newTXFEC(c.FEC)
 	s.nextAmbient = now.Add(c.AmbientSPM)
 	s.nextAdvance = now
@@ -205,6 +212,10 @@ func (s *Source) Send(now time.Time, apdu []byte) error {
 		return ErrTooLarge
 	}
 	s.advance(now)
+	if s.cc != nil && !s.ccRoom() {
+		s.blocked = true
+		return ErrWindowFull
+	}
 	maxT, maxF := s.cfg.sendTSDU(), s.cfg.maxTSDUFragment()
 	if len(apdu) <= maxT {
 		if !s.room(1, len(apdu)) {
@@ -416,6 +427,9 @@ func (s *Source) Next(now time.Time) (Transmit, bool) {
 		}
 		n := s.data(wire.TypeRDATA, q, e)
 		s.stats.RepairPacketsSent++
+		if s.cc != nil {
+			s.cc.repairSent()
+		}
 		return s.emit(now, n, &s.rdata), true
 	}
 	q := s.w.sendNext
@@ -464,7 +478,7 @@ func (s *Source) NextInto(now time.Time, buf []byte) (Transmit, bool) {
 // dataSize bounds the wire size of e as ODATA/RDATA (IP header included)
 // for the rate limiter.
 func (s *Source) dataSize(e *txEntry) int {
-	return s.cfg.NetHeaderLen + dataHeaderLen + optLengthLen + optFragmentLen + s.cfg.joinLen() + optFlagLen + len(e.payload)
+	return s.cfg.NetHeaderLen + dataHeaderLen + optLengthLen + optFragmentLen + s.cfg.joinLen() + s.cfg.ccOptLen() + optFlagLen + len(e.payload)
 }
 
 func (s *Source) spm(f pktFlags) int {
@@ -500,6 +514,9 @@ func (s *Source) data(t wire.Type, q seq.Num, e *txEntry) int {
 	if j.on {
 		extra = max(extra, optLengthLen) + optJoinLen
 	}
+	if s.cc != nil {
+		extra = max(extra, optLengthLen) + s.cfg.ccOptLen()
+	}
 	if f != 0 {
 		if extra == 0 {
 			extra = optLengthLen
@@ -507,6 +524,10 @@ func (s *Source) data(t wire.Type, q seq.Num, e *txEntry) int {
 		if s.cfg.NetHeaderLen+dataHeaderLen+extra+optFlagLen+len(e.payload) > s.cfg.MaxTPDU {
 			f = 0
 		}
+	}
+	if s.cc != nil {
+		ts, acker := s.cc.dataOpt(s.now)
+		return encodeDataCC(s.buf, t, s.cfg.TSI, s.cfg.DestPort, q, s.w.trail, e.payload, fr, f, j, ts, acker)
 	}
 	return encodeDataJoin(s.buf, t, s.cfg.TSI, s.cfg.DestPort, q, s.w.trail, e.payload, fr, f, j)
 }
@@ -588,6 +609,9 @@ func (s *Source) Stats(now time.Time) SourceStats {
 	st := s.stats
 	st.NumOutstandingNaks = uint64(s.rPending)
 	st.BufferSpaceAvailable = uint64(s.w.max - s.w.len())
+	if s.cc != nil {
+		st.PGMCC = s.cc.stats()
+	}
 	st.TrailingEdgeSeqId = s.w.trail
 	st.LeadingEdgeSeqId = s.w.lead()
 	if el := now.Sub(s.start); el > 0 {

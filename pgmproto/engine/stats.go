@@ -68,9 +68,15 @@ type ReceiverStats struct {
 	ParityGroupsDecoded    uint64
 	ParityRecoveredPackets uint64
 	ParityDecodeFailures   uint64
+
+	// PGMCC (pgmcc_receiver.go): ACKs sent, and the filtered loss rate
+	// (0–1) reported in feedback.
+	PGMCCAcksSent uint64
+	PGMCCLossRate float64
 }
 
 func (a *ReceiverStats) add(b *ReceiverStats) {
+	a.PGMCCAcksSent += b.PGMCCAcksSent
 	a.NumODataPacketsReceived += b.NumODataPacketsReceived
 	a.NumRDataPacketsReceived += b.NumRDataPacketsReceived
 	a.NumDuplicateDataPackets += b.NumDuplicateDataPackets
@@ -108,6 +114,9 @@ func (a *ReceiverStats) add(b *ReceiverStats) {
 // statsAt returns the session's statistics at now.
 func (pr *session) statsAt(now time.Time) ReceiverStats {
 	st := pr.stats
+	if pr.cc != nil {
+		st.PGMCCLossRate = pr.cc.loss
+	}
 	if st.MinSequencesInWindow == ^uint64(0) {
 		st.MinSequencesInWindow = 0
 	}

@@ -1,0 +1,494 @@
+package engine
+
+import (
+	"math"
+	"math/bits"
+	"net/netip"
+	"time"
+
+	"github.com/pgmtun/pgmtun/pgmproto/seq"
+	"github.com/pgmtun/pgmtun/pgmproto/wire"
+)
+
+// PGMCC at the source (Rizzo's pgmcc; OpenPGM's wire format).
+//
+// Receivers report their loss rate and echo the source's timestamp in
+// OPT_PGMCC_FEEDBACK (on NAKs, and on ACKs). The source elects as acker
+// the receiver with the lowest TCP-friendly throughput, 1/(RTT·√p), i.e.
+// the highest RTT²·p, and names it in OPT_PGMCC_DATA on every ODATA. The
+// acker ACKs each ODATA; the ACKs clock a TCP-like window of tokens: one
+// token per new ACK (two in slow start), one spent per ODATA, the window
+// halved when the ACK bitmap shows a packet missing behind three newer
+// ones, at most once per window. The configured rate stays the ceiling.
+//
+// Fallback: OpenPGM receivers never ACK (they compare the named acker
+// with an address they never set). An acker that does not ACK within
+// AckWait is dropped and banned for Ban; with no acker the source sends
+// an initial window, then after AckWait more goes on at the configured
+// rate, still offering the role (OPT_PGMCC_DATA with no acker) to
+// whoever answers.
+//
+// Bad input has a bounded effect: ACKs count only from the acker, only
+// for sequences sent and each at most once (tokens never exceed the
+// window); feedback with a timestamp from the future or over a minute old
+// is dropped; a receiver that claims a huge loss rate becomes acker, and
+// either ACKs (and so really paces us) or is banned after AckWait.
+
+// switchFactor: a receiver replaces the acker when its RTT²·p exceeds the
+// acker's by this factor, i.e. when its throughput estimate is below 0.8
+// of the acker's (the paper's hysteresis against flapping).
+const switchFactor = 1 / (0.8 * 0.8)
+
+// maxFeedbackAge bounds an echoed timestamp's age (an RTT).
+const maxFeedbackAge = 60_000 // ms
+
+// maxBanned bounds the table of banned ackers.
+const maxBanned = 256
+
+// PGMCCStats describes a Source's PGMCC state (SourceStats.PGMCC).
+type PGMCCStats struct {
+	Enabled  bool
+	Acker    netip.Addr    // current acker; invalid when none
+	AckerRTT time.Duration // its last RTT (timestamp echo)
+	// AckerLoss is its reported loss rate (0–1).
+	AckerLoss float64
+	Window    float64 // congestion window, packets
+	// Rate is the window's rate (bytes/s: window × packet / RTT), or the
+	// configured rate in fallback (0: unlimited).
+	Rate     int64
+	Fallback bool // no acker answers: sending at the configured rate
+
+	Elections     uint64 // ackers elected (first, and after a timeout)
+	AckerSwitches uint64 // acker replaced by a worse receiver
+	AckerTimeouts uint64 // ackers dropped for not ACKing within AckWait
+	Fallbacks     uint64 // times the source went to the configured rate
+	LossEvents    uint64 // window halvings
+	AcksReceived  uint64
+	AcksNotAcker  uint64 // ACKs from receivers that are not the acker
+	AcksBogus     uint64 // ACKs for sequences never sent, or too old
+	BadFeedback   uint64 // feedback with a future or absurd timestamp
+	BannedReports uint64 // feedback from banned ackers, ignored
+}
+
+type pgmccSource struct {
+	cfg     PGMCCConfig
+	fixed   fixedPacer
+	base    time.Time
+	maxRate int // ceiling, bytes/s; <= 0 unlimited
+	pkt     int // MaxTPDU
+	v6      bool
+
+	acker      netip.Addr
+	ackerScore float64
+	ackerLoss  uint16
+	ackerRTT   time.Duration
+	srtt       time.Duration
+	minRTT     time.Duration // the acker's least RTT (slow-start exit)
+
+	cwnd, ssthresh, tokens float64
+
+	haveAck    bool
+	ackLead    seq.Num
+	ackBits    uint32
+	recovering bool
+	recover    seq.Num
+
+	sentAny             bool
+	firstSent, lastSent seq.Num
+	timer               time.Time // ACK (or acker) expected by then; zero: none
+	fallback            bool
+	nextAt              time.Time // pacing gap within the window
+	repairsOut          int       // RDATA sent and not yet ACKed
+	misses              int       // ACK timeouts in a row
+	ackedEver           bool      // the acker has ACKed since elected
+	banned              map[netip.Addr]time.Time
+
+	st PGMCCStats
+}
+
+func newPGMCCSource(c *Config, odata *bucket, now time.Time) *pgmccSource {
+	pc := c.PGMCC.withDefaults()
+	p := &pgmccSource{
+		cfg: pc, fixed: fixedPacer{odata}, base: now.Add(-time.Millisecond),
+		maxRate: c.MaxRate, pkt: c.MaxTPDU, v6: c.NLA.Is6(),
+		cwnd: float64(pc.InitialWindow), tokens: float64(pc.InitialWindow),
+		ssthresh: math.MaxFloat64, banned: make(map[netip.Addr]time.Time),
+	}
+	p.st.Enabled = true
+	return p
+}
+
+// update runs the timeouts at now.
+func (p *pgmccSource) update(now time.Time) {
+	if p.timer.IsZero() || now.Before(p.timer) {
+		return
+	}
+	p.timer = time.Time{}
+	if p.acker.IsValid() {
+		p.st.AckerTimeouts++
+		p.misses++
+		// As TCP's retransmission timeout: one packet, then wait
+		// twice as long. Its packet may just have met a full queue.
+		limit := 3
+		if !p.ackedEver {
+			limit = 2 // likely a receiver that never ACKs (OpenPGM)
+		}
+		if p.misses < limit {
+			p.ssthresh = max(p.cwnd/2, 2)
+			p.cwnd, p.tokens = 1, 1
+			p.recovering = false
+			p.timer = now.Add(p.ackWait() << p.misses)
+			return
+		}
+		// The acker is gone (left, or never ACKs): ban it and start
+		// over with an election, from the initial window.
+		p.ban(now, p.acker)
+		p.acker = netip.Addr{}
+		p.ssthresh = max(p.cwnd/2, 2)
+		p.cwnd = float64(p.cfg.InitialWindow)
+		p.tokens = p.cwnd
+		p.haveAck, p.recovering = false, false
+		p.timer = now.Add(p.cfg.AckWait)
+		return
+	}
+	if !p.fallback {
+		p.fallback = true
+		p.st.Fallbacks++
+	}
+}
+
+func (p *pgmccSource) ban(now time.Time, a netip.Addr) {
+	if len(p.banned) >= maxBanned {
+		for k, t := range p.banned {
+			if !now.Before(t) {
+				delete(p.banned, k)
+			}
+		}
+		if len(p.banned) >= maxBanned {
+			return
+		}
+	}
+	p.banned[a] = now.Add(p.cfg.Ban)
+}
+
+func (p *pgmccSource) readyAt(now time.Time, n int) time.Time {
+	p.update(now)
+	t := p.fixed.readyAt(now, n)
+	if p.fallback {
+		return t
+	}
+	if p.tokens < 1 {
+		if p.timer.IsZero() {
+			// Nothing outstanding yet no token: cannot happen, but
+			// never stall for good.
+			p.timer = now.Add(p.cfg.AckWait)
+		}
+		return later(t, p.timer)
+	}
+	return later(t, p.nextAt)
+}
+
+func (p *pgmccSource) sent(now time.Time, q seq.Num, n int) {
+	p.fixed.sent(now, q, n)
+	if !p.sentAny {
+		p.sentAny, p.firstSent = true, q
+	}
+	idle := !p.haveAck || p.ackLead == p.lastSent
+	p.lastSent = q
+	if p.fallback {
+		if p.timer.IsZero() && p.acker.IsValid() {
+			p.timer = now.Add(p.cfg.AckWait)
+		}
+		return
+	}
+	p.tokens = max(p.tokens-1, 0)
+	if p.timer.IsZero() || (idle && p.acker.IsValid() && p.haveAck) {
+		p.timer = now.Add(p.ackWait())
+	}
+	if p.srtt > 0 && p.cwnd > 0 {
+		gain := 1.25
+		if p.cwnd < p.ssthresh {
+			gain = 2
+		}
+		p.nextAt = now.Add(time.Duration(float64(p.srtt) / (gain * p.cwnd)))
+	}
+}
+
+// repairAt returns when the window lets an RDATA go. Repairs take a
+// token as ODATA does (as OpenPGM's): they cross the same bottleneck,
+// and after a loss burst there they would otherwise flood it.
+func (p *pgmccSource) repairAt(now time.Time) time.Time {
+	p.update(now)
+	if p.fallback || p.tokens >= 1 {
+		return now
+	}
+	if p.timer.IsZero() {
+		p.timer = now.Add(p.cfg.AckWait)
+	}
+	return p.timer
+}
+
+// repairSent takes the RDATA's token. The acker ACKs repairs too, with
+// nothing new in the bitmap: such an ACK gives the token back, at most
+// once per repair sent (repairsOut), so duplicate ACKs cannot mint any.
+func (p *pgmccSource) repairSent() {
+	if !p.fallback {
+		p.tokens = max(p.tokens-1, 0)
+		p.repairsOut = min(p.repairsOut+1, 1<<16)
+	}
+}
+
+// feedback handles OPT_PGMCC_FEEDBACK from a NAK or ACK; it reports
+// whether the reporter is (now) the acker.
+func (p *pgmccSource) feedback(now time.Time, pk wire.Packet, from netip.Addr) bool {
+	o, ok := pk.Option(wire.OptPGMCCFeedback)
+	if !ok {
+		return false
+	}
+	fb := wire.OptPGMCCFeedbackView(o)
+	age := int64(int32(pgmccStamp(p.base, now) - fb.Timestamp()))
+	if age < 0 || age > maxFeedbackAge {
+		p.st.BadFeedback++
+		return false
+	}
+	rcv := fb.Receiver()
+	if !rcv.IsValid() || rcv.IsUnspecified() {
+		rcv = from
+	}
+	if !rcv.IsValid() {
+		return false
+	}
+	if t, ok := p.banned[rcv]; ok {
+		if now.Before(t) {
+			p.st.BannedReports++
+			return false
+		}
+		delete(p.banned, rcv)
+	}
+	rtt := time.Duration(max(age, 1)) * time.Millisecond
+	loss := fb.LossRate()
+	ms := float64(rtt / time.Millisecond)
+	// A receiver that has lost nothing counts as losing one packet in
+	// 65536, so that the RTT still ranks receivers before any loss: the
+	// slowest path then tends to answer the first election.
+	score := ms * ms * float64(max(loss, 1))
+	switch {
+	case !p.acker.IsValid():
+		p.elect(now, rcv)
+		p.st.Elections++
+	case rcv != p.acker && score > p.ackerScore*switchFactor:
+		// A worse receiver: the window measured the old acker's path.
+		// Scale it by the two throughput estimates (1/(RTT·√p), with
+		// the window W = T·RTT: by √(p_old/p_new)), and probe up again
+		// from there in slow start, which the RTT test ends.
+		f := 0.0
+		if loss > 0 {
+			f = math.Sqrt(float64(p.ackerLoss) / float64(loss))
+		}
+		p.cwnd = max(min(p.cwnd, p.cwnd*f), float64(p.cfg.InitialWindow))
+		p.tokens = min(p.tokens, p.cwnd)
+		p.ssthresh = math.MaxFloat64
+		p.elect(now, rcv)
+		p.st.AckerSwitches++
+	}
+	if rcv != p.acker {
+		return false
+	}
+	p.ackerScore, p.ackerLoss, p.ackerRTT = score, loss, rtt
+	if p.minRTT == 0 || rtt < p.minRTT {
+		p.minRTT = rtt
+	}
+	// Leave slow start once the acker's RTT grows: a queue is building
+	// at its bottleneck, and doubling on would overflow it by up to a
+	// window (HyStart's delay test, as Linux TCP).
+	if p.cwnd < p.ssthresh && rtt > p.minRTT+max(p.minRTT/4, 4*time.Millisecond) {
+		p.ssthresh = p.cwnd
+	}
+	if p.srtt == 0 {
+		p.srtt = rtt
+	} else {
+		p.srtt += (rtt - p.srtt) / 8
+	}
+	return true
+}
+
+// elect makes a the acker. The window carries on (it measures the path
+// to the old acker, which the new one's ACKs correct within a few RTTs);
+// the ACK bitmap starts afresh.
+func (p *pgmccSource) elect(now time.Time, a netip.Addr) {
+	p.acker, p.minRTT = a, 0
+	p.misses, p.ackedEver = 0, false
+	p.haveAck, p.recovering = false, false
+	p.fallback = false
+	// The new acker ACKs only packets that name it: at least one must go.
+	p.tokens = max(p.tokens, 1)
+	p.timer = now.Add(p.ackWait())
+}
+
+// ackWait is how long the acker may take to ACK: AckWait, or three RTTs
+// on a path slower than that.
+func (p *pgmccSource) ackWait() time.Duration { return max(p.cfg.AckWait, 3*p.srtt) }
+
+// ack handles an ACK whose feedback named the acker (isAcker) or not.
+func (p *pgmccSource) ack(now time.Time, a wire.ACK, isAcker bool) {
+	p.st.AcksReceived++
+	if !isAcker {
+		p.st.AcksNotAcker++
+		return
+	}
+	rx, b := a.RxMax(), a.Bitmap()
+	if !p.sentAny || rx.After(p.lastSent) || rx.Before(p.firstSent) {
+		p.st.AcksBogus++
+		return
+	}
+	p.misses, p.ackedEver = 0, true
+	var fresh int
+	if !p.haveAck {
+		// A new acker's first ACK resynchronises the window: what it
+		// has not seen yet is in flight, the rest of the window is free.
+		p.haveAck, p.ackLead, p.ackBits = true, rx, b|p.beforeFirst(rx)
+		p.tokens = max(p.tokens, min(p.cwnd-float64(p.lastSent-rx), p.cwnd))
+		fresh = 1
+	} else {
+		d := int64(int32(rx - p.ackLead))
+		switch {
+		case d >= 32:
+			p.ackLead, p.ackBits = rx, 0
+		case d > 0:
+			p.ackLead, p.ackBits = rx, p.ackBits<<d
+		case d > -32:
+			b <<= -d
+		default:
+			p.st.AcksBogus++
+			return
+		}
+		b |= p.beforeFirst(p.ackLead)
+		fresh = bits.OnesCount32(b &^ p.ackBits)
+		p.ackBits |= b
+	}
+	if p.ackLead == p.lastSent {
+		p.timer = time.Time{} // nothing outstanding
+	} else {
+		p.timer = now.Add(p.ackWait())
+	}
+	if fresh == 0 {
+		if rx == p.ackLead && p.repairsOut > 0 {
+			p.repairsOut--
+			p.tokens = min(p.tokens+1, p.cwnd)
+		}
+		return
+	}
+	n := float64(fresh)
+	if p.recovering && !p.ackLead.After(p.recover) {
+		p.tokens = min(p.tokens+n, p.cwnd)
+		return
+	}
+	p.recovering = false
+	// A sequence missing behind three newer ones is taken as lost
+	// (TCP's duplicate-ACK threshold).
+	if p.ackBits|0x7 != math.MaxUint32 {
+		p.ssthresh = max(p.cwnd/2, 1)
+		p.cwnd = p.ssthresh
+		p.tokens = max(p.tokens+n-p.cwnd, 0)
+		p.recovering, p.recover = true, p.lastSent
+		p.ackBits = math.MaxUint32
+		p.st.LossEvents++
+		return
+	}
+	inc := 0.0
+	if p.cwnd < p.ssthresh {
+		d := min(n, p.ssthresh-p.cwnd)
+		n -= d
+		p.cwnd += d
+		inc = 2 * d
+	}
+	inc += n * (1 + 1/p.cwnd)
+	p.cwnd += n / p.cwnd
+	p.cwnd = min(p.cwnd, p.maxWindow())
+	p.tokens = min(p.tokens+inc, p.cwnd)
+}
+
+// beforeFirst returns the bitmap bits (relative to lead) of sequences
+// before the first one sent: nothing to lose there.
+func (p *pgmccSource) beforeFirst(lead seq.Num) uint32 {
+	k := int64(int32(lead - p.firstSent)) // bit k is firstSent
+	if k >= 31 {
+		return 0
+	}
+	return math.MaxUint32 << (k + 1)
+}
+
+// maxWindow keeps the window within twice what the ceiling rate needs,
+// so a source held back by its configured rate does not build a window
+// it would then burst with.
+func (p *pgmccSource) maxWindow() float64 {
+	w := float64(1 << 16)
+	if p.maxRate > 0 && p.srtt > 0 {
+		w = min(w, max(2*float64(p.maxRate)*p.srtt.Seconds()/float64(p.pkt), float64(p.cfg.InitialWindow)))
+	}
+	return w
+}
+
+// stamp and acker for OPT_PGMCC_DATA at now.
+func (p *pgmccSource) dataOpt(now time.Time) (uint32, netip.Addr) {
+	a := p.acker
+	if !a.IsValid() {
+		a = netip.IPv4Unspecified()
+		if p.v6 {
+			a = netip.IPv6Unspecified()
+		}
+	}
+	return pgmccStamp(p.base, now), a
+}
+
+func (p *pgmccSource) stats() PGMCCStats {
+	st := p.st
+	st.Acker, st.AckerRTT, st.AckerLoss = p.acker, p.ackerRTT, float64(p.ackerLoss)/65536
+	st.Window, st.Fallback = p.cwnd, p.fallback
+	switch {
+	case p.fallback:
+		st.Rate = int64(max(p.maxRate, 0))
+	case p.srtt > 0:
+		st.Rate = int64(p.cwnd * float64(p.pkt) / p.srtt.Seconds())
+		if p.maxRate > 0 {
+			st.Rate = min(st.Rate, int64(p.maxRate))
+		}
+	}
+	return st
+}
+
+// ccRoom reports whether Send may queue more: under PGMCC at most half
+// the window waits unsent, so that a sender held back by its acker keeps
+// the other half for repairs instead of evicting what it just sent.
+func (s *Source) ccRoom() bool {
+	return uint32(s.w.next-s.w.sendNext) < max(s.w.max/2, 1)
+}
+
+// onACK is the Source's handling of a PGMCC ACK.
+func (s *Source) onACK(now time.Time, p wire.Packet, from netip.Addr) {
+	if s.cc == nil {
+		s.stats.PacketsDiscarded++
+		return
+	}
+	s.cc.ack(now, p.ACK(), s.cc.feedback(now, p, from))
+}
+
+// encodeDataCC is encodeDataJoin with OPT_PGMCC_DATA.
+func encodeDataCC(buf []byte, t wire.Type, tsi wire.TSI, dport uint16, sqn, trail seq.Num, payload []byte, frag *fragInfo, f pktFlags, j joinOpt, ts uint32, acker netip.Addr) int {
+	var b wire.Builder
+	if t == wire.TypeRDATA {
+		b.RDATA(buf, wire.Downstream(tsi, dport), sqn, trail)
+	} else {
+		b.ODATA(buf, wire.Downstream(tsi, dport), sqn, trail)
+	}
+	if frag != nil {
+		b.Fragment(frag.first, frag.offset, frag.apdu)
+	}
+	if j.on {
+		b.Join(j.min)
+	}
+	b.PGMCCData(ts, acker)
+	addFlags(&b, f)
+	b.Payload(payload)
+	return finish(&b)
+}
