@@ -47,6 +47,10 @@ type Link struct {
 	// the stack, the simulator verifies checksums and drops such packets
 	// unless Config.DeliverCorrupt is set.
 	Corrupt float64
+	// Rate, if set, makes the link a bottleneck of Rate bits/s with a
+	// drop-tail queue of QueueBytes (bottleneck.go).
+	Rate       int64
+	QueueBytes int
 }
 
 // Config describes a simulation.
@@ -58,6 +62,9 @@ type Config struct {
 	Engine         engine.Config
 	ReceiverEngine *engine.Config
 	Down, Up       Link
+	// ReceiverDown, if set, gives receiver i+1 its own Down link
+	// (receivers beyond it use Down).
+	ReceiverDown []Link
 	// Start is the virtual time at which the simulation begins.
 	Start time.Time
 	// Trace records every packet sent (Sim.Wire).
@@ -105,6 +112,7 @@ func (s Sent) Parse() wire.Packet { p, _ := wire.Parse(s.Packet); return p }
 // Stats counts what the medium did.
 type Stats struct {
 	Copies, Lost, Duplicated, Corrupted, CorruptDropped, Reordered uint64
+	QueueDrops                                                     uint64 // dropped by full bottleneck queues
 }
 
 // Addresses used on the simulated network.
@@ -188,6 +196,7 @@ type Sim struct {
 	// Latest arrival scheduled on each link (FIFO order), by (from, to).
 	lastArrival map[[2]Node]time.Time
 	pending     [][]byte // application data not yet accepted by the source
+	queues      map[[2]Node]*bottleneck
 	closeReq    bool
 	// APDUs lists what the source accepted, in order, with its sequences.
 	APDUs []APDU
@@ -246,6 +255,9 @@ func New(cfg Config) (*Sim, error) {
 	}
 	rc.NLA = netip.Addr{}
 	for i := range cfg.Receivers {
+		if rc.CongestionControl == engine.CCPGMCC {
+			rc.NLA = ReceiverAddr(Node(i + 1)) // PGMCC receivers name themselves
+		}
 		rx, err := engine.NewReceiver(rc, cfg.Start, rand.New(rand.NewPCG(cfg.Seed, uint64(i+1))))
 		if err != nil {
 			return nil, err
@@ -457,7 +469,7 @@ func (s *Sim) route(n Node, t engine.Transmit) {
 				continue
 			}
 			if n == SourceNode {
-				s.transmit(n, to, &s.Cfg.Down, s.down[i], pkt, from, Group)
+				s.transmit(n, to, s.downLink(to), s.down[i], pkt, from, Group)
 			} else {
 				s.transmit(n, to, &s.Cfg.Up, s.up[n-1], pkt, from, Group)
 			}
@@ -472,7 +484,7 @@ func (s *Sim) route(n Node, t engine.Transmit) {
 		return
 	}
 	if n == SourceNode {
-		s.transmit(n, to, &s.Cfg.Down, s.down[to-1], pkt, from, t.To)
+		s.transmit(n, to, s.downLink(to), s.down[to-1], pkt, from, t.To)
 	} else {
 		s.transmit(n, to, &s.Cfg.Up, s.up[n-1], pkt, from, t.To)
 	}
@@ -515,6 +527,13 @@ func (s *Sim) transmit(from, to Node, l *Link, loss LossModel, pkt []byte, src, 
 			d += time.Duration(s.rng.Int64N(int64(l.Jitter)))
 		}
 		at := s.Now.Add(d)
+		if l.Rate > 0 {
+			out, ok := s.enqueue(from, to, l, len(b)+20)
+			if !ok {
+				continue
+			}
+			at = out.Add(d)
+		}
 		if l.Reorder > 0 && s.rng.Float64() < l.Reorder {
 			at = at.Add(l.ReorderDelay)
 			s.Stats.Reordered++
