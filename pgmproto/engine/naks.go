@@ -80,18 +80,14 @@ func (pr *session) nakTimers(now time.Time) {
 			sl.timer = time.Time{} // marks it as listed in ready
 			pr.ready = append(pr.ready, t.s)
 			added = true
-		case stWaitNCF:
-			sl.ncfRetries++
-			if int(sl.ncfRetries) >= r.cfg.NAKNCFRetries {
-				sl.state, lost = stLost, true
-				w.missing--
-				continue
+		case stWaitNCF, stWaitData:
+			// A wait ran out: back to back-off, or lost once its retries
+			// (NAK_NCF_RETRIES, NAK_DATA_RETRIES) are spent.
+			n, limit := &sl.ncfRetries, r.cfg.NAKNCFRetries
+			if sl.state == stWaitData {
+				n, limit = &sl.dataRetries, r.cfg.NAKDataRetries
 			}
-			sl.state = stBackOff
-			w.setTimer(t.s, retry)
-		case stWaitData:
-			sl.dataRetries++
-			if int(sl.dataRetries) >= r.cfg.NAKDataRetries {
+			if *n++; int(*n) >= limit {
 				sl.state, lost = stLost, true
 				w.missing--
 				continue
