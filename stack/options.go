@@ -171,6 +171,7 @@ type sockOpts struct {
 	maxSessions   int    // listener: sources tracked at once
 	transport     Transport
 	lossGoesOn    bool // receiver: a loss does not end the session (SetContinueAfterLoss)
+	cc            CongestionControl
 }
 
 func defaultSockOpts() sockOpts {
@@ -218,5 +219,6 @@ func (o *sockOpts) engineConfig() engine.Config {
 	c.RXWBudget, c.ReceiveBudget = o.rxwBudget, o.receiveBudget
 	o.timers.apply(&c)
 	c.NAKBackoff, c.NAKGroupSize = o.nakBackoff, o.nakGroupSize
+	c.CongestionControl, c.PGMCC = o.cc.Kind, o.cc.PGMCC
 	return c
 }

@@ -139,6 +139,9 @@ func (s *Socket) Listen() error {
 	if multicast {
 		cfg.Group = group
 	}
+	if cfg.CongestionControl == engine.CCPGMCC {
+		cfg.NLA = s.ccAddress(group) // pgmcc.go: reported as ours, and recognised as acker
+	}
 	seed := uint64(s.p.s.InsecureRNG().Int63())
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	d := newDriver(s.p, nil, txParams{TTL: s.opts.ttl, Loop: s.opts.loop, Transport: tr, SrcPort: tr.MulticastPort})
