@@ -77,6 +77,7 @@ type netFlags struct {
 	udpEncap string
 	hostUDP  bool
 	metrics  string
+	cc       ccMode
 }
 
 func (f *netFlags) register(fs *flag.FlagSet) {
@@ -86,6 +87,7 @@ func (f *netFlags) register(fs *flag.FlagSet) {
 	fs.UintVar(&f.port, "port", f.port, "PGM data-destination port")
 	fs.Var(&f.rate, "rate", "send: maximum `rate` in bytes/s, IP headers included (e.g. 400000, 10MB/s); a receiver's\nwindow follows its source (see --rx-budget)")
 	fs.Var(&f.rdata, "rdata-rate", "send: repair budget in `bytes/s` within --rate, RDATA and NCFs together (default two\nthirds of --rate); new data keeps the rest whatever receivers NAK")
+	fs.Var(&f.cc, "cc", ccUsage) // ccflag.go
 	fs.Var(&f.rxBudget, "rx-budget", "recv: most `bytes` of receive memory, the window the source advertises held within it\n(default 64MiB); when full, the oldest holes are reported lost")
 	fs.UintVar(&f.txwSqns, "txw-sqns", 0, "window in sequences (packets); converted to time at --rate and the MTU")
 	fs.Var(&f.txwSecs, "txw-secs", "window as `time`: how long data stays available for repairs (default 2s)")
@@ -149,6 +151,7 @@ type netConfig struct {
 	// interface ("": the routing table's).
 	transport stack.Transport
 	hostUDP   bool
+	cc        ccMode
 	hostIface string
 	metrics   string // --metrics address, "" for none
 }
@@ -233,6 +236,7 @@ func (f *netFlags) resolve() (*netConfig, error) {
 		return nil, fmt.Errorf("--rdata-rate %d: want 1000 bytes/s up to --rate (%d)", f.rdata, f.rate)
 	}
 	c.rdata = int(f.rdata)
+	c.cc = f.cc
 	if f.rxBudget < 0 || int64(f.rxBudget) > 1<<40 {
 		return nil, fmt.Errorf("--rx-budget %d: out of range", f.rxBudget)
 	}
@@ -415,6 +419,9 @@ func (c *netConfig) configure(s *stack.Socket, mtu uint32) error {
 	}
 	if err := s.SetRepairRate(c.rdata); err != nil {
 		return fmt.Errorf("--rdata-rate: %w", err)
+	}
+	if err := applyCC(s, c.cc); err != nil {
+		return err
 	}
 	if err := s.SetTimers(c.timers); err != nil {
 		return fmt.Errorf("timers: %w", err)

@@ -125,7 +125,7 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 		st, _ := s.SenderStats()
 		el := max(time.Since(start).Seconds(), 1e-3)
 		return fmt.Sprintf("%5.1fs  sent %s (%s)  ODATA %d  RDATA %d  NAKs %d",
-			el, fmtBytes(float64(st.DataBytesSent)), fmtRate(float64(st.DataBytesSent)/el), st.TotalODataPacketsSent, st.RepairPacketsSent, st.NaksReceived)
+			el, fmtBytes(float64(st.DataBytesSent)), fmtRate(float64(st.DataBytesSent)/el), st.TotalODataPacketsSent, st.RepairPacketsSent, st.NaksReceived) + ccProgress(st)
 	})
 	ctx, stopSignals := interruptContext()
 	defer stopSignals()
