@@ -37,6 +37,7 @@ type Receiver struct {
 	admit      func(wire.TSI, netip.Addr) bool // SetAdmit
 	limitDrops uint64                          // packets of new sources refused by MaxPeers
 	held       int                             // bytes held in all windows (ReceiveBudget)
+	peakHeld   int                             // the highest held (PeakBufferedBytes)
 	naks       nakBucket
 	buf        []byte
 	out        []outReq
@@ -435,6 +436,7 @@ func (r *Receiver) Stats() ReceiverStats {
 		st.add(&ps)
 	}
 	st.BufferedBytes = uint64(r.held)
+	st.PeakBufferedBytes = uint64(r.peakHeld)
 	return st
 }
 

@@ -55,9 +55,14 @@ type rxw struct {
 	// total is the Receiver-wide count of held bytes (payloads and rings)
 	// that ReceiveBudget bounds; every change to bytes or the ring goes
 	// through account so that it stays exact.
-	total   *int
-	missing int      // slots in a missing state
-	pool    *bufPool // where released payloads go (the Receiver's)
+	total *int
+	// peak is the highest held() of this window and totalPeak the
+	// Receiver-wide highest *total (PeakBufferedBytes), kept where the
+	// counts change.
+	peak      int
+	totalPeak *int
+	missing   int      // slots in a missing state
+	pool      *bufPool // where released payloads go (the Receiver's)
 	// miss lists the sequences that went missing, ascending, so that NAK
 	// timers visit only them, not every slot of a large window. Entries
 	// that are no longer missing (repaired, lost, passed) are dropped
@@ -68,8 +73,8 @@ type rxw struct {
 	timers []nakTimer
 }
 
-func newRXW(sqns uint32, start seq.Num, pool *bufPool, total *int) rxw {
-	w := rxw{max: sqns, trail: start, lead: start - 1, lostBefore: start, known: start - 1, pool: pool, total: total}
+func newRXW(sqns uint32, start seq.Num, pool *bufPool, total, totalPeak *int) rxw {
+	w := rxw{max: sqns, trail: start, lead: start - 1, lostBefore: start, known: start - 1, pool: pool, total: total, totalPeak: totalPeak}
 	w.setRing(make([]rxSlot, ringSize(min(sqns, initialRing))))
 	return w
 }
@@ -83,6 +88,15 @@ func (w *rxw) account(n int) {
 	if w.total != nil {
 		*w.total += n
 	}
+	w.notePeak()
+}
+
+// notePeak raises the window's and the Receiver's peaks to what is held.
+func (w *rxw) notePeak() {
+	w.peak = max(w.peak, w.held())
+	if w.total != nil && w.totalPeak != nil {
+		*w.totalPeak = max(*w.totalPeak, *w.total)
+	}
 }
 
 // setRing replaces the ring (nil: free it), keeping total exact.
@@ -91,6 +105,7 @@ func (w *rxw) setRing(r []rxSlot) {
 		*w.total += (len(r) - len(w.ring)) * rxSlotBytes
 	}
 	w.ring = r
+	w.notePeak()
 }
 
 // growCost is the extra ring memory holding s would take.

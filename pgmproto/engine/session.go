@@ -77,11 +77,16 @@ func (pr *session) define(now time.Time, next, trail seq.Num, join seq.Num, hasJ
 	if hasJoin && join.BeforeEq(next) && !join.Before(trail) && seq.WindowLen(join, next) <= max {
 		start = join
 	}
+	peak := 0
 	if pr.defined {
 		pr.w.setRing(nil)
+		peak = pr.w.peak
 	}
 	pr.defined = true
-	pr.w = newRXW(max, start, &r.pool, &r.held)
+	pr.w = newRXW(max, start, &r.pool, &r.held, &r.peakHeld)
+	if peak > pr.w.peak { // the peak outlives a reset window
+		pr.w.peak = peak
+	}
 	expiry := now.Add(r.backoff())
 	for s := start; s != next; s++ {
 		pr.addMissing(s, expiry)

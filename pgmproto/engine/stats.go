@@ -56,6 +56,9 @@ type ReceiverStats struct {
 	// BufferedBytes is the receive memory held: payloads as allocated plus
 	// per-sequence state, the figure the budgets bound.
 	BufferedBytes uint64
+	// PeakBufferedBytes is the highest BufferedBytes so far: of the
+	// session's window, or over all windows at once for the Receiver.
+	PeakBufferedBytes uint64
 
 	// FEC (fec_receiver.go): parity packets received, those dropped as
 	// unusable or malformed (no FEC parameters, bad index or length,
@@ -102,6 +105,7 @@ func (a *ReceiverStats) add(b *ReceiverStats) {
 	a.NAKsDeferred += b.NAKsDeferred
 	a.FINTimeouts += b.FINTimeouts
 	a.BufferedBytes += b.BufferedBytes
+	a.PeakBufferedBytes = max(a.PeakBufferedBytes, b.PeakBufferedBytes)
 	a.TotalParityNaksSent += b.TotalParityNaksSent
 	a.ParityPacketsReceived += b.ParityPacketsReceived
 	a.ParityDropped += b.ParityDropped
@@ -136,6 +140,7 @@ func (pr *session) statsAt(now time.Time) ReceiverStats {
 		}
 	}
 	st.BufferedBytes = uint64(pr.w.held())
+	st.PeakBufferedBytes = uint64(pr.w.peak)
 	if pr.defined && !pr.over {
 		w := &pr.w
 		st.TrailingEdgeSeqId, st.LeadingEdgeSeqId = w.trail, w.lead

@@ -248,3 +248,28 @@ func TestLateJoinFromSPM(t *testing.T) {
 	}
 	assert.Equal(t, seqRange(95, 5), got)
 }
+
+// TestPeakBufferedBytes: the peak is the highest BufferedBytes seen, for
+// the Receiver and the session, and stays after the window drains.
+func TestPeakBufferedBytes(t *testing.T) {
+	h := newReceiverHarness(t, testConfig())
+	payload := string(make([]byte, 1000))
+	h.toReceiver(pODATA(0, 0, payload))
+	seen := h.rx.BufferedBytes()
+	for i := 2; i < 300; i++ { // 1 is lost: everything behind it is held
+		h.toReceiver(pODATA(seq.Num(i), 0, payload))
+		seen = max(seen, h.rx.BufferedBytes())
+		require.EqualValues(t, seen, h.rx.Stats().PeakBufferedBytes)
+	}
+	assert.Greater(t, seen, 298*1000)
+	h.run(100 * time.Millisecond)
+	h.toReceiver(pData(wire.TypeRDATA, 1, 0, payload))
+	require.Len(t, dataEvents(h.events), 300)
+	st := h.rx.Stats()
+	assert.Less(t, st.BufferedBytes, uint64(seen), "delivered payloads are released")
+	// The repair is held for a moment before everything is delivered.
+	assert.EqualValues(t, seen+1000, st.PeakBufferedBytes)
+	ss, ok := h.rx.SessionStats(tTSI)
+	require.True(t, ok)
+	assert.Equal(t, st.PeakBufferedBytes, ss.PeakBufferedBytes, "one session held it all")
+}
