@@ -206,7 +206,7 @@ func runDemo(e *env, o demoOptions) int {
 	newNode := func(i int) (*demoNode, error) {
 		port := hub.NewPort()
 		d := newDropper(float64(o.loss), o.seed, uint64(i))
-		port.SetImpairment(memlink.Impairment{Drop: d.drop})
+		port.SetImpairment(memlink.Impairment{Drop: d.Drop})
 		s := stack.New(stack.Options{RNGSeed: o.seed*1000 + int64(i) + 1})
 		n := &demoNode{s: s, drop: d}
 		nodes = append(nodes, n)
@@ -329,7 +329,7 @@ func runDemo(e *env, o demoOptions) int {
 			rep.OK = false
 		}
 		rep.Results = append(rep.Results, rr)
-		rep.ODATALost += r.node.drop.data.Load()
+		rep.ODATALost += r.node.drop.data()
 	}
 	rep.ParitySent = st.ParityPacketsSent
 	if rep.ODATALost > 0 {
@@ -489,7 +489,7 @@ func printDemo(w io.Writer, rep *demoReport, sd *dropper, rcvs []*demoReceiver) 
 	s := &rep.Sender
 	fmt.Fprintf(w, "\nsender %s: %d bytes, every receiver done after %.2fs (%s)\n", s.Session, s.Bytes, rep.Seconds, fmtRate(s.Rate))
 	fmt.Fprintf(w, "  ODATA %d, RDATA %d (repairs), NCF %d, SPM %d; NAKs received for %d sequences (%d eliminated as duplicates); %d of its inbound NAKs dropped\n",
-		s.ODATA, s.RDATA, s.NCFs, s.SPMs, s.NAKs, s.PGM.DuplicateNaks, sd.control.Load())
+		s.ODATA, s.RDATA, s.NCFs, s.SPMs, s.NAKs, s.PGM.DuplicateNaks, sd.control())
 	if rep.ODATALost > 0 {
 		fmt.Fprintf(w, "  %.2f repair packets per ODATA lost at a receiver (%d lost; %d of the repairs parity)\n", rep.RepairsPerLoss, rep.ODATALost, rep.ParitySent)
 	}
@@ -499,7 +499,7 @@ func printDemo(w io.Writer, rep *demoReport, sd *dropper, rcvs []*demoReceiver) 
 	for i, rr := range rep.Results {
 		d := rcvs[i].node.drop
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.2fs\t %s\n",
-			rr.Name, d.data.Load(), d.repairs.Load(), d.control.Load(), rr.ODATA, rr.RDATA, rr.Duplicates, rr.NAKs, rr.NCFs, rr.Lost, rr.Bytes, rr.Seconds, rr.Result)
+			rr.Name, d.data(), d.repairs(), d.control(), rr.ODATA, rr.RDATA, rr.Duplicates, rr.NAKs, rr.NCFs, rr.Lost, rr.Bytes, rr.Seconds, rr.Result)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nlink: %d packets sent, %d delivered, %d dropped (seeded loss), %d queue drops\n",
