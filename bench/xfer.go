@@ -6,13 +6,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/netip"
 	"sync"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/pgmtun/pgmtun/internal/lossmodel"
 	"github.com/pgmtun/pgmtun/interop"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
 	"github.com/pgmtun/pgmtun/stack"
@@ -229,30 +229,29 @@ func recvRecords(ctx context.Context, lis *stack.Socket, size, count int) (recvR
 	return res, nil
 }
 
-// dropLog is a seeded random-loss filter for IP packets. It remembers
+// dropLog is a seeded random-loss filter for IP packets, pgmtun's loss
+// model (internal/lossmodel) on the downstream PGM packets. It remembers
 // when the ODATA of each record was first dropped and when its first
 // repair (RDATA) got through, which gives the repair latency as the
 // network sees it (without the in-order wait of later records).
 type dropLog struct {
 	mu       sync.Mutex
-	rng      *rand.Rand
-	p        float64
+	model    *lossmodel.Model
 	first    map[uint32]time.Time
 	repaired map[uint32]time.Time
-	n        int  // packets dropped
 	armed    bool // the first ODATA passed
 }
 
 func newDropLog(p float64, seed uint64) *dropLog {
-	return &dropLog{rng: rand.New(rand.NewPCG(seed, 0x6c6f7373)), p: p,
-		first: map[uint32]time.Time{}, repaired: map[uint32]time.Time{}}
+	m := lossmodel.New(lossmodel.Config{Percent: p * 100, Seed: seed, Stream: 0x6c6f7373, IPProtocol: wire.IPProtocol})
+	return &dropLog{model: m, first: map[uint32]time.Time{}, repaired: map[uint32]time.Time{}}
 }
 
 // drop decides the fate of one IPv4 packet: PGM packets going downstream
 // (SPM, ODATA, RDATA, NCF) are lost with probability p. Upstream NAKs are
 // left alone so every case measures the same repair path.
 func (d *dropLog) drop(ip []byte) bool {
-	if d.p == 0 {
+	if d.model.Off() {
 		return false
 	}
 	h := header.IPv4(ip)
@@ -279,10 +278,7 @@ func (d *dropLog) drop(ip []byte) bool {
 		}
 		return false
 	}
-	lost := d.rng.Float64() < d.p
-	if lost {
-		d.n++
-	}
+	lost := d.model.Drop(ip)
 	if typ != wire.TypeODATA && typ != wire.TypeRDATA {
 		return lost
 	}
@@ -335,11 +331,7 @@ func (d *dropLog) latencies() (lat []time.Duration, unrepaired int) {
 	return lat, unrepaired
 }
 
-func (d *dropLog) count() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.n
-}
+func (d *dropLog) count() int { return int(d.model.Dropped()) }
 
 // transfer runs a pgmtun sender and a checking pgmtun receiver until count
 // records arrived; it returns what the receiver saw and the sender's stats.
