@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 
@@ -136,45 +135,13 @@ func TestE2EOpenPGMToPgmtun(t *testing.T) {
 			if c.stream {
 				typ = stack.SockStream
 			}
-			lis, err := n.pgm.Socket(typ)
-			require.NoError(t, err)
-			require.NoError(t, lis.Bind(netip.AddrPortFrom(netip.MustParseAddr(e2eGroup), e2ePort)))
-			require.NoError(t, lis.SetTimers(fastTimers))
-			require.NoError(t, lis.Listen())
-			t.Cleanup(func() { lis.Close() })
-
-			sp, err := Start(context.Background(), n.ns.Name, 60*time.Second, p.Send, Opts{
+			lis := n.listen(t, typ)
+			sp := startPeer(t, n.ns.Name, p.Send, Opts{
 				Network: kernelAddr + ";" + e2eGroup, Port: e2ePort, Size: c.size, Count: c.count,
 				// 30 MB/s: OpenPGM's bucket (1 ms of rate) must hold a 23 KB APDU.
 				Stream: c.stream, Chunk: 1400, TXW: 2000, Rate: 30_000_000, Linger: 30 * time.Second,
-			}.Args()...)
-			require.NoError(t, err)
-			t.Cleanup(func() { sp.Signal(syscall.SIGKILL); sp.Wait() })
-
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			sess, err := lis.AcceptContext(ctx)
-			require.NoError(t, err)
-			buf := make([]byte, 65536)
-			chk := &Checker{Size: c.size}
-			for chk.Records < uint32(c.count) {
-				m, flags, err := sess.RecvMsg(ctx, buf)
-				require.NoError(t, err, "after %d records", chk.Records)
-				if !c.stream {
-					require.Equal(t, c.size, m, "one record per message (flags %v)", flags)
-				}
-				_, err = chk.Write(buf[:m])
-				require.NoError(t, err)
-			}
-			assert.False(t, chk.Partial())
-
-			// The source closes (SPMs with OPT_FIN): a graceful end.
-			require.NoError(t, sp.Signal(syscall.SIGTERM))
-			sr, err := sp.Wait()
-			require.NoError(t, err)
-			require.True(t, sr.OK(), "%s", sr)
-			_, _, err = sess.RecvMsg(ctx, buf)
-			assert.ErrorIs(t, err, io.EOF, "session ends gracefully after the source's FIN")
+			})
+			receiveRecords(t, lis, sp, c.size, c.count, c.stream)
 
 			want := []string{spm, odata}
 			if c.loss > 0 {
@@ -195,32 +162,16 @@ func TestE2EPgmtunToOpenPGM(t *testing.T) {
 	for i, c := range e2eCases {
 		t.Run(c.name, func(t *testing.T) {
 			n := newTunNet(t, c.lossCfg(uint64(200+i)))
-			rp, err := Start(context.Background(), n.ns.Name, 60*time.Second, p.Recv, Opts{
+			rp := startReceiver(t, p, n.ns.Name, Opts{
 				Network: kernelAddr + ";" + e2eGroup, Port: e2ePort, Size: c.size, Count: c.count,
 				Stream: c.stream, RXW: 2000, Timeout: 45 * time.Second,
 				NakBoIvl: 20 * time.Millisecond, NakRptIvl: 200 * time.Millisecond, NakRdataIvl: 200 * time.Millisecond,
-			}.Args()...)
-			require.NoError(t, err)
-			t.Cleanup(func() { rp.Signal(syscall.SIGKILL); rp.Wait() })
-			select {
-			case <-rp.Ready():
-			case <-rp.Done():
-				r, _ := rp.Wait()
-				t.Fatalf("receiver exited early: %s", r)
-			}
-
+			})
 			typ := stack.SockRDM
 			if c.stream {
 				typ = stack.SockStream
 			}
-			snd, err := n.pgm.Socket(typ)
-			require.NoError(t, err)
-			require.NoError(t, snd.Bind(netip.MustParseAddrPort("0.0.0.0:0")))
-			// 40 Mbit/s, well inside what pgm_recv drains; a 5 s window, so
-			// a repair whose RDATA is lost too (NAK_RDATA_IVL 200 ms) is
-			// still in the window when the NAK is repeated.
-			require.NoError(t, snd.SetRateWindow(stack.RateWindow{RateKbitsPerSec: 40_000, WindowSizeInMSecs: 5000}))
-			require.NoError(t, snd.Connect(netip.AddrPortFrom(netip.MustParseAddr(e2eGroup), e2ePort)))
+			snd := n.sender(t, typ)
 			ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 			defer cancel()
 			if c.stream {
@@ -238,19 +189,9 @@ func TestE2EPgmtunToOpenPGM(t *testing.T) {
 					require.NoError(t, err)
 				}
 			} else {
-				rec := make([]byte, c.size)
-				for i := 0; i < c.count; i++ {
-					FillRecord(rec, uint32(i))
-					_, err := snd.SendContext(ctx, rec)
-					require.NoError(t, err, "record %d", i)
-				}
+				sendRecords(t, ctx, snd, c.size, c.count)
 			}
-			rr, err := rp.Wait()
-			require.NoError(t, err)
-			t.Logf("recv: %s", rr)
-			require.True(t, rr.OK(), "%s", rr)
-			assert.Equal(t, int64(c.count), rr.Records)
-			assert.Equal(t, int64(c.count*c.size), rr.Bytes)
+			waitReceived(t, rp, c.size, c.count)
 			require.NoError(t, snd.Close())
 
 			want := []string{spm, odata}

@@ -2,9 +2,6 @@ package interop
 
 import (
 	"context"
-	"io"
-	"net/netip"
-	"syscall"
 	"testing"
 	"time"
 
@@ -58,42 +55,12 @@ func TestFECOpenPGMToPgmtun(t *testing.T) {
 				loss = fecLoss(uint64(1500 + i))
 			}
 			n := newTunNet(t, loss)
-			lis, err := n.pgm.Socket(stack.SockRDM)
-			require.NoError(t, err)
-			require.NoError(t, lis.Bind(netip.AddrPortFrom(netip.MustParseAddr(e2eGroup), e2ePort)))
-			require.NoError(t, lis.SetTimers(fastTimers))
-			require.NoError(t, lis.Listen())
-			t.Cleanup(func() { lis.Close() })
-
-			sp, err := Start(context.Background(), n.ns.Name, 60*time.Second, p.Send, Opts{
+			lis := n.listen(t, stack.SockRDM)
+			sp := startPeer(t, n.ns.Name, p.Send, Opts{
 				Network: kernelAddr + ";" + e2eGroup, Port: e2ePort, Size: fecSize, Count: fecRecords,
 				TXW: 2000, Rate: 10_000_000, Linger: 30 * time.Second, FEC: c.fec,
-			}.Args()...)
-			require.NoError(t, err)
-			t.Cleanup(func() { sp.Signal(syscall.SIGKILL); sp.Wait() })
-
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			sess, err := lis.AcceptContext(ctx)
-			require.NoError(t, err)
-			buf := make([]byte, 65536)
-			chk := &Checker{Size: fecSize}
-			for chk.Records < fecRecords {
-				m, _, err := sess.RecvMsg(ctx, buf)
-				if err != nil {
-					st, _ := lis.ReceiverStats()
-					t.Fatalf("after %d records: %v\nreceiver stats %+v", chk.Records, err, st)
-				}
-				require.Equal(t, fecSize, m)
-				_, err = chk.Write(buf[:m])
-				require.NoError(t, err)
-			}
-			require.NoError(t, sp.Signal(syscall.SIGTERM))
-			sr, err := sp.Wait()
-			require.NoError(t, err)
-			require.True(t, sr.OK(), "%s", sr)
-			_, _, err = sess.RecvMsg(ctx, buf)
-			assert.ErrorIs(t, err, io.EOF)
+			})
+			receiveRecords(t, lis, sp, fecSize, fecRecords, false)
 
 			st, err := lis.ReceiverStats()
 			require.NoError(t, err)
@@ -136,40 +103,18 @@ func TestFECPgmtunToOpenPGM(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			n := newTunNet(t, fecLoss(uint64(1600+i)))
-			rp, err := Start(context.Background(), n.ns.Name, 60*time.Second, p.Recv, Opts{
+			rp := startReceiver(t, p, n.ns.Name, Opts{
 				Network: kernelAddr + ";" + e2eGroup, Port: e2ePort, Size: fecSize, Count: fecRecords,
 				RXW: 2000, Timeout: 45 * time.Second, FEC: ro,
 				NakBoIvl: 20 * time.Millisecond, NakRptIvl: 200 * time.Millisecond, NakRdataIvl: 200 * time.Millisecond,
-			}.Args()...)
-			require.NoError(t, err)
-			t.Cleanup(func() { rp.Signal(syscall.SIGKILL); rp.Wait() })
-			select {
-			case <-rp.Ready():
-			case <-rp.Done():
-				r, _ := rp.Wait()
-				t.Fatalf("receiver exited early: %s", r)
-			}
-
-			snd, err := n.pgm.Socket(stack.SockRDM)
-			require.NoError(t, err)
-			require.NoError(t, snd.Bind(netip.MustParseAddrPort("0.0.0.0:0")))
-			require.NoError(t, snd.SetRateWindow(stack.RateWindow{RateKbitsPerSec: 40_000, WindowSizeInMSecs: 5000}))
-			require.NoError(t, snd.SetFEC(stack.FEC{BlockSize: 255, GroupSize: 8, OnDemandEnabled: true}))
-			require.NoError(t, snd.Connect(netip.AddrPortFrom(netip.MustParseAddr(e2eGroup), e2ePort)))
+			})
+			snd := n.sender(t, stack.SockRDM, func(s *stack.Socket) error {
+				return s.SetFEC(stack.FEC{BlockSize: 255, GroupSize: 8, OnDemandEnabled: true})
+			})
 			ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 			defer cancel()
-			rec := make([]byte, fecSize)
-			for i := range fecRecords {
-				FillRecord(rec, uint32(i))
-				_, err := snd.SendContext(ctx, rec)
-				require.NoError(t, err, "record %d", i)
-			}
-			rr, err := rp.Wait()
-			require.NoError(t, err)
-			t.Logf("recv: %s", rr)
-			require.True(t, rr.OK(), "%s", rr)
-			assert.EqualValues(t, fecRecords, rr.Records)
-			assert.EqualValues(t, fecRecords*fecSize, rr.Bytes)
+			sendRecords(t, ctx, snd, fecSize, fecRecords)
+			waitReceived(t, rp, fecSize, fecRecords)
 
 			st, err := snd.SenderStats()
 			require.NoError(t, err)

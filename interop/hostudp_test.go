@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
-	"syscall"
 	"testing"
 	"time"
 
@@ -88,33 +86,11 @@ func TestHostUDPOpenPGMToPgmtun(t *testing.T) {
 			t.Cleanup(func() { lis.Close() })
 			table := c.lossOn(t, a)
 
-			sp, err := Start(context.Background(), a.Name, 60*time.Second, p.Send, c.peerOpts(Opts{
+			sp := startPeer(t, a.Name, p.Send, c.peerOpts(Opts{
 				Network: "10.213.8.1;" + e2eGroup, Port: e2ePort, Size: size, Count: count,
 				TXW: 2000, Rate: 30_000_000, Linger: 30 * time.Second,
-			}).Args()...)
-			require.NoError(t, err)
-			t.Cleanup(func() { sp.Signal(syscall.SIGKILL); sp.Wait() })
-
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			sess, err := lis.AcceptContext(ctx)
-			require.NoError(t, err)
-			buf := make([]byte, 65536)
-			chk := &Checker{Size: size}
-			for chk.Records < count {
-				m, _, err := sess.RecvMsg(ctx, buf)
-				require.NoError(t, err, "after %d records", chk.Records)
-				require.Equal(t, size, m, "one record per message")
-				_, err = chk.Write(buf[:m])
-				require.NoError(t, err)
-			}
-			assert.False(t, chk.Partial())
-			require.NoError(t, sp.Signal(syscall.SIGTERM))
-			sr, err := sp.Wait()
-			require.NoError(t, err)
-			require.True(t, sr.OK(), "%s", sr)
-			_, _, err = sess.RecvMsg(ctx, buf)
-			assert.ErrorIs(t, err, io.EOF, "session ends gracefully after the source's FIN")
+			}))
+			sess := receiveRecords(t, lis, sp, size, count, false)
 			if table != "" {
 				dropped, err := a.Dropped(table)
 				require.NoError(t, err)
@@ -141,19 +117,11 @@ func TestHostUDPPgmtunToOpenPGM(t *testing.T) {
 			const size, count = 1000, 1000
 			a, b := hostNet(t)
 			pgm := hostProtocol(t, a, "10.213.8.1") // by address
-			rp, err := Start(context.Background(), b.Name, 60*time.Second, p.Recv, c.peerOpts(Opts{
+			rp := startReceiver(t, p, b.Name, c.peerOpts(Opts{
 				Network: "10.213.8.2;" + e2eGroup, Port: e2ePort, Size: size, Count: count,
 				RXW: 2000, Timeout: 45 * time.Second,
 				NakBoIvl: 20 * time.Millisecond, NakRptIvl: 200 * time.Millisecond, NakRdataIvl: 200 * time.Millisecond,
-			}).Args()...)
-			require.NoError(t, err)
-			t.Cleanup(func() { rp.Signal(syscall.SIGKILL); rp.Wait() })
-			select {
-			case <-rp.Ready():
-			case <-rp.Done():
-				r, _ := rp.Wait()
-				t.Fatalf("receiver exited early: %s", r)
-			}
+			}))
 			table := c.lossOn(t, a)
 
 			var snd *stack.Socket
@@ -167,18 +135,8 @@ func TestHostUDPPgmtunToOpenPGM(t *testing.T) {
 			}))
 			ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 			defer cancel()
-			rec := make([]byte, size)
-			for i := 0; i < count; i++ {
-				FillRecord(rec, uint32(i))
-				_, err := snd.SendContext(ctx, rec)
-				require.NoError(t, err, "record %d", i)
-			}
-			rr, err := rp.Wait()
-			require.NoError(t, err)
-			t.Logf("recv: %s", rr)
-			require.True(t, rr.OK(), "%s", rr)
-			assert.Equal(t, int64(count), rr.Records)
-			assert.Equal(t, int64(count*size), rr.Bytes)
+			sendRecords(t, ctx, snd, size, count)
+			waitReceived(t, rp, size, count)
 			st, err := snd.SenderStats()
 			require.NoError(t, err)
 			require.NoError(t, snd.Close())

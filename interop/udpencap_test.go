@@ -3,9 +3,6 @@ package interop
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/netip"
-	"syscall"
 	"testing"
 	"time"
 
@@ -36,8 +33,8 @@ func (c encapCase) udpLoss(seed uint64) *tun.Loss {
 	return &tun.Loss{RxPercent: c.loss, TxPercent: c.loss, Seed: seed, IPProtocol: 17}
 }
 
-func (c encapCase) transport() stack.Transport {
-	return stack.Transport{Kind: stack.TransportUDP, UnicastPort: uint16(c.ucast), MulticastPort: uint16(c.mcast)}
+func (c encapCase) setTransport(s *stack.Socket) error {
+	return s.SetTransport(stack.Transport{Kind: stack.TransportUDP, UnicastPort: uint16(c.ucast), MulticastPort: uint16(c.mcast)})
 }
 
 func (c encapCase) peerOpts(o Opts) Opts {
@@ -79,41 +76,12 @@ func TestUDPEncapOpenPGMToPgmtun(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			const size, count = 1000, 1000
 			n := newTunNet(t, c.udpLoss(uint64(300+i)))
-			lis, err := n.pgm.Socket(stack.SockRDM)
-			require.NoError(t, err)
-			require.NoError(t, lis.Bind(netip.AddrPortFrom(netip.MustParseAddr(e2eGroup), e2ePort)))
-			require.NoError(t, lis.SetTransport(c.transport()))
-			require.NoError(t, lis.SetTimers(fastTimers))
-			require.NoError(t, lis.Listen())
-			t.Cleanup(func() { lis.Close() })
-
-			sp, err := Start(context.Background(), n.ns.Name, 60*time.Second, p.Send, c.peerOpts(Opts{
+			lis := n.listen(t, stack.SockRDM, c.setTransport)
+			sp := startPeer(t, n.ns.Name, p.Send, c.peerOpts(Opts{
 				Network: kernelAddr + ";" + e2eGroup, Port: e2ePort, Size: size, Count: count,
 				TXW: 2000, Rate: 30_000_000, Linger: 30 * time.Second,
-			}).Args()...)
-			require.NoError(t, err)
-			t.Cleanup(func() { sp.Signal(syscall.SIGKILL); sp.Wait() })
-
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			sess, err := lis.AcceptContext(ctx)
-			require.NoError(t, err)
-			buf := make([]byte, 65536)
-			chk := &Checker{Size: size}
-			for chk.Records < count {
-				m, _, err := sess.RecvMsg(ctx, buf)
-				require.NoError(t, err, "after %d records", chk.Records)
-				require.Equal(t, size, m, "one record per message")
-				_, err = chk.Write(buf[:m])
-				require.NoError(t, err)
-			}
-			assert.False(t, chk.Partial())
-			require.NoError(t, sp.Signal(syscall.SIGTERM))
-			sr, err := sp.Wait()
-			require.NoError(t, err)
-			require.True(t, sr.OK(), "%s", sr)
-			_, _, err = sess.RecvMsg(ctx, buf)
-			assert.ErrorIs(t, err, io.EOF, "session ends gracefully after the source's FIN")
+			}))
+			sess := receiveRecords(t, lis, sp, size, count, false)
 
 			want := []string{spm, odata}
 			if c.loss > 0 {
@@ -144,40 +112,16 @@ func TestUDPEncapPgmtunToOpenPGM(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			const size, count = 1000, 1000
 			n := newTunNet(t, c.udpLoss(uint64(400+i)))
-			rp, err := Start(context.Background(), n.ns.Name, 60*time.Second, p.Recv, c.peerOpts(Opts{
+			rp := startReceiver(t, p, n.ns.Name, c.peerOpts(Opts{
 				Network: kernelAddr + ";" + e2eGroup, Port: e2ePort, Size: size, Count: count,
 				RXW: 2000, Timeout: 45 * time.Second,
 				NakBoIvl: 20 * time.Millisecond, NakRptIvl: 200 * time.Millisecond, NakRdataIvl: 200 * time.Millisecond,
-			}).Args()...)
-			require.NoError(t, err)
-			t.Cleanup(func() { rp.Signal(syscall.SIGKILL); rp.Wait() })
-			select {
-			case <-rp.Ready():
-			case <-rp.Done():
-				r, _ := rp.Wait()
-				t.Fatalf("receiver exited early: %s", r)
-			}
-
-			snd, err := n.pgm.Socket(stack.SockRDM)
-			require.NoError(t, err)
-			require.NoError(t, snd.Bind(netip.MustParseAddrPort("0.0.0.0:0")))
-			require.NoError(t, snd.SetTransport(c.transport()))
-			require.NoError(t, snd.SetRateWindow(stack.RateWindow{RateKbitsPerSec: 40_000, WindowSizeInMSecs: 5000}))
-			require.NoError(t, snd.Connect(netip.AddrPortFrom(netip.MustParseAddr(e2eGroup), e2ePort)))
+			}))
+			snd := n.sender(t, stack.SockRDM, c.setTransport)
 			ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 			defer cancel()
-			rec := make([]byte, size)
-			for i := 0; i < count; i++ {
-				FillRecord(rec, uint32(i))
-				_, err := snd.SendContext(ctx, rec)
-				require.NoError(t, err, "record %d", i)
-			}
-			rr, err := rp.Wait()
-			require.NoError(t, err)
-			t.Logf("recv: %s", rr)
-			require.True(t, rr.OK(), "%s", rr)
-			assert.Equal(t, int64(count), rr.Records)
-			assert.Equal(t, int64(count*size), rr.Bytes)
+			sendRecords(t, ctx, snd, size, count)
+			waitReceived(t, rp, size, count)
 			st, err := snd.SenderStats()
 			require.NoError(t, err)
 			require.NoError(t, snd.Close())
