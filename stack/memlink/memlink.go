@@ -32,7 +32,11 @@ import (
 
 // Impairment describes what happens to packets arriving at a port.
 type Impairment struct {
-	// Loss is the probability in [0, 1] that a packet is dropped.
+	// Loss is the probability in [0, 1] that a packet is dropped, drawn
+	// from the hub's RNG (shared with Duplicate and Jitter). For loss
+	// with its own stream per port, a protocol filter and counts by PGM
+	// type, as the demo has, set Drop to a lossmodel.Model's Drop
+	// (internal/lossmodel, pgmtun's one loss model).
 	Loss float64
 	// Duplicate is the probability in [0, 1] that a delivered packet is
 	// delivered a second time.
