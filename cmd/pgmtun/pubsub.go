@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -204,19 +203,13 @@ func printPubSub(w io.Writer, f statsFormat, r *pubsubReport) {
 }
 
 func runPub(e *env, ep zmq.Endpoint, c *netConfig, o *pubOptions) int {
-	fail := func(format string, a ...any) int {
-		fmt.Fprintf(e.stderr, "pgmtun pub: "+format+"\n", a...)
-		return exitFail
+	r := runIO{e, "pub"}
+	fail := r.fail
+	in, closeIn, err := r.input(o.in)
+	if err != nil {
+		return fail("%v", err)
 	}
-	in := e.stdin
-	if o.in != "" {
-		f, err := os.Open(o.in)
-		if err != nil {
-			return fail("%v", err)
-		}
-		defer f.Close()
-		in = f
-	}
+	defer closeIn()
 	ns, err := openNetstack(c)
 	if err != nil {
 		return fail("%v", err)
@@ -235,9 +228,8 @@ func runPub(e *env, ep zmq.Endpoint, c *netConfig, o *pubOptions) int {
 	}
 	start := time.Now()
 	var sent, msgs atomic.Int64
-	prog := startProgress(e.stderr, c.progress.enabled(e.stderr), 250*time.Millisecond, func() string {
+	prog := r.progress(c, start, func(el float64) string {
 		st, _ := pub.PGMStats()
-		el := max(time.Since(start).Seconds(), 1e-3)
 		return fmt.Sprintf("%5.1fs  %d messages, %s (%s)  ODATA %d  RDATA %d  NAKs %d",
 			el, msgs.Load(), fmtBytes(float64(sent.Load())), fmtRate(float64(sent.Load())/el), st.TotalODataPacketsSent, st.RepairPacketsSent, st.NaksReceived)
 	})
@@ -287,9 +279,7 @@ func runPub(e *env, ep zmq.Endpoint, c *netConfig, o *pubOptions) int {
 	rep := pubsubReport{Role: "pub", Endpoint: ep.String(), Messages: msgs.Load(), Bytes: sent.Load(),
 		Seconds: time.Since(start).Seconds(), Result: result, Pub: &st, PGMSender: &pst, LinkDropped: ns.dropped()}
 	printPubSub(e.stderr, c.stats, &rep)
-	if err := ns.captureErr(); err != nil {
-		fmt.Fprintf(e.stderr, "pgmtun pub: warning: %v\n", err)
-	}
+	r.warn(ns.captureErr())
 	if pubErr != nil {
 		return fail("%v", pubErr)
 	}
@@ -297,20 +287,13 @@ func runPub(e *env, ep zmq.Endpoint, c *netConfig, o *pubOptions) int {
 }
 
 func runSub(e *env, ep zmq.Endpoint, c *netConfig, o *subOptions) int {
-	fail := func(format string, a ...any) int {
-		fmt.Fprintf(e.stderr, "pgmtun sub: "+format+"\n", a...)
-		return exitFail
+	r := runIO{e, "sub"}
+	fail := r.fail
+	out, file, closeOut, err := r.output(o.out)
+	if err != nil {
+		return fail("%v", err)
 	}
-	out := e.stdout
-	var file *os.File
-	if o.out != "" {
-		f, err := os.Create(o.out)
-		if err != nil {
-			return fail("%v", err)
-		}
-		defer f.Close()
-		out, file = f, f
-	}
+	defer closeOut()
 	ns, err := openNetstack(c)
 	if err != nil {
 		return fail("%v", err)
@@ -356,9 +339,8 @@ func runSub(e *env, ep zmq.Endpoint, c *netConfig, o *subOptions) int {
 
 	start := time.Now()
 	var got, msgs atomic.Int64
-	prog := startProgress(e.stderr, c.progress.enabled(e.stderr), 250*time.Millisecond, func() string {
+	prog := r.progress(c, start, func(el float64) string {
 		st := sub.Stats()
-		el := max(time.Since(start).Seconds(), 1e-3)
 		return fmt.Sprintf("%5.1fs  %d messages, %s (%s)  gaps %d  dropped %d",
 			el, msgs.Load(), fmtBytes(float64(got.Load())), fmtRate(float64(got.Load())/el), st.LossEvents, st.Dropped)
 	})
@@ -408,9 +390,7 @@ func runSub(e *env, ep zmq.Endpoint, c *netConfig, o *subOptions) int {
 	rep := pubsubReport{Role: "sub", Endpoint: ep.String(), Messages: msgs.Load(), Bytes: got.Load(),
 		Seconds: time.Since(start).Seconds(), Result: result, Sub: &st, PGMReceiver: &pst, LinkDropped: ns.dropped()}
 	printPubSub(e.stderr, c.stats, &rep)
-	if err := ns.captureErr(); err != nil {
-		fmt.Fprintf(e.stderr, "pgmtun sub: warning: %v\n", err)
-	}
+	r.warn(ns.captureErr())
 	if subErr != nil {
 		return fail("%v", subErr)
 	}

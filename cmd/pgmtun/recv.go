@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -56,20 +55,13 @@ type recvOptions struct {
 var testHookListening func(c *netConfig)
 
 func runRecv(e *env, c *netConfig, o *recvOptions) int {
-	fail := func(format string, a ...any) int {
-		fmt.Fprintf(e.stderr, "pgmtun recv: "+format+"\n", a...)
-		return exitFail
+	r := runIO{e, "recv"}
+	fail := r.fail
+	out, file, closeOut, err := r.output(o.out)
+	if err != nil {
+		return fail("%v", err)
 	}
-	out := e.stdout
-	var file *os.File
-	if o.out != "" {
-		f, err := os.Create(o.out)
-		if err != nil {
-			return fail("%v", err)
-		}
-		defer f.Close()
-		out, file = f, f
-	}
+	defer closeOut()
 	ns, err := openNetstack(c)
 	if err != nil {
 		return fail("%v", err)
@@ -129,9 +121,8 @@ func runRecv(e *env, c *netConfig, o *recvOptions) int {
 
 	start := time.Now()
 	var got, msgs atomic.Int64
-	prog := startProgress(e.stderr, c.progress.enabled(e.stderr), 250*time.Millisecond, func() string {
+	prog := r.progress(c, start, func(el float64) string {
 		st, _ := sess.ReceiverStats()
-		el := max(time.Since(start).Seconds(), 1e-3)
 		return fmt.Sprintf("%5.1fs  received %s (%s)  RDATA %d  NAKs %d  lost %d",
 			el, fmtBytes(float64(got.Load())), fmtRate(float64(got.Load())/el), st.NumRDataPacketsReceived, st.NAKPacketsSent, st.LostSequences)
 	})
@@ -165,9 +156,7 @@ func runRecv(e *env, c *netConfig, o *recvOptions) int {
 	d := receiverDropsOf(ps, sum, ls)
 	rep.Drops, rep.Stack = &d, &ps
 	printReceiver(e.stderr, c.stats, &rep)
-	if err := ns.captureErr(); err != nil {
-		fmt.Fprintf(e.stderr, "pgmtun recv: warning: %v\n", err)
-	}
+	r.warn(ns.captureErr())
 	if recvErr != nil {
 		return fail("%v", recvErr)
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,19 +68,13 @@ type sendOptions struct {
 }
 
 func runSend(e *env, c *netConfig, o *sendOptions) int {
-	fail := func(format string, a ...any) int {
-		fmt.Fprintf(e.stderr, "pgmtun send: "+format+"\n", a...)
-		return exitFail
+	r := runIO{e, "send"}
+	fail := r.fail
+	in, closeIn, err := r.input(o.in)
+	if err != nil {
+		return fail("%v", err)
 	}
-	in := e.stdin
-	if o.in != "" {
-		f, err := os.Open(o.in)
-		if err != nil {
-			return fail("%v", err)
-		}
-		defer f.Close()
-		in = f
-	}
+	defer closeIn()
 	ns, err := openNetstack(c)
 	if err != nil {
 		return fail("%v", err)
@@ -121,9 +114,8 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 
 	start := time.Now()
 	var sent, msgs atomic.Int64
-	prog := startProgress(e.stderr, c.progress.enabled(e.stderr), 250*time.Millisecond, func() string {
+	prog := r.progress(c, start, func(el float64) string {
 		st, _ := s.SenderStats()
-		el := max(time.Since(start).Seconds(), 1e-3)
 		return fmt.Sprintf("%5.1fs  sent %s (%s)  ODATA %d  RDATA %d  NAKs %d",
 			el, fmtBytes(float64(st.DataBytesSent)), fmtRate(float64(st.DataBytesSent)/el), st.TotalODataPacketsSent, st.RepairPacketsSent, st.NaksReceived) + ccProgress(st)
 	})
@@ -229,9 +221,7 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 	d := senderDropsOf(ps, st)
 	rep.Drops, rep.Stack, rep.DeviceRefused = &d, &ps, refused
 	printSender(e.stderr, c.stats, &rep)
-	if err := ns.captureErr(); err != nil {
-		fmt.Fprintf(e.stderr, "pgmtun send: warning: %v\n", err)
-	}
+	r.warn(ns.captureErr())
 	if code != exitOK {
 		return fail("%s", result)
 	}
