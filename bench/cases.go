@@ -122,7 +122,7 @@ func allCases(e *Env, runs int) []*Case {
 	for _, sz := range sizes {
 		add(&Case{ID: fmt.Sprintf("tun/recv-cmd-unlimited/%d", sz), Group: gTUN,
 			Name: fmt.Sprintf("OpenPGM unlimited → `pgmtun recv` (default flags) via TUN, %d B", sz), Timeout: 60 * time.Second,
-			Baseline: fmt.Sprintf("openpgm/veth-unlimited/%d", sz), Show: []string{mMsgs, mMbit, mRepairs, mPeakRSS, mRecvCPU},
+			Baseline: fmt.Sprintf("openpgm/veth-unlimited/%d", sz), Show: []string{mMsgs, mMbit, mRepairs, mPeakRSS, mRecvCPU, mRecvHeld, mSrcWindow, mHeldRatio},
 			Needs: []string{"openpgm"}, Run: recvCommandUnlimited(e, sz, e.count(sz, 1)), Interleave: fmt.Sprintf("unlimited/%d", sz)})
 	}
 	for _, sz := range sizes {

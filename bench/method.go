@@ -54,6 +54,22 @@ const methodText = `## Method
   (tun.DefaultRxQueueLen), as the limit's device does; "headroom/flood/q500"
   repeats it with Linux's 500, where one pause of the reader of 3 ms at
   150 k packets/s loses records (shown for scale).
+- **Unlimited OpenPGM sender.** pgm_send with no rate limit (OpenPGM's
+  limiter at 125 MB/s, its default window of 1000 sequences) into pgm_recv
+  over veth, and into the built ` + "`pgmtun recv`" + ` with only its device and group
+  flags (by turns), each receiver on its defaults. *Peak RSS* is the
+  receiving process's (getrusage ru_maxrss: runtime, stack and buffers).
+  *Peak held* is the receive engine's own peak (ReceiverStats.PeakBufferedBytes:
+  payloads as allocated plus per-sequence state, the figure its memory
+  budgets bound; data already handed to the socket's queue and not yet read
+  is not in it). *Source window* is what OpenPGM's transmit window held: the
+  widest trail–lead span of the SPMs it sent (read on the device by an
+  AF_PACKET socket whose filter passes only SPMs; its heartbeats after the
+  last record show the full window) times the mean TSDU per sequence
+  (message size ÷ packets per message). *held ÷ source window* is their
+  ratio per run. Ratios "against unlimited OpenPGM" elsewhere divide by the
+  msgs/s (or Mbit/s) of pgm_send → pgm_recv here, measured in the same run;
+  a run whose receiver lost data gives no figure.
 - **In-process.** Two netstacks on a memlink hub (no delay, no loss, a queue of
   131 072 packets so the link never drops), real clock, a sender limited only
   at 250 MB/s and a receiver goroutine that checks every byte; throughput is the

@@ -3,17 +3,22 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pgmtun/pgmtun/internal/netns"
 	"github.com/pgmtun/pgmtun/interop"
@@ -25,7 +30,9 @@ import (
 // device. PGM has no flow control, so these measure whether a receiver
 // keeps up with what the sender offers and what memory it held meanwhile:
 // the peak RSS of the receiving process (getrusage; the whole process,
-// runtime and stack included, as an operator would see it).
+// runtime and stack included, as an operator would see it) and, for
+// `pgmtun recv`, the receive engine's own peak against the source's
+// window (mHeldRatio).
 
 // unlimitedLinger is how long pgm_send serves repairs after its last
 // record: `pgmtun recv` ends at the source's FIN, so it bounds every run;
@@ -38,6 +45,115 @@ const mPeakRSS = "receiver peak RSS MiB"
 // mRecvCPU is the receiving process's CPU time (user + system) per data
 // packet it was sent, linger included.
 const mRecvCPU = "receiver CPU µs/pkt"
+
+// The receive memory of `pgmtun recv` against what the source held: the
+// engine's peak receive memory (ReceiverStats.PeakBufferedBytes: payloads
+// as allocated plus per-sequence state, what the budgets bound; data
+// delivered to the socket's queue and not yet read is not in it), the
+// payload bytes in the source's transmit window (the widest trail–lead
+// span its SPMs advertised, times the mean TSDU per sequence, size ÷
+// packets per message), and their ratio per run (issue 12: ≤ 1.5×).
+const (
+	mRecvHeld  = "receiver peak held KiB"
+	mSrcWindow = "source window KiB"
+	mHeldRatio = "held ÷ source window"
+)
+
+// openPGMDefaultTXW is pgm_send's window in sequences when not given
+// (interop/peers/common.c).
+const openPGMDefaultTXW = 1000
+
+// spmWatch keeps the widest transmit window (lead − trail + 1 sequences)
+// the SPMs crossing a device advertised, read from an AF_PACKET socket
+// whose filter passes only IPv4 PGM SPMs, so that the data packets cost
+// nothing beyond the filter.
+type spmWatch struct {
+	fd   int
+	stop atomic.Bool
+	done chan struct{}
+	spms atomic.Int64
+	max  atomic.Uint32
+}
+
+// spmFilter passes IPv4 packets of protocol 113 whose PGM type is SPM (0).
+var spmFilter = []unix.SockFilter{
+	{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: 0},
+	{Code: unix.BPF_ALU | unix.BPF_AND | unix.BPF_K, K: 0xf0},
+	{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 5, K: 0x40},
+	{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: 9},
+	{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 3, K: 113},
+	{Code: unix.BPF_LDX | unix.BPF_B | unix.BPF_MSH, K: 0},
+	{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_IND, K: 4},
+	{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 1, K: 0},
+	{Code: unix.BPF_RET | unix.BPF_K, K: 0xffff},
+	{Code: unix.BPF_RET | unix.BPF_K, K: 0},
+}
+
+func watchSPMs(ns *netns.NS, dev string) (*spmWatch, error) {
+	w := &spmWatch{fd: -1, done: make(chan struct{})}
+	// ETH_P_ALL in network byte order (little-endian host): only taps of
+	// every protocol see the packets the kernel sends into the device.
+	all := uint16(unix.ETH_P_ALL)
+	proto := all<<8 | all>>8
+	err := ns.Do(func() error {
+		ifi, err := net.InterfaceByName(dev)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		w.fd = fd
+		prog := unix.SockFprog{Len: uint16(len(spmFilter)), Filter: &spmFilter[0]}
+		if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog); err != nil {
+			return err
+		}
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100_000}); err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index})
+	})
+	if err != nil {
+		if w.fd >= 0 {
+			unix.Close(w.fd)
+		}
+		return nil, fmt.Errorf("SPM watch on %s: %w", dev, err)
+	}
+	go w.read()
+	return w, nil
+}
+
+func (w *spmWatch) read() {
+	defer close(w.done)
+	buf := make([]byte, 2048)
+	for !w.stop.Load() {
+		n, _, err := unix.Recvfrom(w.fd, buf, 0)
+		if err != nil || n < 20 {
+			continue // the receive timeout: look at stop again
+		}
+		ihl := int(buf[0]&0xf) * 4
+		if buf[0]>>4 != 4 || n < ihl+28 || buf[9] != 113 || buf[ihl+4] != 0 {
+			continue
+		}
+		trail := binary.BigEndian.Uint32(buf[ihl+20:])
+		lead := binary.BigEndian.Uint32(buf[ihl+24:])
+		if span := lead - trail + 1; span < 1<<30 {
+			w.spms.Add(1)
+			for m := w.max.Load(); span > m && !w.max.CompareAndSwap(m, span); m = w.max.Load() {
+			}
+		}
+	}
+}
+
+// close stops the watch and returns the widest window seen and the number
+// of SPMs read.
+func (w *spmWatch) close() (sqns uint32, spms int64) {
+	w.stop.Store(true)
+	<-w.done
+	unix.Close(w.fd)
+	return w.max.Load(), w.spms.Load()
+}
 
 // pgmtunBin builds cmd/pgmtun once, on first use.
 var pgmtunBin struct {
@@ -149,8 +265,13 @@ func recvCommandUnlimited(e *Env, size, count int) func(context.Context, *Run) (
 			case <-time.After(20 * time.Millisecond):
 			}
 		}
+		spm, err := watchSPMs(ns, tunName)
+		if err != nil {
+			return nil, err
+		}
 		sp, err := interop.Start(ctx, ns.Name, remaining(ctx, time.Minute), p.Send, unlimitedSendOpts(kernel, size, count).Args()...)
 		if err != nil {
+			spm.close()
 			return nil, err
 		}
 		defer sp.Signal(syscall.SIGKILL)
@@ -158,6 +279,7 @@ func recvCommandUnlimited(e *Env, size, count int) func(context.Context, *Run) (
 		waited = true
 		_ = sp.Signal(syscall.SIGTERM)
 		sr, _ := sp.Wait()
+		srcSqns, spms := spm.close()
 		cpu, maxRSS := rusage(cmd.ProcessState)
 
 		var rep struct {
@@ -169,12 +291,20 @@ func recvCommandUnlimited(e *Env, size, count int) func(context.Context, *Run) (
 			PGM     struct {
 				WindowOverflowDrops  uint64
 				MaxSequencesInWindow uint64
+				PeakBufferedBytes    uint64
 			} `json:"pgm"`
 		}
 		jerr := json.NewDecoder(strings.NewReader(stderr.String())).Decode(&rep)
-		summary := fmt.Sprintf("%d of %d bytes in %.2fs, RDATA %d, lost %d, window overflow drops %d, max in window %d, peak RSS %.1f MiB: %s",
+		// The source's window: the widest its SPMs advertised (its final
+		// heartbeats show the full window), else pgm_send's TXW.
+		if srcSqns == 0 {
+			srcSqns = uint32(min(openPGMDefaultTXW, count*packetsPer(size)))
+		}
+		srcBytes := float64(srcSqns) * float64(size) / float64(packetsPer(size))
+		summary := fmt.Sprintf("%d of %d bytes in %.2fs, RDATA %d, lost %d, window overflow drops %d, max in window %d, "+
+			"peak held %d B against the source's window of %d sequences (%d SPMs seen) = %.0f B, peak RSS %.1f MiB: %s",
 			rep.Bytes, size*count, rep.Seconds, rep.RDATA, rep.Lost, rep.PGM.WindowOverflowDrops, rep.PGM.MaxSequencesInWindow,
-			float64(maxRSS)/(1<<20), rep.Result)
+			rep.PGM.PeakBufferedBytes, srcSqns, spms, srcBytes, float64(maxRSS)/(1<<20), rep.Result)
 		r.Logf("pgm_send: %s; pgmtun recv: %s, CPU %v", sr, summary, cpu)
 		if jerr != nil {
 			return nil, fmt.Errorf("pgmtun recv: no statistics (%v): %s", werr, stderr.String())
@@ -195,7 +325,9 @@ func recvCommandUnlimited(e *Env, size, count int) func(context.Context, *Run) (
 		return Metrics{
 			mMsgs: float64(count) / rep.Seconds, mMbit: float64(rep.Bytes) * 8 / rep.Seconds / 1e6,
 			mRepairs: float64(rep.RDATA), mPeakRSS: float64(maxRSS) / (1 << 20),
-			mRecvCPU: cpu.Seconds() * 1e6 / float64(count*packetsPer(size)),
+			mRecvCPU:  cpu.Seconds() * 1e6 / float64(count*packetsPer(size)),
+			mRecvHeld: float64(rep.PGM.PeakBufferedBytes) / 1024, mSrcWindow: srcBytes / 1024,
+			mHeldRatio: float64(rep.PGM.PeakBufferedBytes) / srcBytes,
 		}, nil
 	}
 }
