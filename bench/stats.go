@@ -3,8 +3,9 @@ package main
 import (
 	"math"
 	"slices"
-	"strconv"
 	"time"
+
+	"github.com/pgmtun/pgmtun/internal/svgplot"
 )
 
 // Summary is the distribution of one metric over a case's runs.
@@ -71,22 +72,4 @@ func percentile(d []time.Duration, p float64) time.Duration {
 func msec(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // fmtNum prints a figure with about three significant digits.
-func fmtNum(v float64) string {
-	a := math.Abs(v)
-	switch {
-	case math.IsNaN(v):
-		return "n/a"
-	case a == 0:
-		return "0"
-	case a >= 1e6:
-		return strconv.FormatFloat(v/1e6, 'f', 2, 64) + "M"
-	case a >= 1000 || v == math.Trunc(v):
-		return strconv.FormatFloat(v, 'f', 0, 64)
-	case a >= 100:
-		return strconv.FormatFloat(v, 'f', 1, 64)
-	case a >= 1:
-		return strconv.FormatFloat(v, 'f', 2, 64)
-	default:
-		return strconv.FormatFloat(v, 'g', 3, 64)
-	}
-}
+func fmtNum(v float64) string { return svgplot.FmtNum(v) }

@@ -59,12 +59,12 @@ func (h Histogram) SVG() string {
 	for v := 0.0; v <= top+step/2; v += step {
 		y := py(v)
 		fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%g" y2="%.1f" stroke="#ddd"/>`+"\n", marginL, y, float64(marginL)+innerW, y)
-		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", marginL-6, y+4, fmtNum(v))
+		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", marginL-6, y+4, FmtNum(v))
 	}
 	xstep := niceStep((hi - lo) / 6)
 	for v := math.Ceil(lo/xstep) * xstep; v <= hi+xstep/1e6; v += xstep {
 		x := px(v)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%g" text-anchor="middle">%s</text>`+"\n", x, float64(marginT)+innerH+16, fmtNum(v))
+		fmt.Fprintf(&b, `<text x="%.1f" y="%g" text-anchor="middle">%s</text>`+"\n", x, float64(marginT)+innerH+16, FmtNum(v))
 	}
 	for i, c := range counts {
 		if c == 0 {
@@ -72,7 +72,7 @@ func (h Histogram) SVG() string {
 		}
 		x0, x1 := px(lo+float64(i)*w), px(lo+float64(i+1)*w)
 		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s–%s: %d</title></rect>`+"\n",
-			x0, py(float64(c)), math.Max(x1-x0-1, 1), py(0)-py(float64(c)), palette[0], fmtNum(lo+float64(i)*w), fmtNum(lo+float64(i+1)*w), c)
+			x0, py(float64(c)), math.Max(x1-x0-1, 1), py(0)-py(float64(c)), palette[0], FmtNum(lo+float64(i)*w), FmtNum(lo+float64(i+1)*w), c)
 	}
 	for i, m := range h.Markers {
 		x := px(math.Min(math.Max(m.X, lo), hi))

@@ -65,7 +65,7 @@ func (l Ladder) SVG() string {
 	for v := 0.0; v <= tmax+step/2; v += step {
 		y := ty(v)
 		fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%g" y2="%.1f" stroke="#eee"/>`+"\n", ladLeft-10, y, lx(len(l.Lanes)-1)+10, y)
-		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s ms</text>`+"\n", ladLeft-14, y+4, fmtNum(v))
+		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s ms</text>`+"\n", ladLeft-14, y+4, FmtNum(v))
 	}
 	for i, name := range l.Lanes {
 		x := lx(i)

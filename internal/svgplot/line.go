@@ -122,13 +122,13 @@ func (p Plot) SVG() string {
 	for _, v := range yticks {
 		y := py(v)
 		fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%g" y2="%.1f" stroke="#ddd"/>`+"\n", marginL, y, float64(marginL)+innerW, y)
-		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", marginL-6, y+4, fmtNum(v))
+		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", marginL-6, y+4, FmtNum(v))
 	}
 	xticks := uniq(xs)
 	for _, v := range xticks {
 		x := px(v)
 		fmt.Fprintf(&b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%g" stroke="#eee"/>`+"\n", x, marginT, x, float64(marginT)+innerH)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%g" text-anchor="middle">%s</text>`+"\n", x, float64(marginT)+innerH+16, fmtNum(v))
+		fmt.Fprintf(&b, `<text x="%.1f" y="%g" text-anchor="middle">%s</text>`+"\n", x, float64(marginT)+innerH+16, FmtNum(v))
 	}
 	fmt.Fprintf(&b, `<text x="%g" y="%d" text-anchor="middle">%s</text>`+"\n", float64(marginL)+innerW/2, plotH-18, esc(p.XLabel))
 	fmt.Fprintf(&b, `<text transform="translate(18,%g) rotate(-90)" text-anchor="middle">%s</text>`+"\n", float64(marginT)+innerH/2, esc(p.YLabel))
@@ -159,7 +159,7 @@ func (p Plot) SVG() string {
 					fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s"/>`+"\n", x-4, py(v), x+4, py(v), col)
 				}
 			}
-			fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s"><title>%s: %s</title></circle>`+"\n", x, py(pt.Y), col, esc(s.Name), fmtNum(pt.Y))
+			fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s"><title>%s: %s</title></circle>`+"\n", x, py(pt.Y), col, esc(s.Name), FmtNum(pt.Y))
 		}
 		ly := marginT + 10 + i*20
 		lx := float64(marginL) + innerW + 14
@@ -202,8 +202,9 @@ func niceStep(raw float64) float64 {
 	return 10 * p
 }
 
-// fmtNum prints a figure with about three significant digits.
-func fmtNum(v float64) string {
+// FmtNum prints a figure with about three significant digits, as the
+// plots label their axes and bench its tables.
+func FmtNum(v float64) string {
 	a := math.Abs(v)
 	switch {
 	case math.IsNaN(v):
