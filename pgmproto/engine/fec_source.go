@@ -263,10 +263,45 @@ func (s *Source) fecNCFLen(k int) int {
 	return n
 }
 
-// fecParityLen bounds a parity packet's wire size.
-func (s *Source) fecParityLen() int {
-	return s.cfg.NetHeaderLen + dataHeaderLen + s.cfg.maxTSDU() + s.cfg.fecTrailer()
+// fecParityLen is the wire size of parity index h of group g, what the
+// rate limits are asked for. Not a bound: while ODATA is queued the
+// buckets never hold more than its next packet needs, so parity asking for
+// more than a packet of its group waited for the end of the data.
+func (s *Source) fecParityLen(g seq.Num, h int) int {
+	length, varLen, frags := s.fecGroupShape(g)
+	n := s.cfg.NetHeaderLen + dataHeaderLen + length
+	if varLen {
+		n += varLenTrailer
+	}
+	opts := 0
+	if frags {
+		opts += 3 + fragBodyLen
+	}
+	if h >= s.fec.k {
+		opts += wire.OptParityGrpLen
+	}
+	if opts > 0 {
+		n += optLengthLen + opts
+	}
+	return n
 }
+
+// fecGroupShape returns the longest TSDU of group g, whether their
+// lengths differ, and whether any has OPT_FRAGMENT.
+func (s *Source) fecGroupShape(g seq.Num) (length int, varLen, frags bool) {
+	for i := range s.fec.k {
+		e := s.w.at(g + seq.Num(i))
+		if i > 0 && len(e.payload) != length {
+			varLen = true
+		}
+		length = max(length, len(e.payload))
+		frags = frags || e.hasFrag
+	}
+	return length, varLen, frags
+}
+
+// fecIndex is the parity index the next parity packet of gr gets.
+func (s *Source) fecIndex(gr *txGroup) int { return gr.next % (s.fec.cfg.n() - s.fec.k) }
 
 // fecHead drops stale queue entries and returns the first group with
 // parity to send.
@@ -296,8 +331,8 @@ func (s *Source) fecAt(now time.Time) (time.Time, bool) {
 		n := s.fecNCFLen(min(len(f.ncfs), MaxNAKList))
 		return later(s.total.readyAt(now, n), s.rdata.readyAt(now, n)), true
 	}
-	if _, _, ok := s.fecHead(); ok {
-		n := s.fecParityLen()
+	if g, gr, ok := s.fecHead(); ok {
+		n := s.fecParityLen(g, s.fecIndex(gr))
 		return later(s.total.readyAt(now, n), s.rdata.readyAt(now, n)), true
 	}
 	return time.Time{}, false
@@ -323,7 +358,7 @@ func (s *Source) fecNext(now time.Time) (Transmit, bool) {
 		return s.emit(now, n, &s.rdata), true
 	}
 	g, gr, _ := s.fecHead()
-	h := gr.next % (f.cfg.n() - f.k)
+	h := s.fecIndex(gr)
 	gr.next++
 	gr.pending--
 	gr.lastAt = now
@@ -341,15 +376,7 @@ func (s *Source) fecNext(now time.Time) (Transmit, bool) {
 func (s *Source) encodeParity(g seq.Num, h int) int {
 	f := s.fec
 	k := f.k
-	length, varLen, frags := 0, false, false
-	for i := range k {
-		e := s.w.at(g + seq.Num(i))
-		if i > 0 && len(e.payload) != length {
-			varLen = true
-		}
-		length = max(length, len(e.payload))
-		frags = frags || e.hasFrag
-	}
+	length, varLen, frags := s.fecGroupShape(g)
 	plen := length
 	if varLen {
 		plen += varLenTrailer

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -287,6 +288,66 @@ func TestFECReceiverProactive(t *testing.T) {
 	st := fp.r.Stats()
 	require.EqualValues(t, 0, st.NAKPacketsSent)
 	require.EqualValues(t, 3, st.ParityRecoveredPackets)
+}
+
+// TestFECParityLen: the size the rate limits are asked for is the size of
+// the parity packet that goes out: equal, unequal and fragmented TSDUs,
+// and an index past k (OPT_PARITY_GRP).
+func TestFECParityLen(t *testing.T) {
+	c := fecConfig(4, 0, true)
+	c.InitialSQN = 0
+	s, err := NewSource(c, t0)
+	require.NoError(t, err)
+	for _, a := range [][]byte{
+		bytes.Repeat([]byte("a"), 100), bytes.Repeat([]byte("b"), 100), bytes.Repeat([]byte("c"), 100), bytes.Repeat([]byte("d"), 100),
+		[]byte("short"), bytes.Repeat([]byte("e"), 700), []byte("x"), []byte("yz"),
+		bytes.Repeat([]byte("f"), c.MaxTSDU()*3/2), []byte("g"), []byte("h"),
+	} {
+		require.NoError(t, s.Send(t0, a))
+	}
+	drainSource(s, t0)
+	for _, g := range []seq.Num{0, 4, 8} {
+		for _, h := range []int{0, 1, 4, 9} {
+			n := s.encodeParity(g, h)
+			require.Equal(t, n+s.cfg.NetHeaderLen, s.fecParityLen(g, h), "group %d index %d", g, h)
+		}
+	}
+}
+
+// TestFECProactiveKeepsPace: a source with data queued at its rate limit
+// sends each group's proactive parity right after the group, not after the
+// last ODATA (when it asked the limits for a larger bound than its
+// packets, it waited for the queue to empty).
+func TestFECProactiveKeepsPace(t *testing.T) {
+	c := fecConfig(4, 1, false)
+	c.InitialSQN = 0
+	c.MaxRate, c.TXWMaxRate = 100_000, 100_000
+	s, err := NewSource(c, t0)
+	require.NoError(t, err)
+	for range 40 {
+		require.NoError(t, s.Send(t0, bytes.Repeat([]byte("p"), 1000)))
+	}
+	now := t0
+	var order []string
+	for len(order) < 50 && now.Before(t0.Add(time.Minute)) {
+		for _, b := range drainSource(s, now) {
+			p := parse(t, b)
+			switch {
+			case p.Type() == wire.TypeODATA:
+				order = append(order, fmt.Sprintf("d%d", p.Data().SQN()))
+			case p.Type() == wire.TypeRDATA && isParity(p):
+				order = append(order, fmt.Sprintf("p%d", p.Data().SQN()))
+			}
+		}
+		d, ok := s.NextDeadline()
+		require.True(t, ok)
+		now = later(d, now.Add(time.Microsecond))
+	}
+	for g := 0; g < 40; g += 4 {
+		i := slices.Index(order, fmt.Sprintf("p%d", g))
+		require.GreaterOrEqual(t, i, 0, "no parity for group %d: %v", g, order)
+		require.Equal(t, fmt.Sprintf("d%d", g+3), order[i-1], "parity of group %d goes right after it: %v", g, order)
+	}
 }
 
 // TestFECReceiverProactiveRefusesParityNAKs: a source sending proactive
