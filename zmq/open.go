@@ -35,6 +35,24 @@ func findNIC(p *stack.Protocol, e Endpoint) (tcpip.NICID, error) {
 	return 0, fmt.Errorf("%w %q: no interface named %q in this netstack (give its address, or name the NIC when creating it)", ErrEndpoint, e.String(), e.Interface)
 }
 
+// openEndpoint is how NewPub and NewSub begin: it parses the endpoint,
+// applies opts, finds the endpoint's NIC (0: none named) and makes the RDM
+// socket, bound to bind(e), on the endpoint's transport.
+func openEndpoint(p *stack.Protocol, endpoint string, opts []Option, bind func(Endpoint) netip.AddrPort) (e Endpoint, o options, nic tcpip.NICID, s *stack.Socket, err error) {
+	if e, err = ParseEndpoint(endpoint); err != nil {
+		return
+	}
+	o = defaultOptions()
+	if err = o.apply(opts); err != nil {
+		return
+	}
+	if nic, err = findNIC(p, e); err != nil {
+		return
+	}
+	s, err = openSocket(p, e, bind(e))
+	return
+}
+
 // openSocket makes the RDM socket of a publisher or subscriber, bound to
 // bind, on the endpoint's transport.
 func openSocket(p *stack.Protocol, e Endpoint, bind netip.AddrPort) (*stack.Socket, error) {

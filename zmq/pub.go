@@ -77,19 +77,9 @@ func (w *wake) broadcast() {
 // NewPub connects a publisher to the endpoint ("pgm://IFACE;GROUP:PORT"
 // or "epgm://…") on the netstack of p.
 func NewPub(p *stack.Protocol, endpoint string, opts ...Option) (*Pub, error) {
-	e, err := ParseEndpoint(endpoint)
-	if err != nil {
-		return nil, err
-	}
-	o := defaultOptions()
-	if err := o.apply(opts); err != nil {
-		return nil, err
-	}
-	nic, err := findNIC(p, e)
-	if err != nil {
-		return nil, err
-	}
-	s, err := openSocket(p, e, netip.AddrPortFrom(unspecified(e.Group), 0))
+	e, o, nic, s, err := openEndpoint(p, endpoint, opts, func(e Endpoint) netip.AddrPort {
+		return netip.AddrPortFrom(unspecified(e.Group), 0)
+	})
 	if err != nil {
 		return nil, err
 	}

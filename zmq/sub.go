@@ -108,19 +108,9 @@ type SubStats struct {
 // NewSub listens on the endpoint ("pgm://IFACE;GROUP:PORT" or "epgm://…")
 // on the netstack of p. It delivers nothing until Subscribe.
 func NewSub(p *stack.Protocol, endpoint string, opts ...Option) (*Sub, error) {
-	e, err := ParseEndpoint(endpoint)
-	if err != nil {
-		return nil, err
-	}
-	o := defaultOptions()
-	if err := o.apply(opts); err != nil {
-		return nil, err
-	}
-	nic, err := findNIC(p, e)
-	if err != nil {
-		return nil, err
-	}
-	s, err := openSocket(p, e, netip.AddrPortFrom(e.Group, e.Port))
+	_, o, nic, s, err := openEndpoint(p, endpoint, opts, func(e Endpoint) netip.AddrPort {
+		return netip.AddrPortFrom(e.Group, e.Port)
+	})
 	if err != nil {
 		return nil, err
 	}
