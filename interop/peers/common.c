@@ -232,6 +232,7 @@ static void usage(const char *prog, bool sender)
 		"      --fec-block N          FEC block: data + parity packets per group (255)\n"
 		"      --fec-proactive H      parity packets sent after every group (0)\n"
 		"      --fec-ondemand         parity on request; --fec-var-pktlen: OPT_VAR_PKTLEN\n"
+		"      --pgmcc                PGM_USE_PGMCC (ack_bo_ivl 50 ms, ack_c 75, ack_c_p 500)\n"
 		"      --hops N, --mtu N, -v\n",
 		prog, sender ? "send" : "expect");
 	exit(64);
@@ -241,7 +242,7 @@ void parse_opts(struct peer_opts *o, int argc, char **argv, const char *prog, bo
 {
 	enum { O_CHUNK = 256, O_TXW, O_RXW, O_BO, O_RPT, O_RDATA, O_RETRIES, O_SPORT,
 	       O_LINGER, O_DELAY, O_TIMEOUT, O_IDLE, O_HOPS, O_MTU, O_PACE,
-	       O_FEC_GROUP, O_FEC_BLOCK, O_FEC_PRO, O_FEC_OND, O_FEC_VAR };
+	       O_FEC_GROUP, O_FEC_BLOCK, O_FEC_PRO, O_FEC_OND, O_FEC_VAR, O_PGMCC };
 	static const struct option lo[] = {
 		{"network", required_argument, 0, 'n'}, {"port", required_argument, 0, 'p'},
 		{"udp-encap", required_argument, 0, 'u'}, {"size", required_argument, 0, 's'},
@@ -257,7 +258,7 @@ void parse_opts(struct peer_opts *o, int argc, char **argv, const char *prog, bo
 		{"pace", required_argument, 0, O_PACE},
 		{"fec-group", required_argument, 0, O_FEC_GROUP}, {"fec-block", required_argument, 0, O_FEC_BLOCK},
 		{"fec-proactive", required_argument, 0, O_FEC_PRO}, {"fec-ondemand", no_argument, 0, O_FEC_OND},
-		{"fec-var-pktlen", no_argument, 0, O_FEC_VAR},
+		{"fec-var-pktlen", no_argument, 0, O_FEC_VAR}, {"pgmcc", no_argument, 0, O_PGMCC},
 		{"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
 	};
 	int c;
@@ -300,6 +301,7 @@ void parse_opts(struct peer_opts *o, int argc, char **argv, const char *prog, bo
 		case O_FEC_PRO: o->fec_proactive = atoi(optarg); break;
 		case O_FEC_OND: o->fec_ondemand = true; break;
 		case O_FEC_VAR: o->fec_varpkt = true; break;
+		case O_PGMCC: o->pgmcc = true; break;
 		case 'v': o->verbose = true; break;
 		default: usage(prog, sender);
 		}
@@ -420,6 +422,11 @@ pgm_sock_t *open_socket(const struct peer_opts *o, bool sender)
 	SETOPT(sock, PGM_MTU, o->mtu);
 	if (o->fec_group > 0)
 		set_fec(sock, o);
+	if (o->pgmcc) {
+		/* OpenPGM's example values (daytime.c, purinrecv.c). */
+		const struct pgm_pgmccinfo_t cc = {.ack_bo_ivl = 50 * 1000, .ack_c = 75, .ack_c_p = 500};
+		SETOPT(sock, PGM_USE_PGMCC, cc);
+	}
 	if (sender) {
 		const int ambient = 30 * 1000 * 1000;
 		const int heartbeat[] = {100 * 1000, 100 * 1000, 100 * 1000, 100 * 1000, 1300 * 1000,

@@ -49,6 +49,7 @@ struct peer_opts {
 	int fec_proactive;     /* h: parity packets after every group */
 	bool fec_ondemand;     /* parity on request */
 	bool fec_varpkt;       /* OPT_VAR_PKTLEN: groups of unequal TSDUs */
+	bool pgmcc;            /* PGM_USE_PGMCC (ack_bo_ivl 50 ms, ack_c 75, ack_c_p 500) */
 };
 
 void opts_defaults(struct peer_opts *o);

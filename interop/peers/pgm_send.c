@@ -115,8 +115,15 @@ static void send_all(pgm_sock_t *sock, const uint8_t *p, size_t len)
 			break;
 		}
 		case PGM_IO_STATUS_WOULD_BLOCK:
-		case PGM_IO_STATUS_CONGESTION:
 			usleep(500);
+			break;
+		case PGM_IO_STATUS_CONGESTION:
+			/* PGM_USE_PGMCC: no token until an ACK arrives or the ACK
+			 * timer runs out, and only a receive call reads ACKs and
+			 * runs timers (OpenPGM's examples receive on another
+			 * thread). send_odata holds no lock here: its packet is
+			 * in the window, the window's spinlock released. */
+			serve(sock, 1);
 			break;
 		default:
 			fprintf(stdout, "pgm_send: status=error send_status=%d\n", st);
