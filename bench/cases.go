@@ -18,9 +18,10 @@ const (
 	gImplosion = "6. NAK implosion (receivers sharing each loss)"
 	gCost      = "7. Cost"
 	gNAKFlood  = "8. Hostile networks: NAK floods against a source"
+	gFEC       = "9. Forward error correction"
 )
 
-var reportGroups = []string{gLimits, gBaseline, gTUN, gInproc, gLoss, gImplosion, gCost, gNAKFlood}
+var reportGroups = []string{gLimits, gBaseline, gTUN, gInproc, gLoss, gImplosion, gCost, gNAKFlood, gFEC}
 
 // fullFragments is the largest message that fills whole 1500-byte IP
 // packets: five fragments of 1436 bytes (OpenPGM's fragment size at MTU
@@ -224,6 +225,11 @@ func allCases(e *Env, runs int) []*Case {
 
 	// 8. NAK floods (nakflood.go): about 12 s a run, so three runs.
 	for _, c := range nakFloodCases(e, min(runs, 3)) {
+		add(c)
+	}
+
+	// 9. FEC (fec.go).
+	for _, c := range fecCases(runs) {
 		add(c)
 	}
 	return cs
