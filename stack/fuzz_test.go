@@ -28,22 +28,37 @@ func FuzzReceivePath(f *testing.F) {
 	f.Fuzz(receivePathCase)
 }
 
-func receivePathCase(t *testing.T, pgm []byte, upstream bool) {
-	net := newTestNet(t, 1)
-	a, b := net.node(), net.node()
-	lis := b.listener(t, SockRDM, groupPort)
-	snd := b.sender(t, SockRDM, groupPort)
-	src := a.sender(t, SockRDM, groupPort)
-	_, err := src.Send([]byte("hello"))
-	require.NoError(t, err)
-	c := newCollector(lis, 1<<10)
-	net.run(time.Second, time.Millisecond, func() bool { c.poll(t); return c.total() == 1 })
+// receivePath is the stack the receive-path fuzzers feed: on b a
+// listener lis that has received one message of a's source src, and a
+// sender snd; opts apply to the three sockets.
+type receivePath struct {
+	net           *testNet
+	a, b          *tnode
+	lis, snd, src *Socket
+	c             *collector
+}
 
+func newReceivePath(t *testing.T, opts ...func(*Socket)) *receivePath {
+	r := &receivePath{net: newTestNet(t, 1)}
+	r.a, r.b = r.net.node(), r.net.node()
+	r.lis = r.b.listener(t, SockRDM, groupPort, opts...)
+	r.snd = r.b.sender(t, SockRDM, groupPort, opts...)
+	r.src = r.a.sender(t, SockRDM, groupPort, opts...)
+	_, err := r.src.Send([]byte("hello"))
+	require.NoError(t, err)
+	r.c = newCollector(r.lis, 1<<10)
+	r.net.run(time.Second, time.Millisecond, func() bool { r.c.poll(t); return r.c.total() == 1 })
+	return r
+}
+
+// aim returns a copy of pgm aimed at the sockets, the listener's port or
+// (upstream) the sender's TSI, its checksum fixed up; a copy shorter than
+// a PGM header is left as it is.
+func (r *receivePath) aim(pgm []byte, upstream bool) []byte {
 	p := append([]byte(nil), pgm...)
 	if len(p) >= wire.HeaderLen {
-		// Aim at the sockets: the listener's port, or the sender's TSI.
 		if upstream {
-			tsi := snd.LocalAddr().TSI
+			tsi := r.snd.LocalAddr().TSI
 			binary.BigEndian.PutUint16(p[2:], tsi.SourcePort)
 			copy(p[8:14], tsi.GSI[:])
 		} else {
@@ -51,12 +66,19 @@ func receivePathCase(t *testing.T, pgm []byte, upstream bool) {
 		}
 		wire.SetChecksum(p)
 	}
+	return p
+}
+
+func receivePathCase(t *testing.T, pgm []byte, upstream bool) {
+	r := newReceivePath(t)
+	net, a, b, lis, snd, src, c := r.net, r.a, r.b, r.lis, r.snd, r.src, r.c
+	p := r.aim(pgm, upstream)
 	injector := net.hub.NewPort()
 	for _, dst := range []tcpip.Address{tcpipAddr(group1), tcpipAddr(b.addr)} {
 		inject(injector, tcpipAddr(a.addr), dst, p)
 	}
 	net.run(time.Second, 10*time.Millisecond, func() bool { c.poll(t); return true })
-	_, err = src.Send([]byte("still works"))
+	_, err := src.Send([]byte("still works"))
 	require.NoError(t, err)
 	_, _ = snd.Send([]byte("sender still works"))
 	_, _ = lis.ReceiverStats()

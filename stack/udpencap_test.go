@@ -1,7 +1,6 @@
 package stack
 
 import (
-	"encoding/binary"
 	"net/netip"
 	"sync"
 	"syscall"
@@ -376,28 +375,9 @@ func FuzzUDPReceivePath(f *testing.F) {
 }
 
 func udpReceivePathCase(t *testing.T, pgm []byte, upstream bool, udpLen uint16, badSum bool) {
-	net := newTestNet(t, 1)
-	a, b := net.node(), net.node()
-	epgm := func(s *Socket) { require.NoError(t, s.SetUDPEncapsulation(5557, 5557)) }
-	lis := b.listener(t, SockRDM, groupPort, epgm)
-	snd := b.sender(t, SockRDM, groupPort, epgm)
-	src := a.sender(t, SockRDM, groupPort, epgm)
-	_, err := src.Send([]byte("hello"))
-	require.NoError(t, err)
-	c := newCollector(lis, 1<<10)
-	net.run(time.Second, time.Millisecond, func() bool { c.poll(t); return c.total() == 1 })
-
-	p := append([]byte(nil), pgm...)
-	if len(p) >= wire.HeaderLen {
-		if upstream {
-			tsi := snd.LocalAddr().TSI
-			binary.BigEndian.PutUint16(p[2:], tsi.SourcePort)
-			copy(p[8:14], tsi.GSI[:])
-		} else {
-			binary.BigEndian.PutUint16(p[2:], groupPort.Port())
-		}
-		wire.SetChecksum(p)
-	}
+	r := newReceivePath(t, func(s *Socket) { require.NoError(t, s.SetUDPEncapsulation(5557, 5557)) })
+	net, a, b, snd, src, c := r.net, r.a, r.b, r.snd, r.src, r.c
+	p := r.aim(pgm, upstream)
 	injector := net.hub.NewPort()
 	before := b.p.Stats()
 	for _, dst := range []tcpip.Address{tcpipAddr(group1), tcpipAddr(b.addr)} {
@@ -409,7 +389,7 @@ func udpReceivePathCase(t *testing.T, pgm []byte, upstream bool, udpLen uint16, 
 		require.Equal(t, before.PacketsReceived+2, after.PacketsReceived)
 		require.Equal(t, before.ChecksumErrors, after.ChecksumErrors)
 	}
-	_, err = src.Send([]byte("still works"))
+	_, err := src.Send([]byte("still works"))
 	require.NoError(t, err)
 	net.run(time.Second, time.Millisecond, func() bool { c.poll(t); return c.total() >= 2 })
 	_, _ = snd.Send([]byte("sender still works"))
