@@ -12,7 +12,6 @@ import (
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
-	"gvisor.dev/gvisor/pkg/tcpip/faketime"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -300,25 +299,7 @@ func TestUDPEncapPortErrors(t *testing.T) {
 // mandatory); a lost ODATA is NAKed to the source's unicast port and
 // repaired.
 func TestUDPEncapIPv6(t *testing.T) {
-	clock := faketime.NewManualClock()
-	hub := memlink.New(memlink.Options{Clock: clock, Seed: 12})
-	t.Cleanup(hub.Close)
-	net := &testNet{t: t, clock: clock, hub: hub}
-	var nodes []*tnode
-	for i := byte(1); i <= 2; i++ {
-		nd := &tnode{port: hub.NewPort(), addr: netip.AddrFrom16([16]byte{0: 0xfd, 15: i})}
-		nd.s = New(Options{Clock: clock, RNGSeed: int64(i), IPv6: true})
-		require.NoError(t, AddNIC(nd.s, 1, nd.port, netip.PrefixFrom(nd.addr, 64)))
-		t.Cleanup(func() { nd.s.Close(); nd.s.Wait() })
-		var err error
-		nd.p, err = FromStack(nd.s)
-		require.NoError(t, err)
-		nodes = append(nodes, nd)
-	}
-	// Let duplicate address detection finish.
-	clock.Advance(5 * time.Second)
-	hub.WaitIdle()
-
+	net, nodes := newIPv6Net(t, 12)
 	gp := netip.AddrPortFrom(netip.MustParseAddr("ff15::7500"), 7500)
 	encap := func(s *Socket) { require.NoError(t, s.SetUDPEncapsulation(0, 0)) }
 	c := newCollector(nodes[1].listener(t, SockRDM, gp, encap), 1<<10)
@@ -344,18 +325,7 @@ func TestUDPEncapIPv6(t *testing.T) {
 		}
 		return false
 	}})
-	for i := 0; i < 5; i++ {
-		_, err := snd.Send(message(i, 500))
-		require.NoError(t, err)
-	}
-	net.run(10*time.Second, time.Millisecond, func() bool { c.poll(t); return c.total() == 5 })
-	assert.True(t, dropped)
-	for i, m := range c.msgs[c.sessions[0]] {
-		assert.Equal(t, message(i, 500), m)
-	}
-	st, err := snd.SenderStats()
-	require.NoError(t, err)
-	assert.Equal(t, uint64(1), st.RepairPacketsSent, "the NAK reached the source's unicast port over IPv6")
+	sendFiveOneRepaired(t, net, snd, c, &dropped, "the NAK reached the source's unicast port over IPv6")
 	assert.Positive(t, upstream)
 	c.closeAll()
 	snd.Close()
