@@ -96,7 +96,9 @@ func (c *netConfig) startMetrics(e *env, ns *netstack, name string, s *stack.Soc
 	m, err := startMetrics(c.metrics, w)
 	if m != nil {
 		m.addStack("netstack", ns.p)
-		m.addSocket(name, "netstack", s)
+		if s != nil { // pub and sub add theirs once the zmq package opens it
+			m.addSocket(name, "netstack", s)
+		}
 	}
 	return m, err
 }

@@ -185,3 +185,40 @@ func TestSendMetricsLive(t *testing.T) {
 	assert.Equal(t, rep.PGM.DataBytesSent, f.Senders[0].PGM.DataBytesSent)
 	assert.Equal(t, rep.PGM.RepairPacketsSent, f.Senders[0].PGM.RepairPacketsSent)
 }
+
+// TestPubMetricsLive: pub's --metrics serves its netstack and its PGM
+// sender while it publishes, and ends equal to its final --stats json.
+func TestPubMetricsLive(t *testing.T) {
+	m := useMemlink(t)
+	during, final := watchMetrics(t, 100*time.Millisecond)
+	data := randomBytes(9, 400_000)
+	tr := m.pubSub(data, false, []string{"--size", "1000", "--rate", "400kB/s", "--stats", "json", "--metrics", "127.0.0.1:0"},
+		[]string{"--count", "400"})
+	require.Equal(t, exitOK, tr.sendCode, tr.sendErr)
+	require.Equal(t, exitOK, tr.recvCode, tr.recvErr)
+	require.Equal(t, data, tr.out)
+	i := strings.Index(tr.sendErr, "{")
+	require.GreaterOrEqual(t, i, 0, tr.sendErr)
+	var rep pubsubReport
+	require.NoError(t, json.NewDecoder(strings.NewReader(tr.sendErr[i:])).Decode(&rep))
+	require.NotNil(t, rep.PGMSender)
+
+	var odata []uint64
+	for _, s := range during() {
+		if len(s.Senders) == 1 {
+			odata = append(odata, s.Senders[0].PGM.TotalODataPacketsSent)
+		}
+	}
+	moving := 0
+	for i := 1; i < len(odata); i++ {
+		if odata[i] > odata[i-1] {
+			moving++
+		}
+	}
+	assert.GreaterOrEqual(t, moving, 3, "ODATA counter while publishing: %v", odata)
+	f := final()
+	require.Len(t, f.Senders, 1)
+	assert.Equal(t, "publisher", f.Senders[0].Socket)
+	assert.Equal(t, rep.PGMSender.TotalODataPacketsSent, f.Senders[0].PGM.TotalODataPacketsSent)
+	require.Len(t, f.Stacks, 1)
+}

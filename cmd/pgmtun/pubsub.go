@@ -215,11 +215,19 @@ func runPub(e *env, ep zmq.Endpoint, c *netConfig, o *pubOptions) int {
 		return fail("%v", err)
 	}
 	defer ns.close()
+	live, err := c.startMetrics(e, ns, "", nil)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer live.close()
 	pub, err := zmq.NewPub(ns.p, ep.String(),
 		zmq.WithRate(int(max(1, c.rate*8/1000))), zmq.WithMulticastHops(int(c.ttl)),
 		zmq.WithSendHWM(o.hwm), zmq.WithNoDrop(),
 		// Rate, window, timers and TTL as send sets them.
-		zmq.WithSetup(func(s *stack.Socket) error { return c.configure(s, ns.mtu) }))
+		zmq.WithSetup(func(s *stack.Socket) error {
+			live.addSocket("publisher", "netstack", s)
+			return c.configure(s, ns.mtu)
+		}))
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -299,8 +307,14 @@ func runSub(e *env, ep zmq.Endpoint, c *netConfig, o *subOptions) int {
 		return fail("%v", err)
 	}
 	defer ns.close()
+	live, err := c.startMetrics(e, ns, "", nil)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer live.close()
 	sub, err := zmq.NewSub(ns.p, ep.String(), zmq.WithRecvHWM(o.hwm),
 		zmq.WithSetup(func(s *stack.Socket) error {
+			live.addSocket("listener", "netstack", s)
 			if err := c.configure(s, ns.mtu); err != nil {
 				return err
 			}
