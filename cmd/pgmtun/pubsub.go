@@ -202,6 +202,21 @@ func printPubSub(w io.Writer, f statsFormat, r *pubsubReport) {
 	}
 }
 
+// openWithMetrics opens pub's or sub's netstack and its --metrics
+// endpoint, to which the zmq package's socket is added once it exists.
+func (c *netConfig) openWithMetrics(e *env) (*netstack, *metricsServer, func(), error) {
+	ns, err := openNetstack(c)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	live, err := c.startMetrics(e, ns, "", nil)
+	if err != nil {
+		ns.close()
+		return nil, nil, nil, err
+	}
+	return ns, live, func() { live.close(); ns.close() }, nil
+}
+
 func runPub(e *env, ep zmq.Endpoint, c *netConfig, o *pubOptions) int {
 	r := runIO{e, "pub"}
 	fail := r.fail
@@ -210,16 +225,11 @@ func runPub(e *env, ep zmq.Endpoint, c *netConfig, o *pubOptions) int {
 		return fail("%v", err)
 	}
 	defer closeIn()
-	ns, err := openNetstack(c)
+	ns, live, closeNS, err := c.openWithMetrics(e)
 	if err != nil {
 		return fail("%v", err)
 	}
-	defer ns.close()
-	live, err := c.startMetrics(e, ns, "", nil)
-	if err != nil {
-		return fail("%v", err)
-	}
-	defer live.close()
+	defer closeNS()
 	pub, err := zmq.NewPub(ns.p, ep.String(),
 		zmq.WithRate(int(max(1, c.rate*8/1000))), zmq.WithMulticastHops(int(c.ttl)),
 		zmq.WithSendHWM(o.hwm), zmq.WithNoDrop(),
@@ -302,16 +312,11 @@ func runSub(e *env, ep zmq.Endpoint, c *netConfig, o *subOptions) int {
 		return fail("%v", err)
 	}
 	defer closeOut()
-	ns, err := openNetstack(c)
+	ns, live, closeNS, err := c.openWithMetrics(e)
 	if err != nil {
 		return fail("%v", err)
 	}
-	defer ns.close()
-	live, err := c.startMetrics(e, ns, "", nil)
-	if err != nil {
-		return fail("%v", err)
-	}
-	defer live.close()
+	defer closeNS()
 	sub, err := zmq.NewSub(ns.p, ep.String(), zmq.WithRecvHWM(o.hwm),
 		zmq.WithSetup(func(s *stack.Socket) error {
 			live.addSocket("listener", "netstack", s)
