@@ -421,46 +421,14 @@ func runSub(e *env, ep zmq.Endpoint, c *netConfig, o *subOptions) int {
 // that an interrupt is seen while a read blocks (the goroutine ends with
 // the input; the process exits anyway).
 func publishInput(ctx context.Context, pub *zmq.Pub, in io.Reader, size int, topic string, sent, msgs *atomic.Int64) error {
-	type chunk struct {
-		b   []byte
-		err error
-	}
-	const nbuf = 4
-	free := make(chan []byte, nbuf)
-	for range nbuf {
-		free <- make([]byte, size)
-	}
-	chunks := make(chan chunk, nbuf)
-	quit := make(chan struct{})
-	defer close(quit)
-	go func() {
-		for {
-			var buf []byte
-			select {
-			case buf = <-free:
-			case <-quit:
-				return
-			}
-			n, err := io.ReadFull(in, buf)
-			if errors.Is(err, io.ErrUnexpectedEOF) {
-				err = io.EOF // a short last message
-			}
-			select {
-			case chunks <- chunk{buf[:n], err}:
-			case <-quit:
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
+	chunks, release, stop := readInput(in, size, true)
+	defer stop()
 	var frames [][]byte
 	if topic != "" {
 		frames = append(frames, []byte(topic))
 	}
 	for {
-		var c chunk
+		var c inChunk
 		select {
 		case c = <-chunks:
 		case <-ctx.Done():
@@ -483,6 +451,6 @@ func publishInput(ctx context.Context, pub *zmq.Pub, in io.Reader, size int, top
 		case c.err != nil:
 			return fmt.Errorf("reading input: %w", c.err)
 		}
-		free <- c.b[:cap(c.b)]
+		release(c.b)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -60,4 +61,56 @@ func (r runIO) progress(c *netConfig, start time.Time, line func(el float64) str
 	return startProgress(r.e.stderr, c.progress.enabled(r.e.stderr), 250*time.Millisecond, func() string {
 		return line(max(time.Since(start).Seconds(), 1e-3))
 	})
+}
+
+// inChunk is one read from the input: a whole message (whole reads) or
+// what one Read returned, with the error that ended it.
+type inChunk struct {
+	b   []byte
+	err error
+}
+
+// readInput reads in on its own goroutine into nbuf buffers of bufLen
+// bytes, so that a caller waiting for input still sees an interrupt. With
+// whole, every chunk but the last fills its buffer (a message; a short
+// last one ends with io.EOF). The caller hands each buffer back with
+// release and calls stop when done; the goroutine then ends, or ends with
+// the input (the process exits anyway).
+func readInput(in io.Reader, bufLen int, whole bool) (chunks <-chan inChunk, release func([]byte), stop func()) {
+	const nbuf = 4
+	free := make(chan []byte, nbuf)
+	for range nbuf {
+		free <- make([]byte, bufLen)
+	}
+	out := make(chan inChunk, nbuf)
+	quit := make(chan struct{})
+	go func() {
+		for {
+			var buf []byte
+			select {
+			case buf = <-free:
+			case <-quit:
+				return
+			}
+			var n int
+			var err error
+			if whole {
+				n, err = io.ReadFull(in, buf)
+				if errors.Is(err, io.ErrUnexpectedEOF) {
+					err = io.EOF // a short last message
+				}
+			} else {
+				n, err = in.Read(buf)
+			}
+			select {
+			case out <- inChunk{buf[:n], err}:
+			case <-quit:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return out, func(b []byte) { free <- b[:cap(b)] }, func() { close(quit) }
 }

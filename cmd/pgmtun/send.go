@@ -296,52 +296,14 @@ func (l *msgLedger) sent(sent int64) int64 {
 // It returns errInterrupted on SIGINT or SIGTERM, and the link's error if
 // the device fails even while it waits for input.
 func sendInput(ctx context.Context, s *stack.Socket, in io.Reader, typ stack.SocketType, size int, sent, msgs *atomic.Int64, ledger *msgLedger) error {
-	type chunk struct {
-		b   []byte
-		err error
-	}
-	const nbuf = 4
 	bufLen := max(size, 64<<10)
 	if typ == stack.SockRDM {
 		bufLen = size
 	}
-	free := make(chan []byte, nbuf)
-	for range nbuf {
-		free <- make([]byte, bufLen)
-	}
-	chunks := make(chan chunk, nbuf)
-	quit := make(chan struct{})
-	defer close(quit)
-	go func() {
-		for {
-			var buf []byte
-			select {
-			case buf = <-free:
-			case <-quit:
-				return
-			}
-			var n int
-			var err error
-			if typ == stack.SockRDM {
-				n, err = io.ReadFull(in, buf)
-				if errors.Is(err, io.ErrUnexpectedEOF) {
-					err = io.EOF // a short last message
-				}
-			} else {
-				n, err = in.Read(buf)
-			}
-			select {
-			case chunks <- chunk{buf[:n], err}:
-			case <-quit:
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
+	chunks, release, stop := readInput(in, bufLen, typ == stack.SockRDM)
+	defer stop()
 	for {
-		var c chunk
+		var c inChunk
 		select {
 		case c = <-chunks:
 		case <-ctx.Done():
@@ -368,6 +330,6 @@ func sendInput(ctx context.Context, s *stack.Socket, in io.Reader, typ stack.Soc
 		case c.err != nil:
 			return fmt.Errorf("reading input: %w", c.err)
 		}
-		free <- c.b[:cap(c.b)]
+		release(c.b)
 	}
 }
