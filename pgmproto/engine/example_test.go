@@ -127,6 +127,8 @@ func ExampleSource_NextInto() {
 	}
 	// Output:
 	// SPM 36 bytes
+	// SPM 36 bytes
+	// SPM 36 bytes
 	// ODATA 37 bytes
 	// ODATA 29 bytes
 }

@@ -51,6 +51,12 @@ type SourceStats struct {
 	RepairsDropped  uint64 // queued repairs cancelled to let the window move on: repairs backlogged, ODATA short of its share
 }
 
+// startSPMs is how many SPMs a Source sends back to back when it starts,
+// as OpenPGM's do: a receiver cannot NAK before an SPM has told it the
+// source's address (OpenPGM's gives the sequences up), and the first
+// heartbeat is 100 ms away, so one lost SPM must not leave it without.
+const startSPMs = 3
+
 // finSPMs is how many SPMs with OPT_FIN a closing source sends, every
 // finIvl, before it reports Done, so that a receiver that lost the last
 // packets and a burst of SPMs still learns where the session ends.
@@ -102,6 +108,7 @@ type Source struct {
 
 	spmSQN      seq.Num
 	spmNow      bool      // an SPM is due now
+	startSPMs   int       // more SPMs to send back to back at the start
 	spmAt       time.Time // a rate-limited SPM (answer to SPMR) due then
 	lastSPM     time.Time
 	nextAmbient time.Time
@@ -135,17 +142,18 @@ func NewSource(cfg Config, now time.Time) (*Source, error) {
 	c := cfg.withDefaults()
 	burst := rateBurst(c.MaxRate, c.MaxTPDU)
 	s := &Source{
-		cfg:      c,
-		start:    now,
-		w:        newTXW(c.TXWSqns, seq.Num(c.InitialSQN)),
-		total:    newBucket(c.MaxRate, burst),
-		odata:    newBucket(c.ODATARate, rateBurst(c.ODATARate, c.MaxTPDU)),
-		rdata:    newBucket(c.RDATARate, rateBurst(c.RDATARate, c.MaxTPDU)),
-		buf:      make([]byte, max(c.MaxTPDU, maxControlLen)),
-		naks:     newNAKLimiter(c.AddrNAKRate, c.AddrNAKBurst),
-		spmNow:   true,
-		rateMark: now,
-		now:      now,
+		cfg:       c,
+		start:     now,
+		w:         newTXW(c.TXWSqns, seq.Num(c.InitialSQN)),
+		total:     newBucket(c.MaxRate, burst),
+		odata:     newBucket(c.ODATARate, rateBurst(c.ODATARate, c.MaxTPDU)),
+		rdata:     newBucket(c.RDATARate, rateBurst(c.RDATARate, c.MaxTPDU)),
+		buf:       make([]byte, max(c.MaxTPDU, maxControlLen)),
+		naks:      newNAKLimiter(c.AddrNAKRate, c.AddrNAKBurst),
+		spmNow:    true,
+		startSPMs: startSPMs - 1,
+		rateMark:  now,
+		now:       now,
 	}
 	if c.ODATARate == 0 {
 		s.odata.rate = 0
@@ -169,7 +177,25 @@ func NewSource(cfg Config, now time.Time) (*Source, error) {
 	s.fec = newTXFEC(c.FEC)
 	s.nextAmbient = now.Add(c.AmbientSPM)
 	s.nextAdvance = now
+	// Heartbeats from the start, as after data: a receiver that missed the
+	// first SPM learns the source's address (its NAK target) soon.
+	s.heartbeatAfterData(now)
 	return s, nil
+}
+
+// heartbeatAfterData restarts the heartbeat SPM schedule at its first
+// interval. It never puts a due heartbeat later: under steady data an SPM
+// still goes out every first interval (OpenPGM's sources do the same), so a
+// receiver that lost the session's first SPM is not left for the ambient
+// interval without the source's address and trail.
+func (s *Source) heartbeatAfterData(now time.Time) {
+	if len(s.cfg.HeartbeatSPM) == 0 {
+		return
+	}
+	s.hbState = 0
+	if next := now.Add(s.cfg.HeartbeatSPM[0]); s.nextHB.IsZero() || s.nextHB.After(next) {
+		s.nextHB = next
+	}
 }
 
 // Config returns the configuration in effect (defaults filled in). Reused
@@ -446,10 +472,7 @@ func (s *Source) Next(now time.Time) (Transmit, bool) {
 	s.fecSentODATA(q)
 	s.stats.TotalODataPacketsSent++
 	s.stats.DataBytesSent += uint64(len(e.payload))
-	if len(s.cfg.HeartbeatSPM) > 0 {
-		s.hbState = 0
-		s.nextHB = now.Add(s.cfg.HeartbeatSPM[0])
-	}
+	s.heartbeatAfterData(now)
 	s.pace.sent(now, q, n+s.cfg.NetHeaderLen)
 	return s.emit(now, n, nil), true
 }
@@ -543,7 +566,8 @@ func (s *Source) emit(now time.Time, n int, extra *bucket) Transmit {
 	switch wire.Type(s.buf[4]) {
 	case wire.TypeSPM:
 		s.stats.SPMsSent++
-		s.spmNow = false
+		s.spmNow = s.startSPMs > 0
+		s.startSPMs = max(s.startSPMs-1, 0)
 		s.lastSPM = now
 		s.nextAmbient = now.Add(s.cfg.AmbientSPM)
 	case wire.TypeODATA:

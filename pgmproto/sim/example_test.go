@@ -37,10 +37,10 @@ func Example() {
 			i+1, sum.Delivered, sum.LostSequences, sum.Ended, median(sum.Latencies).Round(time.Millisecond))
 	}
 	// Output:
-	// receiver 1: 100 delivered, 0 lost, ended true, median latency 7ms
-	// receiver 2: 100 delivered, 0 lost, ended true, median latency 257ms
-	// receiver 3: 100 delivered, 0 lost, ended true, median latency 52ms
-	// receiver 4: 100 delivered, 0 lost, ended true, median latency 39ms
+	// receiver 1: 100 delivered, 0 lost, ended true, median latency 45ms
+	// receiver 2: 100 delivered, 0 lost, ended true, median latency 52ms
+	// receiver 3: 100 delivered, 0 lost, ended true, median latency 20ms
+	// receiver 4: 100 delivered, 0 lost, ended true, median latency 465ms
 }
 
 func median(d []time.Duration) time.Duration {

@@ -52,29 +52,48 @@ func TestSourceLateJoin(t *testing.T) {
 			}
 			require.True(t, s.RunWhile(func() bool { return !ended() }, time.Minute), "sessions end")
 
-			// The first packet the late receiver heard, and what it advertised.
+			// The first packet the late receiver heard (a heartbeat SPM or
+			// ODATA: both carry OPT_JOIN), what it advertised, and the
+			// first data sequence heard.
 			joined := s.Cfg.Start.Add(time.Second)
 			var first wire.Packet
+			var heard seq.Num
+			data := false
 			for _, w := range s.Wire {
-				if w.From == SourceNode && !w.To.IsValid() && !w.At.Before(joined) {
-					first = w.Parse()
+				if w.From != SourceNode || w.To.IsValid() || w.At.Before(joined) {
+					continue
+				}
+				p := w.Parse()
+				if first.Header == nil {
+					first = p
+				}
+				if p.Type() == wire.TypeODATA {
+					heard, data = p.Data().SQN(), true
 					break
 				}
 			}
-			require.Equal(t, wire.TypeODATA, first.Type(), "joined while data flowed")
-			heard := first.Data().SQN()
+			require.NotNil(t, first.Header)
+			require.True(t, data, "joined while data flowed")
+			// The lead and trail the first packet advertised.
+			lead, trail := heard, first.Data().Trail()
+			if first.Type() == wire.TypeSPM {
+				lead, trail = first.SPM().Lead(), first.SPM().Trail()
+			}
 			start := heard
 			j, has := first.Join()
 			require.Equal(t, pct > 0, has, "OPT_JOIN iff LateJoinPct")
 			if has {
-				require.True(t, j.InWindow(first.Data().Trail(), heard))
+				require.True(t, j.InWindow(trail, lead))
 				start = j
 			}
 			base := s.APDUs[0].First
-			t.Logf("heard %d first (trail %d), join point %d", heard-base, first.Data().Trail()-base, start-base)
+			t.Logf("heard %v first (lead %d, trail %d), join point %d", first.Type(), lead-base, trail-base, start-base)
 			// pct of the window's 200 sequences back from the lead, not
 			// before the trail.
-			want := seq.Max(heard-seq.Num(200*pct/100), first.Data().Trail())
+			want := heard
+			if has {
+				want = seq.Max(lead-seq.Num(200*pct/100), trail)
+			}
 			assert.Equal(t, want, start, "join point")
 			if pct > 0 {
 				assert.Greater(t, int(heard-start), 10, "reaches back")
