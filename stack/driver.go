@@ -113,7 +113,8 @@ type driver struct {
 	// first write, which makes a netstack writer for params, unless the
 	// socket layer set one.
 	w           packetWriter
-	closeWriter bool // close w once the current tx owner is done
+	closeWriter bool   // close w once the current tx owner is done
+	afterTx     func() // then run this (finish)
 }
 
 func newDriver(p *Protocol, eng machine, params txParams) *driver {
@@ -278,10 +279,15 @@ func (d *driver) flush() {
 		d.txSpare = q[:0]
 	}
 	d.txBusy = false
+	var then func()
 	if d.closeWriter {
 		d.closeWriterLocked()
+		then, d.afterTx = d.afterTx, nil
 	}
 	d.txMu.Unlock()
+	if then != nil {
+		then()
+	}
 }
 
 func (d *driver) write(it *txItem) {
@@ -293,7 +299,15 @@ func (d *driver) write(it *txItem) {
 
 // close stops the timer, discards queued packets and closes the writer. The
 // engine is not called again.
-func (d *driver) close() {
+func (d *driver) close() { d.closeThen(false, nil) }
+
+// finish closes the driver after its engine's last packets: those queued
+// still go out, written by the goroutine writing now if there is one (a
+// session's last SPM must not be dropped because another goroutine held
+// the queue), and then runs on the goroutine that wrote them.
+func (d *driver) finish(then func()) { d.closeThen(true, then) }
+
+func (d *driver) closeThen(keep bool, then func()) {
 	d.mu.Lock()
 	d.closed = true
 	if d.timer != nil {
@@ -307,16 +321,23 @@ func (d *driver) close() {
 
 	d.txMu.Lock()
 	d.txClosed = true
-	for i := range d.txq {
-		d.txq[i].buf.Release()
+	if !keep || !d.txBusy {
+		for i := range d.txq {
+			d.txq[i].buf.Release()
+		}
+		d.txq = nil
 	}
-	d.txq = nil
 	if d.txBusy {
 		d.closeWriter = true // the current tx owner closes it
+		d.afterTx = then
+		then = nil
 	} else {
 		d.closeWriterLocked()
 	}
 	d.txMu.Unlock()
+	if then != nil {
+		then()
+	}
 }
 
 // abort closes the driver because its stack is closing and tells the

@@ -545,3 +545,56 @@ func TestTSIReusedAfterExpiry(t *testing.T) {
 	sessions, _ := tracked(lis)
 	assert.Equal(t, 1, sessions, "only the new session's source is tracked")
 }
+
+// A session's last packets are queued while another goroutine is the
+// writer (stalled in the link): finish leaves them for that writer, and
+// runs its callback only after they went out, not before (an aborting
+// `pgmtun send` exited before its OPT_RST SPM was written).
+func TestFinishWritesQueuedFirst(t *testing.T) {
+	checkGoroutines(t)
+	clock := faketime.NewManualClock()
+	h := memlink.New(memlink.Options{Clock: clock, Seed: 1})
+	t.Cleanup(h.Close)
+	link := &gateLink{Port: h.NewPort(), entered: make(chan struct{}), release: make(chan struct{})}
+	s := New(Options{Clock: clock, RNGSeed: 1})
+	require.NoError(t, AddNIC(s, 1, link, netip.MustParsePrefix("10.0.0.1/24")))
+	t.Cleanup(func() { s.Close(); s.Wait() })
+	p, err := FromStack(s)
+	require.NoError(t, err)
+	e := &fakeEngine{}
+	d := newDriver(p, e, txParams{NIC: 1, TTL: 1})
+	pkt := pgmPacket(wire.TypeSPM, 1000, 7500, gsiA, make([]byte, 20))
+	queue := func(n int) {
+		d.do(func(time.Time) {
+			for range n {
+				e.out = append(e.out, transmit{To: group1, Data: pkt})
+			}
+		})
+	}
+
+	link.armed.Store(true)
+	writer := make(chan struct{})
+	go func() {
+		defer close(writer)
+		queue(1) // the writer, stalled in the link
+	}()
+	<-link.entered
+	queue(2) // the last packets, queued behind it
+	finished := make(chan uint64, 1)
+	d.finish(func() { finished <- p.Stats().PacketsSent })
+	select {
+	case <-finished:
+		t.Fatal("finished while its last packets were still queued")
+	default:
+	}
+	close(link.release)
+	<-writer
+	assert.Equal(t, uint64(3), <-finished, "every packet out before finish's callback")
+	assert.Zero(t, p.Stats().TxQueueDrops)
+
+	// With no writer busy, finish runs its callback at once.
+	d2 := newDriver(p, e, txParams{NIC: 1, TTL: 1})
+	ran := false
+	d2.finish(func() { ran = true })
+	assert.True(t, ran)
+}

@@ -204,8 +204,9 @@ func (snd *sender) changed() {
 		snd.finishOnce.Do(func() {
 			snd.p.UnregisterSource(snd.tsi)
 			snd.p.unwatchLinks(snd)
-			snd.d.close()
-			snd.finished()
+			// done closes once the last packets (the FIN or RST SPM)
+			// have been handed to the link.
+			snd.d.finish(snd.finished)
 		})
 	}
 }
