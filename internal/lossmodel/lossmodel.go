@@ -1,10 +1,9 @@
 // Package lossmodel is pgmtun's one seeded packet-loss model: the `--loss`
-// of `pgmtun send` and `recv` (tun.LossyEndpoint), the demo's lossy
-// in-memory LAN, and the benchmarks' loss filter all drop packets through
-// a Model. (The simulator, pgmproto/sim, has its own loss models over its
-// own packets; stack/memlink's Impairment.Loss is a plain Bernoulli draw
-// from the hub's RNG, which a Model replaces through Impairment.Drop when
-// the loss must be filtered, counted or kept apart per port.)
+// of `pgmtun send` and `recv` (tun.LossyEndpoint), the in-memory LAN's
+// Impairment.Loss (stack/memlink: a Model per port), the demo's lossy LAN,
+// and the benchmarks' loss filter all drop packets through a Model. (The
+// simulator, pgmproto/sim, has its own loss models over its own packets,
+// bursty ones included.)
 //
 // A Model is one direction of one link:
 //

@@ -1,7 +1,8 @@
 // Package memlink is an in-process network for gVisor stacks: a hub that
 // joins any number of raw-IP link endpoints like a shared LAN segment, with
-// per-port impairments (loss, duplication, delay, jitter, targeted drops)
-// drawn from one seeded RNG.
+// per-port impairments (loss, duplication, delay, jitter, targeted drops),
+// all seeded: loss through internal/lossmodel, a stream per port, the rest
+// from the hub's RNG.
 //
 // Tests, the demo and the benchmarks use it to run several netstacks in one
 // process without privileges. Every packet written by one port is offered to
@@ -24,6 +25,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pgmtun/pgmtun/internal/lossmodel"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -32,11 +34,12 @@ import (
 
 // Impairment describes what happens to packets arriving at a port.
 type Impairment struct {
-	// Loss is the probability in [0, 1] that a packet is dropped, drawn
-	// from the hub's RNG (shared with Duplicate and Jitter). For loss
-	// with its own stream per port, a protocol filter and counts by PGM
-	// type, as the demo has, set Drop to a lossmodel.Model's Drop
-	// (internal/lossmodel, pgmtun's one loss model).
+	// Loss is the probability in [0, 1] that a packet is dropped. It is
+	// pgmtun's one loss model (internal/lossmodel): each port draws from
+	// a stream of its own, seeded by the hub's Seed and the port's place
+	// (the order of NewPort), so a port's pattern depends only on the seed
+	// and the packets it is sent, not on the other ports' traffic. For a
+	// protocol filter or counts by PGM type, set Drop to a Model's Drop.
 	Loss float64
 	// Duplicate is the probability in [0, 1] that a delivered packet is
 	// delivered a second time.
@@ -83,6 +86,9 @@ type item struct {
 	to   *Port // set for an already-impaired delayed delivery
 }
 
+// headLen covers an IPv6 header, a UDP header and PGM's common header.
+const headLen = 40 + 8 + 16
+
 // Hub is the shared medium.
 type Hub struct {
 	clock    tcpip.Clock
@@ -99,6 +105,8 @@ type Hub struct {
 	closed bool
 	stats  Stats
 	flat   []byte // an item's bytes for Drop functions, reused
+	head   [headLen]byte
+	seed   uint64
 
 	done chan struct{}
 }
@@ -119,6 +127,7 @@ func New(opts Options) *Hub {
 		mtu:      opts.MTU,
 		queueLen: opts.QueueLen,
 		rng:      rand.New(rand.NewSource(opts.Seed)),
+		seed:     uint64(opts.Seed),
 		done:     make(chan struct{}),
 	}
 	h.cond = sync.NewCond(&h.mu)
@@ -130,6 +139,7 @@ func New(opts Options) *Hub {
 func (h *Hub) NewPort() *Port {
 	p := &Port{hub: h, mtu: h.mtu}
 	h.mu.Lock()
+	p.index = len(h.ports)
 	h.ports = append(h.ports, p)
 	h.mu.Unlock()
 	return p
@@ -264,9 +274,17 @@ func (h *Hub) routeLocked(it item, out []delivery) []delivery {
 				continue
 			}
 		}
-		if imp.Loss > 0 && h.rng.Float64() < imp.Loss {
-			h.stats.Lost++
-			continue
+		if p.loss != nil {
+			var ip []byte
+			if flat != nil {
+				ip = flat
+			} else {
+				ip = h.header(&it.buf)
+			}
+			if p.loss.Drop(ip) {
+				h.stats.Lost++
+				continue
+			}
 		}
 		copies := 1
 		if imp.Duplicate > 0 && h.rng.Float64() < imp.Duplicate {
@@ -297,6 +315,14 @@ func (h *Hub) later(d time.Duration, it item) {
 	h.clock.AfterFunc(d, func() { h.enqueue(it) })
 }
 
+// header copies the start of b, enough for the IP and PGM headers, into
+// the hub's reusable array: what a loss model reads to count by type.
+func (h *Hub) header(b *buffer.Buffer) []byte {
+	n := min(int(b.Size()), len(h.head))
+	_, _ = b.ReadAt(h.head[:n], 0)
+	return h.head[:n]
+}
+
 // flatten copies b into the hub's reusable slice.
 func (h *Hub) flatten(b *buffer.Buffer) []byte {
 	n := int(b.Size())
@@ -317,6 +343,8 @@ type Port struct {
 	mtu        uint32
 	dispatcher stack.NetworkDispatcher
 	imp        Impairment
+	index      int              // place among the hub's ports
+	loss       *lossmodel.Model // for imp.Loss; nil without loss
 	closed     bool
 	onClose    func()
 }
@@ -327,6 +355,14 @@ var _ stack.LinkEndpoint = (*Port)(nil)
 func (p *Port) SetImpairment(imp Impairment) {
 	p.hub.mu.Lock()
 	p.imp = imp
+	p.loss = nil
+	if imp.Loss > 0 {
+		p.loss = lossmodel.New(lossmodel.Config{
+			Percent: imp.Loss * 100,
+			Seed:    p.hub.seed,
+			Stream:  lossmodel.StreamRx + uint64(p.index),
+		})
+	}
 	p.hub.mu.Unlock()
 }
 
