@@ -100,7 +100,7 @@ func (f *netFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.timers.NAKDataRetries, "nak-data-retries", 0, "NAKs after NCFs before a sequence is lost (default 50)")
 	fs.IntVar(&f.timers.NAKNCFRetries, "nak-ncf-retries", 0, "NAKs without an NCF before a sequence is lost (default 50)")
 	fs.DurationVar(&f.timers.PeerExpiry, "peer-expiry", 0, "end a session whose source is silent this long (default 5m)")
-	fs.DurationVar(&f.timers.AmbientSPM, "spm-ambient", 0, "send: SPM interval during data (default 30s); shorter lets receivers that\nmissed the first SPM (OpenPGM needs one before it can NAK) recover sooner")
+	fs.DurationVar(&f.timers.AmbientSPM, "spm-ambient", 0, "send: ambient SPM interval (default 30s); besides it a source sends three SPMs at the\nstart and a heartbeat SPM every 100ms while data flows, as OpenPGM does (an OpenPGM\nreceiver needs one before it can NAK)")
 	fs.UintVar(&f.ttl, "ttl", f.ttl, "multicast TTL")
 	fs.StringVar(&f.tun, "tun", "", "TUN device `name` (default "+defaultTUN+", or IFACE of --network)")
 	fs.BoolVar(&f.create, "create", false, "create the TUN device (needs CAP_NET_ADMIN) instead of attaching to an existing one")
