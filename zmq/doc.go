@@ -1,7 +1,9 @@
 // Package zmq is ZeroMQ's PUB and SUB sockets over PGM, wire-compatible
 // with libzmq 4.3's pgm:// and epgm:// transports (and Crossroads I/O's),
 // on a pgmtun netstack: a Go program on a TUN device publishes to, or
-// subscribes from, libzmq peers on the network.
+// subscribes from, libzmq peers on the network. For epgm:// no device is
+// needed at all: on a protocol from stack.NewHostProtocol the sockets
+// use the host's own UDP sockets, with no privilege.
 //
 // It uses the stack's public socket API only. A Pub is one RDM sender
 // connected to the endpoint's group; a Sub is one RDM listener that
@@ -19,6 +21,15 @@
 // UDP port for the group and for NAKs, as libzmq has it. IFACE is an
 // address of the netstack or the name of a NIC (empty: the route to the
 // group decides); an IPv6 group goes in brackets.
+//
+// NewPub and NewSub take the protocol to run on. One from
+// stack.NewHostProtocol carries epgm:// on the host's UDP sockets (no
+// TUN device, no netstack link): IFACE is then a host interface, by name
+// ("eth0") or address, and pgm:// is an error, raw IP protocol 113 being
+// the netstack's. As with libzmq's epgm, publisher and subscriber both
+// listen on the endpoint's one UDP port, for the group's packets and for
+// NAKs; call NewPub and NewSub in the network namespace whose sockets
+// they are to use.
 //
 // # Options
 //

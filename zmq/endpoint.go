@@ -23,8 +23,9 @@ var ErrEndpoint = errors.New("zmq: bad endpoint")
 
 // Endpoint is a ZeroMQ PGM endpoint: "pgm://IFACE;GROUP:PORT" or
 // "epgm://IFACE;GROUP:PORT". IFACE is an interface name or address of the
-// netstack (empty: the route to the group decides), GROUP a multicast
-// group, in brackets if IPv6 ("pgm://;[ff08::1]:5555").
+// netstack, or of the host for a protocol on the host's UDP sockets
+// (empty: the route to the group decides), GROUP a multicast group, in
+// brackets if IPv6 ("pgm://;[ff08::1]:5555").
 type Endpoint struct {
 	Transport string // PGM or EPGM
 	Interface string // name or address; may be empty

@@ -77,3 +77,34 @@ func ExampleParseEndpoint() {
 	// epgm pgm0 239.192.0.8 5557 <nil>
 	// zmq: bad endpoint "pgm://pgm0;10.0.0.1:5557": group 10.0.0.1 is not a multicast address (239.192.0.0/16 is for organisations, ff08::/16 for IPv6)
 }
+
+// With no device and no privilege: a protocol on the host's own UDP
+// sockets carries epgm://, and IFACE names a host interface (eth0 here;
+// an address of it works too). A libzmq PUB connected to
+// "epgm://HOST-ADDR;239.192.0.1:5555" on the same network publishes to it.
+func ExampleNewSub_hostUDP() {
+	p, err := stack.NewHostProtocol(stack.HostOptions{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { p.Stack().Close(); p.Stack().Wait() }()
+
+	sub, err := zmq.NewSub(p, "epgm://eth0;239.192.0.1:5555")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sub.Close()
+	sub.Subscribe(nil)
+	for {
+		msg, err := sub.Recv()
+		var loss *zmq.LossError
+		switch {
+		case errors.As(err, &loss):
+			log.Print(loss)
+		case err != nil:
+			log.Fatal(err)
+		default:
+			fmt.Printf("%q\n", msg)
+		}
+	}
+}

@@ -75,9 +75,18 @@ func (w *wake) broadcast() {
 }
 
 // NewPub connects a publisher to the endpoint ("pgm://IFACE;GROUP:PORT"
-// or "epgm://…") on the netstack of p.
+// or "epgm://…") on the netstack of p. When p is from
+// stack.NewHostProtocol the endpoint must be epgm://, and IFACE is a host
+// interface, by name or address (the address sources advertise for NAKs;
+// empty: the protocol's HostOptions.Interface, else the host's route to
+// the group); call NewPub in the network namespace whose UDP sockets
+// it is to use.
 func NewPub(p *stack.Protocol, endpoint string, opts ...Option) (*Pub, error) {
-	e, o, nic, s, err := openEndpoint(p, endpoint, opts, func(e Endpoint) netip.AddrPort {
+	e, o, w, s, err := openEndpoint(p, endpoint, opts, func(e Endpoint, w where) netip.AddrPort {
+		if w.host && w.addr.IsValid() {
+			// Sent from, and advertised as, the address named.
+			return netip.AddrPortFrom(w.addr, 0)
+		}
 		return netip.AddrPortFrom(unspecified(e.Group), 0)
 	})
 	if err != nil {
@@ -95,8 +104,8 @@ func NewPub(p *stack.Protocol, endpoint string, opts ...Option) (*Pub, error) {
 	if err := s.SetMulticastTTL(uint8(o.hops)); err != nil {
 		return fail(err)
 	}
-	if nic != 0 {
-		if err := s.SetSendInterface(nic); err != nil {
+	if w.nic != 0 {
+		if err := s.SetSendInterface(w.nic); err != nil {
 			return fail(err)
 		}
 	}

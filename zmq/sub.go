@@ -106,9 +106,14 @@ type SubStats struct {
 }
 
 // NewSub listens on the endpoint ("pgm://IFACE;GROUP:PORT" or "epgm://…")
-// on the netstack of p. It delivers nothing until Subscribe.
+// on the netstack of p. It delivers nothing until Subscribe. When p is
+// from stack.NewHostProtocol the endpoint must be epgm://, and IFACE is
+// the host interface to join the group on, by name or address (empty:
+// the protocol's HostOptions.Interface, else the host's route to the
+// group); call NewSub in the network namespace whose UDP sockets it is
+// to use.
 func NewSub(p *stack.Protocol, endpoint string, opts ...Option) (*Sub, error) {
-	_, o, nic, s, err := openEndpoint(p, endpoint, opts, func(e Endpoint) netip.AddrPort {
+	_, o, w, s, err := openEndpoint(p, endpoint, opts, func(e Endpoint, _ where) netip.AddrPort {
 		return netip.AddrPortFrom(e.Group, e.Port)
 	})
 	if err != nil {
@@ -118,8 +123,8 @@ func NewSub(p *stack.Protocol, endpoint string, opts ...Option) (*Sub, error) {
 		s.Close()
 		return nil, err
 	}
-	if nic != 0 {
-		if err := s.AddReceiveInterface(nic); err != nil {
+	if w.nic != 0 {
+		if err := s.AddReceiveInterface(w.nic); err != nil {
 			return fail(err)
 		}
 	}
