@@ -222,6 +222,15 @@ func allCases(e *Env, runs int) []*Case {
 		Run: openPGMCost(e, 8000, e.count(8000, 1))})
 	add(&Case{ID: "cost/memory", Group: gCost, Name: "engine memory (heap after GC)",
 		Timeout: 60 * time.Second, Show: []string{mSessMem, mWinMem}, Run: memoryCost})
+	// sessions.go: one listener, 1 000 sources (issue 14's scale case).
+	add(&Case{ID: "cost/sessions-1000", Group: gCost, Runs: min(runs, 3),
+		Name:    "one listener (stack API), 1 000 sources arriving 1 per ms, in-memory link",
+		Timeout: 60 * time.Second, Show: []string{mSessMem, mAcceptP50, mAcceptP99, mAcceptRate},
+		Run: sessionScale(time.Millisecond)})
+	add(&Case{ID: "cost/sessions-1000-burst", Group: gCost, Runs: min(runs, 3),
+		Name:    "one listener (stack API), 1 000 sources arriving at once, in-memory link",
+		Timeout: 60 * time.Second, Show: []string{mSessMem, mAcceptP50, mAcceptP99, mAcceptRate},
+		Run: sessionScale(0)})
 
 	// 8. NAK floods (nakflood.go): about 12 s a run, so three runs.
 	for _, c := range nakFloodCases(e, min(runs, 3)) {
