@@ -96,9 +96,11 @@ type Config struct {
 	//
 	// Winsock mode (TXWSecs set, as by RM_SEND_WINDOW's WindowSizeInMSecs):
 	// a packet stays TXWSecs after it was sent, the trail advancing in
-	// TXWAdvancePct steps; with TXWSqns 0 the window holds TXWSecs ×
-	// TXWMaxRate bytes (TXWBytes, unless set) in as many packets as the
-	// smallest data packet allows; a full window makes Send return ErrWindowFull
+	// TXWAdvancePct steps, or as soon as its packets are TXWSecs old while
+	// a full window holds a writer back (so a sender always gets its
+	// rate); with TXWSqns 0 the window holds TXWSecs × TXWMaxRate bytes
+	// (TXWBytes, unless set) in as many packets as the smallest data
+	// packet allows; a full window makes Send return ErrWindowFull
 	// (unless TXWEvictOnFull). TXWBytes optionally caps the payload bytes
 	// held in either mode.
 	TXWSqns    uint32

@@ -362,7 +362,12 @@ func (s *Source) advance(now time.Time) {
 	}
 	s.meter(now)
 	if s.cfg.timedTXW {
-		if !now.Before(s.nextAdvance) && s.w.trail != s.w.sendNext {
+		// The trail advances in steps, but a window full of packets sent
+		// more than TXWSecs ago lets them go at once: sized for TXWSecs
+		// at the rate, it would otherwise stall the sender for most of
+		// every step (each packet is held TXWSecs plus up to a step).
+		step := !now.Before(s.nextAdvance)
+		if (step || s.blocked) && s.w.trail != s.w.sendNext {
 			cutoff := now.Add(-s.cfg.TXWSecs)
 			n := s.w.expire(cutoff)
 			for s.overdue(cutoff) && s.dropTrailRepair() {
@@ -370,9 +375,8 @@ func (s *Source) advance(now time.Time) {
 			}
 			// A step a pending repair holds back goes on as soon as the
 			// repair is sent (or dropped), not a whole step later.
-			if n > 0 && !s.overdue(cutoff) {
-				step := s.cfg.TXWSecs * time.Duration(s.cfg.TXWAdvancePct) / 100
-				s.nextAdvance = now.Add(step)
+			if step && n > 0 && !s.overdue(cutoff) {
+				s.nextAdvance = now.Add(s.cfg.TXWSecs * time.Duration(s.cfg.TXWAdvancePct) / 100)
 			}
 		}
 	} else if s.closing && !now.Before(s.lingerEnd()) {
@@ -613,7 +617,11 @@ func (s *Source) NextDeadline() (time.Time, bool) {
 	}
 	if old := s.w.oldestSent(); !old.IsZero() && s.w.evictable() {
 		if s.cfg.timedTXW {
-			set(later(old.Add(s.cfg.TXWSecs), s.nextAdvance))
+			at := old.Add(s.cfg.TXWSecs)
+			if !s.blocked {
+				at = later(at, s.nextAdvance)
+			}
+			set(at)
 		} else if s.closing {
 			set(s.lingerEnd())
 		}
