@@ -39,9 +39,16 @@ type rxParity struct {
 
 type rxGroup struct {
 	parity []rxParity
-	length int // parity TSDU length
-	varLen bool
-	opt    bool // parity carries an encoded OPT_FRAGMENT
+	// The current round of parity NAKs for the group (see txGroup): when
+	// its first NCF (or peer's parity NAK) was heard, the parity held
+	// then, and the largest count confirmed. Our own NAK in the round
+	// counts from the parity held at its start, as the source counts.
+	roundAt   time.Time
+	roundHeld int
+	roundMax  int
+	length    int // parity TSDU length; 0 until parity arrives
+	varLen    bool
+	opt       bool // parity carries an encoded OPT_FRAGMENT
 	// selective: a parity index came twice, so the source has no fresh
 	// parity left for the group (its block n is small): NAK selectively.
 	selective bool
@@ -54,8 +61,12 @@ type rxFEC struct {
 	refused  bool // parity NAKs unanswered: selective NAKs only
 	answered bool // a parity NCF arrived
 	firstNAK time.Time
-	dec      *fec.Decoder
-	groups   map[seq.Num]*rxGroup
+	// The highest sequence known when last sampled, and when it moved
+	// (fecFlowing).
+	known   seq.Num
+	knownAt time.Time
+	dec     *fec.Decoder
+	groups  map[seq.Num]*rxGroup
 
 	// Copies of the delivered packets of group retG.
 	retG    seq.Num
@@ -186,18 +197,10 @@ func (pr *session) onParity(now time.Time, p wire.Packet) {
 		}
 		pr.addMissing(last, now.Add(pr.r.backoff()))
 	}
-	grp := f.groups[g]
 	fo, hasOpt := p.Fragment()
-	if grp == nil {
-		if len(f.groups) >= 64 && len(f.groups)%64 == 0 {
-			for x := range f.groups {
-				if (x + f.mask).Before(w.trail) {
-					pr.fecDropGroup(x)
-				}
-			}
-		}
-		grp = &rxGroup{length: length, varLen: varLen, opt: hasOpt}
-		f.groups[g] = grp
+	grp := pr.fecGroup(g)
+	if len(grp.parity) == 0 {
+		grp.length, grp.varLen, grp.opt = length, varLen, hasOpt
 	}
 	if grp.length != length || grp.varLen != varLen || grp.opt != hasOpt || (hasOpt && len(fo) < 3+fragBodyLen) {
 		pr.stats.ParityDropped++ // inconsistent with the group's other parity
@@ -226,6 +229,31 @@ func (pr *session) onParity(now time.Time, p wire.Packet) {
 	grp.parity = append(grp.parity, par)
 	pr.fecTry(g)
 	pr.deliver()
+}
+
+// fecGroup returns group g's record, creating it (and dropping those of
+// groups passed, now and then, to keep the map bounded by the window).
+func (pr *session) fecGroup(g seq.Num) *rxGroup {
+	f := pr.fec
+	if grp := f.groups[g]; grp != nil {
+		return grp
+	}
+	if len(f.groups) >= 64 && len(f.groups)%64 == 0 {
+		for x := range f.groups {
+			if (x + f.mask).Before(pr.w.trail) {
+				pr.fecDropGroup(x)
+			}
+		}
+	}
+	grp := &rxGroup{}
+	f.groups[g] = grp
+	return grp
+}
+
+// fecRound returns the group's current round of parity NAKs, if one is on.
+func (pr *session) fecRound(now time.Time, grp *rxGroup) bool {
+	hold := min(100*time.Millisecond, pr.r.cfg.NAKRdataIvl/2)
+	return grp != nil && !grp.roundAt.IsZero() && now.Sub(grp.roundAt) < hold
 }
 
 // fecData is called when data packet q arrived: its group may now decode.
@@ -409,7 +437,9 @@ func grow(b []byte, n int) []byte {
 }
 
 // fecConfirm handles an NCF or another receiver's NAK with the parity
-// bit: every missing sequence of the group waits for parity.
+// bit (group | count−1): if the round's parity will be enough for us,
+// every missing sequence of the group waits for it; if we miss more, our
+// own parity NAK asks for the rest.
 func (pr *session) fecConfirm(now time.Time, p wire.Packet) {
 	f := pr.fec
 	if f == nil || !pr.defined || pr.over {
@@ -418,9 +448,24 @@ func (pr *session) fecConfirm(now time.Time, p wire.Packet) {
 	if p.Type() == wire.TypeNCF {
 		f.answered = true
 	}
+	w := &pr.w
 	conf := func(q seq.Num) {
-		g := q &^ f.mask
-		w := &pr.w
+		g, count := q&^f.mask, int(q&f.mask)+1
+		if (g + f.mask).Before(w.trail) || g.After(w.lead) {
+			return // nothing of the group is missing here
+		}
+		missing, ok := pr.fecMissing(g)
+		if ok && missing == 0 {
+			return
+		}
+		grp := pr.fecGroup(g)
+		if !pr.fecRound(now, grp) {
+			grp.roundAt, grp.roundHeld, grp.roundMax = now, len(grp.parity), 0
+		}
+		grp.roundMax = max(grp.roundMax, count)
+		if ok && missing-grp.roundHeld > grp.roundMax {
+			return
+		}
 		for i := range f.k {
 			s := g + seq.Num(i)
 			if !s.Before(w.trail) && !s.After(w.lead) && w.at(s).state.missing() {
@@ -447,27 +492,31 @@ func (pr *session) fecParityNAK(now time.Time, s seq.Num) (handled, blocked bool
 	}
 	w, r := &pr.w, pr.r
 	g := s &^ f.mask
-	if (g + f.mask).After(w.known) || (g.Before(w.trail) && f.retG != g) {
-		return false, false // group still being sent, or its start is gone
+	if g.Before(w.trail) && f.retG != g {
+		return false, false // the group's start is gone
+	}
+	if (g + f.mask).After(w.known) {
+		// The group is still being sent. While data flows its end is a
+		// few packets away, and one parity NAK then asks for every loss
+		// in it (a selective NAK now costs a repair that parity would
+		// have made for other receivers too): back off again. Once the
+		// data stops short of the group's end, NAK selectively.
+		if pr.fecFlowing(now) {
+			at := now.Add(r.backoff())
+			w.setTimer(s, at)
+			pr.noteTimer(at)
+			pr.stats.ParityNaksDeferred++
+			return true, false
+		}
+		return false, false
 	}
 	if !f.answered && !f.firstNAK.IsZero() && now.Sub(f.firstNAK) >= r.cfg.NAKRptIvl {
 		f.refused = true
 		return false, false
 	}
-	missing := 0
-	for i := range f.k {
-		q := g + seq.Num(i)
-		if q.Before(w.trail) {
-			if f.retG != g || !f.retOK[i] {
-				return false, false // delivered before FEC, or before the session began
-			}
-			continue
-		}
-		if q.After(w.lead) || w.at(q).state.missing() {
-			missing++
-		} else if w.at(q).state == stLost {
-			return false, false
-		}
+	missing, ok := pr.fecMissing(g)
+	if !ok {
+		return false, false
 	}
 	held := 0
 	if grp := f.groups[g]; grp != nil {
@@ -475,6 +524,9 @@ func (pr *session) fecParityNAK(now time.Time, s seq.Num) (handled, blocked bool
 			return false, false
 		}
 		held = len(grp.parity)
+		if pr.fecRound(now, grp) {
+			held = grp.roundHeld // the source counts from the round's start
+		}
 	}
 	count := missing - held
 	if count <= 0 || count > f.k {
@@ -497,6 +549,40 @@ func (pr *session) fecParityNAK(now time.Time, s seq.Num) (handled, blocked bool
 	req.sqns[0] = g | seq.Num(count-1)
 	r.queue(req)
 	return true, false
+}
+
+// fecMissing counts the packets group g misses; false if it cannot be
+// asked for with parity (a packet lost for good, or delivered before FEC
+// or before the session began).
+func (pr *session) fecMissing(g seq.Num) (int, bool) {
+	f, w := pr.fec, &pr.w
+	missing := 0
+	for i := range f.k {
+		q := g + seq.Num(i)
+		if q.Before(w.trail) {
+			if f.retG != g || !f.retOK[i] {
+				return 0, false
+			}
+			continue
+		}
+		if q.After(w.lead) || w.at(q).state.missing() {
+			missing++
+		} else if w.at(q).state == stLost {
+			return 0, false
+		}
+	}
+	return missing, true
+}
+
+// fecFlowing reports whether the source's data is still coming: the
+// highest sequence known moved within the last NAK_BO_IVL. Sampled when a
+// NAK is due, so it errs on the side of flowing by up to one back-off.
+func (pr *session) fecFlowing(now time.Time) bool {
+	f, w := pr.fec, &pr.w
+	if w.known != f.known || f.knownAt.IsZero() {
+		f.known, f.knownAt = w.known, now
+	}
+	return now.Sub(f.knownAt) < pr.r.cfg.NAKBOIvl
 }
 
 // encodeParityNAK writes a parity NAK for group|count−1.

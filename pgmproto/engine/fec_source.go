@@ -100,12 +100,19 @@ const varLenTrailer = 2
 const fragBodyLen = 13
 
 // txGroup is what a source remembers of one transmission group's parity.
+//
+// Parity NAKs for a group are answered per round: the first NAK opens one
+// (fecHoldOff long), and within it the group gets as many parity packets
+// as the largest count asked, not their sum. Receivers that lost
+// different packets of the group, or as many, are repaired by the same
+// packets; NAKs that crossed the round's parity on its way ask for no
+// more than it already holds.
 type txGroup struct {
-	next    int       // next parity index
-	pending int       // parity packets to send
-	queued  bool      // in txFEC.queue
-	lastAt  time.Time // last parity sent
-	ncfAt   time.Time // last parity NCF
+	next     int       // next parity index
+	pending  int       // parity packets to send
+	queued   bool      // in txFEC.queue
+	roundAt  time.Time // the current round of parity NAKs began
+	roundMax int       // the largest count asked in it: parity queued for it
 }
 
 type txFEC struct {
@@ -220,20 +227,26 @@ func (s *Source) onParityNAK(now time.Time, p wire.Packet) {
 		}
 		s.lastNAK = now
 		gr := s.fecGroup(g)
-		hold := s.fecHoldOff()
-		if gr.ncfAt.IsZero() || now.Sub(gr.ncfAt) >= hold {
-			gr.ncfAt = now
-			f.ncfs = append(f.ncfs, q)
+		if gr.roundAt.IsZero() || now.Sub(gr.roundAt) >= s.fecHoldOff() {
+			// Parity still queued (behind the rate limits) has reached
+			// no receiver yet: it serves the new round.
+			gr.roundAt, gr.roundMax = now, gr.pending
 		}
-		switch {
-		case gr.pending >= count:
-			s.stats.DuplicateNaks++
-		case gr.pending == 0 && !gr.lastAt.IsZero() && now.Sub(gr.lastAt) < hold:
-			// Sent before the parity just sent could arrive.
-			s.stats.ParityNaksHeldOff++
-		default:
-			s.fecQueue(g, gr, count)
+		if count <= gr.roundMax {
+			// The round's parity covers it (the receiver asked before
+			// that parity could reach it, or lost as many packets).
+			if count <= gr.pending {
+				s.stats.DuplicateNaks++
+			} else {
+				s.stats.ParityNaksHeldOff++
+			}
+			return
 		}
+		// Confirm the round's new total, so that receivers missing no
+		// more than it hold their NAKs, and queue only what it adds.
+		f.ncfs = append(f.ncfs, g|seq.Num(count-1))
+		s.fecQueue(g, gr, gr.pending+count-gr.roundMax)
+		gr.roundMax = count
 	}
 	handle(nak.SQN())
 	if hasList {
@@ -246,10 +259,10 @@ func (s *Source) onParityNAK(now time.Time, p wire.Packet) {
 	}
 }
 
-// fecHoldOff is how long after a group's parity (or parity NCF) a parity
-// NAK for it gets no other: a round trip on most networks, and half the
-// NAK_RDATA_IVL, so that a receiver that lost the parity still gets more
-// on its next NAK.
+// fecHoldOff is how long a round of parity NAKs lasts: longer than a
+// round trip on most networks, and half the NAK_RDATA_IVL, so that a
+// receiver that lost the round's parity still gets more on its next NAK
+// (sent a NAK_RDATA_IVL after the round's NCF).
 func (s *Source) fecHoldOff() time.Duration {
 	return min(100*time.Millisecond, s.cfg.NAKRdataIvl/2)
 }
@@ -361,7 +374,6 @@ func (s *Source) fecNext(now time.Time) (Transmit, bool) {
 	h := s.fecIndex(gr)
 	gr.next++
 	gr.pending--
-	gr.lastAt = now
 	if gr.pending == 0 {
 		gr.queued = false
 		f.queue = f.queue[1:]

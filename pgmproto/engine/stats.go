@@ -64,13 +64,16 @@ type ReceiverStats struct {
 	// unusable or malformed (no FEC parameters, bad index or length,
 	// inconsistent with the group), those not needed (group complete,
 	// duplicate), groups decoded and the data packets they gave back, and
-	// decodes discarded because a recovered packet was inconsistent.
+	// decodes discarded because a recovered packet was inconsistent;
+	// ParityNaksDeferred counts NAKs put off until the end of their
+	// group (still being sent) could let one parity NAK ask for it.
 	ParityPacketsReceived  uint64
 	ParityDropped          uint64
 	ParityUnused           uint64
 	ParityGroupsDecoded    uint64
 	ParityRecoveredPackets uint64
 	ParityDecodeFailures   uint64
+	ParityNaksDeferred     uint64
 
 	// PGMCC (pgmcc_receiver.go): ACKs sent, and the filtered loss rate
 	// (0–1) reported in feedback.
@@ -113,6 +116,7 @@ func (a *ReceiverStats) add(b *ReceiverStats) {
 	a.ParityGroupsDecoded += b.ParityGroupsDecoded
 	a.ParityRecoveredPackets += b.ParityRecoveredPackets
 	a.ParityDecodeFailures += b.ParityDecodeFailures
+	a.ParityNaksDeferred += b.ParityNaksDeferred
 }
 
 // statsAt returns the session's statistics at now.

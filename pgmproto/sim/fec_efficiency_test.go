@@ -9,11 +9,12 @@ import (
 
 // TestFECRepairEfficiency: 32 receivers with independent 1 % and 5 % loss
 // on 4 000 packets, groups of 16: every receiver gets everything, and
-// on-demand parity needs at most 0.35 repair packets per lost packet where
-// selective repair needs one per distinct lost sequence (0.31 and 0.16
-// measured; 0.29 and 0.15 while parity waited behind queued ODATA, which
-// left proactive parity for the end of the data). The figures are logged
-// (selective, on-demand, proactive + on-demand).
+// on-demand parity needs at most 0.3 repair packets per lost packet (issue
+// 15's target) where selective repair needs one per distinct lost sequence
+// (0.255 and 0.126 measured; 0.31 and 0.14 while a NAK due before its
+// group's end went out selectively and parity NAKs crossing a burst were
+// held off). The figures are logged (selective, on-demand, proactive +
+// on-demand).
 func TestFECRepairEfficiency(t *testing.T) {
 	n := 4000
 	if raceEnabled {
@@ -53,8 +54,8 @@ func TestFECRepairEfficiency(t *testing.T) {
 				t.Fatalf("loss %v %s: %d of %d APDUs delivered", loss, mode, delivered, 32*uint64(n))
 			}
 			perLoss := float64(st.RepairPacketsSent) / float64(dataLost)
-			if mode == "ondemand" && perLoss > 0.35 {
-				t.Errorf("loss %v: on-demand parity sent %.3f repair packets per lost packet, want ≤ 0.35", loss, perLoss)
+			if mode == "ondemand" && perLoss > 0.3 {
+				t.Errorf("loss %v: on-demand parity sent %.3f repair packets per lost packet, want ≤ 0.3", loss, perLoss)
 			}
 			t.Logf("loss %.0f%% %-9s: delivered %d/%d, ODATA lost %d, repair pkts %d (parity %d) = %.3f per lost, NAKs %.3f per lost",
 				loss*100, mode, delivered, 32*uint64(n), dataLost, st.RepairPacketsSent, st.ParityPacketsSent,
