@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -28,10 +29,14 @@ type Options struct {
 	// DisableIGMP turns IGMP off. By default it is on so that switches and
 	// the host kernel see the stack's group memberships.
 	DisableIGMP bool
+	// ARP adds ARP, which an Ethernet link (a TAP device) needs to reach
+	// unicast IPv4 addresses: NAKs to the source. IPv6 finds neighbours
+	// itself.
+	ARP bool
 }
 
-// New returns a netstack with IPv4 (IGMP on), optionally IPv6 (MLD on), PGM
-// and UDP (which carries PGM for sockets with TransportUDP). Get the PGM
+// New returns a netstack with IPv4 (IGMP on), optionally IPv6 (MLD on) and
+// ARP, PGM and UDP (which carries PGM for sockets with TransportUDP). Get the PGM
 // protocol with FromStack.
 func New(opts Options) *tcpipstack.Stack {
 	netProtos := []tcpipstack.NetworkProtocolFactory{
@@ -39,6 +44,9 @@ func New(opts Options) *tcpipstack.Stack {
 	}
 	if opts.IPv6 {
 		netProtos = append(netProtos, ipv6.NewProtocolWithOptions(ipv6.Options{MLD: ipv6.MLDOptions{Enabled: !opts.DisableIGMP}}))
+	}
+	if opts.ARP {
+		netProtos = append(netProtos, arp.NewProtocol)
 	}
 	so := tcpipstack.Options{
 		NetworkProtocols:   netProtos,

@@ -7,6 +7,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/pgmtun/pgmtun/internal/lossmodel"
+	"github.com/pgmtun/pgmtun/pgmproto/wire"
 )
 
 // Loss configures random packet loss on a link: a research feature and a
@@ -44,6 +45,12 @@ func NewLossy(lower stack.LinkEndpoint, l Loss) *LossyEndpoint {
 // Dropped returns how many inbound and outbound packets were dropped.
 func (e *LossyEndpoint) Dropped() (rx, tx uint64) { return e.rx.Dropped(), e.tx.Dropped() }
 
+// DroppedType returns how many inbound and outbound PGM packets of type t
+// were dropped (ODATA and RDATA in, NAKs out: the losses repair is for).
+func (e *LossyEndpoint) DroppedType(t wire.Type) (rx, tx uint64) {
+	return e.rx.DroppedType(t), e.tx.DroppedType(t)
+}
+
 // Passed returns how many packets subject to loss were let through.
 func (e *LossyEndpoint) Passed() (rx, tx uint64) { return e.rx.Passed(), e.tx.Passed() }
 
@@ -64,8 +71,9 @@ func (e *LossyEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Er
 	}
 	var kept stack.PacketBufferList
 	dropped := 0
+	var head [outHeadLen]byte
 	for _, pkt := range pkts.AsSlice() {
-		if e.tx.Drop(pkt.NetworkHeader().Slice()) {
+		if e.tx.Drop(outboundHead(pkt, head[:])) {
 			dropped++
 			continue
 		}
@@ -78,4 +86,23 @@ func (e *LossyEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Er
 	}
 	n, err := e.Endpoint.WritePackets(kept)
 	return n + dropped, err
+}
+
+// outHeadLen holds an IP header with options, a UDP header (PGM in UDP)
+// and the PGM header.
+const outHeadLen = 60 + header.UDPMinimumSize + wire.HeaderLen
+
+// outboundHead copies the first bytes of an outbound packet into buf: the
+// IP header and what follows it up to the PGM type, so that a drop is
+// counted by type (a NAK lost on its way out, say). The PGM header is in
+// the packet's data, behind the UDP header when encapsulated.
+func outboundHead(pkt *stack.PacketBuffer, buf []byte) []byte {
+	n := copy(buf, pkt.NetworkHeader().Slice())
+	n += copy(buf[n:], pkt.TransportHeader().Slice())
+	if rest := len(buf) - n; rest > 0 {
+		if d, ok := pkt.Data().PullUp(min(rest, pkt.Data().Size())); ok {
+			n += copy(buf[n:], d)
+		}
+	}
+	return buf[:n]
 }

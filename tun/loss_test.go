@@ -10,6 +10,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/pgmtun/pgmtun/pgmproto/wire"
 )
 
 // countingDispatcher records which inbound packets (by IP ID) arrived.
@@ -104,4 +106,51 @@ func TestLossy(t *testing.T) {
 	a, _, _ := run(t, Loss{RxPercent: 10, Seed: 1}, n, 113)
 	b, _, _ := run(t, Loss{RxPercent: 10, Seed: 99}, n, 113)
 	assert.NotEqual(t, a, b)
+}
+
+// TestLossyByType: drops are counted by PGM type in each direction, and the
+// types add up to the totals.
+func TestLossyByType(t *testing.T) {
+	const n = 400
+	ch := channel.New(n, 1500, "")
+	e := NewLossy(ch, Loss{RxPercent: 30, TxPercent: 30, Seed: 3, IPProtocol: 113})
+	e.Attach(&countingDispatcher{})
+	pgm := func(id uint16, typ wire.Type, outbound bool) *stack.PacketBuffer {
+		b := make([]byte, header.IPv4MinimumSize+wire.HeaderLen)
+		header.IPv4(b).Encode(&header.IPv4Fields{
+			TotalLength: uint16(len(b)), ID: id, TTL: 1, Protocol: 113,
+			SrcAddr: tcpip.AddrFrom4([4]byte{10, 0, 0, 1}), DstAddr: tcpip.AddrFrom4([4]byte{239, 192, 0, 1}),
+		})
+		b[header.IPv4MinimumSize+4] = byte(typ) // PGM type
+		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
+		if outbound {
+			pkt.NetworkHeader().Consume(header.IPv4MinimumSize)
+			pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
+		}
+		return pkt
+	}
+	for i := range n {
+		typ := []wire.Type{wire.TypeODATA, wire.TypeRDATA}[i%2]
+		pkt := pgm(uint16(i), typ, false)
+		ch.InjectInbound(header.IPv4ProtocolNumber, pkt)
+		pkt.DecRef()
+		var l stack.PacketBufferList
+		out := pgm(uint16(i), wire.TypeNAK, true)
+		l.PushBack(out)
+		_, err := e.WritePackets(l)
+		require.Nil(t, err)
+		out.DecRef()
+	}
+	for ch.NumQueued() > 0 {
+		ch.Read().DecRef()
+	}
+	odata, _ := e.DroppedType(wire.TypeODATA)
+	rdata, _ := e.DroppedType(wire.TypeRDATA)
+	_, naks := e.DroppedType(wire.TypeNAK)
+	rx, tx := e.Dropped()
+	assert.Positive(t, odata)
+	assert.Positive(t, rdata)
+	assert.Equal(t, rx, odata+rdata)
+	assert.Equal(t, tx, naks)
+	assert.InDelta(t, 0.3, float64(tx)/n, 0.1)
 }

@@ -20,7 +20,7 @@ func (f *netFlags) resolveTransport() (stack.Transport, error) {
 			set  bool
 			flag string
 		}{
-			{f.tun != "", "--tun"}, {f.create, "--create"}, {f.mtu != 0, "--mtu"}, {f.rxQueue != 0, "--rx-queue"},
+			{f.tun != "", "--tun"}, {f.create, "--create"}, {f.tap, "--tap"}, {f.bridge != "", "--bridge"}, {f.mtu != 0, "--mtu"}, {f.rxQueue != 0, "--rx-queue"},
 			{f.addr != "", "--addr"}, {f.hostAddr != "", "--host-addr"}, {f.pcap != "", "--pcap"}, {f.loss != 0, "--loss"},
 		} {
 			if x.set {

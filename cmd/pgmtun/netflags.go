@@ -64,6 +64,8 @@ type netFlags struct {
 	ttl      uint
 	tun      string
 	create   bool
+	tap      bool
+	bridge   string
 	mtu      uint
 	rxQueue  uint
 	addr     string
@@ -102,8 +104,10 @@ func (f *netFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.timers.PeerExpiry, "peer-expiry", 0, "end a session whose source is silent this long (default 5m)")
 	fs.DurationVar(&f.timers.AmbientSPM, "spm-ambient", 0, "send: ambient SPM interval (default 30s); besides it a source sends three SPMs at the\nstart and a heartbeat SPM every 100ms while data flows, as OpenPGM does (an OpenPGM\nreceiver needs one before it can NAK)")
 	fs.UintVar(&f.ttl, "ttl", f.ttl, "multicast TTL")
-	fs.StringVar(&f.tun, "tun", "", "TUN device `name` (default "+defaultTUN+", or IFACE of --network)")
-	fs.BoolVar(&f.create, "create", false, "create the TUN device (needs CAP_NET_ADMIN) instead of attaching to an existing one")
+	fs.StringVar(&f.tun, "tun", "", "TUN (or with --tap, TAP) device `name` (default "+defaultTUN+", or IFACE of --network)")
+	fs.BoolVar(&f.create, "create", false, "create the device (needs CAP_NET_ADMIN) instead of attaching to an existing one")
+	fs.BoolVar(&f.tap, "tap", false, "the device is a TAP: Ethernet frames, the netstack answers and asks ARP (a station on\na LAN or bridge) instead of an IP-only TUN")
+	fs.StringVar(&f.bridge, "bridge", "", "with --tap --create: enslave the new TAP device to this existing Linux bridge `NAME`\n(the netstack's address is then on the bridge's LAN; --host-addr does not apply)")
 	fs.UintVar(&f.mtu, "mtu", 0, "set the device's MTU (default: keep the device's)")
 	fs.UintVar(&f.rxQueue, "rx-queue", 0, "set how many `packets` the kernel holds for the netstack to read (the device's\ntxqueuelen; default: 4096 for a device --create makes, else the device's own)")
 	fs.StringVar(&f.addr, "addr", "", "the netstack's own address `CIDR` on the device, IPv4 or IPv6 (default "+defaultAddr+",\n"+defaultAddr6+" for an IPv6 group, or the address after --host-addr)")
@@ -123,6 +127,8 @@ func (f *netFlags) register(fs *flag.FlagSet) {
 type netConfig struct {
 	tun      string
 	create   bool
+	tap      bool   // an Ethernet (TAP) device: the netstack has ARP
+	bridge   string // --bridge: the created TAP's master
 	mtu      uint32
 	rxQueue  uint32
 	addr     netip.Prefix // the netstack's
@@ -159,7 +165,7 @@ type netConfig struct {
 // resolve checks the flags and fills in defaults. Its errors name the flag.
 func (f *netFlags) resolve() (*netConfig, error) {
 	c := &netConfig{
-		tun: f.tun, create: f.create, pcap: f.pcap, loss: float64(f.loss), seed: f.seed,
+		tun: f.tun, create: f.create, tap: f.tap, bridge: f.bridge, pcap: f.pcap, loss: float64(f.loss), seed: f.seed,
 		stats: f.stats, progress: f.progress, timers: f.timers, sockType: stack.SockStream,
 	}
 	if f.rdm {
@@ -191,6 +197,14 @@ func (f *netFlags) resolve() (*netConfig, error) {
 		c.hostUDP, c.hostIface = true, iface
 		if _, err := netip.ParseAddr(iface); err != nil {
 			iface = "" // a host interface's name, not the device's
+		}
+	}
+	if f.bridge != "" {
+		switch {
+		case !f.tap || !f.create:
+			return nil, fmt.Errorf("--bridge %s: only a TAP device pgmtun creates joins a bridge: give --tap --create too", f.bridge)
+		case f.hostAddr != "":
+			return nil, fmt.Errorf("--host-addr with --bridge %s: the kernel's address on the LAN belongs on the bridge, not on its port", f.bridge)
 		}
 	}
 	if f.hostAddr != "" {

@@ -13,6 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/link/sniffer"
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/pgmtun/pgmtun/pgmproto/wire"
 	"github.com/pgmtun/pgmtun/stack"
 	"github.com/pgmtun/pgmtun/tun"
 )
@@ -76,7 +77,7 @@ func openNetstack(c *netConfig) (_ *netstack, err error) {
 		ns.undo = append(ns.undo, func() error { release(); return nil })
 	}
 	// IPv6 only when used: an IPv4 device sees no MLD or NDP from us.
-	ns.s = stack.New(stack.Options{IPv6: c.addr.Addr().Is6()})
+	ns.s = stack.New(stack.Options{IPv6: c.addr.Addr().Is6(), ARP: c.tap && linkFactory == nil})
 	ns.undo = append(ns.undo, func() error { ns.s.Close(); ns.s.Wait(); return nil })
 	if ns.p, err = stack.FromStack(ns.s); err != nil {
 		return nil, err
@@ -100,22 +101,28 @@ func openNetstack(c *netConfig) (_ *netstack, err error) {
 		return ns, nil
 	}
 
-	cfg := tun.Config{Name: c.tun, Create: c.create, MTU: c.mtu, RxQueueLen: c.rxQueue, Up: c.create}
+	cfg := tun.Config{Name: c.tun, Create: c.create, TAP: c.tap, Master: c.bridge, MTU: c.mtu, RxQueueLen: c.rxQueue, Up: c.create}
 	if c.hostAddr.IsValid() {
 		cfg.HostAddr, cfg.Up = c.hostAddr, true
 		cfg.Routes = []netip.Prefix{netip.PrefixFrom(c.group.Addr(), c.group.Addr().BitLen())}
+	}
+	kind, mode := "TUN", "tun"
+	if c.tap {
+		kind, mode = "TAP", "tap"
 	}
 	dev, err := tun.Open(cfg)
 	if err != nil {
 		switch {
 		case errors.Is(err, os.ErrPermission) && c.create:
-			err = fmt.Errorf("%w (creating a TUN device needs CAP_NET_ADMIN; without it, have an administrator make one for you, ip tuntap add dev %s mode tun user $USER, and attach with --tun %s)", err, c.tun, c.tun)
+			err = fmt.Errorf("%w (creating a %s device needs CAP_NET_ADMIN; without it, have an administrator make one for you, ip tuntap add dev %s mode %s user $USER, and attach with --tun %s)", err, kind, c.tun, mode, c.tun)
 		case errors.Is(err, os.ErrPermission) && c.hostAddr.IsValid():
 			err = fmt.Errorf("%w (configuring the kernel side with --host-addr needs CAP_NET_ADMIN; leave it out and have an administrator add the address)", err)
 		case errors.Is(err, os.ErrPermission):
-			err = fmt.Errorf("%w (attaching needs read-write access to /dev/net/tun and a device made for you: ip tuntap add dev %s mode tun user $USER)", err, c.tun)
+			err = fmt.Errorf("%w (attaching needs read-write access to /dev/net/tun and a device made for you: ip tuntap add dev %s mode %s user $USER)", err, c.tun, mode)
+		case c.bridge != "" && (errors.Is(err, syscall.ENODEV) || errors.Is(err, os.ErrNotExist)):
+			err = fmt.Errorf("%w (--bridge names an existing bridge: ip link add %s type bridge; ip link set %s up)", err, c.bridge, c.bridge)
 		case !c.create && (errors.Is(err, syscall.ENODEV) || errors.Is(err, os.ErrNotExist)):
-			err = fmt.Errorf("%w (add --create to make it, or have an administrator run: ip tuntap add dev %s mode tun user $USER)", err, c.tun)
+			err = fmt.Errorf("%w (add --create to make it, or have an administrator run: ip tuntap add dev %s mode %s user $USER)", err, c.tun, mode)
 		}
 		return nil, err
 	}
@@ -136,7 +143,10 @@ func openNetstack(c *netConfig) (_ *netstack, err error) {
 	if dev.Created() {
 		verb = "created"
 	}
-	ns.desc = fmt.Sprintf("%s TUN %s, netstack %v", verb, dev.Name(), c.addr)
+	ns.desc = fmt.Sprintf("%s %s %s, netstack %v", verb, kind, dev.Name(), c.addr)
+	if c.bridge != "" {
+		ns.desc = fmt.Sprintf("%s %s %s on bridge %s, netstack %v", verb, kind, dev.Name(), c.bridge, c.addr)
+	}
 	if c.hostAddr.IsValid() {
 		ns.desc += fmt.Sprintf(", kernel side %v", c.hostAddr)
 	}
@@ -158,6 +168,37 @@ func (ns *netstack) dropped() uint64 {
 	}
 	rx, tx := ns.lossy.Dropped()
 	return rx + tx
+}
+
+// linkDrops returns the packets --loss dropped by direction and PGM type
+// (what a receiver lost of the data and of the repair exchange), or nil
+// without --loss.
+func (ns *netstack) linkDrops() *linkDrops {
+	if ns.lossy == nil {
+		return nil
+	}
+	d := &linkDrops{In: map[string]uint64{}, Out: map[string]uint64{}}
+	rx, tx := ns.lossy.Dropped()
+	for _, t := range []wire.Type{wire.TypeSPM, wire.TypePOLL, wire.TypePOLR, wire.TypeODATA, wire.TypeRDATA,
+		wire.TypeNAK, wire.TypeNNAK, wire.TypeNCF, wire.TypeSPMR, wire.TypeACK} {
+		in, out := ns.lossy.DroppedType(t)
+		if in > 0 {
+			d.In[t.String()] = in
+			rx -= in
+		}
+		if out > 0 {
+			d.Out[t.String()] = out
+			tx -= out
+		}
+	}
+	// Loss of the rest: too short to hold a PGM type.
+	if rx > 0 {
+		d.In["other"] = rx
+	}
+	if tx > 0 {
+		d.Out["other"] = tx
+	}
+	return d
 }
 
 // close undoes openNetstack in reverse order, once the last packets sent

@@ -141,7 +141,7 @@ func runRecv(e *env, c *netConfig, o *recvOptions) int {
 
 	// The session's own statistics: its final ones once it is over.
 	st, _ := sess.ReceiverStats()
-	rep := receiverReport{Mode: c.sockType.String(), Session: tsi.String(), Bytes: got.Load(), Messages: msgs.Load(), LinkDropped: ns.dropped(), OK: recvErr == nil, Result: "ok, session ended gracefully"}
+	rep := receiverReport{Mode: c.sockType.String(), Session: tsi.String(), Bytes: got.Load(), Messages: msgs.Load(), LinkDropped: ns.dropped(), LinkDrops: ns.linkDrops(), OK: recvErr == nil, Result: "ok, session ended gracefully"}
 	if recvErr != nil {
 		rep.Result = recvErr.Error()
 	}

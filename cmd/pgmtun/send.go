@@ -212,7 +212,7 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 	// What was sent, not what was read: data the session ended before
 	// sending is not counted.
 	rep := senderReport{Mode: c.sockType.String(), Session: tsi.String(), Bytes: int64(st.DataBytesSent),
-		Messages: ledger.sent(int64(st.DataBytesSent)), LinkDropped: ns.dropped(), Result: result}
+		Messages: ledger.sent(int64(st.DataBytesSent)), LinkDropped: ns.dropped(), LinkDrops: ns.linkDrops(), Result: result}
 	if dataDone.IsZero() {
 		dataDone = start.Add(elapsed)
 	}

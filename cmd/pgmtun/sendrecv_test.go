@@ -414,6 +414,12 @@ func TestSendRecvFlags(t *testing.T) {
 		{[]string{"recv", "--bogus"}, exitUsage, "flag provided but not defined: -bogus"},
 		{[]string{"send", "--in", "/nonexistent/input"}, exitFail, "pgmtun send: open /nonexistent/input: no such file or directory"},
 		{[]string{"recv", "--tun", "pgmtun-absent0"}, exitFail, "pgmtun recv: tun attach pgmtun-absent0"},
+		{[]string{"recv", "--bridge", "br0"}, exitUsage, "--bridge br0: only a TAP device pgmtun creates joins a bridge: give --tap --create too"},
+		{[]string{"send", "--bridge", "br0", "--tap"}, exitUsage, "--bridge br0: only a TAP device pgmtun creates joins a bridge"},
+		{[]string{"send", "--bridge", "br0", "--create"}, exitUsage, "--bridge br0: only a TAP device pgmtun creates joins a bridge"},
+		{[]string{"recv", "--bridge", "br0", "--tap", "--create", "--host-addr", "10.9.0.1/24"}, exitUsage, "--host-addr with --bridge br0"},
+		{[]string{"recv", "--host-udp", "--tap"}, exitUsage, "--tap: --host-udp uses the host's own UDP sockets"},
+		{[]string{"pub", "--bridge", "br0", "pgm://pgm0;239.192.0.1:5555"}, exitUsage, "--bridge br0: only a TAP device pgmtun creates joins a bridge"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, out, errOut := runWith(nil, tc.args...)
@@ -427,8 +433,8 @@ func TestSendRecvFlags(t *testing.T) {
 func TestHelpDocumentsFlags(t *testing.T) {
 	for cmd, flags := range map[string][]string{
 		"send": {"-network", "-port", "-rate", "-txw-sqns", "-txw-secs", "-txw-bytes", "-nak-bo-ivl", "-nak-rpt-ivl",
-			"-nak-rdata-ivl", "-ttl", "-tun", "-create", "-addr", "-host-addr", "-pcap", "-loss", "-linger", "-stats", "-rdm", "-size", "-in"},
-		"recv": {"-network", "-out", "-rdm", "-wait", "-peer-expiry", "-stats", "-nak-backoff", "-nak-group", "-rx-queue"},
+			"-nak-rdata-ivl", "-ttl", "-tun", "-create", "-tap", "-bridge", "-addr", "-host-addr", "-pcap", "-loss", "-linger", "-stats", "-rdm", "-size", "-in"},
+		"recv": {"-network", "-tap", "-bridge", "-out", "-rdm", "-wait", "-peer-expiry", "-stats", "-nak-backoff", "-nak-group", "-rx-queue"},
 		"demo": {"-receivers", "-loss", "-bytes", "-size", "-seed", "-rate", "-stats"},
 	} {
 		code, out, errOut := runWith(nil, "help", cmd)

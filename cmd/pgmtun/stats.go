@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -50,7 +51,8 @@ type senderReport struct {
 	NAKs         uint64               `json:"naks_received"` // sequences requested
 	NCFs         uint64               `json:"ncfs_sent"`
 	SPMs         uint64               `json:"spms_sent"`
-	LinkDropped  uint64               `json:"link_dropped"`    // by --loss, both directions
+	LinkDropped  uint64               `json:"link_dropped"` // by --loss, both directions
+	LinkDrops    *linkDrops           `json:"link_drops,omitempty"`
 	Drops        *senderDrops         `json:"drops,omitempty"` // send: what its stack dropped
 	Result       string               `json:"result"`
 	PGM          stack.SenderStats    `json:"pgm"`
@@ -58,6 +60,45 @@ type senderReport struct {
 	// DeviceRefused counts packets the device refused to take (its link
 	// down, say): they never left.
 	DeviceRefused uint64 `json:"device_refused,omitempty"`
+}
+
+// linkDrops are the packets --loss dropped, by direction (into the
+// netstack, out of it) and PGM type ("ODATA", "NAK", ...; "other" for a
+// packet too short to show one), types it never dropped left out.
+type linkDrops struct {
+	In  map[string]uint64 `json:"in"`
+	Out map[string]uint64 `json:"out"`
+}
+
+// detail is the text form after a colon, ": in ODATA 3 RDATA 1, out NAK
+// 2", or "" for nil.
+func (d *linkDrops) detail() string {
+	if d == nil {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString(": ")
+	for i, dir := range []struct {
+		name string
+		m    map[string]uint64
+	}{{"in", d.In}, {"out", d.Out}} {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(dir.name)
+		if len(dir.m) == 0 {
+			b.WriteString(" none")
+		}
+		keys := make([]string, 0, len(dir.m))
+		for k := range dir.m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(&b, " %s %d", k, dir.m[k])
+		}
+	}
+	return b.String()
 }
 
 // senderDrops counts, by reason, the packets a sender's stack received
@@ -130,6 +171,7 @@ type receiverReport struct {
 	NCFs         uint64               `json:"ncfs_received"`
 	Lost         uint64               `json:"lost_sequences"` // unrecoverable
 	LinkDropped  uint64               `json:"link_dropped"`
+	LinkDrops    *linkDrops           `json:"link_drops,omitempty"`
 	Drops        *receiverDrops       `json:"drops,omitempty"`    // recv: what its stack dropped
 	Verified     bool                 `json:"verified,omitempty"` // demo: every byte compared
 	OK           bool                 `json:"ok"`
@@ -179,14 +221,15 @@ func printSender(w io.Writer, f statsFormat, r *senderReport) {
 		fmt.Fprintf(tw, "  sent\t%d bytes (%d %s) in %.2fs, %s; session closed after %.2fs\n",
 			r.Bytes, r.Messages, units(r.Mode, "messages", "writes"), r.Seconds, fmtRate(r.Rate), r.TotalSeconds)
 		fmt.Fprintf(tw, "  packets\tODATA %d  RDATA %d  SPM %d  NCF %d\n", r.ODATA, r.RDATA, r.SPMs, r.NCFs)
-		fmt.Fprintf(tw, "  NAKs received\t%d sequences (%d too late, %d duplicate)\n", r.NAKs, r.PGM.NaksReceivedTooLate, r.PGM.DuplicateNaks)
+		writeSourceCounters(tw, &r.PGM)
 		if r.LinkDropped > 0 {
-			fmt.Fprintf(tw, "  link drops\t%d packets (--loss)\n", r.LinkDropped)
+			fmt.Fprintf(tw, "  link drops\t%d packets (--loss)%s\n", r.LinkDropped, r.LinkDrops.detail())
 		}
 		if d := r.Drops; d != nil {
 			fmt.Fprintf(tw, "  dropped\tchecksum %d  malformed %d  no receiver %d  wrong TSI %d  flood limit %d\n",
 				d.Checksum, d.Malformed, d.NoReceiver, d.WrongTSI, d.FloodLimit)
 		}
+		writeStackCounters(tw, r.Stack)
 		if r.DeviceRefused > 0 {
 			fmt.Fprintf(tw, "  device refused\t%d packets\n", r.DeviceRefused)
 		}
@@ -209,7 +252,7 @@ func printReceiver(w io.Writer, f statsFormat, r *receiverReport) {
 		fmt.Fprintf(tw, "  NAKs sent\t%d packets for %d sequences (%d suppressed)\n", r.NAKs, r.NAKSeqs, r.PGM.NaksSuppressed)
 		fmt.Fprintf(tw, "  lost\t%d sequences unrecoverable\n", r.Lost)
 		if r.LinkDropped > 0 {
-			fmt.Fprintf(tw, "  link drops\t%d packets (--loss)\n", r.LinkDropped)
+			fmt.Fprintf(tw, "  link drops\t%d packets (--loss)%s\n", r.LinkDropped, r.LinkDrops.detail())
 		}
 		if d := r.Drops; d != nil {
 			fmt.Fprintf(tw, "  dropped\tchecksum %d  malformed %d  no receiver %d  wrong TSI %d  window overflow %d  backlog %d  session limit %d  ignored %d\n",
