@@ -19,9 +19,10 @@ const (
 	gCost      = "7. Cost"
 	gNAKFlood  = "8. Hostile networks: NAK floods against a source"
 	gFEC       = "9. Forward error correction"
+	gPGMCC     = "10. Congestion control (PGMCC) on a bottleneck"
 )
 
-var reportGroups = []string{gLimits, gBaseline, gTUN, gInproc, gLoss, gImplosion, gCost, gNAKFlood, gFEC}
+var reportGroups = []string{gLimits, gBaseline, gTUN, gInproc, gLoss, gImplosion, gCost, gNAKFlood, gFEC, gPGMCC, gZMQ}
 
 // fullFragments is the largest message that fills whole 1500-byte IP
 // packets: five fragments of 1436 bytes (OpenPGM's fragment size at MTU
@@ -239,6 +240,18 @@ func allCases(e *Env, runs int) []*Case {
 
 	// 9. FEC (fec.go).
 	for _, c := range fecCases(runs) {
+		add(c)
+	}
+
+	// 11. ZeroMQ against libzmq (zmq.go): 24 cases of about 2 s a run,
+	// three runs each.
+	for _, c := range zmqCases(e, min(runs, 3)) {
+		add(c)
+	}
+
+	// 10. PGMCC against a TCP flow on a tbf bottleneck (pgmcc.go): about
+	// 26 s a run, so at most three.
+	for _, c := range pgmccCases(runs) {
 		add(c)
 	}
 	return cs
