@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"text/tabwriter"
 	"time"
 
 	"github.com/pgmtun/pgmtun/stack"
@@ -25,7 +27,8 @@ func init() {
 		name:  "pub",
 		usage: "[flags] ENDPOINT",
 		summary: "publish standard input (or --in FILE) as ZeroMQ messages from a TUN-attached netstack\n" +
-			"to ENDPOINT, pgm://IFACE;GROUP:PORT or epgm://…, for libzmq SUBs and `pgmtun sub`",
+			"(or, epgm only, the host's UDP sockets: --host-udp) to ENDPOINT, pgm://IFACE;GROUP:PORT or\n" +
+			"epgm://…, for libzmq SUBs and `pgmtun sub`",
 		flags: func(fs *flag.FlagSet) func(*env, []string) int {
 			var o pubOptions
 			o.net.registerZMQ(fs)
@@ -57,8 +60,9 @@ func init() {
 	register(&command{
 		name:  "sub",
 		usage: "[flags] ENDPOINT",
-		summary: "receive ZeroMQ messages on a TUN-attached netstack from ENDPOINT, pgm://IFACE;GROUP:PORT\n" +
-			"or epgm://…, and write the last frame of each to standard output (or --out FILE)",
+		summary: "receive ZeroMQ messages on a TUN-attached netstack (or, epgm only, the host's UDP sockets:\n" +
+			"--host-udp) from ENDPOINT, pgm://IFACE;GROUP:PORT or epgm://…, and write the last frame of\n" +
+			"each to standard output (or --out FILE)",
 		flags: func(fs *flag.FlagSet) func(*env, []string) int {
 			var o subOptions
 			o.net.registerZMQ(fs)
@@ -108,9 +112,14 @@ type subOptions struct {
 // zmqLeftOut are the flags of send and recv that pub and sub do without:
 // the endpoint names group, port and transport (epgm:// is UDP
 // encapsulation on the endpoint's port), and messages are always RDM.
-// Host UDP sockets (--host-udp) are not offered yet: the zmq package
-// finds the endpoint's interface among a netstack's NICs.
-var zmqLeftOut = map[string]bool{"network": true, "port": true, "rdm": true, "udp-encap": true, "host-udp": true}
+var zmqLeftOut = map[string]bool{"network": true, "port": true, "rdm": true, "udp-encap": true}
+
+// zmqUsage replaces the help of flags whose send/recv text speaks of
+// --network.
+var zmqUsage = map[string]string{
+	"host-udp": "no device: epgm:// through the host's own UDP sockets, on the endpoint's one port, as\nlibzmq (no privilege needed); IFACE of the endpoint is then a host interface, by name or\naddress (default: the routing table's)",
+	"tun":      "TUN device `name` (default " + defaultTUN + ", or IFACE of the endpoint)",
+}
 
 // registerZMQ declares the network flags of send and recv on fs, less
 // zmqLeftOut.
@@ -118,15 +127,21 @@ func (f *netFlags) registerZMQ(fs *flag.FlagSet) {
 	all := flag.NewFlagSet("", flag.ContinueOnError)
 	f.register(all)
 	all.VisitAll(func(fl *flag.Flag) {
-		if !zmqLeftOut[fl.Name] {
-			fs.Var(fl.Value, fl.Name, fl.Usage)
+		if zmqLeftOut[fl.Name] {
+			return
 		}
+		usage := fl.Usage
+		if u, ok := zmqUsage[fl.Name]; ok {
+			usage = u
+		}
+		fs.Var(fl.Value, fl.Name, usage)
 	})
 }
 
 // zmqCommandLine takes the ENDPOINT argument and resolves the network
 // flags with it: IFACE is the TUN device's name or the netstack's address,
-// as in --network. The endpoint returned names the netstack's address.
+// as in --network, and the endpoint returned names the netstack's
+// address; with --host-udp, IFACE is a host interface and stays as given.
 func zmqCommandLine(cmd string, f *netFlags, args []string) (zmq.Endpoint, *netConfig, error) {
 	switch len(args) {
 	case 0:
@@ -138,6 +153,9 @@ func zmqCommandLine(cmd string, f *netFlags, args []string) (zmq.Endpoint, *netC
 	ep, err := zmq.ParseEndpoint(args[0])
 	if err != nil {
 		return zmq.Endpoint{}, nil, err
+	}
+	if f.hostUDP {
+		return zmqHostCommandLine(ep, f)
 	}
 	if a, err := netip.ParseAddr(ep.Interface); err == nil {
 		if f.addr != "" && strings.Split(f.addr, "/")[0] != a.String() {
@@ -155,6 +173,24 @@ func zmqCommandLine(cmd string, f *netFlags, args []string) (zmq.Endpoint, *netC
 	if ep.Transport == zmq.EPGM {
 		// As --udp-encap PORT would have it: --loss then drops UDP.
 		c.transport = stack.Transport{Kind: stack.TransportUDP, UnicastPort: ep.Port, MulticastPort: ep.Port}
+	}
+	return ep, c, nil
+}
+
+// zmqHostCommandLine is zmqCommandLine with --host-udp: epgm only, on
+// the endpoint's port for both unicast and multicast, as libzmq's epgm.
+func zmqHostCommandLine(ep zmq.Endpoint, f *netFlags) (zmq.Endpoint, *netConfig, error) {
+	if ep.Transport != zmq.EPGM {
+		return zmq.Endpoint{}, nil, fmt.Errorf("--host-udp carries epgm:// only: %s is raw IP protocol 113, which needs a TUN device (write epgm://, or leave out --host-udp)", ep)
+	}
+	if ep.Interface != "" && hostInterface(ep.Interface) == nil {
+		return zmq.Endpoint{}, nil, fmt.Errorf("%s: with --host-udp IFACE is a host interface, and none has the name or address %q", ep, ep.Interface)
+	}
+	f.network, f.port, f.rdm = ep.Interface+";"+ep.Group.String(), uint(ep.Port), true
+	f.udpEncap = strconv.Itoa(int(ep.Port))
+	c, err := f.resolve()
+	if err != nil {
+		return zmq.Endpoint{}, nil, err
 	}
 	return ep, c, nil
 }
@@ -184,7 +220,9 @@ func printPubSub(w io.Writer, f statsFormat, r *pubsubReport) {
 		fmt.Fprintf(w, "pgmtun %s: %s: %d messages, %s in %.2fs", r.Role, r.Endpoint, r.Messages, fmtBytes(float64(r.Bytes)), r.Seconds)
 		switch {
 		case r.Pub != nil:
-			fmt.Fprintf(w, "; %d TSDUs of up to %d bytes", r.Pub.TSDUs, r.Pub.TSDUSize)
+			p := r.Pub
+			fmt.Fprintf(w, "; %d messages accepted (%d frames, %d bytes), %d dropped at the high-water mark, %d queued; %d TSDUs of up to %d bytes",
+				p.Messages, p.Frames, p.Bytes, p.Dropped, p.Queued, p.TSDUs, p.TSDUSize)
 		case r.Sub != nil:
 			fmt.Fprintf(w, "; %d sessions, %d filtered, %d gaps (%d PGM sequences), %d messages dropped, %d framing errors",
 				r.Sub.Sessions, r.Sub.Filtered, r.Sub.LossEvents, r.Sub.LostSequences, r.Sub.Dropped, r.Sub.DecodeErrors)
@@ -199,6 +237,13 @@ func printPubSub(w io.Writer, f statsFormat, r *pubsubReport) {
 			fmt.Fprintf(w, "; --loss dropped %d", r.LinkDropped)
 		}
 		fmt.Fprintf(w, ": %s\n", r.Result)
+		if st := r.PGMSender; st != nil {
+			// Every counter of the json, as send prints them.
+			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+			fmt.Fprintf(tw, "  packets\tODATA %d  RDATA %d  SPM %d  NCF %d\n", st.TotalODataPacketsSent, st.RepairPacketsSent, st.SPMsSent, st.NCFsSent)
+			writeSourceCounters(tw, st)
+			tw.Flush()
+		}
 	}
 }
 

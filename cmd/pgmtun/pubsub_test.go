@@ -35,6 +35,14 @@ func TestPubSubCommandLine(t *testing.T) {
 		{[]string{"pub", "--network", ";239.192.0.1", "pgm://;239.192.0.1:5555"}, "flag provided but not defined: -network"},
 		{[]string{"sub", "--port", "7500", "pgm://;239.192.0.1:5555"}, "flag provided but not defined: -port"},
 		{[]string{"sub", "--rdm", "pgm://;239.192.0.1:5555"}, "flag provided but not defined: -rdm"},
+		{[]string{"sub", "--udp-encap", "5555", "epgm://;239.192.0.1:5555"}, "flag provided but not defined: -udp-encap"},
+		// --host-udp: epgm only, a host interface, no device.
+		{[]string{"sub", "--host-udp", "pgm://;239.192.0.1:5555"}, "--host-udp carries epgm:// only"},
+		{[]string{"pub", "--host-udp", "pgm://lo;239.192.0.1:5555"}, "--host-udp carries epgm:// only"},
+		{[]string{"sub", "--host-udp", "epgm://pgmtun-none9;239.192.0.1:5555"}, `none has the name or address "pgmtun-none9"`},
+		{[]string{"pub", "--host-udp", "epgm://192.0.2.77;239.192.0.1:5555"}, `none has the name or address "192.0.2.77"`},
+		{[]string{"pub", "--host-udp", "--tun", "pgm3", "epgm://;239.192.0.1:5555"}, "--tun: --host-udp uses the host's own UDP sockets"},
+		{[]string{"sub", "--host-udp", "--loss", "5", "epgm://;239.192.0.1:5555"}, "--loss: --host-udp"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, _, stderr := runWith(nil, tc.args...)
@@ -52,10 +60,10 @@ func TestPubSubHelp(t *testing.T) {
 		for _, m := range regexp.MustCompile(`(?m)^  -([a-z-]+)`).FindAllStringSubmatch(string(out), -1) {
 			flags[m[1]] = true
 		}
-		for _, f := range []string{"tun", "create", "addr", "host-addr", "loss", "seed", "rate", "pcap", "progress", "stats", "hwm", "ttl", "txw-secs"} {
+		for _, f := range []string{"tun", "create", "addr", "host-addr", "loss", "seed", "rate", "pcap", "progress", "stats", "hwm", "ttl", "txw-secs", "host-udp"} {
 			assert.True(t, flags[f], "pgmtun help %s lists --%s", cmd, f)
 		}
-		for _, f := range []string{"network", "port", "rdm", "udp-encap", "host-udp"} {
+		for _, f := range []string{"network", "port", "rdm", "udp-encap"} {
 			assert.False(t, flags[f], "pgmtun help %s leaves out --%s", cmd, f)
 		}
 		assert.Equal(t, cmd == "pub", flags["topic"] && flags["size"] && flags["in"])

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgmtun/pgmtun/internal/netns"
+	"github.com/pgmtun/pgmtun/interop"
+)
+
+// `pgmtun pub --host-udp` and `pgmtun sub --host-udp`, built, with their
+// default flags, against libzmq 4.3.4 (interop/zmqpeer.py) over epgm on
+// the host UDP sockets of two namespaces joined by a veth pair: no device
+// anywhere. 5 % of the publisher's UDP is dropped once its stream is
+// under way (a receiver's window starts at the first packet it sees).
+
+// zmqHostNet makes the two namespaces, pgmtun-ca (10.214.6.1) in a and
+// pgmtun-cb (10.214.6.2) in b.
+func zmqHostNet(t *testing.T) (a, b *netns.NS) {
+	t.Helper()
+	a, b = netns.New(t), netns.New(t)
+	netns.Veth(t, a, "pgmtun-ca", "10.214.6.1/24", b, "pgmtun-cb", "10.214.6.2/24")
+	require.NoError(t, a.WaitUp("pgmtun-ca", 5*time.Second))
+	require.NoError(t, b.WaitUp("pgmtun-cb", 5*time.Second))
+	return a, b
+}
+
+// TestSubHostUDPFromLibzmq: a libzmq PUB in a; `pgmtun sub --host-udp
+// --subscribe` in b, naming its interface by name, writes the last frame
+// of each matching message.
+func TestSubHostUDPFromLibzmq(t *testing.T) {
+	bin := buildPgmtun(t)
+	script, err := interop.ZMQPeerScript(t.TempDir())
+	require.NoError(t, err)
+	a, b := zmqHostNet(t)
+	const (
+		group = "239.192.18.3:5603"
+		count = 200
+	)
+	msgs, want := zmqMessages("t.x", count, 1500)
+	in := filepath.Join(t.TempDir(), "in")
+	require.NoError(t, interop.WriteZMQMessages(in, msgs))
+
+	out := filepath.Join(t.TempDir(), "out")
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	cmd := b.Command(ctx, bin, "sub", "--host-udp", "--subscribe", "t.", "--count", fmt.Sprint(count),
+		"--out", out, "--stats", "json", "--progress", "off", "epgm://pgmtun-cb;"+group)
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		default:
+			cmd.Process.Kill() // by its PID
+			<-exited
+		}
+	})
+	waitUDPPort(t, b, 5603, exited, &stderr)
+
+	// 5 ms between messages: the stream lasts two seconds or more, lossy
+	// from 0.3 s into it.
+	peer, err := interop.StartZMQPeer(script, a.Name, "pub", "epgm://10.214.6.1;"+group, "--in", in, "--interval", "0.005")
+	require.NoError(t, err)
+	t.Cleanup(peer.Kill)
+	select {
+	case <-peer.Sending():
+	case <-exited:
+		t.Fatalf("sub exited:\n%s", stderr.String())
+	case <-time.After(10 * time.Second):
+		t.Fatalf("zmqpeer not sending:\n%s", peer.Stderr())
+	}
+	time.Sleep(300 * time.Millisecond)
+	table := a.Loss(t, netns.LossRule{Iface: "pgmtun-ca", Dir: netns.Egress, Percent: 5, IPProto: 17})
+	select {
+	case <-exited:
+	case <-ctx.Done():
+		t.Fatalf("sub did not finish:\n%s\nzmqpeer:\n%s", stderr.String(), peer.Stderr())
+	}
+	require.NoError(t, waitErr, "sub:\n%s\nzmqpeer:\n%s", stderr.String(), peer.Stderr())
+	require.NoError(t, peer.CloseStdin())
+	require.NoError(t, peer.Wait(5*time.Second))
+
+	got, err := os.ReadFile(out)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(want, got), "output: %d bytes, want %d", len(got), len(want))
+	var rep pubsubReport
+	require.NoError(t, json.Unmarshal([]byte(stderr.String()), &rep), stderr.String())
+	dropped, err := a.Dropped(table)
+	require.NoError(t, err)
+	t.Logf("sub: %d messages; %+v; ODATA %d RDATA %d; dropped %d", rep.Messages, *rep.Sub, rep.PGMReceiver.NumODataPacketsReceived, rep.PGMReceiver.NumRDataPacketsReceived, dropped)
+	assert.Equal(t, "ok", rep.Result)
+	assert.EqualValues(t, count, rep.Messages)
+	assert.GreaterOrEqual(t, rep.Sub.Filtered, uint64(count-1), "the other topic")
+	assert.Positive(t, dropped)
+	assert.Positive(t, rep.PGMReceiver.NumRDataPacketsReceived, "libzmq repaired the loss")
+	assert.Zero(t, rep.Sub.LossEvents)
+}
+
+// TestPubHostUDPToLibzmq: `pgmtun pub --host-udp --topic` in a, naming
+// its interface by address, a libzmq SUB in b.
+func TestPubHostUDPToLibzmq(t *testing.T) {
+	bin := buildPgmtun(t)
+	script, err := interop.ZMQPeerScript(t.TempDir())
+	require.NoError(t, err)
+	a, b := zmqHostNet(t)
+	const (
+		group       = "239.192.18.4:5604"
+		count, size = 400, 1000
+	)
+	data := randomBytes(11, count*size-77) // the last message is shorter
+	out := filepath.Join(t.TempDir(), "out")
+	peer, err := interop.StartZMQPeer(script, b.Name, "sub", "epgm://10.214.6.2;"+group, "--out", out, "--count", fmt.Sprint(count), "--subscribe", "news")
+	require.NoError(t, err)
+	t.Cleanup(peer.Kill)
+	select {
+	case <-peer.Ready():
+	case <-peer.Done():
+		t.Fatalf("zmqpeer exited:\n%s", peer.Stderr())
+	case <-time.After(10 * time.Second):
+		t.Fatalf("zmqpeer not ready:\n%s", peer.Stderr())
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	cmd := a.Command(ctx, bin, "pub", "--host-udp", "--topic", "news", "--size", fmt.Sprint(size),
+		"--stats", "json", "--progress", "off", "epgm://10.214.6.1;"+group)
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		default:
+			cmd.Process.Kill() // by its PID
+			<-exited
+		}
+	})
+	// The first message, then the loss, then the rest.
+	_, err = stdin.Write(data[:size])
+	require.NoError(t, err)
+	time.Sleep(300 * time.Millisecond)
+	table := a.Loss(t, netns.LossRule{Iface: "pgmtun-ca", Dir: netns.Egress, Percent: 5, IPProto: 17})
+	_, err = stdin.Write(data[size:])
+	require.NoError(t, err)
+	require.NoError(t, stdin.Close())
+	require.NoError(t, peer.Wait(30*time.Second), "pub:\n%s", stderr.String())
+	select {
+	case <-exited:
+	case <-ctx.Done():
+		t.Fatalf("pub did not finish:\n%s", stderr.String())
+	}
+	require.NoError(t, waitErr, "pub:\n%s", stderr.String())
+
+	msgs, err := interop.ReadZMQMessages(out)
+	require.NoError(t, err)
+	require.Len(t, msgs, count)
+	var got []byte
+	for i, m := range msgs {
+		require.Len(t, m, 2, "message %d: topic and body", i)
+		require.Equal(t, "news", string(m[0]))
+		got = append(got, m[1]...)
+	}
+	require.True(t, bytes.Equal(data, got), "bodies: %d bytes, want %d", len(got), len(data))
+	var rep pubsubReport
+	require.NoError(t, json.Unmarshal([]byte(stderr.String()), &rep), stderr.String())
+	dropped, err := a.Dropped(table)
+	require.NoError(t, err)
+	t.Logf("pub: %+v; ODATA %d, NAKs %d, RDATA %d; dropped %d", *rep.Pub, rep.PGMSender.TotalODataPacketsSent, rep.PGMSender.NaksReceived, rep.PGMSender.RepairPacketsSent, dropped)
+	assert.Equal(t, "ok", rep.Result)
+	assert.EqualValues(t, count, rep.Messages)
+	assert.EqualValues(t, len(data), rep.Bytes)
+	assert.Positive(t, dropped)
+	assert.Positive(t, rep.PGMSender.NaksReceived, "libzmq's NAKs reach the endpoint's port")
+	assert.Positive(t, rep.PGMSender.RepairPacketsSent)
+}
+
+// waitUDPPort waits until a process in ns listens on UDP port port.
+func waitUDPPort(t *testing.T, ns *netns.NS, port int, exited <-chan struct{}, stderr *lockedBuffer) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		if out, err := ns.Run("ss", "-Hlun", fmt.Sprintf("sport = :%d", port)); err == nil && strings.Contains(out, fmt.Sprintf(":%d", port)) {
+			return
+		}
+		select {
+		case <-exited:
+			t.Fatalf("exited before listening:\n%s", stderr.String())
+		case <-deadline:
+			t.Fatalf("nothing listens on UDP port %d", port)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
