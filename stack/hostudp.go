@@ -335,12 +335,7 @@ func parsePktinfo(oob []byte) (netip.Addr, int) {
 // a host socket and dispatches it like any other.
 func (p *Protocol) deliverBytes(b []byte, in Inbound) {
 	p.c.received.Add(1)
-	if err := wire.VerifyChecksum(b); err != nil || len(b) < wire.HeaderLen {
-		if errors.Is(err, wire.ErrChecksum) {
-			p.c.checksum.Add(1)
-		} else {
-			p.c.malformed.Add(1)
-		}
+	if err := wire.VerifyChecksum(b); err != nil && !p.takeBadChecksum(b, err) {
 		return
 	}
 	in.Header, in.Data = wire.Header(b[:wire.HeaderLen]), b

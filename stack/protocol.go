@@ -45,6 +45,11 @@ type ProtocolStats struct {
 	PacketsReceived uint64 // PGM packets that reached the transport layer
 	Malformed       uint64 // shorter than the common header
 	ChecksumErrors  uint64 // bad PGM checksum: dropped
+	// HeldBackRepairs: RDATA with OPT_PGMCC_DATA whose checksum covers
+	// its header and options only, as OpenPGM 5.3's PGMCC source sends
+	// the repair of a packet its window held back (wire.HeldBackRepair):
+	// taken, its TSDU unverified. Not in ChecksumErrors.
+	HeldBackRepairs uint64
 	NoReceiver      uint64 // no socket matched: dropped silently (no ICMP)
 	WrongTSI        uint64 // NAK, NNAK or SPMR for a TSI no source here owns: dropped
 	Delivered       uint64 // handed to at least one socket
@@ -62,7 +67,7 @@ type ProtocolStats struct {
 type protocolCounters struct {
 	received, malformed, checksum, noReceiver, delivered, sent, sendErrors atomic.Uint64
 	txQueueDrops, backlogDrops, sessionLimitDrops                          atomic.Uint64
-	wrongTSI                                                               atomic.Uint64
+	wrongTSI, heldBack                                                     atomic.Uint64
 }
 
 // binding is one receiver registration: packets for data port port whose
@@ -155,6 +160,7 @@ func (p *Protocol) Stats() ProtocolStats {
 		PacketsReceived:   p.c.received.Load(),
 		Malformed:         p.c.malformed.Load(),
 		ChecksumErrors:    p.c.checksum.Load(),
+		HeldBackRepairs:   p.c.heldBack.Load(),
 		NoReceiver:        p.c.noReceiver.Load(),
 		WrongTSI:          p.c.wrongTSI.Load(),
 		Delivered:         p.c.delivered.Load(),
@@ -232,12 +238,7 @@ func (p *Protocol) deliver(id tcpipstack.TransportEndpointID, pkt *tcpipstack.Pa
 	if scratch != nil {
 		defer scratchPool.Put(scratch)
 	}
-	if err != nil {
-		if errors.Is(err, wire.ErrChecksum) {
-			p.c.checksum.Add(1)
-		} else {
-			p.c.malformed.Add(1)
-		}
+	if err != nil && !p.takeBadChecksum(b, err) {
 		return false
 	}
 	p.dispatchCounted(Inbound{
@@ -250,6 +251,22 @@ func (p *Protocol) deliver(id tcpipstack.TransportEndpointID, pkt *tcpipstack.Pa
 		UDPPort: udpPort,
 	})
 	return true
+}
+
+// takeBadChecksum counts a packet b that failed verification with err and
+// reports whether to take it all the same: only OpenPGM's held-back PGMCC
+// repairs (wire.HeldBackRepair), which have their own counter.
+func (p *Protocol) takeBadChecksum(b []byte, err error) bool {
+	switch {
+	case !errors.Is(err, wire.ErrChecksum):
+		p.c.malformed.Add(1)
+	case wire.HeldBackRepair(b):
+		p.c.heldBack.Add(1)
+		return true
+	default:
+		p.c.checksum.Add(1)
+	}
+	return false
 }
 
 // dispatchCounted dispatches in and counts the outcome.

@@ -49,6 +49,7 @@ var stackFams = []*family[ps]{
 	fam("pgmtun_stack_packets_delivered_total", "PGM packets handed to at least one socket.", true, stackLabels, func(s *ps) float64 { return float64(s.Delivered) }),
 	fam("pgmtun_stack_packets_sent_total", "PGM packets sent.", true, stackLabels, func(s *ps) float64 { return float64(s.PacketsSent) }),
 	fam("pgmtun_stack_send_errors_total", "PGM packets the network layer refused.", true, stackLabels, func(s *ps) float64 { return float64(s.SendErrors) }),
+	fam("pgmtun_stack_held_back_repairs_total", "OpenPGM PGMCC repairs taken with a checksum over header and options only (TSDU unverified).", true, stackLabels, func(s *ps) float64 { return float64(s.HeldBackRepairs) }),
 }
 
 // dropReasons label pgmtun_stack_packets_dropped_total.

@@ -62,18 +62,17 @@ func (c *rxCC) echo(now time.Time) uint32 {
 func (c *rxCC) self() netip.Addr { return nla(c.me) }
 
 // ccData is the session's PGMCC handling of a data packet q.
-func (pr *session) ccData(now time.Time, p wire.Packet, q seq.Num, rdata bool) {
+func (pr *session) ccData(now time.Time, p wire.Packet, q seq.Num) {
 	c := pr.cc
+	// A repair can be ahead of every ODATA seen: its ODATA was lost at
+	// the end of a burst, or never sent (OpenPGM's PGMCC source repairs
+	// packets its window held back, see wire.HeldBackRepair). It counts
+	// as received, as OpenPGM's receivers count it: the ACK of it is what
+	// reopens that source's window.
 	switch {
 	case !c.have:
-		if rdata {
-			return
-		}
 		c.have, c.lead, c.bits = true, q, math.MaxUint32
 	case q.After(c.lead):
-		if rdata {
-			return // a repair is never ahead of what ODATA showed; ignore
-		}
 		d := int64(int32(q - c.lead))
 		w := float64(c.cfg.LossWeight) / 65536
 		lost := min(d-1, 1<<20)
@@ -105,8 +104,9 @@ func (pr *session) ccData(now time.Time, p wire.Packet, q seq.Num, rdata bool) {
 	case c.me.IsValid() && acker == c.me:
 		c.ackAt = time.Time{}
 		pr.r.queue(outReq{p: pr, ack: true})
-	case rdata:
 	case !acker.IsValid() || acker.IsUnspecified():
+		// An election, in RDATA too: OpenPGM's repair carries the
+		// options of its ODATA, built before any acker was named.
 		if c.ackAt.IsZero() {
 			bo := c.cfg.AckBackoff
 			c.ackAt = now.Add(time.Duration(1 + pr.r.rng.Int64N(int64(bo))))

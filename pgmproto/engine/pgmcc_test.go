@@ -176,3 +176,44 @@ func TestPGMCCReceiverFeedback(t *testing.T) {
 	h.toReceiver(pCCODATA(5, 1, 602, netip.MustParseAddr("10.0.1.6")))
 	require.Len(t, h.of(wire.TypeACK), 3)
 }
+
+// OpenPGM's PGMCC source at its start: ODATA 0, then the packet its window
+// held back arrives only as RDATA, ahead of every ODATA, with the options
+// of an ODATA built before any acker was named. The receiver counts it as
+// received and answers the election it carries: that ACK (RX_MAX 1) is the
+// one that credits OpenPGM's window. A repair ahead that names it is ACKed
+// at once.
+func TestPGMCCReceiverRepairAhead(t *testing.T) {
+	c := ccConfig()
+	me := netip.MustParseAddr("10.0.1.5")
+	c.NLA = me
+	r, err := NewReceiver(c, t0, rand.New(rand.NewPCG(3, 4)))
+	require.NoError(t, err)
+	h := &harness{t: t, now: t0, rx: r}
+	pRDATA := func(sqn seq.Num, ts uint32, acker netip.Addr) []byte {
+		n := encodeDataCC(buf, wire.TypeRDATA, tTSI, tPort, sqn, 0, []byte("x"), nil, 0, joinOpt{}, ts, acker)
+		return append([]byte(nil), buf[:n]...)
+	}
+	h.toReceiver(pCCODATA(0, 0, 100, netip.IPv4Unspecified()))
+	h.run(60 * time.Millisecond)
+	require.Len(t, h.of(wire.TypeACK), 1, "election answered")
+
+	h.toReceiver(pRDATA(1, 100, netip.IPv4Unspecified()))
+	require.Len(t, h.of(wire.TypeACK), 1, "an election answer waits its back-off")
+	h.run(60 * time.Millisecond)
+	acks := h.of(wire.TypeACK)
+	require.Len(t, acks, 2, "the election in a repair is answered")
+	a := acks[1].p.ACK()
+	require.Equal(t, seq.Num(1), a.RxMax(), "the repair ahead counts as received")
+	require.Equal(t, uint32(0xffffffff), a.Bitmap())
+
+	h.toReceiver(pRDATA(3, 200, me))
+	acks = h.of(wire.TypeACK)
+	require.Len(t, acks, 3, "named in a repair: ACKed at once")
+	a = acks[2].p.ACK()
+	require.Equal(t, seq.Num(3), a.RxMax())
+	require.Equal(t, uint32(0xfffffffd), a.Bitmap(), "bit 1 (sequence 2) clear")
+	st, _ := r.SessionStats(tTSI)
+	require.Equal(t, uint64(3), st.PGMCCAcksSent)
+	require.Equal(t, uint64(2), st.NumRDataPacketsReceived)
+}

@@ -240,7 +240,7 @@ func (pr *session) onData(now time.Time, p wire.Packet) {
 		}
 	}
 	if pr.cc != nil {
-		pr.ccData(now, p, q, isRDATA)
+		pr.ccData(now, p, q)
 	}
 	w := &pr.w
 	pr.sourceTrail(d.Trail())
