@@ -22,8 +22,11 @@ import (
 // NAKs: when the source offers on-demand parity, a missing sequence of a
 // group the source has finished is asked for with a parity NAK (group |
 // count−1, count = packets missing less parity held), one per group,
-// instead of a selective NAK; sequences of the group still being sent, or
-// of a group whose earlier packets are gone, are NAKed selectively. Both
+// instead of a selective NAK. A NAK due while its group is still being
+// sent waits for the group's end while data flows; if the data stops
+// short of it, it asks for the short group's parity (OPT_CURR_TGSIZE),
+// and selectively if that goes unconfirmed. Sequences of a group whose
+// earlier packets are gone are NAKed selectively. Both
 // bits of OPT_PARITY_PRM count as an offer: RFC 3208 names 0x01 on-demand,
 // OpenPGM 0x02. A source that does not confirm a parity NAK (an NCF with
 // the parity bit) within NAK_RPT_IVL is asked selectively from then on.
@@ -47,6 +50,7 @@ type rxGroup struct {
 	roundHeld int
 	roundMax  int
 	length    int // parity TSDU length; 0 until parity arrives
+	tgs       int // the group size the parity held counts (OPT_CURR_TGSIZE)
 	varLen    bool
 	opt       bool // parity carries an encoded OPT_FRAGMENT
 	// selective: a parity index came twice, so the source has no fresh
@@ -78,6 +82,7 @@ type rxFEC struct {
 	in, out  [][]byte // decode scratch
 	idx      []int
 	sym, res [][]byte // padded symbols, decode outputs
+	zero     []byte   // the symbol of a sequence beyond a short group
 	opts     [][]byte // OPT_FRAGMENT bodies in, out
 	optOut   [][]byte
 	optBuf   []byte
@@ -149,11 +154,18 @@ func (pr *session) fecDropGroup(g seq.Num) {
 	if grp == nil {
 		return
 	}
+	pr.fecDropParity(grp)
+	delete(pr.fec.groups, g)
+}
+
+// fecDropParity releases the parity packets grp holds.
+func (pr *session) fecDropParity(grp *rxGroup) {
 	for _, par := range grp.parity {
 		pr.w.account(-cap(par.data))
 		pr.r.pool.put(par.data)
 	}
-	delete(pr.fec.groups, g)
+	clear(grp.parity)
+	grp.parity = grp.parity[:0]
 }
 
 // onParity handles ODATA/RDATA with the parity bit.
@@ -178,12 +190,16 @@ func (pr *session) onParity(now time.Time, p wire.Packet) {
 	j := f.k + h
 	varLen := p.Header.OptFlags()&wire.OptFlagVarPktLen != 0
 	length := len(p.Payload)
-	if j >= fec.MaxN || length == 0 || (varLen && length <= varLenTrailer) {
+	tgs := f.k
+	if o, ok := p.CurrTGSize(); ok {
+		tgs = int(min(o.Size(), uint32(f.k)+1)) // a short group: the rest count as zeros
+	}
+	if j >= fec.MaxN || length == 0 || (varLen && length <= varLenTrailer) || tgs < 1 || tgs > f.k {
 		pr.stats.ParityDropped++
 		return
 	}
 	w := &pr.w
-	last := g + f.mask
+	last := g + seq.Num(tgs-1)
 	if last.Before(w.trail) || (g.Before(w.trail) && f.retG != g) {
 		pr.stats.ParityUnused++ // the group is delivered (or its start is gone)
 		return
@@ -199,8 +215,16 @@ func (pr *session) onParity(now time.Time, p wire.Packet) {
 	}
 	fo, hasOpt := p.Fragment()
 	grp := pr.fecGroup(g)
+	if len(grp.parity) > 0 && tgs != grp.tgs {
+		if tgs < grp.tgs {
+			pr.stats.ParityUnused++ // parity of a shorter group than held
+			return
+		}
+		// The group grew past the short one the parity held counts.
+		pr.fecDropParity(grp)
+	}
 	if len(grp.parity) == 0 {
-		grp.length, grp.varLen, grp.opt = length, varLen, hasOpt
+		grp.length, grp.varLen, grp.opt, grp.tgs = length, varLen, hasOpt, tgs
 	}
 	if grp.length != length || grp.varLen != varLen || grp.opt != hasOpt || (hasOpt && len(fo) < 3+fragBodyLen) {
 		pr.stats.ParityDropped++ // inconsistent with the group's other parity
@@ -295,7 +319,7 @@ func (pr *session) fecTry(g seq.Num) {
 		dataMax = L - varLenTrailer
 	}
 	missing := 0
-	for i := range k {
+	for i := range grp.tgs {
 		s := g + seq.Num(i)
 		switch {
 		case s.Before(w.trail):
@@ -324,6 +348,15 @@ func (pr *session) fecTry(g seq.Num) {
 		var payload []byte
 		var fr fragInfo
 		var has bool
+		if i >= grp.tgs {
+			// Beyond a short group: zeros, as the source counted them.
+			if len(f.zero) < L {
+				f.zero = make([]byte, L)
+			}
+			f.idx[i], f.in[i] = i, f.zero[:L]
+			clear(f.opts[i])
+			continue
+		}
 		switch {
 		case s.Before(w.trail):
 			payload, fr, has = f.ret[i], f.retFrag[i], f.retHas[i]
@@ -452,12 +485,11 @@ func (pr *session) fecConfirm(now time.Time, p wire.Packet) {
 	conf := func(q seq.Num) {
 		g, count := q&^f.mask, int(q&f.mask)+1
 		if (g + f.mask).Before(w.trail) || g.After(w.lead) {
-			return // nothing of the group is missing here
+			return // passed, or beyond anything we know of
 		}
-		missing, ok := pr.fecMissing(g)
-		if ok && missing == 0 {
-			return
-		}
+		// The round is recorded even when nothing of the group is missing
+		// here yet: the round's parity may show that its end was lost.
+		missing, ok := pr.fecMissing(g, pr.fecSpan(g))
 		grp := pr.fecGroup(g)
 		if !pr.fecRound(now, grp) {
 			grp.roundAt, grp.roundHeld, grp.roundMax = now, len(grp.parity), 0
@@ -495,12 +527,15 @@ func (pr *session) fecParityNAK(now time.Time, s seq.Num) (handled, blocked bool
 	if g.Before(w.trail) && f.retG != g {
 		return false, false // the group's start is gone
 	}
-	if (g + f.mask).After(w.known) {
+	c := pr.fecSpan(g)
+	if c < f.k {
 		// The group is still being sent. While data flows its end is a
 		// few packets away, and one parity NAK then asks for every loss
 		// in it (a selective NAK now costs a repair that parity would
 		// have made for other receivers too): back off again. Once the
-		// data stops short of the group's end, NAK selectively.
+		// data stops short of the group's end, ask for the short group's
+		// parity (OPT_CURR_TGSIZE), once: a source that does not confirm
+		// it is asked selectively.
 		if pr.fecFlowing(now) {
 			at := now.Add(r.backoff())
 			w.setTimer(s, at)
@@ -508,13 +543,17 @@ func (pr *session) fecParityNAK(now time.Time, s seq.Num) (handled, blocked bool
 			pr.stats.ParityNaksDeferred++
 			return true, false
 		}
-		return false, false
+		for i := range c {
+			if q := g + seq.Num(i); !q.Before(w.trail) && w.at(q).state.missing() && w.at(q).ncfRetries > 0 {
+				return false, false
+			}
+		}
 	}
 	if !f.answered && !f.firstNAK.IsZero() && now.Sub(f.firstNAK) >= r.cfg.NAKRptIvl {
 		f.refused = true
 		return false, false
 	}
-	missing, ok := pr.fecMissing(g)
+	missing, ok := pr.fecMissing(g, c)
 	if !ok {
 		return false, false
 	}
@@ -529,7 +568,7 @@ func (pr *session) fecParityNAK(now time.Time, s seq.Num) (handled, blocked bool
 		}
 	}
 	count := missing - held
-	if count <= 0 || count > f.k {
+	if count <= 0 || count > c {
 		return false, false
 	}
 	if !r.naks.take(now) {
@@ -551,13 +590,23 @@ func (pr *session) fecParityNAK(now time.Time, s seq.Num) (handled, blocked bool
 	return true, false
 }
 
-// fecMissing counts the packets group g misses; false if it cannot be
-// asked for with parity (a packet lost for good, or delivered before FEC
-// or before the session began).
-func (pr *session) fecMissing(g seq.Num) (int, bool) {
+// fecSpan is how many sequences of group g are known to exist: k, or
+// fewer while (or if) the source is still sending it.
+func (pr *session) fecSpan(g seq.Num) int {
+	f, w := pr.fec, &pr.w
+	if (g + f.mask).After(w.known) {
+		return int(w.known-g) + 1
+	}
+	return f.k
+}
+
+// fecMissing counts the packets of the first c of group g that are
+// missing; false if they cannot be asked for with parity (a packet lost
+// for good, or delivered before FEC or before the session began).
+func (pr *session) fecMissing(g seq.Num, c int) (int, bool) {
 	f, w := pr.fec, &pr.w
 	missing := 0
-	for i := range f.k {
+	for i := range c {
 		q := g + seq.Num(i)
 		if q.Before(w.trail) {
 			if f.retG != g || !f.retOK[i] {

@@ -33,7 +33,12 @@ import (
 // Parity goes out as repairs: within the repair budget, before other
 // repairs. Proactive parity follows each complete group; a parity NAK
 // (NAK with the parity bit, sequence = group | count−1) asks for count
-// more, confirmed by an NCF with the parity bit.
+// packets, confirmed by an NCF with the parity bit (see txGroup for how
+// NAKs of many receivers are answered). A parity NAK for the group being
+// sent (the data stopped inside it) gets the parity of the c sequences
+// sent so far, with OPT_CURR_TGSIZE c (RFC 3208 §9.8, 10): the others
+// count as symbols of zeros, so the parity stays right for the first c
+// whatever follows, and later parity of the group gets fresh indices.
 
 // FECConfig is a source's FEC setting, as Winsock's RM_FEC_INFO.
 type FECConfig struct {
@@ -127,6 +132,7 @@ type txFEC struct {
 	pad    [][]byte  // their padded copies (variable length)
 	opts   [][]byte  // their OPT_FRAGMENT bodies
 	optBuf []byte
+	zero   []byte // the symbol of a sequence a short group has not sent
 }
 
 func newTXFEC(c FECConfig) *txFEC {
@@ -173,6 +179,21 @@ func (s *Source) fecGroupHeld(g seq.Num) bool {
 	return g&s.fec.mask == 0 && s.w.has(g) && s.w.has(g+s.fec.mask)
 }
 
+// fecGroupSize returns how many sequences of group g have been sent, all
+// still in the window: k for a complete group, fewer for the group being
+// sent (the last, short group: its parity carries OPT_CURR_TGSIZE and
+// counts the sequences not sent as zeros), 0 if the group is not held.
+func (s *Source) fecGroupSize(g seq.Num) int {
+	f := s.fec
+	switch {
+	case g&f.mask != 0 || !s.w.has(g):
+		return 0
+	case s.w.has(g + f.mask):
+		return f.k
+	}
+	return int(s.w.lead()-g) + 1
+}
+
 // fecSentODATA is called after ODATA q went out: the group it completes
 // gets its proactive parity.
 func (s *Source) fecSentODATA(q seq.Num) {
@@ -184,8 +205,11 @@ func (s *Source) fecSentODATA(q seq.Num) {
 	if !s.fecGroupHeld(g) {
 		return
 	}
-	gr := s.fecGroup(g)
-	gr.next = 0
+	gr := f.groups[g]
+	if gr == nil {
+		gr = s.fecGroup(g)
+		gr.next = 0
+	} // else its short parity went out: fresh indices follow it
 	s.fecQueue(g, gr, f.cfg.Proactive)
 }
 
@@ -220,13 +244,21 @@ func (s *Source) onParityNAK(now time.Time, p wire.Packet) {
 	handle := func(q seq.Num) {
 		s.stats.NaksReceived++
 		g, count := q&^f.mask, int(q&f.mask)+1
-		if !s.fecGroupHeld(g) {
+		c := s.fecGroupSize(g)
+		if c == 0 {
 			s.stats.NaksReceivedTooLate++
 			tooLate = true
 			return
 		}
-		s.lastNAK = now
 		gr := s.fecGroup(g)
+		if c < f.k && s.fecParityLen(g, s.fecIndex(gr)) > s.cfg.MaxTPDU {
+			// No room for OPT_CURR_TGSIZE in this short group's parity:
+			// unconfirmed, the receivers ask selectively.
+			s.stats.NaksReceivedTooLate++
+			return
+		}
+		count = min(count, c)
+		s.lastNAK = now
 		if gr.roundAt.IsZero() || now.Sub(gr.roundAt) >= s.fecHoldOff() {
 			// Parity still queued (behind the rate limits) has reached
 			// no receiver yet: it serves the new round.
@@ -281,7 +313,7 @@ func (s *Source) fecNCFLen(k int) int {
 // buckets never hold more than its next packet needs, so parity asking for
 // more than a packet of its group waited for the end of the data.
 func (s *Source) fecParityLen(g seq.Num, h int) int {
-	length, varLen, frags := s.fecGroupShape(g)
+	length, varLen, frags, c := s.fecGroupShape(g)
 	n := s.cfg.NetHeaderLen + dataHeaderLen + length
 	if varLen {
 		n += varLenTrailer
@@ -293,6 +325,9 @@ func (s *Source) fecParityLen(g seq.Num, h int) int {
 	if h >= s.fec.k {
 		opts += wire.OptParityGrpLen
 	}
+	if c < s.fec.k {
+		opts += wire.OptCurrTGSizeLen
+	}
 	if opts > 0 {
 		n += optLengthLen + opts
 	}
@@ -300,9 +335,10 @@ func (s *Source) fecParityLen(g seq.Num, h int) int {
 }
 
 // fecGroupShape returns the longest TSDU of group g, whether their
-// lengths differ, and whether any has OPT_FRAGMENT.
-func (s *Source) fecGroupShape(g seq.Num) (length int, varLen, frags bool) {
-	for i := range s.fec.k {
+// lengths differ, whether any has OPT_FRAGMENT, and the group's size.
+func (s *Source) fecGroupShape(g seq.Num) (length int, varLen, frags bool, c int) {
+	c = s.fecGroupSize(g)
+	for i := range c {
 		e := s.w.at(g + seq.Num(i))
 		if i > 0 && len(e.payload) != length {
 			varLen = true
@@ -310,7 +346,7 @@ func (s *Source) fecGroupShape(g seq.Num) (length int, varLen, frags bool) {
 		length = max(length, len(e.payload))
 		frags = frags || e.hasFrag
 	}
-	return length, varLen, frags
+	return length, varLen, frags, c
 }
 
 // fecIndex is the parity index the next parity packet of gr gets.
@@ -323,7 +359,7 @@ func (s *Source) fecHead() (seq.Num, *txGroup, bool) {
 	for len(f.queue) > 0 {
 		g := f.queue[0]
 		gr := f.groups[g]
-		if gr != nil && gr.pending > 0 && s.fecGroupHeld(g) {
+		if gr != nil && gr.pending > 0 && s.fecGroupSize(g) > 0 {
 			return g, gr, true
 		}
 		if gr != nil {
@@ -388,12 +424,21 @@ func (s *Source) fecNext(now time.Time) (Transmit, bool) {
 func (s *Source) encodeParity(g seq.Num, h int) int {
 	f := s.fec
 	k := f.k
-	length, varLen, frags := s.fecGroupShape(g)
+	length, varLen, frags, c := s.fecGroupShape(g)
 	plen := length
 	if varLen {
 		plen += varLenTrailer
 	}
 	for i := range k {
+		if i >= c {
+			// Not sent (a short group): a symbol of zeros.
+			if len(f.zero) < plen {
+				f.zero = make([]byte, max(plen, s.cfg.maxTSDU()+varLenTrailer))
+			}
+			f.src[i] = f.zero[:plen]
+			clear(f.opts[i])
+			continue
+		}
 		e := s.w.at(g + seq.Num(i))
 		f.src[i] = e.payload
 		if varLen {
@@ -425,6 +470,9 @@ func (s *Source) encodeParity(g seq.Num, h int) int {
 	}
 	if h >= k {
 		b.ParityGrp(uint32(h / k))
+	}
+	if c < k {
+		b.CurrTGSize(uint32(c))
 	}
 	if dst := b.PayloadBuf(plen); dst != nil {
 		f.code.Encode(k+h, f.src, dst)

@@ -126,8 +126,10 @@ func join(s []string) string {
 }
 
 // TestFECSourceParityNAK: a parity NAK for count c gets a parity NCF and c
-// parity packets with indices never sent before; one for a group that left
-// the window (or is not complete) gets nothing.
+// parity packets with indices never sent before; one for the group being
+// sent gets the parity of the sequences sent so far, with OPT_CURR_TGSIZE
+// (the rest count as zeros); one for a group that left the window gets
+// nothing.
 func TestFECSourceParityNAK(t *testing.T) {
 	c := fecConfig(4, 0, true)
 	c.InitialSQN = 100
@@ -162,12 +164,34 @@ func TestFECSourceParityNAK(t *testing.T) {
 	out = nak(later, 100) // one more: fresh index 2
 	require.Len(t, out, 2)
 	require.Equal(t, seq.Num(102), out[1].Data().SQN())
-	// Group 104 is not complete (104, 105 sent only): no parity.
-	out = nak(later, 104)
+	// Group 104 is short (104, 105 sent): a NAK for 3 is one for 2.
+	out = nak(later, 104|2)
+	require.Len(t, out, 3)
+	require.Equal(t, seq.Num(104|1), out[0].NAK().SQN(), "NCF")
+	code, _ := fec.For(4)
+	for h, p := range out[1:] {
+		require.Equal(t, seq.Num(104+h), p.Data().SQN())
+		ts, ok := p.CurrTGSize()
+		require.True(t, ok, "OPT_CURR_TGSIZE")
+		require.EqualValues(t, 2, ts.Size())
+		require.Zero(t, p.Header.OptFlags()&wire.OptFlagVarPktLen, "the sent ones are alike")
+		src := make([][]byte, 4)
+		for i := range src {
+			src[i] = make([]byte, 8)
+			if i < 2 {
+				copy(src[i], fmt.Sprintf("packet %d", 4+i))
+			}
+		}
+		want := make([]byte, 8)
+		require.NoError(t, code.Encode(4+h, src, want))
+		require.Equal(t, want, p.Payload, "parity %d of the short group", h)
+	}
+	// A group that left the window: nothing.
+	out = nak(later, 96)
 	require.Empty(t, out)
 	st := s.Stats(later)
-	require.EqualValues(t, 3, st.ParityNaksReceived)
-	require.EqualValues(t, 3, st.ParityPacketsSent)
+	require.EqualValues(t, 4, st.ParityNaksReceived)
+	require.EqualValues(t, 5, st.ParityPacketsSent)
 	require.EqualValues(t, 1, st.NaksReceivedTooLate)
 }
 

@@ -86,3 +86,83 @@ func TestFECParityRound(t *testing.T) {
 		t.Logf("seed %d: everything at %v, %v", seed, done, sent)
 	}
 }
+
+// TestFECShortGroup: the data stops four packets into a group of 16.
+// Receivers that lose packets of that last, short group (one of them its
+// last two, known only from the source's SPMs) get them from parity of the
+// short group (OPT_CURR_TGSIZE 4): two parity packets, the largest count,
+// no selective NAK or RDATA, every message intact and in order.
+func TestFECShortGroup(t *testing.T) {
+	const first, n = 1024, 20
+	for seed := uint64(1); seed <= 8; seed++ {
+		ec := engine.Config{TXWMaxRate: 400_000, TXWSecs: time.Minute, TXWSqns: 256, RXWSqns: 256,
+			InitialSQN: first, FEC: engine.FECConfig{GroupSize: 16, OnDemand: true}}
+		lose := map[Node][]seq.Num{1: {first + 17}, 2: {first + 18, first + 19}, 3: {first + 16}}
+		sent := map[string]int{}
+		tgs := map[uint32]int{}
+		s, err := New(Config{Seed: seed, Receivers: 3, Engine: ec,
+			Down: Link{Delay: time.Millisecond}, Up: Link{Delay: time.Millisecond},
+			Drop: func(from, to Node, p wire.Packet) bool {
+				if from != SourceNode || p.Type() != wire.TypeODATA {
+					return false
+				}
+				for _, q := range lose[to] {
+					if p.Data().SQN() == q {
+						return true
+					}
+				}
+				return false
+			},
+			OnSend: func(x Sent) {
+				p := x.Parse()
+				k := p.Type().String()
+				if p.Header.OptFlags()&wire.OptFlagParity != 0 {
+					k += "/parity"
+					if o, ok := p.CurrTGSize(); ok {
+						tgs[o.Size()]++
+					}
+				}
+				sent[k]++
+			}})
+		require.NoError(t, err)
+		msg := func(i int) []byte {
+			b := make([]byte, 300+37*i) // lengths differ: the parity pads them
+			for j := range b {
+				b[j] = byte(i*31 + j)
+			}
+			return b
+		}
+		for i := range n {
+			s.Send(msg(i))
+		}
+		s.Close()
+		all := func() bool {
+			for _, r := range s.Receivers {
+				if r.Stats().APDUsDelivered < n {
+					return false
+				}
+			}
+			return true
+		}
+		require.True(t, s.RunWhile(func() bool { return !all() }, time.Minute), "seed %d: not every receiver got everything: %v", seed, sent)
+		for i, r := range s.Receivers {
+			st := r.Stats()
+			require.EqualValues(t, 0, st.TotalSelectiveNaksSent, "seed %d receiver %d", seed, i+1)
+			require.NotZero(t, st.ParityGroupsDecoded, "seed %d receiver %d", seed, i+1)
+			var got [][]byte
+			for _, ev := range s.Events[i] {
+				if ev.Kind == engine.EventData {
+					got = append(got, ev.Data)
+				}
+			}
+			require.Len(t, got, n, "seed %d receiver %d", seed, i+1)
+			for j, d := range got {
+				require.Equal(t, msg(j), d, "seed %d receiver %d message %d", seed, i+1, j)
+			}
+		}
+		require.Equal(t, 2, sent["RDATA/parity"], "seed %d: %v", seed, sent)
+		require.Equal(t, map[uint32]int{4: 2}, tgs, "seed %d", seed)
+		require.Zero(t, sent["RDATA"], "seed %d: %v", seed, sent)
+		t.Logf("seed %d: everything at %v, %v", seed, s.Now.Sub(time.Unix(1_000_000, 0)), sent)
+	}
+}
