@@ -98,6 +98,9 @@ func main() {
 		return ""
 	})
 	env.cleanupAbandoned()
+	if err := closeZMQNet(); err != nil {
+		log.Printf("deleting the ZeroMQ cases' namespaces: %v", err)
+	}
 	rep := &report{
 		outcomes: outcomes, started: start, elapsed: time.Since(start), runs: *runs,
 		quick: *quick, profile: prof, filter: *match, loadStart: loadStart, commit: commit,

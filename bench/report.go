@@ -367,7 +367,9 @@ func (rep *report) targets(b *strings.Builder) {
 		}
 	}
 
-	fmt.Fprintf(b, "## Targets (issue 6)\n\n| Target | Measured (medians) | Status |\n|---|---|---|\n")
+	rows = append(rows, rep.zmqTargets()...)
+
+	fmt.Fprintf(b, "## Targets (issues 6 and 13)\n\n| Target | Measured (medians) | Status |\n|---|---|---|\n")
 	for _, r := range rows {
 		fmt.Fprintf(b, "| %s | %s | %s |\n", r.target, r.measured, r.status)
 	}

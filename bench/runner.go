@@ -374,6 +374,10 @@ func (e *Env) missing(need string) string {
 		if _, err := e.peers.get(); err != nil {
 			return fmt.Sprintf("OpenPGM peers could not be built: %v", err)
 		}
+	case "libzmq":
+		if _, err := e.zmqBenchScript(); err != nil {
+			return fmt.Sprintf("libzmq with PGM unavailable: %v", err)
+		}
 	}
 	return ""
 }
