@@ -161,7 +161,9 @@ func (pr *session) room(now time.Time, q seq.Num, n int) bool {
 			pr.deliver()
 		}
 	}
-	return fits()
+	// Delivery may have passed the FIN and ended the session, freeing
+	// its window: nothing fits in a window that is gone.
+	return fits() && !pr.over
 }
 
 // sourceTrail applies a trail advertised by the source: anything before it
@@ -333,8 +335,13 @@ func (pr *session) confirm(now time.Time, q seq.Num) {
 	}
 }
 
-// reset handles OPT_RST: deliver what is in order, then end the session.
+// reset handles OPT_RST: deliver what is in order, then end the session
+// (unless it ended already, say when making room for the packet's lead
+// delivered past its FIN: it ends once).
 func (pr *session) reset() {
+	if pr.over {
+		return
+	}
 	pr.deliver()
 	pr.flushLoss()
 	pr.emit(pr.endEvent(EventReset))
@@ -342,8 +349,12 @@ func (pr *session) reset() {
 }
 
 // finish marks pr over and frees its window; the tombstone stays until
-// expiry so that late packets do not recreate the session.
+// expiry so that late packets do not recreate the session. Finishing
+// again does nothing: the window is already freed.
 func (pr *session) finish() {
+	if pr.over {
+		return
+	}
 	pr.over = true
 	pr.fecDrop()
 	for s := pr.w.trail; pr.defined && s.BeforeEq(pr.w.lead); s++ {
