@@ -211,7 +211,10 @@ func (s *Socket) SetRepairRate(bytesPerSec int) error {
 }
 
 // SetSendWindowAdvance sets the percentage of the window the trail advances
-// by at a time (RM_SEND_WINDOW_ADV_RATE, 1–100; Winsock default 15).
+// by at a time (RM_SEND_WINDOW_ADV_RATE, 1–100; Winsock default 15). A
+// full window with a sender waiting does not wait for the next step: its
+// packets go as soon as they have been held the window's time, so the
+// steps never hold a sender below its rate.
 func (s *Socket) SetSendWindowAdvance(pct int) error {
 	if pct < 1 || pct > 100 {
 		return fmt.Errorf("%w: window advance %d%% not in 1..100", ErrInvalidOption, pct)
