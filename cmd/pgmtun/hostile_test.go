@@ -550,3 +550,26 @@ func TestRecvStatsAfterExpiry(t *testing.T) {
 	pw.CloseWithError(os.ErrClosed)
 	<-sendDone
 }
+
+// TestSendLingerAfterData: --linger counts from when the last data has
+// gone out, not from the end of the input: data the rate limit still
+// holds is sent in full (a 50 ms linger once cut a rate-limited send
+// short and still reported "ok").
+func TestSendLingerAfterData(t *testing.T) {
+	noSignals(t)
+	ns := netns.New(t)
+	const size = 150_000 // ~0.8 s at the rate below
+	res := runIn(ns, bytes.NewReader(make([]byte, size)), "send", "--create", "--tun", "pgmlng0", "--host-addr", "10.71.8.1/24",
+		"--network", ";239.192.71.8", "--rate", "200kB/s", "--linger", "50ms", "--progress", "off", "--stats", "json")
+	var r cmdResult
+	select {
+	case r = <-res:
+	case <-time.After(20 * time.Second):
+		t.Fatal("send did not finish")
+	}
+	require.Equal(t, exitOK, r.code, r.stderr)
+	var rep senderReport
+	require.NoError(t, json.NewDecoder(strings.NewReader(r.stderr)).Decode(&rep), r.stderr)
+	assert.EqualValues(t, size, rep.Bytes, "every byte of the input went out")
+	assert.GreaterOrEqual(t, rep.TotalSeconds, 0.5, "the rate limit took its time: %s", r.stderr)
+}

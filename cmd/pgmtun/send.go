@@ -27,7 +27,7 @@ func init() {
 			o.size = 1000
 			fs.StringVar(&o.in, "in", "", "read the data from `FILE` instead of standard input")
 			fs.Var(&o.size, "size", "with --rdm: each `N` bytes of input is one message (the last may be shorter)")
-			fs.DurationVar(&o.linger, "linger", 0, "after the input ends, serve repairs at most this long (default: until\nthe window has passed the last packet)")
+			fs.DurationVar(&o.linger, "linger", 0, "once the input has ended and all of it has gone out, serve repairs at most\nthis long (default: until the window has passed the last packet)")
 			fs.DurationVar(&o.drain, "drain", 2*time.Second, "after SIGINT or SIGTERM: stop reading input, end the session at once\n(OPT_FIN after the last packet sent; input not sent yet is dropped), serve\nrepairs this long and exit 0; a second signal aborts (OPT_RST) and exits 1")
 			return func(e *env, args []string) int {
 				if len(args) != 0 {
@@ -128,6 +128,7 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 	var wait, intr, again <-chan struct{}
 	var limit <-chan time.Time
 	interrupted, dropped := false, 0
+	lingerAfterData := false
 	interrupt := func() {
 		// As closesocket: an OPT_FIN after the last packet that went
 		// out (what the rate limit still held is dropped), then
@@ -154,11 +155,9 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 		// the last sequence (Done), or for --linger at most.
 		s.Shutdown()
 		wait, intr = s.Done(), ctx.Done()
-		if o.linger > 0 {
-			t := time.NewTimer(o.linger)
-			defer t.Stop()
-			limit = t.C
-		}
+		// --linger counts from when the last data has gone out (below):
+		// data still held by the rate limit is never cut short.
+		lingerAfterData = o.linger > 0
 	}
 	if wait != nil {
 		// Note when the last data has left, for the rate.
@@ -189,6 +188,11 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 				}
 				if st, err := s.SenderStats(); err == nil && st.DataBytesSent >= uint64(sent.Load()) {
 					dataDone = now
+					if lingerAfterData && !interrupted {
+						t := time.NewTimer(o.linger)
+						defer t.Stop()
+						limit = t.C
+					}
 				}
 			}
 		}
