@@ -214,6 +214,14 @@ func allCases(e *Env, runs int) []*Case {
 	add(&Case{ID: "sim/lan-1000", Group: gImplosion, Runs: 1, Name: "simulator, 1 000 receivers, 10 s at 1 MB/s, 1% loss, --rdata-rate none (wall time)",
 		Timeout: 3 * time.Minute, Show: []string{mWall, mCopies, mNAKs, mP50, mP99, mOKPct}, Run: simLAN(1000, 10*time.Second, 1)})
 
+	// Receiver processes at scale (scale.go): 32 `pgmtun recv` on TAP
+	// ports of one bridge, independent 5 % loss, NAKs per loss on the
+	// wire; 15–20 s a run (the sender lingers its 10 s window), so at
+	// most three.
+	for _, c := range scaleCases(e, min(runs, 3)) {
+		add(c)
+	}
+
 	// 7. Cost.
 	add(&Case{ID: "cost/inproc", Group: gCost, Name: "pgmtun in-process, 8000 B (sender + receiver + link)",
 		Timeout: 60 * time.Second, Baseline: "cost/openpgm", Show: []string{mCPU, mAllocs, mAllocB},
