@@ -48,7 +48,7 @@ func FuzzPGMCCSource(f *testing.F) {
 				}
 			}
 			p := s.cc
-			if p.tokens < 0 || p.tokens > p.cwnd+1e-9 || p.cwnd < 1 || p.cwnd > 1<<16 || len(p.banned) > maxBanned {
+			if p.tokens < -p.cwnd-1e-9 || p.tokens > p.cwnd+1e-9 || p.cwnd < 1 || p.cwnd > 1<<16 || len(p.banned) > maxBanned {
 				t.Fatalf("tokens %v window %v banned %d", p.tokens, p.cwnd, len(p.banned))
 			}
 			if d, ok := s.NextDeadline(); ok && d.Before(now) {

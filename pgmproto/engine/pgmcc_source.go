@@ -19,7 +19,11 @@ import (
 // acker ACKs each ODATA; the ACKs clock a TCP-like window of tokens: one
 // token per new ACK (two in slow start), one spent per ODATA, the window
 // halved when the ACK bitmap shows a packet missing behind three newer
-// ones, at most once per window. The configured rate stays the ceiling.
+// ones, at most once per window. Tokens stand for the window less what is
+// in flight: a packet's token comes back when it is ACKed or known lost,
+// and a halving leaves a debt (tokens below zero) that the next ACKs pay
+// before anything new goes, so the flight falls to the new window. The
+// configured rate stays the ceiling.
 //
 // Fallback: OpenPGM receivers never ACK (they compare the named acker
 // with an address they never set). An acker that does not ACK within
@@ -201,7 +205,7 @@ func (p *pgmccSource) sent(now time.Time, q seq.Num, n int) {
 		}
 		return
 	}
-	p.tokens = max(p.tokens-1, 0)
+	p.tokens = max(p.tokens-1, -p.cwnd)
 	if p.timer.IsZero() || (idle && p.acker.IsValid() && p.haveAck) {
 		p.timer = now.Add(p.ackWait())
 	}
@@ -233,7 +237,7 @@ func (p *pgmccSource) repairAt(now time.Time) time.Time {
 // once per repair sent (repairsOut), so duplicate ACKs cannot mint any.
 func (p *pgmccSource) repairSent() {
 	if !p.fallback {
-		p.tokens = max(p.tokens-1, 0)
+		p.tokens = max(p.tokens-1, -p.cwnd)
 		p.repairsOut = min(p.repairsOut+1, 1<<16)
 	}
 }
@@ -286,7 +290,7 @@ func (p *pgmccSource) feedback(now time.Time, pk wire.Packet, from netip.Addr) b
 			f = math.Sqrt(float64(p.ackerLoss) / float64(loss))
 		}
 		p.cwnd = max(min(p.cwnd, p.cwnd*f), float64(p.cfg.InitialWindow))
-		p.tokens = min(p.tokens, p.cwnd)
+		p.tokens = min(max(p.tokens, -p.cwnd), p.cwnd)
 		p.ssthresh = math.MaxFloat64
 		p.elect(now, rcv)
 		p.st.AckerSwitches++
@@ -342,7 +346,10 @@ func (p *pgmccSource) ack(now time.Time, a wire.ACK, isAcker bool) {
 		return
 	}
 	p.misses, p.ackedEver = 0, true
-	var fresh int
+	// fresh: sequences the bitmap shows received for the first time;
+	// gone: sequences it stops showing unseen (lost, or received but
+	// never reported): out of flight either way, their tokens come back.
+	var fresh, gone int
 	if !p.haveAck {
 		// A new acker's first ACK resynchronises the window: what it
 		// has not seen yet is in flight, the rest of the window is free.
@@ -353,8 +360,10 @@ func (p *pgmccSource) ack(now time.Time, a wire.ACK, isAcker bool) {
 		d := int64(int32(rx - p.ackLead))
 		switch {
 		case d >= 32:
+			gone = bits.OnesCount32(^p.ackBits) + int(min(d-32, 1<<16))
 			p.ackLead, p.ackBits = rx, 0
 		case d > 0:
+			gone = bits.OnesCount32(^p.ackBits >> (32 - d))
 			p.ackLead, p.ackBits = rx, p.ackBits<<d
 		case d > -32:
 			b <<= -d
@@ -371,6 +380,7 @@ func (p *pgmccSource) ack(now time.Time, a wire.ACK, isAcker bool) {
 	} else {
 		p.timer = now.Add(p.ackWait())
 	}
+	p.tokens = min(p.tokens+float64(gone), p.cwnd)
 	if fresh == 0 {
 		if rx == p.ackLead && p.repairsOut > 0 {
 			p.repairsOut--
@@ -387,9 +397,13 @@ func (p *pgmccSource) ack(now time.Time, a wire.ACK, isAcker bool) {
 	// A sequence missing behind three newer ones is taken as lost
 	// (TCP's duplicate-ACK threshold).
 	if p.ackBits|0x7 != math.MaxUint32 {
+		// The holes (and any of the three newest not seen yet) are
+		// taken as lost: out of flight. The halving is a debt.
+		lost := float64(bits.OnesCount32(^p.ackBits))
+		old := p.cwnd
 		p.ssthresh = max(p.cwnd/2, 1)
 		p.cwnd = p.ssthresh
-		p.tokens = max(p.tokens+n-p.cwnd, 0)
+		p.tokens = min(max(p.tokens+n+lost-(old-p.cwnd), -p.cwnd), p.cwnd)
 		p.recovering, p.recover = true, p.lastSent
 		p.ackBits = math.MaxUint32
 		p.st.LossEvents++

@@ -1,0 +1,106 @@
+package engine
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgmtun/pgmtun/pgmproto/seq"
+	"github.com/pgmtun/pgmtun/pgmproto/wire"
+)
+
+// ccFlight drives a PGMCC source to a window of w packets in congestion
+// avoidance, all of them sent and none ACKed yet; it returns the harness
+// and the first of those w sequences. Each ODATA's timestamp is kept for
+// its ACK's echo.
+func ccFlight(t *testing.T, w int) (*harness, seq.Num, map[seq.Num]uint32) {
+	c := ccConfig()
+	c.TXWSqns = 1024
+	h := newSourceHarness(t, c)
+	h.send([]byte("a"))
+	od := h.of(wire.TypeODATA)
+	o, _ := od[0].p.Option(wire.OptPGMCCData)
+	h.run(30 * time.Millisecond)
+	h.toSource(pACK(od[0].p.Data().SQN(), 1, wire.OptPGMCCDataView(o).Timestamp(), 0, tRxAddr))
+	require.Equal(t, tRxAddr, h.src.Stats(h.now).PGMCC.Acker)
+	p := h.src.cc
+	p.cwnd, p.ssthresh, p.tokens = float64(w), float64(w), float64(w)
+	for range 4 * w {
+		require.NoError(t, h.src.Send(h.now, make([]byte, 100)))
+	}
+	h.run(100 * time.Millisecond) // the pacing spreads the window over an RTT
+	stamps := map[seq.Num]uint32{}
+	for _, s := range h.of(wire.TypeODATA) {
+		o, _ := s.p.Option(wire.OptPGMCCData)
+		stamps[s.p.Data().SQN()] = wire.OptPGMCCDataView(o).Timestamp()
+	}
+	first := od[0].p.Data().SQN() + 1
+	require.Len(t, stamps, 1+w, "the window's worth of ODATA")
+	return h, first, stamps
+}
+
+// inFlight is how many ODATA went after sequence acked.
+func inFlight(h *harness, acked seq.Num) int {
+	n := 0
+	for _, s := range h.of(wire.TypeODATA) {
+		if s.p.Data().SQN().After(acked) {
+			n++
+		}
+	}
+	return n
+}
+
+// A loss halves what is in flight, as TCP's fast recovery does: of a
+// window of 20 with one packet lost, the ACKs of the other 19 let about
+// 10 new packets go (the halved window), not one per ACK. Before, the
+// halving took the window but not the tokens (they could not go below
+// zero) and the lost packet's token never came back: the sending rate
+// did not drop at a loss, and each loss shrank the flight for good until
+// a timeout reset it.
+func TestPGMCCLossHalvesFlight(t *testing.T) {
+	const w = 20
+	h, first, stamps := ccFlight(t, w)
+	lost := first + 4
+	var bits uint32
+	var lead seq.Num
+	for q := first; q != first+w; q++ {
+		bits <<= 1
+		if q != lost {
+			bits |= 1
+		}
+		lead = q
+		if q == lost {
+			continue
+		}
+		h.run(2 * time.Millisecond)
+		h.toSource(pACK(q, bits, stamps[q], 0, tRxAddr))
+	}
+	h.run(50 * time.Millisecond)
+	st := h.src.Stats(h.now).PGMCC
+	require.Equal(t, uint64(1), st.LossEvents)
+	require.InDelta(t, w/2, st.Window, 0.5)
+	got := inFlight(h, lead)
+	require.InDelta(t, w/2, got, 1.5, "packets in flight after the loss's window: want the halved window")
+
+	// No leak: the next window, all ACKed, keeps the flight at the
+	// window (growing by about one packet), not one less per loss.
+	var sent []seq.Num
+	for _, s := range h.of(wire.TypeODATA) {
+		if q := s.p.Data().SQN(); q.After(lead) {
+			o, _ := s.p.Option(wire.OptPGMCCData)
+			stamps[q] = wire.OptPGMCCDataView(o).Timestamp()
+			sent = append(sent, q)
+		}
+	}
+	for _, q := range sent {
+		bits = bits<<(q-lead) | 1
+		lead = q
+		h.run(3 * time.Millisecond)
+		h.toSource(pACK(q, bits, stamps[q], 0, tRxAddr))
+	}
+	h.run(50 * time.Millisecond)
+	st = h.src.Stats(h.now).PGMCC
+	require.Equal(t, uint64(1), st.LossEvents)
+	require.InDelta(t, st.Window, float64(inFlight(h, lead)), 1.5, "flight %d, window %.1f", inFlight(h, lead), st.Window)
+}
