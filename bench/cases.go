@@ -262,5 +262,10 @@ func allCases(e *Env, runs int) []*Case {
 	for _, c := range pgmccCases(runs) {
 		add(c)
 	}
+	// OpenPGM's PGMCC source into OpenPGM and into pgmtun receivers
+	// (openpgm_pgmcc.go): 6–10 s a run, so at most three.
+	for _, c := range openPGMPGMCCCases(e, runs) {
+		add(c)
+	}
 	return cs
 }

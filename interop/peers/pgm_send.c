@@ -122,8 +122,11 @@ static void send_all(pgm_sock_t *sock, const uint8_t *p, size_t len)
 			 * timer runs out, and only a receive call reads ACKs and
 			 * runs timers (OpenPGM's examples receive on another
 			 * thread). send_odata holds no lock here: its packet is
-			 * in the window, the window's spinlock released. */
+			 * in the window, the window's spinlock released. Its
+			 * ACK timeout (3 s) always returns a token, so this
+			 * wait is not the rate-limit stall the give-up is for. */
 			serve(sock, 1);
+			give_up = now_seconds() + 5;
 			break;
 		default:
 			fprintf(stdout, "pgm_send: status=error send_status=%d\n", st);
