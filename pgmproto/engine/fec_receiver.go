@@ -594,6 +594,9 @@ func (pr *session) fecParityNAK(now time.Time, s seq.Num) (handled, blocked bool
 // fewer while (or if) the source is still sending it.
 func (pr *session) fecSpan(g seq.Num) int {
 	f, w := pr.fec, &pr.w
+	if w.known.Before(g) {
+		return 0 // not one yet (the difference below would wrap)
+	}
 	if (g + f.mask).After(w.known) {
 		return int(w.known-g) + 1
 	}

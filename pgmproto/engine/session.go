@@ -91,6 +91,10 @@ func (pr *session) define(now time.Time, next, trail seq.Num, join seq.Num, hasJ
 	for s := start; s != next; s++ {
 		pr.addMissing(s, expiry)
 	}
+	// A join point before next (OPT_JOIN) fills the window with missing
+	// sequences up to next−1: they exist. The window's known sequence is
+	// never below its lead (fecSpan counts from it).
+	pr.w.saw(next - 1)
 }
 
 // addMissing appends sequence s (== lead+1) as a placeholder in back-off
