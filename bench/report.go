@@ -112,7 +112,9 @@ func (rep *report) header(b *strings.Builder) {
 		"(and ± half of it relative to the median). A **ratio** divides a pgmtun median by its "+
 		"baseline's median measured in this same run. Every transfer checks every byte "+
 		"(records with a sequence number and CRC, see interop/record.go); a run that lost or "+
-		"corrupted anything is an error, not a number.\n\n")
+		"corrupted anything is an error, not a number; except in the ZeroMQ rows, where a "+
+		"wrong record is an error but a lost one is counted (*%% arrived*): PGM under ZeroMQ drops "+
+		"what it cannot repair, and how much is the figure.\n\n")
 	fmt.Fprintf(b, "A ratio to OpenPGM → OpenPGM at its fixed rate limits (8/16/24 MB/s, `openpgm/veth/*`) is "+
 		"also quoted against OpenPGM → OpenPGM with **no rate limit** (`openpgm/veth-unlimited/*`, same run): "+
 		"\"unlimited OpenPGM\". Its receiver may lose data at the sender's pace (PGM has no flow control); "+

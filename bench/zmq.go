@@ -71,6 +71,10 @@ const (
 	// zmqIdle ends a subscriber that has received nothing for this long
 	// (libzmq's NAK cycle is 200 ms; a stalled session gets nothing).
 	zmqIdle = time.Second
+	// zmqMaxWindow ends a subscriber this long after its first record
+	// (eight times a run's nominal half second), so that a slow run on a
+	// loaded machine stays bounded.
+	zmqMaxWindow = 4 * time.Second
 	// Kernel side and netstack of the pgm TUN.
 	zmqTUNHost  = "10.213.61.1"
 	zmqTUNStack = "10.213.61.2"
@@ -183,12 +187,14 @@ type zmqPubResult struct {
 }
 
 // zmqSubResult is what a subscriber reports: records received whole and in
-// order, when the first and the last arrived, gaps (and the records
-// missing in them or after the last), and records that were wrong.
+// order, when the first and the last arrived and when it stopped
+// receiving, gaps (and the records missing in them or after the last),
+// and records that were wrong.
 type zmqSubResult struct {
 	Received    int     `json:"received"`
 	First       float64 `json:"first"`
 	Last        float64 `json:"last"`
+	Stop        float64 `json:"stop"`
 	Gaps        int     `json:"gaps"`
 	Missing     int     `json:"missing"`
 	Bad         int     `json:"bad"`
@@ -198,8 +204,9 @@ type zmqSubResult struct {
 
 // zmqMetrics turns a run's reports into figures. The delivery rate counts
 // the records received from the first arrival to the later of the last
-// arrival and the publisher's last send: a subscriber that stalls while
-// the publisher goes on is charged the whole sending time.
+// arrival and the publisher's last send, or to when the subscriber
+// stopped if that came first: a subscriber that stalls while the
+// publisher goes on is charged the sending time.
 func zmqMetrics(size, count int, pr zmqPubResult, sr zmqSubResult) (Metrics, error) {
 	if sr.Bad > 0 {
 		return nil, fmt.Errorf("subscriber: %d wrong records, first: %s", sr.Bad, sr.FirstError)
@@ -210,9 +217,10 @@ func zmqMetrics(size, count int, pr zmqPubResult, sr zmqSubResult) (Metrics, err
 	if pr.Sent != count || pr.End <= pr.Start {
 		return nil, fmt.Errorf("publisher sent %d of %d in [%.3f, %.3f]", pr.Sent, count, pr.Start, pr.End)
 	}
-	span := max(sr.Last, pr.End) - sr.First
+	end := min(max(sr.Last, pr.End), max(sr.Stop, sr.Last))
+	span := end - sr.First
 	if span <= 0 {
-		return nil, fmt.Errorf("no time between the first record (%.3f) and the end (%.3f)", sr.First, max(sr.Last, pr.End))
+		return nil, fmt.Errorf("no time between the first record (%.3f) and the end (%.3f)", sr.First, end)
 	}
 	rate := float64(sr.Received) / span
 	return Metrics{
@@ -465,16 +473,24 @@ func (z *zmqRow) libzmqToPgmtun() (pr zmqPubResult, sr zmqSubResult, err error) 
 }
 
 // receive is zmqbench.py's subscriber loop on a pgmtun Sub: until every
-// record came, or none for zmqIdle after the first (or for the case's
-// time before it).
+// record came, none for zmqIdle after the first (or for the case's time
+// before it), or zmqMaxWindow after the first.
 func (z *zmqRow) receive(sub *zmq.Sub, pub *zmqPeer) (zmqSubResult, error) {
 	var sr zmqSubResult
 	rc := newRecordCache(z.size)
 	last := -1
+	var until time.Time // zmqMaxWindow after the first record
 	for last < z.count-1 {
 		ctx, cancel := z.ctx, context.CancelFunc(func() {})
-		if last >= 0 || sr.Bad > 0 {
-			ctx, cancel = context.WithTimeout(z.ctx, zmqIdle)
+		if !until.IsZero() {
+			if time.Now().After(until) {
+				break
+			}
+			dl := time.Now().Add(zmqIdle)
+			if until.Before(dl) {
+				dl = until
+			}
+			ctx, cancel = context.WithDeadline(z.ctx, dl)
 		}
 		m, err := sub.RecvContext(ctx)
 		cancel()
@@ -496,7 +512,7 @@ func (z *zmqRow) receive(sub *zmq.Sub, pub *zmqPeer) (zmqSubResult, error) {
 		}
 		now := monotonic()
 		if sr.First == 0 {
-			sr.First = now
+			sr.First, until = now, time.Now().Add(zmqMaxWindow)
 		}
 		sr.Last = now
 		if len(m) != 1 || len(m[0]) != z.size {
@@ -527,6 +543,7 @@ func (z *zmqRow) receive(sub *zmq.Sub, pub *zmqPeer) (zmqSubResult, error) {
 			sr.Received++
 		}
 	}
+	sr.Stop = monotonic()
 	if last >= 0 {
 		sr.Missing += z.count - 1 - last
 	}
@@ -551,7 +568,8 @@ type zmqPeer struct {
 func (z *zmqRow) startPeer(ns *netns.NS, role, iface string) (*zmqPeer, error) {
 	args := []string{"netns", "exec", ns.Name, interop.ZMQPython, z.script, role, z.endpoint(iface),
 		"--size", fmt.Sprint(z.size), "--count", fmt.Sprint(z.count), "--rate", fmt.Sprint(z.kbit),
-		"--recovery-ivl", fmt.Sprint(zmqRecovery.Milliseconds()), "--idle", fmt.Sprint(zmqIdle.Seconds())}
+		"--recovery-ivl", fmt.Sprint(zmqRecovery.Milliseconds()), "--idle", fmt.Sprint(zmqIdle.Seconds()),
+		"--max", fmt.Sprint(zmqMaxWindow.Seconds())}
 	p := &zmqPeer{warm: make(chan struct{}), lines: make(chan string, 1), done: make(chan struct{})}
 	// ip netns exec execs the interpreter: the PID is the peer's own.
 	p.cmd = exec.Command("ip", args...)

@@ -19,7 +19,7 @@ import (
 // run with a wrong record, or none, has no figures.
 func TestZMQMetrics(t *testing.T) {
 	pr := zmqPubResult{Sent: 1000, Start: 10, End: 10.5}
-	m, err := zmqMetrics(64, 1000, pr, zmqSubResult{Received: 1000, First: 10.1, Last: 10.6})
+	m, err := zmqMetrics(64, 1000, pr, zmqSubResult{Received: 1000, First: 10.1, Last: 10.6, Stop: 10.6})
 	require.NoError(t, err)
 	assert.InDelta(t, 2000, m[mMsgs], 1e-6)
 	assert.InDelta(t, 2000*64*8/1e6, m[mMbit], 1e-9)
@@ -28,16 +28,22 @@ func TestZMQMetrics(t *testing.T) {
 
 	// A subscriber that stalled at 10.2 while the publisher sent until
 	// 10.5 is charged the whole sending time.
-	m, err = zmqMetrics(64, 1000, pr, zmqSubResult{Received: 100, First: 10.1, Last: 10.2, Missing: 900})
+	m, err = zmqMetrics(64, 1000, pr, zmqSubResult{Received: 100, First: 10.1, Last: 10.2, Stop: 11.2, Missing: 900})
 	require.NoError(t, err)
 	assert.InDelta(t, 250, m[mMsgs], 1e-6)
 	assert.InDelta(t, 10, m[mArrivedPct], 1e-9)
 
-	_, err = zmqMetrics(64, 1000, pr, zmqSubResult{Received: 999, Bad: 1, FirstError: "record 7: bytes differ", First: 10.1, Last: 10.6})
+	// One that stopped at its time bound (10.3) while the publisher was
+	// still sending is charged the time until it stopped.
+	m, err = zmqMetrics(64, 1000, pr, zmqSubResult{Received: 100, First: 10.1, Last: 10.3, Stop: 10.3, Missing: 900})
+	require.NoError(t, err)
+	assert.InDelta(t, 500, m[mMsgs], 1e-6)
+
+	_, err = zmqMetrics(64, 1000, pr, zmqSubResult{Received: 999, Bad: 1, FirstError: "record 7: bytes differ", First: 10.1, Last: 10.6, Stop: 10.6})
 	assert.ErrorContains(t, err, "record 7: bytes differ")
 	_, err = zmqMetrics(64, 1000, pr, zmqSubResult{})
 	assert.ErrorContains(t, err, "received nothing")
-	_, err = zmqMetrics(64, 1000, zmqPubResult{Sent: 10, Start: 10, End: 10.5}, zmqSubResult{Received: 10, First: 10.1, Last: 10.6})
+	_, err = zmqMetrics(64, 1000, zmqPubResult{Sent: 10, Start: 10, End: 10.5}, zmqSubResult{Received: 10, First: 10.1, Last: 10.6, Stop: 10.6})
 	assert.ErrorContains(t, err, "sent 10 of 1000")
 }
 

@@ -16,12 +16,13 @@ path (socket, group, session) set up.
         takes them (ZMQ_XPUB_NODROP: a full queue blocks instead of
         dropping); reports one JSON line {"sent", "start", "end"} on
         standard output, then serves repairs until standard input ends.
-    zmqbench.py sub ENDPOINT --size S --count N [--idle S]
+    zmqbench.py sub ENDPOINT --size S --count N [--idle S] [--max S]
         reports "zmqbench: warm" on stderr at its first "w", receives until
-        N records came or none came for --idle seconds after the first, and
-        reports one JSON line {"received", "first", "last", "gaps",
-        "missing", "bad", "first_error"} on standard output: first and last
-        are when the first and the last record arrived.
+        N records came, none came for --idle seconds, or --max seconds
+        passed since the first, and reports one JSON line {"received",
+        "first", "last", "stop", "gaps", "missing", "bad", "first_error"}
+        on standard output: when the first and the last record arrived,
+        and when it stopped receiving.
 
 Times are CLOCK_MONOTONIC seconds (time.monotonic), the clock of every
 namespace, so the benchmark compares them with its own.
@@ -142,15 +143,16 @@ def sub(ctx, args):
                         missing += seq - last - 1
                     last = seq
                     got += 1
-            if last == args.count - 1 or got + bad >= args.count:
+            if last == args.count - 1 or got + bad >= args.count or end - first > args.max:
                 break
             m = recv()
             end = now()
     except zmq.Again:
         pass
+    stop = now()
     if last >= 0:
         missing += args.count - 1 - last
-    print(json.dumps({"received": got, "first": first, "last": end, "gaps": gaps,
+    print(json.dumps({"received": got, "first": first, "last": end, "stop": stop, "gaps": gaps,
                       "missing": missing, "bad": bad, "first_error": first_err}), flush=True)
     sock.close()
     return 0 if got + bad > 0 else 1
@@ -166,6 +168,7 @@ def main():
     ap.add_argument("--recovery-ivl", type=int, default=2000, help="ZMQ_RECOVERY_IVL, ms")
     ap.add_argument("--timeout", type=float, default=20, help="give up after this long without the warm-up (sub) or go (pub)")
     ap.add_argument("--idle", type=float, default=1, help="sub: stop after this long without a record")
+    ap.add_argument("--max", type=float, default=4, help="sub: stop this long after the first record")
     args = ap.parse_args()
     if not zmq.has("pgm"):
         log("this libzmq has no PGM (zmq.has('pgm') is False)")
