@@ -57,6 +57,8 @@ FUZZ_TARGETS := \
 	./pgmproto/engine:FuzzSource \
 	./pgmproto/engine:FuzzFECReceiver \
 	./pgmproto/engine:FuzzFECSource \
+	./pgmproto/engine:FuzzPGMCCReceiver \
+	./pgmproto/engine:FuzzPGMCCSource \
 	./pgmproto/zmtp:FuzzDecoder \
 	./pgmproto/zmtp:FuzzRoundTrip \
 	./internal/pcapio:FuzzReader \

@@ -6,10 +6,14 @@
 #
 # go test -fuzz keeps every input that reached new coverage in its cache
 # ($GOCACHE/fuzz/<import path>/<FuzzName>), not in the repository. This
-# copies them to <pkg>/testdata/fuzz/<FuzzName>, smallest first, until
-# the directory holds MAXBYTES or MAXFILES files, so the committed corpus
-# stays small and `make check` replays it in seconds. Inputs already
-# there (same name: the name is a hash of the content) are skipped.
+# copies them to <pkg>/testdata/fuzz/<FuzzName>, newest first, until the
+# directory holds MAXBYTES or MAXFILES files, so the committed corpus
+# stays small and `make check` replays it in seconds. Newest first: a
+# campaign's late finds are the inputs that reached the deepest states
+# (built on the earlier ones); the smallest are mostly the shallow first
+# steps, which the seeds and the earlier finds cover. An input too large
+# for what is left is skipped. Inputs already there (same name: the name
+# is a hash of the content) are skipped.
 set -eu
 maxbytes=$1
 maxfiles=$2
@@ -27,11 +31,12 @@ for t in "$@"; do
 	bytes=$(cat "$dst"/* 2>/dev/null | wc -c)
 	files=$(ls "$dst" | wc -l)
 	added=0
-	# ls -Sr: smallest first.
-	for f in $(ls -Sr "$src"); do
+	# ls -t: newest first.
+	for f in $(ls -t "$src"); do
+		[ "$files" -lt "$maxfiles" ] || break
 		[ -e "$dst/$f" ] && continue
 		size=$(wc -c <"$src/$f")
-		[ $((bytes + size)) -le "$maxbytes" ] && [ "$files" -lt "$maxfiles" ] || break
+		[ $((bytes + size)) -le "$maxbytes" ] || continue
 		cp "$src/$f" "$dst/$f"
 		bytes=$((bytes + size))
 		files=$((files + 1))
