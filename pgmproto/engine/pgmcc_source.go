@@ -57,6 +57,9 @@ type PGMCCStats struct {
 	// AckerLoss is its reported loss rate (0–1).
 	AckerLoss float64
 	Window    float64 // congestion window, packets
+	// Tokens is the window less what is in flight (below zero: the debt
+	// a halving left), packets.
+	Tokens float64
 	// Rate is the window's rate (bytes/s: window × packet / RTT), or the
 	// configured rate in fallback (0: unlimited).
 	Rate     int64
@@ -104,8 +107,12 @@ type pgmccSource struct {
 	nextAt              time.Time // pacing gap within the window
 	repairsOut          int       // RDATA sent and not yet ACKed
 	misses              int       // ACK timeouts in a row
-	ackedEver           bool      // the acker has ACKed since elected
-	banned              map[netip.Addr]time.Time
+	ackedEver           bool      // the acker has ACKed data sent since elected
+	electSent           bool      // something was sent before the election,
+	electLead           seq.Num   // up to this sequence
+	lastAckAt           time.Time // the acker's last ACK
+	probed              bool      // a tail-loss probe went since it
+	banned              map[netip.Addr]ackerBan
 
 	st PGMCCStats
 }
@@ -116,7 +123,7 @@ func newPGMCCSource(c *Config, odata *bucket, now time.Time) *pgmccSource {
 		cfg: pc, fixed: fixedPacer{odata}, base: now.Add(-time.Millisecond),
 		maxRate: c.MaxRate, pkt: c.MaxTPDU, v6: c.NLA.Is6(),
 		cwnd: float64(pc.InitialWindow), tokens: float64(pc.InitialWindow),
-		ssthresh: math.MaxFloat64, banned: make(map[netip.Addr]time.Time),
+		ssthresh: math.MaxFloat64, banned: make(map[netip.Addr]ackerBan),
 	}
 	p.st.Enabled = true
 	return p
@@ -137,16 +144,22 @@ func (p *pgmccSource) update(now time.Time) {
 		if !p.ackedEver {
 			limit = 2 // likely a receiver that never ACKs (OpenPGM)
 		}
-		if p.misses < limit {
+		// An acker that ACKed within the silence those timeouts stand
+		// for (AckWait·(1+2+4)) is alive: its packets, not it, are
+		// being lost (a full queue; repairs or a probe reset the timer
+		// without backing off). Giving it up would leave no one to ACK
+		// and send at the configured rate into that queue.
+		alive := p.ackedEver && now.Sub(p.lastAckAt) < 7*p.ackWait()
+		if p.misses < limit || alive {
 			p.ssthresh = max(p.cwnd/2, 2)
 			p.cwnd, p.tokens = 1, 1
 			p.recovering = false
-			p.timer = now.Add(p.ackWait() << p.misses)
+			p.timer = now.Add(p.ackWait() << min(p.misses, limit-1))
 			return
 		}
 		// The acker is gone (left, or never ACKs): ban it and start
 		// over with an election, from the initial window.
-		p.ban(now, p.acker)
+		p.ban(now, p.acker, p.ackedEver)
 		p.acker = netip.Addr{}
 		p.ssthresh = max(p.cwnd/2, 2)
 		p.cwnd = float64(p.cfg.InitialWindow)
@@ -161,10 +174,17 @@ func (p *pgmccSource) update(now time.Time) {
 	}
 }
 
-func (p *pgmccSource) ban(now time.Time, a netip.Addr) {
+// ackerBan is a given-up acker's ban: until when, and whether it had
+// ACKed before it went silent.
+type ackerBan struct {
+	until time.Time
+	acked bool
+}
+
+func (p *pgmccSource) ban(now time.Time, a netip.Addr, acked bool) {
 	if len(p.banned) >= maxBanned {
-		for k, t := range p.banned {
-			if !now.Before(t) {
+		for k, b := range p.banned {
+			if !now.Before(b.until) {
 				delete(p.banned, k)
 			}
 		}
@@ -172,7 +192,7 @@ func (p *pgmccSource) ban(now time.Time, a netip.Addr) {
 			return
 		}
 	}
-	p.banned[a] = now.Add(p.cfg.Ban)
+	p.banned[a] = ackerBan{now.Add(p.cfg.Ban), acked}
 }
 
 func (p *pgmccSource) readyAt(now time.Time, n int) time.Time {
@@ -187,6 +207,9 @@ func (p *pgmccSource) readyAt(now time.Time, n int) time.Time {
 			// never stall for good.
 			p.timer = now.Add(p.cfg.AckWait)
 		}
+		if at, ok := p.probeAt(); ok && at.Before(p.timer) {
+			return later(t, at)
+		}
 		return later(t, p.timer)
 	}
 	return later(t, p.nextAt)
@@ -198,6 +221,7 @@ func (p *pgmccSource) sent(now time.Time, q seq.Num, n int) {
 		p.sentAny, p.firstSent = true, q
 	}
 	idle := !p.haveAck || p.ackLead == p.lastSent
+	probe := !p.fallback && p.tokens < 1
 	p.lastSent = q
 	if p.fallback {
 		if p.timer.IsZero() && p.acker.IsValid() {
@@ -206,6 +230,7 @@ func (p *pgmccSource) sent(now time.Time, q seq.Num, n int) {
 		return
 	}
 	p.tokens = max(p.tokens-1, -p.cwnd)
+	p.probed = p.probed || probe
 	if p.timer.IsZero() || (idle && p.acker.IsValid() && p.haveAck) {
 		p.timer = now.Add(p.ackWait())
 	}
@@ -262,8 +287,13 @@ func (p *pgmccSource) feedback(now time.Time, pk wire.Packet, from netip.Addr) b
 	if !rcv.IsValid() {
 		return false
 	}
-	if t, ok := p.banned[rcv]; ok {
-		if now.Before(t) {
+	if b, ok := p.banned[rcv]; ok {
+		// One that had ACKed and now ACKs again (answering an
+		// election) is alive after all: its silence was a congested
+		// path's. The ban stays for those that never ACKed (OpenPGM's
+		// receivers report in NAKs only) and for NAK reports.
+		back := b.acked && pk.Type() == wire.TypeACK
+		if now.Before(b.until) && !back {
 			p.st.BannedReports++
 			return false
 		}
@@ -321,6 +351,7 @@ func (p *pgmccSource) feedback(now time.Time, pk wire.Packet, from netip.Addr) b
 // the ACK bitmap starts afresh.
 func (p *pgmccSource) elect(now time.Time, a netip.Addr) {
 	p.acker, p.minRTT = a, 0
+	p.electSent, p.electLead = p.sentAny, p.lastSent
 	p.misses, p.ackedEver = 0, false
 	p.haveAck, p.recovering = false, false
 	p.fallback = false
@@ -332,6 +363,20 @@ func (p *pgmccSource) elect(now time.Time, a netip.Addr) {
 // ackWait is how long the acker may take to ACK: AckWait, or three RTTs
 // on a path slower than that.
 func (p *pgmccSource) ackWait() time.Duration { return max(p.cfg.AckWait, 3*p.srtt) }
+
+// probeAt returns when a tail-loss probe may go (TCP's, RFC 8985): with
+// no token left and the acker silent for two RTTs, one ODATA beyond the
+// window, once per silence. When the last packets of a window are lost
+// (a queue that a burst of other traffic filled) nothing is left to ACK,
+// so no hole shows; the probe's ACK shows them, and the source halves
+// its window and repairs instead of sitting out AckWait and starting
+// over from one packet.
+func (p *pgmccSource) probeAt() (time.Time, bool) {
+	if p.probed || !p.ackedEver || !p.haveAck || p.srtt == 0 || p.ackLead == p.lastSent {
+		return time.Time{}, false
+	}
+	return p.lastAckAt.Add(max(2*p.srtt, 10*time.Millisecond)), true
+}
 
 // ack handles an ACK whose feedback named the acker (isAcker) or not.
 func (p *pgmccSource) ack(now time.Time, a wire.ACK, isAcker bool) {
@@ -345,7 +390,12 @@ func (p *pgmccSource) ack(now time.Time, a wire.ACK, isAcker bool) {
 		p.st.AcksBogus++
 		return
 	}
-	p.misses, p.ackedEver = 0, true
+	p.misses, p.lastAckAt, p.probed = 0, now, false
+	// An election answer ACKs what went before: it shows a receiver
+	// that answers, not one that ACKs the data naming it.
+	if !p.electSent || rx.After(p.electLead) {
+		p.ackedEver = true
+	}
 	// fresh: sequences the bitmap shows received for the first time;
 	// gone: sequences it stops showing unseen (lost, or received but
 	// never reported): out of flight either way, their tokens come back.
@@ -458,7 +508,7 @@ func (p *pgmccSource) dataOpt(now time.Time) (uint32, netip.Addr) {
 func (p *pgmccSource) stats() PGMCCStats {
 	st := p.st
 	st.Acker, st.AckerRTT, st.AckerLoss = p.acker, p.ackerRTT, float64(p.ackerLoss)/65536
-	st.Window, st.Fallback = p.cwnd, p.fallback
+	st.Window, st.Tokens, st.Fallback = p.cwnd, p.tokens, p.fallback
 	switch {
 	case p.fallback:
 		st.Rate = int64(max(p.maxRate, 0))

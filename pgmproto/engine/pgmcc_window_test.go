@@ -17,6 +17,7 @@ import (
 func ccFlight(t *testing.T, w int) (*harness, seq.Num, map[seq.Num]uint32) {
 	c := ccConfig()
 	c.TXWSqns = 1024
+	c.MaxRate = 100_000_000 // the ceiling must not cap the window (maxWindow)
 	h := newSourceHarness(t, c)
 	h.send([]byte("a"))
 	od := h.of(wire.TypeODATA)
@@ -29,7 +30,7 @@ func ccFlight(t *testing.T, w int) (*harness, seq.Num, map[seq.Num]uint32) {
 	for range 4 * w {
 		require.NoError(t, h.src.Send(h.now, make([]byte, 100)))
 	}
-	h.run(100 * time.Millisecond) // the pacing spreads the window over an RTT
+	h.run(50 * time.Millisecond) // the pacing spreads the window over an RTT
 	stamps := map[seq.Num]uint32{}
 	for _, s := range h.of(wire.TypeODATA) {
 		o, _ := s.p.Option(wire.OptPGMCCData)
@@ -103,4 +104,43 @@ func TestPGMCCLossHalvesFlight(t *testing.T) {
 	st = h.src.Stats(h.now).PGMCC
 	require.Equal(t, uint64(1), st.LossEvents)
 	require.InDelta(t, st.Window, float64(inFlight(h, lead)), 1.5, "flight %d, window %.1f", inFlight(h, lead), st.Window)
+}
+
+// The tail of a window lost (a queue another flow's burst filled): the
+// first three packets are ACKed, the rest never arrive, so no ACK shows
+// a hole. After two RTTs of silence one probe ODATA goes (and only one);
+// its ACK shows the holes, and the source halves its window and goes on,
+// where before it sat out AckWait (500 ms) and restarted from one packet.
+func TestPGMCCTailLossProbe(t *testing.T) {
+	const w = 10
+	h, first, stamps := ccFlight(t, w)
+	sentBefore := len(h.of(wire.TypeODATA))
+	var bits uint32 = 1 // the election packet, first-1
+	for q := first; q != first+3; q++ {
+		bits = bits<<1 | 1
+		h.run(2 * time.Millisecond)
+		h.toSource(pACK(q, bits, stamps[q], 0, tRxAddr))
+	}
+	lastACK := h.now
+	h.run(200 * time.Millisecond)
+	od := h.of(wire.TypeODATA)
+	st := h.src.Stats(h.now).PGMCC
+	require.Zero(t, st.AckerTimeouts)
+	// The three ACKs released about three packets, then the probe.
+	probes := od[sentBefore:]
+	require.NotEmpty(t, probes)
+	probe := probes[len(probes)-1]
+	require.Greater(t, probe.at, lastACK.Sub(t0)+50*time.Millisecond, "the probe waits two RTTs")
+	require.Less(t, probe.at, lastACK.Sub(t0)+150*time.Millisecond)
+	require.Len(t, probes, 4, "three clocked by the ACKs and one probe")
+
+	pq := probe.p.Data().SQN()
+	o, _ := probe.p.Option(wire.OptPGMCCData)
+	h.toSource(pACK(pq, 1, wire.OptPGMCCDataView(o).Timestamp(), 0, tRxAddr)) // only the probe arrived
+	h.run(20 * time.Millisecond)
+	st = h.src.Stats(h.now).PGMCC
+	require.Equal(t, uint64(1), st.LossEvents)
+	require.Zero(t, st.AckerTimeouts)
+	require.InDelta(t, w/2, st.Window, 0.5)
+	require.Greater(t, len(h.of(wire.TypeODATA)), sentBefore+len(probes), "sending goes on after the probe's ACK")
 }
