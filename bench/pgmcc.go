@@ -9,10 +9,14 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -52,6 +56,7 @@ const (
 	ccWarm      = 2 * time.Second // of ccAlone, not measured (slow start)
 	ccWarmTCP   = 3 * time.Second // of ccShared, not measured (TCP's start)
 	ccBucket    = 100 * time.Millisecond
+	ccTick      = 100 * time.Millisecond
 	ccVethA     = "pgmtun-cca"
 	ccVethB     = "pgmtun-ccb"
 	ccNet       = "10.213.64."
@@ -69,9 +74,32 @@ const (
 	mCCBoth       = "both ÷ capacity, shared"
 	mCCLossShared = "bottleneck loss %, shared"
 	mCCPGMLoss    = "PGMCC ODATA loss %, shared"
+	// The machine is shared: how long this process's threads waited
+	// for a CPU while runnable (schedstat), per second of the run. Both
+	// pgmtun netstacks live in it; the TCP flow is the kernel's.
+	mCCRunWait = "CPU wait, thread-s/s"
 )
 
-var ccShow = []string{mCCShare, mCCWire, mCCLoss, mCCRatio, mCCPGM, mCCTCP, mCCBoth, mCCLossShared, mCCPGMLoss}
+var ccShow = []string{mCCShare, mCCWire, mCCLoss, mCCRatio, mCCPGM, mCCTCP, mCCBoth, mCCLossShared, mCCPGMLoss, mCCRunWait}
+
+// runWait sums the run-queue wait of this process's threads
+// (/proc/self/task/*/schedstat, second field, ns).
+func runWait() time.Duration {
+	tasks, _ := filepath.Glob("/proc/self/task/*/schedstat")
+	var sum time.Duration
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		if fs := strings.Fields(string(b)); len(fs) >= 2 {
+			if ns, err := strconv.ParseInt(fs[1], 10, 64); err == nil {
+				sum += time.Duration(ns)
+			}
+		}
+	}
+	return sum
+}
 
 func pgmccCases(runs int) []*Case {
 	return []*Case{{ID: "pgmcc/bottleneck-tcp", Group: gPGMCC, Runs: min(runs, 3),
@@ -138,6 +166,27 @@ func tapStackIn(r *Run, ns *netns.NS, name, master, addr string) *stack.Protocol
 	return p
 }
 
+// ccTuning is the PGMCC configuration of both ends (zero: defaults).
+var ccTuning engine.PGMCCConfig
+
+// tcpInfo reads the kernel's TCP_INFO of c.
+func tcpInfo(c net.Conn) (*unix.TCPInfo, error) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil, errors.New("not TCP")
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var ti *unix.TCPInfo
+	var ierr error
+	if err := rc.Control(func(fd uintptr) { ti, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil {
+		return nil, err
+	}
+	return ti, ierr
+}
+
 // tbfStats are a tbf qdisc's counters.
 type tbfStats struct {
 	Kind    string `json:"kind"`
@@ -199,7 +248,7 @@ type ccSnap struct {
 
 func pgmccBottleneck(ctx context.Context, r *Run) (Metrics, error) {
 	p := newCCPath(r)
-	cc := stack.CongestionControl{Kind: engine.CCPGMCC}
+	cc := stack.CongestionControl{Kind: engine.CCPGMCC, PGMCC: ccTuning}
 
 	lis, err := p.rcv.Socket(stack.SockRDM)
 	r.Must(err)
@@ -241,6 +290,7 @@ func pgmccBottleneck(ctx context.Context, r *Run) (Metrics, error) {
 	defer cancel()
 	var wg sync.WaitGroup
 	start := time.Now()
+	wait0 := runWait()
 	pgm, tcp := &meter{start: start}, &meter{start: start}
 	var sess *stack.Socket
 	var sessMu sync.Mutex
@@ -347,22 +397,34 @@ func pgmccBottleneck(ctx context.Context, r *Run) (Metrics, error) {
 	}
 	// Per-second progress (with -v), and the four boundaries.
 	var snaps []ccSnap
+	var ti *unix.TCPInfo
 	marks := []time.Duration{ccWarm, ccAlone, ccAlone + ccWarmTCP, ccAlone + ccShared}
-	for t := time.Second; t <= marks[len(marks)-1] && len(snaps) < len(marks); t += time.Second {
+	for t := ccTick; t <= marks[len(marks)-1] && len(snaps) < len(marks); t += ccTick {
 		if !wait(t) {
 			break
 		}
-		if t == ccAlone {
-			close(tcpGo)
+		if t%time.Second != 0 {
+			st, _ := snd.SenderStats()
+			r.Logf("t=%v: window %.1f tokens %.1f rtt %v timeouts %d ACKs %d ODATA %d RDATA %d", t, st.PGMCC.Window, st.PGMCC.Tokens,
+				st.PGMCC.AckerRTT, st.PGMCC.AckerTimeouts, st.PGMCC.AcksReceived, st.TotalODataPacketsSent, st.RepairPacketsSent)
+			continue
 		}
 		s := snap()
 		if t == marks[len(snaps)] {
 			snaps = append(snaps, s)
 		}
+		if len(snaps) == len(marks) {
+			ti, _ = tcpInfo(tc)
+		}
+		if t == ccAlone { // after the snapshot: its qdisc figures are PGMCC's alone
+			close(tcpGo)
+		}
 		r.Logf("t=%2ds: cc rate %.1f Mbit/s window %.1f rtt %v loss %.3f%% loss events %d timeouts %d ACKs %d ODATA %d, qdisc drops %d",
 			int(t/time.Second), float64(s.cc.Rate)*8/1e6, s.cc.Window, s.cc.AckerRTT,
 			100*s.cc.AckerLoss, s.cc.LossEvents, s.cc.AckerTimeouts, s.cc.AcksReceived, s.odata, s.q.Drops)
 	}
+	waited := runWait() - wait0
+	elapsed := time.Since(start)
 	stopAll()
 	if rerr != nil && ctx.Err() == nil && len(snaps) < len(marks) {
 		return nil, fmt.Errorf("pgmtun receiver: %w", rerr)
@@ -399,12 +461,17 @@ func pgmccBottleneck(ctx context.Context, r *Run) (Metrics, error) {
 		mCCTCP:        tcpShared / 1e6,
 		mCCBoth:       (pgmShared + tcpShared) / ccCapacity,
 		mCCLossShared: loss(b0, b1),
+		mCCRunWait:    waited.Seconds() / elapsed.Seconds(),
 	}
 	if tcpShared > 0 {
 		m[mCCRatio] = pgmShared / tcpShared
 	}
 	if sent := b1.odata - b0.odata; sent > 0 && b1.recvd >= b0.recvd {
 		m[mCCPGMLoss] = 100 * max(0, float64(sent)-float64(b1.recvd-b0.recvd)) / float64(sent)
+	}
+	if ti != nil {
+		r.Logf("TCP sender: cwnd %d, rtt %v, retransmitted %d segments of %d sent",
+			ti.Snd_cwnd, time.Duration(ti.Rtt)*time.Microsecond, ti.Total_retrans, ti.Segs_out)
 	}
 	r.Logf("end: acker %v, elections %d, switches %d, timeouts %d, fallbacks %d, loss events %d, ACKs %d",
 		b1.cc.Acker, b1.cc.Elections, b1.cc.AckerSwitches, b1.cc.AckerTimeouts, b1.cc.Fallbacks, b1.cc.LossEvents, b1.cc.AcksReceived)
