@@ -98,7 +98,10 @@ type pgmccSource struct {
 	ackLead    seq.Num
 	ackBits    uint32
 	recovering bool
-	recover    seq.Num
+	recover    seq.Num // last sequence sent at the last loss event or timeout
+	// haveRecover: recover is set (a loss event or timeout since the
+	// election).
+	haveRecover bool
 
 	sentAny             bool
 	firstSent, lastSent seq.Num
@@ -154,6 +157,7 @@ func (p *pgmccSource) update(now time.Time) {
 			p.ssthresh = max(p.cwnd/2, 2)
 			p.cwnd, p.tokens = 1, 1
 			p.recovering = false
+			p.recover, p.haveRecover = p.lastSent, p.sentAny
 			p.timer = now.Add(p.ackWait() << min(p.misses, limit-1))
 			return
 		}
@@ -353,7 +357,7 @@ func (p *pgmccSource) elect(now time.Time, a netip.Addr) {
 	p.acker, p.minRTT = a, 0
 	p.electSent, p.electLead = p.sentAny, p.lastSent
 	p.misses, p.ackedEver = 0, false
-	p.haveAck, p.recovering = false, false
+	p.haveAck, p.recovering, p.haveRecover = false, false, false
 	p.fallback = false
 	// The new acker ACKs only packets that name it: at least one must go.
 	p.tokens = max(p.tokens, 1)
@@ -445,7 +449,14 @@ func (p *pgmccSource) ack(now time.Time, a wire.ACK, isAcker bool) {
 	}
 	p.recovering = false
 	// A sequence missing behind three newer ones is taken as lost
-	// (TCP's duplicate-ACK threshold).
+	// (TCP's duplicate-ACK threshold). Holes at or before recover were
+	// sent before the last halving: they belong to its loss event (as in
+	// NewReno, RFC 6582), however late the ACKs show them (a lost tail
+	// that only a later packet's ACK reveals); they just leave the flight.
+	if old := p.ackBits | 0x7 | p.newSince(); old != math.MaxUint32 {
+		p.tokens = min(p.tokens+float64(bits.OnesCount32(^old)), p.cwnd)
+		p.ackBits |= ^old
+	}
 	if p.ackBits|0x7 != math.MaxUint32 {
 		// The holes (and any of the three newest not seen yet) are
 		// taken as lost: out of flight. The halving is a debt.
@@ -454,7 +465,7 @@ func (p *pgmccSource) ack(now time.Time, a wire.ACK, isAcker bool) {
 		p.ssthresh = max(p.cwnd/2, 1)
 		p.cwnd = p.ssthresh
 		p.tokens = min(max(p.tokens+n+lost-(old-p.cwnd), -p.cwnd), p.cwnd)
-		p.recovering, p.recover = true, p.lastSent
+		p.recovering, p.recover, p.haveRecover = true, p.lastSent, true
 		p.ackBits = math.MaxUint32
 		p.st.LossEvents++
 		return
@@ -470,6 +481,23 @@ func (p *pgmccSource) ack(now time.Time, a wire.ACK, isAcker bool) {
 	p.cwnd += n / p.cwnd
 	p.cwnd = min(p.cwnd, p.maxWindow())
 	p.tokens = min(p.tokens+inc, p.cwnd)
+}
+
+// newSince returns the bitmap bits (relative to ackLead) of sequences
+// sent after the last loss event's recover point; all of them when there
+// was none.
+func (p *pgmccSource) newSince() uint32 {
+	if !p.haveRecover {
+		return math.MaxUint32
+	}
+	d := int64(int32(p.ackLead - p.recover)) // bits 0..d-1 are after recover
+	switch {
+	case d <= 0:
+		return 0
+	case d >= 32:
+		return math.MaxUint32
+	}
+	return 1<<d - 1
 }
 
 // beforeFirst returns the bitmap bits (relative to lead) of sequences

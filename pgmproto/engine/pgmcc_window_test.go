@@ -144,3 +144,101 @@ func TestPGMCCTailLossProbe(t *testing.T) {
 	require.InDelta(t, w/2, st.Window, 0.5)
 	require.Greater(t, len(h.of(wire.TypeODATA)), sentBefore+len(probes), "sending goes on after the probe's ACK")
 }
+
+// ccACKer ACKs a ccFlight's ODATA as the acker would: each arrived
+// sequence's ACK carries the bitmap of those that arrived before it.
+type ccACKer struct {
+	t       *testing.T
+	h       *harness
+	arrived map[seq.Num]bool
+	acked   map[seq.Num]bool
+}
+
+func (a *ccACKer) ack(q seq.Num) {
+	a.t.Helper()
+	a.arrived[q] = true
+	var b uint32
+	for k := range seq.Num(32) {
+		if a.arrived[q-k] {
+			b |= 1 << k
+		}
+	}
+	for _, s := range a.h.of(wire.TypeODATA) {
+		if s.p.Data().SQN() == q {
+			o, _ := s.p.Option(wire.OptPGMCCData)
+			a.h.toSource(pACK(q, b, wire.OptPGMCCDataView(o).Timestamp(), 0, tRxAddr))
+			a.acked[q] = true
+			return
+		}
+	}
+	a.t.Fatalf("ACK for %d, never sent", q)
+}
+
+// ackNew ACKs every ODATA after seq after not ACKed yet, except lost.
+func (a *ccACKer) ackNew(after seq.Num, lost func(seq.Num) bool) {
+	for _, s := range a.h.of(wire.TypeODATA) {
+		if q := s.p.Data().SQN(); q.After(after) && !a.acked[q] && !lost(q) {
+			a.h.run(2 * time.Millisecond)
+			a.ack(q)
+		}
+	}
+}
+
+// A burst of loss in one window is one loss event, however late its ACKs
+// show it: a queue another flow filled drops a packet early in a window
+// of 20 and the window's whole tail. The first hole halves the window;
+// the tail's holes show only in the ACKs of packets sent after that
+// halving, and they were counted as a second event (a second halving a
+// round trip later, the window at a quarter) because the recovery had
+// ended by then. As in NewReno (RFC 6582), losses of what went before
+// the halving's recover point are that halving's. A loss among packets
+// sent after it is a new event.
+func TestPGMCCOneHalvingPerLossBurst(t *testing.T) {
+	const w = 20
+	h, first, _ := ccFlight(t, w)
+	a := &ccACKer{t: t, h: h, arrived: map[seq.Num]bool{first - 1: true}, acked: map[seq.Num]bool{}}
+	for q := first; q != first+15; q++ { // first+4 lost, first+15… lost
+		if q != first+4 {
+			h.run(2 * time.Millisecond)
+			a.ack(q)
+		}
+	}
+	st := h.src.Stats(h.now).PGMCC
+	require.Equal(t, uint64(1), st.LossEvents, "the first hole halves")
+	require.InDelta(t, w/2, st.Window, 0.5)
+	// Everything sent so far from first+15 on is lost (the recover point
+	// is at most that); what goes from now on arrives and is ACKed,
+	// a probe included.
+	ods := h.of(wire.TypeODATA)
+	recover := ods[len(ods)-1].p.Data().SQN()
+	tail := func(q seq.Num) bool { return !q.Before(first+15) && !q.After(recover) }
+	for range 20 {
+		h.run(20 * time.Millisecond)
+		a.ackNew(first+14, tail)
+	}
+	st = h.src.Stats(h.now).PGMCC
+	require.True(t, a.acked[recover+1], "nothing went after the recover point")
+	require.Equal(t, uint64(1), st.LossEvents, "the tail lost before the halving is the same loss event")
+	require.Zero(t, st.AckerTimeouts)
+	require.Greater(t, st.Window, float64(w/2), "the window grows again after the burst")
+
+	// A packet sent after the recover point and lost is a new event.
+	var after seq.Num
+	for q := range a.acked {
+		if q.After(after) {
+			after = q
+		}
+	}
+	for range w {
+		require.NoError(t, h.src.Send(h.now, make([]byte, 100)))
+	}
+	h.run(5 * time.Millisecond)
+	ods = h.of(wire.TypeODATA)
+	next := ods[len(ods)-1].p.Data().SQN()
+	require.True(t, next.After(after), "sending goes on")
+	for range 10 {
+		h.run(10 * time.Millisecond)
+		a.ackNew(after, func(q seq.Num) bool { return q == next })
+	}
+	require.Equal(t, uint64(2), h.src.Stats(h.now).PGMCC.LossEvents, "a loss after the recover point")
+}
