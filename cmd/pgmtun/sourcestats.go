@@ -41,7 +41,7 @@ func writeSourceCounters(w io.Writer, st *stack.SenderStats) {
 	if cc.Fallback {
 		rate += ", fallback (no acker answers)"
 	}
-	fmt.Fprintf(w, "  PGMCC\tacker %s; window %.2f packets, rate %s\n", acker, cc.Window, rate)
+	fmt.Fprintf(w, "  PGMCC\tacker %s; window %.2f packets (%.2f tokens), rate %s\n", acker, cc.Window, cc.Tokens, rate)
 	fmt.Fprintf(w, "  PGMCC events\telections %d, acker switches %d, acker timeouts %d, fallbacks %d, loss events %d\n",
 		cc.Elections, cc.AckerSwitches, cc.AckerTimeouts, cc.Fallbacks, cc.LossEvents)
 	fmt.Fprintf(w, "  PGMCC feedback\tACKs %d (%d not from the acker, %d bogus), bad feedback %d, reports of banned ackers %d\n",

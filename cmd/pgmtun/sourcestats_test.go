@@ -125,6 +125,7 @@ func testSenderStats() (stack.SenderStats, stack.ProtocolStats) {
 	st.PGMCC.AckerRTT = 37 * time.Millisecond
 	st.PGMCC.AckerLoss = 0.125
 	st.PGMCC.Window = 17.25
+	st.PGMCC.Tokens = -3.5
 	return st, ps
 }
 
@@ -138,6 +139,7 @@ func pgmccText(prefix string) map[string]string {
 		prefix + ".PGMCC.AckerRTT":  "RTT 37ms",
 		prefix + ".PGMCC.AckerLoss": "loss 12.50%",
 		prefix + ".PGMCC.Window":    "window 17.25 packets",
+		prefix + ".PGMCC.Tokens":    "(-3.50 tokens)",
 	}
 }
 
