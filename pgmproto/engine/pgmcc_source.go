@@ -46,6 +46,9 @@ const switchFactor = 1 / (0.8 * 0.8)
 // maxFeedbackAge bounds an echoed timestamp's age (an RTT).
 const maxFeedbackAge = 60_000 // ms
 
+// maxProbes bounds the tail-loss probes per silence of the acker.
+const maxProbes = 4
+
 // maxBanned bounds the table of banned ackers.
 const maxBanned = 256
 
@@ -114,7 +117,7 @@ type pgmccSource struct {
 	electSent           bool      // something was sent before the election,
 	electLead           seq.Num   // up to this sequence
 	lastAckAt           time.Time // the acker's last ACK
-	probed              bool      // a tail-loss probe went since it
+	probes              int       // tail-loss probes sent since it
 	banned              map[netip.Addr]ackerBan
 
 	st PGMCCStats
@@ -234,7 +237,9 @@ func (p *pgmccSource) sent(now time.Time, q seq.Num, n int) {
 		return
 	}
 	p.tokens = max(p.tokens-1, -p.cwnd)
-	p.probed = p.probed || probe
+	if probe {
+		p.probes++
+	}
 	if p.timer.IsZero() || (idle && p.acker.IsValid() && p.haveAck) {
 		p.timer = now.Add(p.ackWait())
 	}
@@ -370,16 +375,19 @@ func (p *pgmccSource) ackWait() time.Duration { return max(p.cfg.AckWait, 3*p.sr
 
 // probeAt returns when a tail-loss probe may go (TCP's, RFC 8985): with
 // no token left and the acker silent for two RTTs, one ODATA beyond the
-// window, once per silence. When the last packets of a window are lost
-// (a queue that a burst of other traffic filled) nothing is left to ACK,
-// so no hole shows; the probe's ACK shows them, and the source halves
-// its window and repairs instead of sitting out AckWait and starting
-// over from one packet.
+// window; if the silence goes on, another after twice as long, and so
+// on, at most maxProbes per silence. When the last packets of a window
+// are lost (a queue that a burst of other traffic filled) nothing is left
+// to ACK, so no hole shows; a probe's ACK shows them, and the source
+// halves its window and repairs instead of sitting out AckWait and
+// starting over from one packet. One probe is not enough: a lone packet
+// reaches a drop-tail queue that another flow's ACK-clocked packets keep
+// full at a random moment, and is then likely dropped too.
 func (p *pgmccSource) probeAt() (time.Time, bool) {
-	if p.probed || !p.ackedEver || !p.haveAck || p.srtt == 0 || p.ackLead == p.lastSent {
+	if p.probes >= maxProbes || !p.ackedEver || !p.haveAck || p.srtt == 0 || p.ackLead == p.lastSent {
 		return time.Time{}, false
 	}
-	return p.lastAckAt.Add(max(2*p.srtt, 10*time.Millisecond)), true
+	return p.lastAckAt.Add(max(2*p.srtt, 10*time.Millisecond) << p.probes), true
 }
 
 // ack handles an ACK whose feedback named the acker (isAcker) or not.
@@ -394,7 +402,7 @@ func (p *pgmccSource) ack(now time.Time, a wire.ACK, isAcker bool) {
 		p.st.AcksBogus++
 		return
 	}
-	p.misses, p.lastAckAt, p.probed = 0, now, false
+	p.misses, p.lastAckAt, p.probes = 0, now, 0
 	// An election answer ACKs what went before: it shows a receiver
 	// that answers, not one that ACKs the data naming it.
 	if !p.electSent || rx.After(p.electLead) {

@@ -108,7 +108,8 @@ func TestPGMCCLossHalvesFlight(t *testing.T) {
 
 // The tail of a window lost (a queue another flow's burst filled): the
 // first three packets are ACKed, the rest never arrive, so no ACK shows
-// a hole. After two RTTs of silence one probe ODATA goes (and only one);
+// a hole. After two RTTs of silence one probe ODATA goes (one: the next
+// would wait twice as long);
 // its ACK shows the holes, and the source halves its window and goes on,
 // where before it sat out AckWait (500 ms) and restarted from one packet.
 func TestPGMCCTailLossProbe(t *testing.T) {
@@ -122,7 +123,7 @@ func TestPGMCCTailLossProbe(t *testing.T) {
 		h.toSource(pACK(q, bits, stamps[q], 0, tRxAddr))
 	}
 	lastACK := h.now
-	h.run(200 * time.Millisecond)
+	h.run(130 * time.Millisecond) // a second probe would wait twice as long
 	od := h.of(wire.TypeODATA)
 	st := h.src.Stats(h.now).PGMCC
 	require.Zero(t, st.AckerTimeouts)
@@ -241,4 +242,54 @@ func TestPGMCCOneHalvingPerLossBurst(t *testing.T) {
 		a.ackNew(after, func(q seq.Num) bool { return q == next })
 	}
 	require.Equal(t, uint64(2), h.src.Stats(h.now).PGMCC.LossEvents, "a loss after the recover point")
+}
+
+// The probe meets the full queue too (a lone packet arriving at a random
+// moment at a drop-tail queue that another flow keeps full is likely
+// dropped): with the silence going on, probes go on, each twice as long
+// after the last ACK as the one before, and the first that arrives shows the holes: one halving, no
+// timeout. Before, a single probe was sent; with it lost, the source sat
+// out AckWait (500 ms) and restarted from one packet, and with repairs
+// held back by the window the receiver's NAKs ran out (the bench's
+// "unrecoverable loss").
+func TestPGMCCTailLossProbesBackOff(t *testing.T) {
+	const w = 10
+	h, first, stamps := ccFlight(t, w)
+	sentBefore := len(h.of(wire.TypeODATA))
+	var bits uint32 = 1
+	for q := first; q != first+3; q++ {
+		bits = bits<<1 | 1
+		h.run(2 * time.Millisecond)
+		h.toSource(pACK(q, bits, stamps[q], 0, tRxAddr))
+	}
+	lastACK := h.now.Sub(t0)
+	// The timeout is due AckWait (500 ms) after the last ACK; the
+	// probes come after three packets the ACKs clocked.
+	h.run(450 * time.Millisecond)
+	probes := h.of(wire.TypeODATA)[sentBefore+3:]
+	var waits []time.Duration
+	for _, p := range probes {
+		waits = append(waits, p.at-lastACK)
+	}
+	t.Logf("probes %v after the last ACK", waits)
+	require.GreaterOrEqual(t, len(probes), 3, "probes go on while the silence lasts")
+	require.LessOrEqual(t, len(probes), maxProbes)
+	for i := 1; i < len(waits); i++ {
+		require.InDelta(t, float64(2*waits[i-1]), float64(waits[i]), float64(12*time.Millisecond), "probe %d: twice the last wait", i)
+	}
+	require.Zero(t, h.src.Stats(h.now).PGMCC.AckerTimeouts, "the probes went before the timeout")
+
+	// The third probe arrives; its ACK shows the holes.
+	p := probes[2]
+	pq := p.p.Data().SQN()
+	o, _ := p.p.Option(wire.OptPGMCCData)
+	h.toSource(pACK(pq, 1, wire.OptPGMCCDataView(o).Timestamp(), 0, tRxAddr))
+	h.run(20 * time.Millisecond)
+	st := h.src.Stats(h.now).PGMCC
+	require.Equal(t, uint64(1), st.LossEvents)
+	require.Zero(t, st.AckerTimeouts)
+	require.InDelta(t, w/2, st.Window, 0.5)
+	n := len(h.of(wire.TypeODATA))
+	h.run(300 * time.Millisecond) // silence again: at most maxProbes more, then the timeout
+	require.LessOrEqual(t, len(h.of(wire.TypeODATA))-n, maxProbes+1, "probes are bounded")
 }
