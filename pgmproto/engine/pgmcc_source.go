@@ -118,6 +118,7 @@ type pgmccSource struct {
 	electLead           seq.Num   // up to this sequence
 	lastAckAt           time.Time // the acker's last ACK
 	probes              int       // tail-loss probes sent since it
+	lastRepairAt        time.Time // the last RDATA sent
 	banned              map[netip.Addr]ackerBan
 
 	st PGMCCStats
@@ -269,7 +270,8 @@ func (p *pgmccSource) repairAt(now time.Time) time.Time {
 // repairSent takes the RDATA's token. The acker ACKs repairs too, with
 // nothing new in the bitmap: such an ACK gives the token back, at most
 // once per repair sent (repairsOut), so duplicate ACKs cannot mint any.
-func (p *pgmccSource) repairSent() {
+func (p *pgmccSource) repairSent(now time.Time) {
+	p.lastRepairAt = now
 	if !p.fallback {
 		p.tokens = max(p.tokens-1, -p.cwnd)
 		p.repairsOut = min(p.repairsOut+1, 1<<16)
@@ -403,6 +405,7 @@ func (p *pgmccSource) ack(now time.Time, a wire.ACK, isAcker bool) {
 		return
 	}
 	p.misses, p.lastAckAt, p.probes = 0, now, 0
+	defer p.resync(now)
 	// An election answer ACKs what went before: it shows a receiver
 	// that answers, not one that ACKs the data naming it.
 	if !p.electSent || rx.After(p.electLead) {
@@ -506,6 +509,22 @@ func (p *pgmccSource) newSince() uint32 {
 		return math.MaxUint32
 	}
 	return 1<<d - 1
+}
+
+// resync frees the whole window when the ACKs show every ODATA sent
+// accounted for (ACKed, or known lost) and no repair went within the last
+// RTT: nothing is in flight then. A repair's token otherwise comes back
+// only with an ACK of it and nothing new, so a repair lost at the
+// bottleneck (or ACKed together with newer ODATA) held its token for
+// good; with enough of them the source had no token and nothing
+// outstanding, sent nothing (not even a probe) and sat out AckWait into a
+// timeout.
+func (p *pgmccSource) resync(now time.Time) {
+	if p.haveAck && p.ackLead == p.lastSent && p.ackBits == math.MaxUint32 &&
+		(p.lastRepairAt.IsZero() || now.Sub(p.lastRepairAt) > p.srtt) {
+		p.repairsOut = 0
+		p.tokens = p.cwnd
+	}
 }
 
 // beforeFirst returns the bitmap bits (relative to lead) of sequences

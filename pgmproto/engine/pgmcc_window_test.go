@@ -293,3 +293,44 @@ func TestPGMCCTailLossProbesBackOff(t *testing.T) {
 	h.run(300 * time.Millisecond) // silence again: at most maxProbes more, then the timeout
 	require.LessOrEqual(t, len(h.of(wire.TypeODATA))-n, maxProbes+1, "probes are bounded")
 }
+
+// Repairs take tokens, and a repair's token came back only with an ACK
+// of it: a repair lost at the bottleneck kept its token for good. With
+// enough of them lost every token was held by a lost repair, everything
+// else ACKed, and the source sat silent — no ODATA, no probe (nothing
+// outstanding) — until AckWait ran out and a timeout took the window to
+// one packet: the bench's silences of 500 ms. When the ACKs show every
+// ODATA accounted for and no repair went within the last RTT, the flight
+// is empty and the window is free again.
+func TestPGMCCLostRepairsFreeTheirTokens(t *testing.T) {
+	const w = 4
+	h, first, _ := ccFlight(t, w)
+	a := &ccACKer{t: t, h: h, arrived: map[seq.Num]bool{first - 1: true}, acked: map[seq.Num]bool{}}
+	var naks []seq.Num
+	for q := first; q != first+w; q++ {
+		naks = append(naks, q)
+	}
+	for range 300 {
+		require.NoError(t, h.src.Send(h.now, make([]byte, 100)))
+	}
+	h.toSource(pNAK(wire.TypeNAK, naks...)) // repairs asked for; every RDATA is lost
+	for range 50 {
+		h.run(20 * time.Millisecond)
+		a.ackNew(first-1, func(seq.Num) bool { return false })
+	}
+	st := h.src.Stats(h.now).PGMCC
+	rdata := len(h.of(wire.TypeRDATA))
+	t.Logf("RDATA %d, ODATA %d, timeouts %d, window %.1f, tokens %.1f", rdata, len(h.of(wire.TypeODATA)), st.AckerTimeouts, st.Window, st.Tokens)
+	require.Positive(t, rdata)
+	require.Zero(t, st.AckerTimeouts, "no silence: lost repairs gave their tokens back")
+	require.Greater(t, st.Window, float64(w), "the window grew on")
+	// Once every ODATA is sent and ACKed, nothing is in flight: the
+	// whole window is free.
+	for range 100 {
+		h.run(20 * time.Millisecond)
+		a.ackNew(first-1, func(seq.Num) bool { return false })
+	}
+	st = h.src.Stats(h.now).PGMCC
+	require.Len(t, a.acked, len(h.of(wire.TypeODATA))-1, "every ODATA sent and ACKed")
+	require.InDelta(t, st.Window, st.Tokens, 0.01, "tokens with nothing in flight")
+}

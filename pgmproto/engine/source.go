@@ -458,7 +458,7 @@ func (s *Source) Next(now time.Time) (Transmit, bool) {
 		n := s.data(wire.TypeRDATA, q, e)
 		s.stats.RepairPacketsSent++
 		if s.cc != nil {
-			s.cc.repairSent()
+			s.cc.repairSent(now)
 		}
 		return s.emit(now, n, &s.rdata), true
 	}
