@@ -5,8 +5,10 @@ FUZZTIME  ?= 60s
 
 # Debian packages the test suite needs: tshark (dissector checks), libpgm-dev and
 # pkg-config (real OpenPGM interop peers), iproute2 and nftables (namespaces, loss),
-# python3-zmq (libzmq 4.3 with PGM, under Debian's own /usr/bin/python3: ZeroMQ interop).
-DEB_PKGS  := tshark libpgm-dev pkg-config iproute2 nftables gcc python3-zmq
+# python3-zmq (libzmq 4.3 with PGM, under Debian's own /usr/bin/python3: ZeroMQ interop),
+# libzmq3-dev (the same libzmq from C: the ZeroMQ bench's peer, bench/peers/zmqbench.c,
+# built by bench and by its test TestZMQBenchRecords).
+DEB_PKGS  := tshark libpgm-dev pkg-config iproute2 nftables gcc python3-zmq libzmq3-dev
 
 .PHONY: check deps vet test fuzz fuzz-long bench demo
 
@@ -21,6 +23,7 @@ deps:
 	command -v nft >/dev/null 2>&1 || missing="$$missing nftables"; \
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
 	/usr/bin/python3 -c 'import zmq, sys; sys.exit(not zmq.has("pgm"))' >/dev/null 2>&1 || missing="$$missing python3-zmq"; \
+	pkg-config --exists libzmq 2>/dev/null || missing="$$missing libzmq3-dev pkg-config"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \

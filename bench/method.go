@@ -135,10 +135,10 @@ const methodText = `## Method
   one parity packet encoded, or 1 or 4 lost packets of 16 decoded; *core at
   100 MB/s* is the share of one core that 100 MB/s of group data costs with
   one such operation per group.
-- **ZeroMQ against libzmq.** libzmq 4.3.4 (Debian's python3-zmq under
-  /usr/bin/python3, bench/zmqbench.py) and pgmtun's package zmq in the bench
-  process, PUB → SUB, one frame per message holding an interop record (every
-  byte checked, gaps counted). *epgm*: two namespaces joined by a veth pair,
+- **ZeroMQ against libzmq.** libzmq 4.3.4 (Debian's libzmq3-dev, driven by
+  a C program, bench/peers/zmqbench.c, built when the benchmark starts) and
+  pgmtun's package zmq in the bench process, PUB → SUB, one frame per
+  message holding an interop record (every byte checked, gaps counted). *epgm*: two namespaces joined by a veth pair,
   every program on the kernel's UDP (pgmtun on the host UDP sockets,
   stack.NewHostProtocol): one path for all three rows. *pgm*: libzmq →
   libzmq over the veth pair (raw sockets); pgmtun on a netstack attached to
@@ -147,10 +147,11 @@ const methodText = `## Method
   sends here: the rows measure speed) and 100 Mbit/s (every pair keeps up:
   the rows compare how each counts the rate). Publishers hold ZeroMQ's
   default high-water mark of 1000 and wait at it (ZMQ_XPUB_NODROP,
-  zmq.WithNoDrop); the libzmq subscriber has no receive mark (ZMQ_RCVHWM 0),
-  pgmtun's its default. A publisher repeats a one-byte warm-up message
-  until the subscriber has one, then sends the records as fast as its
-  socket takes them. *msgs/s* counts the records received whole and in
+  zmq.WithNoDrop); both subscribers, libzmq's and pgmtun's, have a receive
+  mark of 262 144 messages (ZMQ_RCVHWM, zmq.WithRecvHWM), above a run's
+  records, so that neither drops at its mark. A publisher repeats a
+  one-byte warm-up message until the subscriber has one, then sends the
+  records as fast as its socket takes them. *msgs/s* counts the records received whole and in
   order from the first arrival to the later of the last arrival and the
   publisher's last send (a subscriber stalled by loss is charged the
   sending time), or to when the subscriber stopped if earlier: 1 s after

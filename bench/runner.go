@@ -375,7 +375,7 @@ func (e *Env) missing(need string) string {
 			return fmt.Sprintf("OpenPGM peers could not be built: %v", err)
 		}
 	case "libzmq":
-		if _, err := e.zmqBenchScript(); err != nil {
+		if _, err := e.zmqBenchPeer(); err != nil {
 			return fmt.Sprintf("libzmq with PGM unavailable: %v", err)
 		}
 	}

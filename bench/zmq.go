@@ -20,7 +20,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pgmtun/pgmtun/internal/netns"
-	"github.com/pgmtun/pgmtun/interop"
 	"github.com/pgmtun/pgmtun/stack"
 	"github.com/pgmtun/pgmtun/zmq"
 )
@@ -28,8 +27,11 @@ import (
 // ZeroMQ PUB → SUB (issue 13): libzmq → libzmq against pgmtun → libzmq
 // and libzmq → pgmtun, over epgm and pgm, 64 and 1000-byte messages.
 //
-// libzmq is Debian's 4.3.4 under Debian's python3 (python3-zmq), driven by
-// zmqbench.py; pgmtun is package zmq in this process. Every message is one
+// libzmq is Debian's 4.3.4 (libzmq3-dev), driven by peers/zmqbench.c,
+// built when the benchmark starts; pgmtun is package zmq in this process.
+// The peer is C so that the libzmq side costs what libzmq costs: under
+// python3-zmq one Python call per message held the libzmq publisher back
+// and made the libzmq subscriber drop at its mark. Every message is one
 // frame holding an interop record (interop/record.go), checked byte for
 // byte by the subscriber, which also counts gaps. PGM has no flow control:
 // a publisher that outruns its subscriber loses messages, so each row
@@ -49,8 +51,8 @@ import (
 // speed; the "100M" rows at 100 Mbit/s, which every pair sustained in
 // trials, measure how each keeps to the same limit (rate accounting).
 
-//go:embed zmqbench.py
-var zmqBenchScript []byte
+//go:embed peers/zmqbench.c
+var zmqBenchSource []byte
 
 // zmqWarm is the warm-up message, repeated by a publisher until its
 // subscriber has one: the timed records then find the path, the group's
@@ -75,6 +77,12 @@ const (
 	// (eight times a run's nominal half second), so that a slow run on a
 	// loaded machine stays bounded.
 	zmqMaxWindow = 4 * time.Second
+	// zmqRcvHWM is ZMQ_RCVHWM of every subscriber, libzmq's and pgmtun's
+	// alike: above the most records of a run (200 000), so that neither
+	// drops at its mark and a row measures the transport, not how fast
+	// the application reads (pgmtun has no unbounded mark; libzmq's
+	// default of 1000 dropped most of a 1 Gbit/s run).
+	zmqRcvHWM = 1 << 18
 	// Kernel side and netstack of the pgm TUN.
 	zmqTUNHost  = "10.213.61.1"
 	zmqTUNStack = "10.213.61.2"
@@ -143,33 +151,49 @@ func zmqCases(e *Env, runs int) []*Case {
 	return cs
 }
 
-// zmqScript checks once that Debian's python3 has libzmq 4.3.4 with PGM
-// and writes zmqbench.py.
-var zmqScript struct {
+// zmqPeerBuild builds zmqbench once and checks that its libzmq has PGM.
+var zmqPeerBuild struct {
 	once sync.Once
 	path string
 	err  error
 }
 
-func (e *Env) zmqBenchScript() (string, error) {
-	zmqScript.once.Do(func() {
-		// ZMQPeerScript checks the interpreter and library.
+// zmqBenchPeer returns the path of the built C peer.
+func (e *Env) zmqBenchPeer() (string, error) {
+	zmqPeerBuild.once.Do(func() {
 		dir := filepath.Join(e.tmp, "zmq")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			zmqScript.err = err
-			return
-		}
-		if _, err := interop.ZMQPeerScript(dir); err != nil {
-			zmqScript.err = err
-			return
-		}
-		zmqScript.path = filepath.Join(dir, "zmqbench.py")
-		zmqScript.err = os.WriteFile(zmqScript.path, zmqBenchScript, 0o755)
+		zmqPeerBuild.path, zmqPeerBuild.err = buildZMQBench(dir)
 	})
-	return zmqScript.path, zmqScript.err
+	return zmqPeerBuild.path, zmqPeerBuild.err
 }
 
-// monotonic is CLOCK_MONOTONIC in seconds, the clock zmqbench.py reports.
+// buildZMQBench compiles peers/zmqbench.c into dir with gcc and
+// pkg-config libzmq (Debian's libzmq3-dev) and checks that the library
+// has PGM; it returns the program's path.
+func buildZMQBench(dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	src := filepath.Join(dir, "zmqbench.c")
+	if err := os.WriteFile(src, zmqBenchSource, 0o644); err != nil {
+		return "", err
+	}
+	out, err := exec.Command("pkg-config", "--cflags", "--libs", "libzmq").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("pkg-config libzmq (install libzmq3-dev and pkg-config; make deps does): %v: %s", err, out)
+	}
+	bin := filepath.Join(dir, "zmqbench")
+	args := append([]string{"-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-o", bin, src}, strings.Fields(string(out))...)
+	if out, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("gcc zmqbench.c: %v: %s", err, out)
+	}
+	if out, err := exec.Command(bin, "pgm").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("libzmq without PGM: %v: %s", err, out)
+	}
+	return bin, nil
+}
+
+// monotonic is CLOCK_MONOTONIC in seconds, the clock zmqbench reports.
 func monotonic() float64 {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
@@ -233,11 +257,11 @@ func zmqMetrics(size, count int, pr zmqPubResult, sr zmqSubResult) (Metrics, err
 // zmqRun returns the run of one row.
 func zmqRun(e *Env, transport, dir string, kbit, size, count int) func(context.Context, *Run) (Metrics, error) {
 	return func(ctx context.Context, r *Run) (Metrics, error) {
-		script, err := e.zmqBenchScript()
+		peer, err := e.zmqBenchPeer()
 		if err != nil {
 			return nil, err
 		}
-		z := &zmqRow{r: r, ctx: ctx, script: script, transport: transport, kbit: kbit, size: size, count: count, t0: time.Now()}
+		z := &zmqRow{r: r, ctx: ctx, peer: peer, transport: transport, kbit: kbit, size: size, count: count, t0: time.Now()}
 		var pr zmqPubResult
 		var sr zmqSubResult
 		switch dir {
@@ -262,7 +286,7 @@ func zmqRun(e *Env, transport, dir string, kbit, size, count int) func(context.C
 type zmqRow struct {
 	r         *Run
 	ctx       context.Context
-	script    string
+	peer      string // zmqbench
 	transport string
 	kbit      int
 	size      int
@@ -433,7 +457,7 @@ func (z *zmqRow) libzmqToPgmtun() (pr zmqPubResult, sr zmqSubResult, err error) 
 	p, pgmtunIf, open, peerNS, peerIf := z.pgmtunSide()
 	var sub *zmq.Sub
 	if err := open(func() (err error) {
-		sub, err = zmq.NewSub(p, z.endpoint(pgmtunIf))
+		sub, err = zmq.NewSub(p, z.endpoint(pgmtunIf), zmq.WithRecvHWM(zmqRcvHWM))
 		return err
 	}); err != nil {
 		return pr, sr, err
@@ -472,7 +496,7 @@ func (z *zmqRow) libzmqToPgmtun() (pr zmqPubResult, sr zmqSubResult, err error) 
 	return pr, sr, nil
 }
 
-// receive is zmqbench.py's subscriber loop on a pgmtun Sub: until every
+// receive is zmqbench's subscriber loop on a pgmtun Sub: until every
 // record came, none for zmqIdle after the first (or for the case's time
 // before it), or zmqMaxWindow after the first.
 func (z *zmqRow) receive(sub *zmq.Sub, pub *zmqPeer) (zmqSubResult, error) {
@@ -550,7 +574,7 @@ func (z *zmqRow) receive(sub *zmq.Sub, pub *zmqPeer) (zmqSubResult, error) {
 	return sr, nil
 }
 
-// zmqPeer is a running zmqbench.py.
+// zmqPeer is a running zmqbench.
 type zmqPeer struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
@@ -562,16 +586,16 @@ type zmqPeer struct {
 	waited error
 }
 
-// startPeer runs zmqbench.py as role in ns on the endpoint of iface, with
+// startPeer runs zmqbench as role in ns on the endpoint of iface, with
 // the row's rate, size and count; it is killed, by its PID, when the run
 // ends.
 func (z *zmqRow) startPeer(ns *netns.NS, role, iface string) (*zmqPeer, error) {
-	args := []string{"netns", "exec", ns.Name, interop.ZMQPython, z.script, role, z.endpoint(iface),
+	args := []string{"netns", "exec", ns.Name, z.peer, role, z.endpoint(iface),
 		"--size", fmt.Sprint(z.size), "--count", fmt.Sprint(z.count), "--rate", fmt.Sprint(z.kbit),
 		"--recovery-ivl", fmt.Sprint(zmqRecovery.Milliseconds()), "--idle", fmt.Sprint(zmqIdle.Seconds()),
-		"--max", fmt.Sprint(zmqMaxWindow.Seconds())}
+		"--max", fmt.Sprint(zmqMaxWindow.Seconds()), "--rcvhwm", fmt.Sprint(zmqRcvHWM)}
 	p := &zmqPeer{warm: make(chan struct{}), lines: make(chan string, 1), done: make(chan struct{})}
-	// ip netns exec execs the interpreter: the PID is the peer's own.
+	// ip netns exec execs the program: the PID is the peer's own.
 	p.cmd = exec.Command("ip", args...)
 	var err error
 	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
@@ -650,9 +674,9 @@ func (p *zmqPeer) awaitWarm(ctx context.Context) error {
 	case <-p.warm:
 		return nil
 	case <-p.done:
-		return fmt.Errorf("zmqbench.py exited before its first message: %v: %s", p.waited, p.stderr())
+		return fmt.Errorf("zmqbench exited before its first message: %v: %s", p.waited, p.stderr())
 	case <-ctx.Done():
-		return fmt.Errorf("zmqbench.py had no message: %w: %s", ctx.Err(), p.stderr())
+		return fmt.Errorf("zmqbench had no message: %w: %s", ctx.Err(), p.stderr())
 	}
 }
 
@@ -660,9 +684,9 @@ func (p *zmqPeer) awaitWarm(ctx context.Context) error {
 func (p *zmqPeer) alive(ctx context.Context) error {
 	select {
 	case <-p.done:
-		return fmt.Errorf("zmqbench.py exited: %v: %s", p.waited, p.stderr())
+		return fmt.Errorf("zmqbench exited: %v: %s", p.waited, p.stderr())
 	case <-ctx.Done():
-		return fmt.Errorf("zmqbench.py: %w: %s", ctx.Err(), p.stderr())
+		return fmt.Errorf("zmqbench: %w: %s", ctx.Err(), p.stderr())
 	default:
 		return nil
 	}
@@ -673,7 +697,7 @@ func (p *zmqPeer) result(ctx context.Context, v any) error {
 	select {
 	case line := <-p.lines:
 		if err := json.Unmarshal([]byte(line), v); err != nil {
-			return fmt.Errorf("zmqbench.py report %q: %w", line, err)
+			return fmt.Errorf("zmqbench report %q: %w", line, err)
 		}
 		return nil
 	case <-p.done:
@@ -682,9 +706,9 @@ func (p *zmqPeer) result(ctx context.Context, v any) error {
 			return json.Unmarshal([]byte(line), v)
 		default:
 		}
-		return fmt.Errorf("zmqbench.py exited without a report: %v: %s", p.waited, p.stderr())
+		return fmt.Errorf("zmqbench exited without a report: %v: %s", p.waited, p.stderr())
 	case <-ctx.Done():
-		return fmt.Errorf("zmqbench.py: no report: %w: %s", ctx.Err(), p.stderr())
+		return fmt.Errorf("zmqbench: no report: %w: %s", ctx.Err(), p.stderr())
 	}
 }
 

@@ -2,10 +2,9 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -47,33 +46,50 @@ func TestZMQMetrics(t *testing.T) {
 	assert.ErrorContains(t, err, "sent 10 of 1000")
 }
 
-// TestZMQBenchRecords: zmqbench.py's records are byte for byte those of
-// interop.Record (what the pgmtun side sends and checks), for every
-// sequence number modulo 256 and both sizes; it runs the script's own
-// tails() under Debian's python3 with python3-zmq (make deps).
+// TestZMQBenchRecords: the C peer (peers/zmqbench.c, built here with
+// gcc and libzmq3-dev, which make deps installs) sends records byte for
+// byte those of interop.Record (what the pgmtun side sends and checks),
+// for both sizes and sequence numbers past 256; and its subscriber's check
+// counts them as pgmtun's does: whole records in order, gaps and the
+// records missing in and after them, a wrong byte, a short message and a
+// repeat, each reported in the JSON line that zmq.go reads.
 func TestZMQBenchRecords(t *testing.T) {
-	dir := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "zmqbench.py"), zmqBenchScript, 0o644))
-	out, err := exec.Command(interop.ZMQPython, "-c", `
-import sys
-sys.path.insert(0, sys.argv[1])
-import zmqbench
-for size in (64, 1000):
-    with open("%s/tails-%d" % (sys.argv[1], size), "wb") as f:
-        f.write(b"".join(zmqbench.tails(size)))
-`, dir).CombinedOutput()
-	require.NoError(t, err, "%s", out)
+	bin, err := buildZMQBench(t.TempDir())
+	require.NoError(t, err, "building the libzmq C peer of the ZeroMQ bench")
+	const count = 256 * 3
 	for _, size := range zmqSizes {
-		got, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("tails-%d", size)))
+		out, err := exec.Command(bin, "records", "--size", fmt.Sprint(size), "--count", fmt.Sprint(count)).Output()
 		require.NoError(t, err)
-		require.Len(t, got, 256*(size-4))
-		for k := range 256 {
-			for _, seq := range []uint32{uint32(k), uint32(k) + 256*9} {
-				want := interop.Record(seq, size)[4:]
-				if !bytes.Equal(want, got[k*(size-4):(k+1)*(size-4)]) {
-					t.Fatalf("size %d: record %d differs from zmqbench.py's tail %d", size, seq, k)
-				}
+		require.Len(t, out, count*size)
+		for seq := range uint32(count) {
+			if want := interop.Record(seq, size); !bytes.Equal(want, out[int(seq)*size:int(seq+1)*size]) {
+				t.Fatalf("size %d: zmqbench's record %d differs from interop.Record", size, seq)
 			}
 		}
 	}
+
+	const size = 64
+	check := func(count int, msgs ...[]byte) zmqSubResult {
+		t.Helper()
+		cmd := exec.Command(bin, "check", "--size", fmt.Sprint(size), "--count", fmt.Sprint(count))
+		cmd.Stdin = bytes.NewReader(bytes.Join(msgs, nil))
+		out, err := cmd.Output()
+		require.NoError(t, err)
+		var sr zmqSubResult
+		require.NoError(t, json.Unmarshal(out, &sr), "%s", out)
+		return sr
+	}
+	rec := func(seq uint32) []byte { return interop.Record(seq, size) }
+	warm := zmqWarm
+	assert.Equal(t, zmqSubResult{Received: 3}, check(3, warm, rec(0), rec(1), warm, rec(2)))
+	assert.Equal(t, zmqSubResult{Received: 3, Gaps: 2, Missing: 3}, check(6, rec(1), rec(2), rec(4)),
+		"records 0 and 3 missing in gaps, 5 after the last")
+	flipped := rec(7)
+	flipped[size-1] ^= 1
+	assert.Equal(t, zmqSubResult{Received: 2, Bad: 1, Missing: 8, FirstError: "record 7: bytes differ"},
+		check(10, rec(0), flipped, rec(1)))
+	assert.Equal(t, zmqSubResult{Received: 3, Bad: 1, Missing: 1, FirstError: "record 1 after 1"},
+		check(4, rec(0), rec(1), rec(1), rec(2), rec(3)), "four messages end it: record 3 missing")
+	assert.Equal(t, zmqSubResult{Received: 1, Bad: 1, Missing: 2, FirstError: "message of 10 bytes, want 64"},
+		check(3, rec(0), rec(1)[:10]))
 }
