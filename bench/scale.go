@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -163,33 +162,13 @@ type wireCount struct {
 }
 
 func watchWire(ns *netns.NS, dev string) (*wireCount, error) {
-	w := &wireCount{fd: -1, done: make(chan struct{}), types: map[wire.Type]uint64{}}
-	all := uint16(unix.ETH_P_ALL)
-	proto := all<<8 | all>>8 // network byte order
-	err := ns.Do(func() error {
-		ifi, err := net.InterfaceByName(dev)
-		if err != nil {
-			return err
-		}
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		w.fd = fd
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20); err != nil {
-			return err
-		}
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100_000}); err != nil {
-			return err
-		}
-		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index})
+	fd, err := packetSocket(ns, dev, func(fd int) error {
+		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20)
 	})
 	if err != nil {
-		if w.fd >= 0 {
-			unix.Close(w.fd)
-		}
-		return nil, fmt.Errorf("packet socket on %s: %w", dev, err)
+		return nil, err
 	}
+	w := &wireCount{fd: fd, done: make(chan struct{}), types: map[wire.Type]uint64{}}
 	go w.read()
 	return w, nil
 }

@@ -90,24 +90,39 @@ var spmFilter = []unix.SockFilter{
 }
 
 func watchSPMs(ns *netns.NS, dev string) (*spmWatch, error) {
-	w := &spmWatch{fd: -1, done: make(chan struct{})}
-	// ETH_P_ALL in network byte order (little-endian host): only taps of
-	// every protocol see the packets the kernel sends into the device.
+	fd, err := packetSocket(ns, dev, func(fd int) error {
+		prog := unix.SockFprog{Len: uint16(len(spmFilter)), Filter: &spmFilter[0]}
+		return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("SPM watch: %w", err)
+	}
+	w := &spmWatch{fd: fd, done: make(chan struct{})}
+	go w.read()
+	return w, nil
+}
+
+// packetSocket opens, in ns, an AF_PACKET datagram socket bound to device
+// dev for every protocol (only such taps see the packets the kernel sends
+// into the device), with a 100 ms receive timeout so that a reader looks
+// at its stop flag; setup, when set, runs on the socket before the bind.
+func packetSocket(ns *netns.NS, dev string, setup func(fd int) error) (int, error) {
+	// ETH_P_ALL in network byte order (little-endian host).
 	all := uint16(unix.ETH_P_ALL)
 	proto := all<<8 | all>>8
+	fd := -1
 	err := ns.Do(func() error {
 		ifi, err := net.InterfaceByName(dev)
 		if err != nil {
 			return err
 		}
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
+		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err != nil {
 			return err
 		}
-		w.fd = fd
-		prog := unix.SockFprog{Len: uint16(len(spmFilter)), Filter: &spmFilter[0]}
-		if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog); err != nil {
-			return err
+		if setup != nil {
+			if err := setup(fd); err != nil {
+				return err
+			}
 		}
 		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100_000}); err != nil {
 			return err
@@ -115,13 +130,12 @@ func watchSPMs(ns *netns.NS, dev string) (*spmWatch, error) {
 		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index})
 	})
 	if err != nil {
-		if w.fd >= 0 {
-			unix.Close(w.fd)
+		if fd >= 0 {
+			unix.Close(fd)
 		}
-		return nil, fmt.Errorf("SPM watch on %s: %w", dev, err)
+		return -1, fmt.Errorf("packet socket on %s: %w", dev, err)
 	}
-	go w.read()
-	return w, nil
+	return fd, nil
 }
 
 func (w *spmWatch) read() {
