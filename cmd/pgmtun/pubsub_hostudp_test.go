@@ -58,18 +58,8 @@ func TestSubHostUDPFromLibzmq(t *testing.T) {
 		"--out", out, "--stats", "json", "--progress", "off", "epgm://pgmtun-cb;"+group)
 	var stderr lockedBuffer
 	cmd.Stderr = &stderr
-	require.NoError(t, cmd.Start())
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		select {
-		case <-exited:
-		default:
-			cmd.Process.Kill() // by its PID
-			<-exited
-		}
-	})
+	run := startWatched(t, cmd)
+	exited := run.exited
 	waitUDPPort(t, b, 5603, exited, &stderr)
 
 	// 5 ms between messages: the stream lasts two seconds or more, lossy
@@ -91,7 +81,7 @@ func TestSubHostUDPFromLibzmq(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatalf("sub did not finish:\n%s\nzmqpeer:\n%s", stderr.String(), peer.Stderr())
 	}
-	require.NoError(t, waitErr, "sub:\n%s\nzmqpeer:\n%s", stderr.String(), peer.Stderr())
+	require.NoError(t, run.err, "sub:\n%s\nzmqpeer:\n%s", stderr.String(), peer.Stderr())
 	require.NoError(t, peer.CloseStdin())
 	require.NoError(t, peer.Wait(5*time.Second))
 
@@ -143,18 +133,8 @@ func TestPubHostUDPToLibzmq(t *testing.T) {
 	require.NoError(t, err)
 	var stderr lockedBuffer
 	cmd.Stderr = &stderr
-	require.NoError(t, cmd.Start())
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		select {
-		case <-exited:
-		default:
-			cmd.Process.Kill() // by its PID
-			<-exited
-		}
-	})
+	run := startWatched(t, cmd)
+	exited := run.exited
 	// The first message, then the loss, then the rest.
 	_, err = stdin.Write(data[:size])
 	require.NoError(t, err)
@@ -169,7 +149,7 @@ func TestPubHostUDPToLibzmq(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatalf("pub did not finish:\n%s", stderr.String())
 	}
-	require.NoError(t, waitErr, "pub:\n%s", stderr.String())
+	require.NoError(t, run.err, "pub:\n%s", stderr.String())
 
 	msgs, err := interop.ReadZMQMessages(out)
 	require.NoError(t, err)

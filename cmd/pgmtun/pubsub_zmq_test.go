@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -64,18 +65,8 @@ func TestSubFromLibzmq(t *testing.T) {
 		"pgm://"+dev+";"+group)
 	var stderr lockedBuffer
 	cmd.Stderr = &stderr
-	require.NoError(t, cmd.Start())
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		select {
-		case <-exited:
-		default:
-			cmd.Process.Kill() // by its PID
-			<-exited
-		}
-	})
+	run := startWatched(t, cmd)
+	exited := run.exited
 	waitAddr(t, ns, dev, host, exited, &stderr)
 
 	peer, err := interop.StartZMQPeer(script, ns.Name, "pub", "pgm://"+host+";"+group, "--in", in)
@@ -86,7 +77,7 @@ func TestSubFromLibzmq(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatalf("sub did not finish:\n%s\nzmqpeer:\n%s", stderr.String(), peer.Stderr())
 	}
-	require.NoError(t, waitErr, "sub:\n%s\nzmqpeer:\n%s", stderr.String(), peer.Stderr())
+	require.NoError(t, run.err, "sub:\n%s\nzmqpeer:\n%s", stderr.String(), peer.Stderr())
 	require.NoError(t, peer.CloseStdin())
 	require.NoError(t, peer.Wait(5*time.Second))
 
@@ -203,4 +194,28 @@ func (w *lockedBuffer) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.String()
+}
+
+// watchedCmd is a started command whose exit is watched: exited closes
+// when it has exited, err is then cmd.Wait's result. If the test ends
+// first, the command is killed (by its PID, only what the test started).
+type watchedCmd struct {
+	exited chan struct{}
+	err    error
+}
+
+func startWatched(t *testing.T, cmd *exec.Cmd) *watchedCmd {
+	t.Helper()
+	require.NoError(t, cmd.Start())
+	w := &watchedCmd{exited: make(chan struct{})}
+	go func() { w.err = cmd.Wait(); close(w.exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-w.exited:
+		default:
+			cmd.Process.Kill()
+			<-w.exited
+		}
+	})
+	return w
 }
