@@ -68,7 +68,7 @@ FUZZ_TARGETS := \
 	./stack:FuzzReceivePath \
 	./stack:FuzzUDPReceivePath \
 	./stack:FuzzStackSequence \
-	./tun:FuzzFDEndpointParse \
+	./link/tun:FuzzFDEndpointParse \
 	./cmd/pgmtun:FuzzDump
 
 fuzz:

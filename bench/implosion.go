@@ -12,11 +12,11 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/pgmtun/pgmtun/interop"
+	"github.com/pgmtun/pgmtun/link/memlink"
 	"github.com/pgmtun/pgmtun/pgmproto/engine"
 	"github.com/pgmtun/pgmtun/pgmproto/sim"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
 	"github.com/pgmtun/pgmtun/stack"
-	"github.com/pgmtun/pgmtun/stack/memlink"
 )
 
 // Shared loss: every receiver loses the first transmission of the same

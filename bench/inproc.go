@@ -12,8 +12,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/pgmtun/pgmtun/link/memlink"
 	"github.com/pgmtun/pgmtun/stack"
-	"github.com/pgmtun/pgmtun/stack/memlink"
 )
 
 // memNet is a set of pgmtun stacks on one memlink hub, on the real clock.

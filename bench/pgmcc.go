@@ -22,9 +22,9 @@ import (
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/pgmtun/pgmtun/internal/netns"
+	"github.com/pgmtun/pgmtun/link/tun"
 	"github.com/pgmtun/pgmtun/pgmproto/engine"
 	"github.com/pgmtun/pgmtun/stack"
-	"github.com/pgmtun/pgmtun/tun"
 )
 
 // PGMCC on a real bottleneck (issue 16). Two namespaces, each with a Linux

@@ -20,9 +20,9 @@ import (
 
 	"github.com/pgmtun/pgmtun/internal/netns"
 	"github.com/pgmtun/pgmtun/interop"
+	"github.com/pgmtun/pgmtun/link/tun"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
 	"github.com/pgmtun/pgmtun/stack"
-	"github.com/pgmtun/pgmtun/tun"
 )
 
 var multicastRange = netip.MustParsePrefix("239.192.0.0/16")

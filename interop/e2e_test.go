@@ -13,8 +13,8 @@ import (
 
 	"github.com/pgmtun/pgmtun/internal/netns"
 	"github.com/pgmtun/pgmtun/internal/tshark"
+	"github.com/pgmtun/pgmtun/link/tun"
 	"github.com/pgmtun/pgmtun/stack"
-	"github.com/pgmtun/pgmtun/tun"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )

@@ -7,11 +7,11 @@ import (
 
 	"github.com/pgmtun/pgmtun/internal/netns"
 	"github.com/pgmtun/pgmtun/internal/pcapio"
+	"github.com/pgmtun/pgmtun/link/tun"
 	"github.com/pgmtun/pgmtun/pgmproto/fec"
 	"github.com/pgmtun/pgmtun/pgmproto/seq"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
 	"github.com/pgmtun/pgmtun/stack"
-	"github.com/pgmtun/pgmtun/tun"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )

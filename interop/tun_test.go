@@ -11,7 +11,7 @@ import (
 
 	"github.com/pgmtun/pgmtun/internal/netns"
 	"github.com/pgmtun/pgmtun/internal/tshark"
-	"github.com/pgmtun/pgmtun/tun"
+	"github.com/pgmtun/pgmtun/link/tun"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"

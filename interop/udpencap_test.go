@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/pgmtun/pgmtun/internal/tshark"
+	"github.com/pgmtun/pgmtun/link/tun"
 	"github.com/pgmtun/pgmtun/stack"
-	"github.com/pgmtun/pgmtun/tun"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )

@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/pgmtun/pgmtun/tun"
+	"github.com/pgmtun/pgmtun/link/tun"
 	"github.com/pgmtun/pgmtun/zmq"
 )
 

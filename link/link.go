@@ -1,6 +1,6 @@
 // Package link is where pgmtun's links meet a netstack. Its links are
-// siblings: the in-memory LAN (stack/memlink) and a TUN or TAP device
-// (tun) are both gVisor link endpoints, and AddNIC is the one path that
+// siblings: the in-memory LAN (link/memlink) and a TUN or TAP device
+// (link/tun) are both gVisor link endpoints, and AddNIC is the one path that
 // makes either a NIC of a stack, with an address and the routes PGM
 // needs. A link that wants a say in how its NIC is made (its own
 // queueing discipline, hooks into the stack's PGM protocol) implements

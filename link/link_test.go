@@ -13,7 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
-	"github.com/pgmtun/pgmtun/stack/memlink"
+	"github.com/pgmtun/pgmtun/link/memlink"
 )
 
 func newStack(t *testing.T) *stack.Stack {

@@ -11,7 +11,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
-	"github.com/pgmtun/pgmtun/stack/memlink"
+	"github.com/pgmtun/pgmtun/link/memlink"
 )
 
 // plainLink wraps a link.

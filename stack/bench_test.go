@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgmtun/pgmtun/stack/memlink"
+	"github.com/pgmtun/pgmtun/link/memlink"
 )
 
 // BenchmarkRDMTransfer measures one 1000-byte message from a sender stack

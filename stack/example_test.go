@@ -11,8 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pgmtun/pgmtun/link/memlink"
 	"github.com/pgmtun/pgmtun/stack"
-	"github.com/pgmtun/pgmtun/stack/memlink"
 )
 
 // twoStacks returns the PGM protocols of two netstacks on an in-process

@@ -11,8 +11,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/pgmtun/pgmtun/link/memlink"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
-	"github.com/pgmtun/pgmtun/stack/memlink"
 )
 
 // FuzzReceivePath feeds arbitrary PGM packets (checksum fixed up, ports

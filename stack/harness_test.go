@@ -12,7 +12,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/faketime"
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
-	"github.com/pgmtun/pgmtun/stack/memlink"
+	"github.com/pgmtun/pgmtun/link/memlink"
 )
 
 // testNet is a set of stacks on one memlink hub under one manual clock.

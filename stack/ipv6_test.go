@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"gvisor.dev/gvisor/pkg/tcpip/faketime"
 
-	"github.com/pgmtun/pgmtun/stack/memlink"
+	"github.com/pgmtun/pgmtun/link/memlink"
 )
 
 // TestIPv6Transfer runs a repaired RDM transfer over IPv6 (MLD, IPv6 NLAs).

@@ -15,9 +15,9 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/faketime"
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/pgmtun/pgmtun/link/memlink"
 	"github.com/pgmtun/pgmtun/pgmproto/engine"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
-	"github.com/pgmtun/pgmtun/stack/memlink"
 )
 
 // crafted builds PGM packets of many distinct sources (source i has

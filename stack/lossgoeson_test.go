@@ -9,8 +9,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pgmtun/pgmtun/link/memlink"
 	"github.com/pgmtun/pgmtun/pgmproto/seq"
-	"github.com/pgmtun/pgmtun/stack/memlink"
 )
 
 // TestContinueAfterLoss: with SetContinueAfterLoss a session reports each

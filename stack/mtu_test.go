@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
-	"github.com/pgmtun/pgmtun/stack/memlink"
+	"github.com/pgmtun/pgmtun/link/memlink"
 )
 
 // wireRecord is what TestFullSizePacketFitsMTU sees of each IP packet.

@@ -9,8 +9,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/pgmtun/pgmtun/link/memlink"
 	"github.com/pgmtun/pgmtun/pgmproto/engine"
-	"github.com/pgmtun/pgmtun/stack/memlink"
 )
 
 func TestRateWindowFill(t *testing.T) {

@@ -12,8 +12,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/link/sniffer"
 
 	"github.com/pgmtun/pgmtun/internal/tshark"
+	"github.com/pgmtun/pgmtun/link/memlink"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
-	"github.com/pgmtun/pgmtun/stack/memlink"
 )
 
 // TestPcapDecodes captures a transfer with a repair at the receiver's NIC

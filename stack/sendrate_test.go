@@ -13,7 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/faketime"
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
-	"github.com/pgmtun/pgmtun/stack/memlink"
+	"github.com/pgmtun/pgmtun/link/memlink"
 )
 
 // meterLink counts the bytes written to the link (IP packets, headers

@@ -15,9 +15,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/pgmtun/pgmtun/link/memlink"
 	"github.com/pgmtun/pgmtun/pgmproto/seq"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
-	"github.com/pgmtun/pgmtun/stack/memlink"
 )
 
 var groupPort = netip.AddrPortFrom(group1, 7500)

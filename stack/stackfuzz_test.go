@@ -13,9 +13,9 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/pgmtun/pgmtun/link/memlink"
 	"github.com/pgmtun/pgmtun/pgmproto/seq"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
-	"github.com/pgmtun/pgmtun/stack/memlink"
 )
 
 // FuzzStackSequence is the stateful fuzzer of the whole receive path: the

@@ -17,8 +17,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/pgmtun/pgmtun/link/memlink"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
-	"github.com/pgmtun/pgmtun/stack/memlink"
 )
 
 // fakeEngine records what it receives and sends what the test queues.

@@ -6,8 +6,8 @@ import (
 	"log"
 	"net/netip"
 
+	"github.com/pgmtun/pgmtun/link/memlink"
 	"github.com/pgmtun/pgmtun/stack"
-	"github.com/pgmtun/pgmtun/stack/memlink"
 	"github.com/pgmtun/pgmtun/zmq"
 )
 

@@ -10,7 +10,7 @@ import (
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/pgmtun/pgmtun/internal/pcapio"
-	"github.com/pgmtun/pgmtun/stack/memlink"
+	"github.com/pgmtun/pgmtun/link/memlink"
 )
 
 // lanCapture is one pcap file (raw IP) that several netstacks write what

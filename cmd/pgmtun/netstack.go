@@ -13,9 +13,9 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/link/sniffer"
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/pgmtun/pgmtun/link/tun"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
 	"github.com/pgmtun/pgmtun/stack"
-	"github.com/pgmtun/pgmtun/tun"
 )
 
 // nicID is the netstack's one NIC.

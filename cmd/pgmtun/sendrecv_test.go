@@ -20,8 +20,8 @@ import (
 	"github.com/stretchr/testify/require"
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/pgmtun/pgmtun/link/memlink"
 	"github.com/pgmtun/pgmtun/stack"
-	"github.com/pgmtun/pgmtun/stack/memlink"
 )
 
 // memNet makes send and recv attach to in-process memlink hubs instead of

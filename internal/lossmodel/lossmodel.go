@@ -1,6 +1,6 @@
 // Package lossmodel is pgmtun's one seeded packet-loss model: the `--loss`
 // of `pgmtun send` and `recv` (tun.LossyEndpoint), the in-memory LAN's
-// Impairment.Loss (stack/memlink: a Model per port), the demo's lossy LAN,
+// Impairment.Loss (link/memlink: a Model per port), the demo's lossy LAN,
 // and the benchmarks' loss filter all drop packets through a Model. (The
 // simulator, pgmproto/sim, has its own loss models over its own packets,
 // bursty ones included.)

@@ -15,8 +15,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pgmtun/pgmtun/link/memlink"
 	"github.com/pgmtun/pgmtun/stack"
-	"github.com/pgmtun/pgmtun/stack/memlink"
 )
 
 func TestResolveAddr(t *testing.T) {

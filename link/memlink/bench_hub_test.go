@@ -10,7 +10,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
-	"github.com/pgmtun/pgmtun/stack/memlink"
+	"github.com/pgmtun/pgmtun/link/memlink"
 )
 
 // countingDispatcher counts delivered packets and their bytes.
