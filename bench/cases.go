@@ -134,6 +134,10 @@ func allCases(e *Env, runs int) []*Case {
 			Baseline: base, Show: []string{mMsgs, mMbit, mRepairs}, Needs: []string{"root"},
 			Run: tapThroughput(e, sz, e.count(sz, 1))})
 	}
+	// The command's --rate on a device (sendrate.go): ~8 s a run.
+	for _, c := range sendRateCases(e, min(runs, 3)) {
+		add(c)
+	}
 
 	// 4. In-process.
 	for _, sz := range sizes {

@@ -345,6 +345,19 @@ func (rep *report) targets(b *strings.Builder) {
 		rows = append(rows, targetRow{"at 5 % loss goodput ≥ 0.9× lossless — " + path, m, status(ok && r >= 0.9, ok)})
 	}
 
+	// The command's --rate met within 2 % on a device, defaults otherwise.
+	{
+		v, ok := rep.med("tun/send-rate/2MBps", mRateShare)
+		m := "n/a"
+		if ok {
+			m = fmt.Sprintf("%.3f of the limit over the data", v)
+			if lo, ok := rep.med("tun/send-rate/2MBps", mMinShare); ok {
+				m += fmt.Sprintf(" (lowest 1 s bucket, median of runs: %.3f)", lo)
+			}
+		}
+		rows = append(rows, targetRow{"`pgmtun send --rate 2MB/s` within 2 % on a TUN, default flags", m, status(ok && v >= 0.98 && v <= 1.02, ok)})
+	}
+
 	// ≤ 1.2 NAKs per loss at 32 receivers, per path and NAK back-off mode
 	// (the exponential one costs a later first NAK).
 	for _, path := range []string{"sim", "sim-1ms", "sim-1ms-bo100", "inproc"} {
