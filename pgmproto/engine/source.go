@@ -457,6 +457,11 @@ func (s *Source) Next(now time.Time) (Transmit, bool) {
 		}
 		n := s.data(wire.TypeRDATA, q, e)
 		s.stats.RepairPacketsSent++
+		// A repair restarts the heartbeat as ODATA does (OpenPGM's
+		// send_rdata too): libzmq's receiver runs its NAK timers only
+		// when a packet arrives, so a repair lost again is NAKed anew
+		// only at the next SPM; the heartbeats after each RDATA wake it.
+		s.heartbeatAfterData(now)
 		if s.cc != nil {
 			s.cc.repairSent(now)
 		}

@@ -434,3 +434,26 @@ func TestSourceEvictOnFull(t *testing.T) {
 	h.toSource(pNAK(wire.TypeNAK, first+1))
 	assert.ErrorIs(t, h.src.Send(h.now, []byte("z")), ErrWindowFull, "1 has a repair pending")
 }
+
+func TestScenarioHeartbeatAfterRDATA(t *testing.T) {
+	// A repair restarts the heartbeat as ODATA does (OpenPGM's send_rdata
+	// too): 100, 200, 300, 400 ms after the RDATA, not the old schedule's
+	// 1.3 s step. libzmq's receiver runs its NAK timers only when a packet
+	// arrives; without these SPMs a repair lost again was re-NAKed only at
+	// the next heartbeat, a second or more later (bench/NOTES, session 7).
+	h := newSourceHarness(t, testConfig())
+	h.wire = nil
+	h.send([]byte("ringo"))
+	h.run(600 * time.Millisecond) // heartbeats at 100..400 ms; next due at 1.7 s
+	h.wire = nil
+	h.toSource(pNAK(wire.TypeNAK, first))
+	require.Len(t, h.of(wire.TypeRDATA), 1)
+	rdataAt := h.of(wire.TypeRDATA)[0].at
+	h.run(time.Second)
+	var got []time.Duration
+	for _, s := range h.of(wire.TypeSPM) {
+		got = append(got, s.at-rdataAt)
+	}
+	ms := time.Millisecond
+	assert.Equal(t, []time.Duration{100 * ms, 200 * ms, 300 * ms, 400 * ms}, got, "SPMs after the RDATA")
+}
