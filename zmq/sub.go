@@ -59,7 +59,7 @@ func (e *LossError) Is(target error) bool { return target == ErrLoss }
 // SubStats) and resumes at the next message that begins.
 type Sub struct {
 	lis     *stack.Socket
-	q       chan item
+	q       *recvQueue
 	closed  chan struct{}
 	once    sync.Once
 	wg      sync.WaitGroup
@@ -70,11 +70,6 @@ type Sub struct {
 	st      subCounters
 	sessMu  sync.Mutex
 	session map[*stack.Socket]struct{}
-}
-
-type item struct {
-	msg  [][]byte
-	loss *LossError
 }
 
 type subCounters struct {
@@ -140,14 +135,21 @@ func NewSub(p *stack.Protocol, endpoint string, opts ...Option) (*Sub, error) {
 	if err := s.Listen(); err != nil {
 		return fail(err)
 	}
-	sub := &Sub{
-		lis: s, q: make(chan item, o.rcvHWM), closed: make(chan struct{}),
-		maxMsg: o.maxMsg, silent: o.silentLoss, session: map[*stack.Socket]struct{}{},
-	}
-	sub.subs.Store(&[][]byte{})
+	sub := makeSub(s, &o)
 	sub.wg.Add(1)
 	go sub.accept()
 	return sub, nil
+}
+
+// makeSub returns a subscriber on the listener lis (nil in benchmarks,
+// which feed TSDUs to deliver themselves).
+func makeSub(lis *stack.Socket, o *options) *Sub {
+	sub := &Sub{
+		lis: lis, q: newRecvQueue(o.rcvHWM), closed: make(chan struct{}),
+		maxMsg: o.maxMsg, silent: o.silentLoss, session: map[*stack.Socket]struct{}{},
+	}
+	sub.subs.Store(&[][]byte{})
+	return sub
 }
 
 // Subscribe delivers messages whose first frame starts with prefix (the
@@ -191,6 +193,11 @@ func (s *Sub) subscribed(topic []byte) bool {
 // matches ErrLoss) reports messages lost before the next one; the
 // subscriber goes on, so call Recv again. After Close it returns
 // ErrClosed.
+//
+// The message is the caller's: nothing else refers to it. Small messages
+// share their memory with others of the same TSDU, so one kept pins a
+// few kilobytes at most; its frames have no capacity beyond their ends,
+// so appending to one never writes into another.
 func (s *Sub) Recv() ([][]byte, error) { return s.RecvContext(context.Background()) }
 
 // RecvContext is Recv with a context that can cancel the wait.
@@ -200,17 +207,14 @@ func (s *Sub) RecvContext(ctx context.Context) ([][]byte, error) {
 		return nil, ErrClosed
 	default:
 	}
-	select {
-	case it := <-s.q:
-		if it.loss != nil {
-			return nil, it.loss
-		}
-		return it.msg, nil
-	case <-s.closed:
-		return nil, ErrClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	e, err := s.q.take(ctx, s.closed)
+	switch {
+	case err != nil:
+		return nil, err
+	case e.loss != nil:
+		return nil, e.loss
 	}
+	return e.msg, nil
 }
 
 // Close stops listening and ends every session; messages not yet read are
@@ -285,8 +289,8 @@ func (s *Sub) read(ss *stack.Socket) {
 		s.sessMu.Unlock()
 		ss.Close()
 	}()
-	pub := ss.RemoteAddr()
-	dec := zmtp.NewDecoder(zmtp.Limits{MaxMessage: s.maxMsg})
+	r := s.newReader(ss.RemoteAddr())
+	dec := r.dec
 	buf := make([]byte, 64<<10)
 	var apdu []byte // an APDU larger than buf, being read in parts
 	for {
@@ -304,7 +308,8 @@ func (s *Sub) read(ss *stack.Socket) {
 			if partial {
 				s.st.dropped.Add(1)
 			}
-			if !s.push(item{loss: &LossError{Publisher: pub, First: se.First, Count: se.Count, Partial: partial, Err: err}}) {
+			r.push(entry{loss: &LossError{Publisher: r.pub, First: se.First, Count: se.Count, Partial: partial, Err: err}})
+			if !r.flush() {
 				return
 			}
 			continue
@@ -323,67 +328,99 @@ func (s *Sub) read(ss *stack.Socket) {
 			}
 			p = apdu
 		}
-		s.st.tsdus.Add(1)
-		before := dec.Stats()
-		dec.Feed(p)
-		if !s.drain(dec, pub) {
+		if !r.deliver(p) {
 			return
 		}
 		apdu = apdu[:0]
-		after := dec.Stats()
-		s.st.skipped.Add(after.Skipped - before.Skipped)
-		s.st.dropped.Add(after.Dropped - before.Dropped)
 	}
 }
 
-// drain delivers the decoder's messages; false when the subscriber closed.
-func (s *Sub) drain(dec *zmtp.Decoder, pub stack.Addr) bool {
+// reader is the decoding side of one publisher's session: it decodes
+// each TSDU, copies the messages out of it and queues them, a TSDU's
+// worth under one lock while the queue has room for them.
+type reader struct {
+	s     *Sub
+	pub   stack.Addr
+	dec   *zmtp.Decoder
+	batch []entry // decoded, not yet queued
+	room  int     // the queue's room when last seen
+	mem   arena
+	// Counted and not yet added to s.st (added before each wait, so
+	// that a reader held at the mark has counted what it holds).
+	messages, bytes, filtered uint64
+}
+
+func (s *Sub) newReader(pub stack.Addr) *reader {
+	return &reader{s: s, pub: pub, dec: zmtp.NewDecoder(zmtp.Limits{MaxMessage: s.maxMsg})}
+}
+
+// deliver decodes one TSDU and queues its messages; false when the
+// subscriber closed.
+func (r *reader) deliver(tsdu []byte) bool {
+	s := r.s
+	s.st.tsdus.Add(1)
+	before := r.dec.Stats()
+	r.dec.Feed(tsdu)
 	for {
-		m, err := dec.Next()
+		m, err := r.dec.Next()
 		if err != nil {
 			s.st.decodeErrors.Add(1)
-			if !s.push(item{loss: &LossError{Publisher: pub, Err: err}}) {
-				return false
+			r.push(entry{loss: &LossError{Publisher: r.pub, Err: err}})
+		} else if m == nil {
+			break
+		} else if !s.subscribed(m[0]) {
+			r.filtered++
+			continue
+		} else {
+			size := 0
+			for _, f := range m {
+				size += len(f)
 			}
-			continue
+			r.messages++
+			r.bytes += uint64(size)
+			r.batch = append(r.batch, entry{msg: r.mem.copyMessage(m, size)})
 		}
-		if m == nil {
-			return true
-		}
-		if !s.subscribed(m[0]) {
-			s.st.filtered.Add(1)
-			continue
-		}
-		// One copy for the bodies, one for the frame headers.
-		size := 0
-		for _, f := range m {
-			size += len(f)
-		}
-		body := make([]byte, 0, size)
-		msg := make([][]byte, len(m))
-		for i, f := range m {
-			start := len(body)
-			body = append(body, f...)
-			msg[i] = body[start:len(body):len(body)]
-		}
-		s.st.messages.Add(1)
-		s.st.bytes.Add(uint64(size))
-		if !s.push(item{msg: msg}) {
+		// At the mark (or what was last seen of it) the batch waits
+		// for room, as a message at a time did: the queue never holds
+		// more than its mark.
+		if len(r.batch) >= r.room && !r.flush() {
 			return false
 		}
 	}
-}
-
-// push queues an item, waiting at the high-water mark; false when the
-// subscriber closed.
-func (s *Sub) push(it item) bool {
-	if it.loss != nil && s.silent {
-		return true
-	}
-	select {
-	case s.q <- it:
-		return true
-	case <-s.closed:
+	if !r.flush() {
 		return false
 	}
+	after := r.dec.Stats()
+	s.st.skipped.Add(after.Skipped - before.Skipped)
+	s.st.dropped.Add(after.Dropped - before.Dropped)
+	return true
+}
+
+// push adds an entry to the batch; loss reports are left out under
+// WithSilentLoss.
+func (r *reader) push(e entry) {
+	if e.loss != nil && r.s.silent {
+		return
+	}
+	r.batch = append(r.batch, e)
+}
+
+// flush publishes the counters and queues the batch, waiting at the
+// high-water mark; false when the subscriber closed.
+func (r *reader) flush() bool {
+	s := r.s
+	if r.messages+r.filtered > 0 {
+		s.st.messages.Add(r.messages)
+		s.st.bytes.Add(r.bytes)
+		s.st.filtered.Add(r.filtered)
+		r.messages, r.bytes, r.filtered = 0, 0, 0
+	}
+	if len(r.batch) == 0 {
+		return true
+	}
+	room, ok := s.q.put(r.batch, s.closed)
+	clear(r.batch) // the queue holds them now
+	r.batch = r.batch[:0]
+	r.room = room
+	return ok
 }

@@ -1,0 +1,90 @@
+package zmq
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"testing"
+
+	"github.com/pgmtun/pgmtun/pgmproto/zmtp"
+	"github.com/pgmtun/pgmtun/stack"
+)
+
+// benchTSDUs encodes n one-frame messages of size bytes (a counter, then
+// a pattern) into TSDUs of tsdu bytes, as a publisher would.
+func benchTSDUs(b *testing.B, n, size, tsdu int) [][]byte {
+	b.Helper()
+	var e zmtp.Encoder
+	msg := make([]byte, size)
+	for i := range msg {
+		msg[i] = byte(i * 7)
+	}
+	for i := range n {
+		binary.BigEndian.PutUint32(msg, uint32(i))
+		if err := e.Append(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var out [][]byte
+	for p := e.Next(nil, tsdu); p != nil; p = e.Next(nil, tsdu) {
+		out = append(out, p)
+	}
+	return out
+}
+
+// BenchmarkSubDeliver is the subscriber's path without a network: one
+// goroutine decodes TSDUs of one-frame messages and queues them (what a
+// session's reader does with each APDU), the benchmark's goroutine
+// receives and checks them, as an application would. ns/op and
+// allocs/op are per message.
+func BenchmarkSubDeliver(b *testing.B) {
+	// The default mark, and the bench's (bench/zmq.go) at 64 bytes; at
+	// 1000 bytes a mark of 2^18 would let the queue take 256 MB.
+	for _, c := range []struct{ size, hwm int }{{64, DefaultHWM}, {64, 1 << 18}, {1000, DefaultHWM}} {
+		size, hwm := c.size, c.hwm
+		{
+			b.Run(fmt.Sprintf("size=%d/hwm=%d", size, hwm), func(b *testing.B) {
+				// 1400-byte TSDUs, as libzmq's over epgm on a 1500-byte MTU;
+				// the message count is a multiple of the stream's period, so
+				// that the TSDUs can be fed round and round.
+				const n = 4096
+				tsdus := benchTSDUs(b, n, size, 1400)
+				o := defaultOptions()
+				o.rcvHWM = hwm
+				s := makeSub(nil, &o)
+				s.Subscribe(nil)
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					r := s.newReader(stack.Addr{})
+					for {
+						for _, p := range tsdus {
+							if !r.deliver(p) {
+								return
+							}
+						}
+					}
+				}()
+				want := make([]byte, size)
+				for i := range want {
+					want[i] = byte(i * 7)
+				}
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := range b.N {
+					m, err := s.Recv()
+					if err != nil {
+						b.Fatal(err)
+					}
+					if len(m) != 1 || binary.BigEndian.Uint32(m[0]) != uint32(i%n) || !bytes.Equal(m[0][4:], want[4:]) {
+						b.Fatalf("message %d: %d frames, %x", i, len(m), m[0][:4])
+					}
+				}
+				b.StopTimer()
+				close(s.closed)
+				<-done
+			})
+		}
+	}
+}
