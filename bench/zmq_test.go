@@ -6,12 +6,27 @@ import (
 	"fmt"
 	"os/exec"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgmtun/pgmtun/interop"
 )
+
+// TestMonotonic: the vDSO-derived monotonic() reads the clock the C peer
+// reports (CLOCK_MONOTONIC by system call), within a millisecond, and
+// moves with it.
+func TestMonotonic(t *testing.T) {
+	for range 3 {
+		before := clockMonotonic()
+		m := monotonic()
+		after := clockMonotonic()
+		assert.GreaterOrEqual(t, m, before-1e-3)
+		assert.LessOrEqual(t, m, after+1e-3)
+		time.Sleep(20 * time.Millisecond)
+	}
+}
 
 // TestZMQMetrics: the delivery rate runs from the first record's arrival
 // to the later of the last arrival and the publisher's last send, and a
