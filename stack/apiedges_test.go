@@ -187,7 +187,7 @@ func TestEngineConfigErrorsNameTheOption(t *testing.T) {
 		set    func(s *Socket) error
 		option string
 	}{
-		{"sender message size over window", true, func(s *Socket) error { return s.SetMaxMessageSize(1 << 20) }, "SetMaxMessageSize"},
+		{"sender message size over window", true, func(s *Socket) error { return s.SetMaxMessageSize(1 << 23) }, "SetMaxMessageSize"},
 		{"sender zero heartbeat", true, zeroHeartbeat, "SetTimers"},
 		{"receiver zero heartbeat", false, zeroHeartbeat, "SetTimers"},
 	}
@@ -239,7 +239,7 @@ func TestConfigErrMapsEngineFields(t *testing.T) {
 		{engine.Config{RXWBudget: -1}, "SetReceiveBudget"},
 		{engine.Config{NAKDataRetries: -1}, "SetTimers"},
 		{engine.Config{MaxTPDU: 40}, "MTU"},
-		{engine.Config{MaxAPDU: 1 << 20}, "SetMaxMessageSize"},
+		{engine.Config{MaxAPDU: 1 << 23}, "SetMaxMessageSize"},
 		{engine.Config{Group: netip.MustParseAddr("10.1.1.1")}, "group address"},
 	}
 	for _, tc := range cases {

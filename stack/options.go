@@ -15,9 +15,13 @@ import (
 // sender's maximum rate and its transmit window as time and as bytes.
 // Set any two (zero = unset) and the third is derived by
 // bytes = rate × ms / 8; set all three and they must agree within 1 %.
-// Setting only one keeps the engine default for the others (OpenPGM's:
-// 400 000 B/s, 100 sequences). The rate counts IP headers; at most 3 ms of
-// it leaves back to back.
+// Setting only one keeps the engine default for the others (400 000 B/s,
+// OpenPGM's; a window of engine.DefaultTXWSecs, 10 s, at the rate, at most
+// engine.DefaultTXWMaxBytes, in sequences as OpenPGM sizes it). Without a
+// window time or size a closed socket serves repairs until no NAK has come
+// for one NAK cycle (NAKRptIvl + NAKRdataIvl), however long its window;
+// with one, for that whole window. The rate counts IP headers; at most
+// 3 ms of it leaves back to back.
 type RateWindow struct {
 	RateKbitsPerSec   uint64
 	WindowSizeInMSecs uint64

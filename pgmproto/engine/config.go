@@ -29,6 +29,31 @@ const (
 // DefaultMaxAPDU is the default largest APDU (see Config.MaxAPDU).
 const DefaultMaxAPDU = 64 << 10
 
+// Default transmit window (Config.TXWSqns, TXWSecs). A sequence whose
+// first repair round fails (its NAK, NCF or RDATA lost, or the repair
+// budget holding it off) is asked for again only after NAK_RPT_IVL or
+// NAK_RDATA_IVL, 2 s each at OpenPGM receivers, which a source cannot
+// change. DefaultTXWSecs covers two full NAK cycles and a step of slack
+// (2 × (2 s + 2 s) + 2 s): with 32 receivers each losing 5 % of
+// everything, sequences that need three or four rounds are common, and
+// a 2 s window (OpenPGM's 100 sequences is 0.375 s at its 400 000 B/s)
+// lost data at most receivers (TestScaleDefaults in pgmproto/sim). A
+// window sized by default holds at most DefaultTXWMaxBytes: above
+// 26.8 MB/s it covers less than DefaultTXWSecs. A closed OpenPGM-mode
+// session does not wait for the whole window (see Config.Linger).
+const (
+	DefaultTXWSecs     = 10 * time.Second
+	DefaultTXWMaxBytes = 256 << 20
+)
+
+// defaultTXWSqns is the OpenPGM-mode window given neither TXWSqns nor
+// TXWSecs: DefaultTXWSecs at rate in full-sized packets, OpenPGM's own
+// sizing (TXW_SECS × TXW_MAX_RTE ÷ TPDU), within DefaultTXWMaxBytes.
+func defaultTXWSqns(rate, maxTPDU int) uint32 {
+	b := min(int64(DefaultTXWSecs/time.Millisecond)*int64(rate)/1000, DefaultTXWMaxBytes)
+	return uint32(max(1, b/int64(max(1, maxTPDU))))
+}
+
 // Default receive memory budgets (Config.RXWBudget, Config.ReceiveBudget)
 // and NAK rate limit (Config.NAKRate, NAKBurst: up to 63 000 sequences a
 // second requested, 2 016 at once).
@@ -92,7 +117,9 @@ type Config struct {
 	//
 	// OpenPGM mode (TXWSecs 0, the default): the window holds the last
 	// TXWSqns packets however old; Send evicts the oldest sent packet to make room, never one with
-	// a repair pending. After Close, packets stay repairable for Linger.
+	// a repair pending. With neither TXWSqns nor TXWSecs set it holds
+	// DefaultTXWSecs at TXWMaxRate in full-sized packets (2 666 at the
+	// default rate), at most DefaultTXWMaxBytes.
 	//
 	// Winsock mode (TXWSecs set, as by RM_SEND_WINDOW's WindowSizeInMSecs):
 	// a packet stays TXWSecs after it was sent, the trail advancing in
@@ -156,8 +183,13 @@ type Config struct {
 	SPMRMinIvl time.Duration
 	// InitialSQN is the first ODATA sequence number.
 	InitialSQN uint32
-	// Linger is how long an OpenPGM-mode source keeps serving repairs
-	// after Close (0: NAKRptIvl + NAKRdataIvl, one full NAK cycle).
+	// Linger is how long a closed OpenPGM-mode source goes on serving
+	// repairs with no NAK heard: it is done once Linger has passed since
+	// Close, the last packet and the last NAK for a sequence in the
+	// window, at most 10 × Linger after the last packet (0: NAKRptIvl +
+	// NAKRdataIvl, one full NAK cycle, in which a receiver still missing
+	// data repeats its NAK). A Winsock-mode source serves its whole
+	// window (TXWSecs) after the last packet.
 	Linger time.Duration
 
 	// timedTXW is set by withDefaults when TXWSecs was given (Winsock mode);
@@ -232,8 +264,9 @@ type Config struct {
 // left 0 (automatic), so that it follows the transmit window.
 func DefaultConfig() Config {
 	return Config{
-		MaxTPDU:       1500,
-		TXWSqns:       100,
+		MaxTPDU: 1500,
+		// TXWSqns 0: DefaultTXWSecs at TXWMaxRate (defaultTXWSqns), so
+		// that a Config that sets only the rate gets a window for it.
 		TXWMaxRate:    400_000,
 		TXWAdvancePct: 15,
 		AmbientSPM:    30 * time.Second,
@@ -286,7 +319,7 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.TXWMaxRate, d.TXWMaxRate)
 	c.timedTXW = c.TXWSecs > 0
 	if c.TXWSqns == 0 && c.TXWSecs == 0 {
-		c.TXWSqns = d.TXWSqns
+		c.TXWSqns = defaultTXWSqns(c.TXWMaxRate, c.MaxTPDU)
 	}
 	if c.TXWSqns == 0 && c.TXWMaxRate > 0 {
 		// A Winsock window is time × rate bytes. Counting it in full-sized

@@ -17,7 +17,7 @@ func TestDefaultConfig(t *testing.T) {
 	assert.Equal(t, 1456, d.MaxTSDU(), "OpenPGM's TSDU at MTU 1500")
 	assert.Equal(t, 1436, d.maxTSDUFragment(), "OpenPGM's fragment payload: 16 × 1436 = 22 976")
 	assert.Equal(t, DefaultMaxAPDU, d.MaxAPDU)
-	assert.EqualValues(t, 100, d.TXWSqns)
+	assert.EqualValues(t, 10*400_000/1500, d.TXWSqns, "DefaultTXWSecs at the default rate in full packets")
 	assert.Zero(t, d.RXWSqns, "the receive window follows the source")
 	assert.Equal(t, DefaultRXWBudget, d.RXWBudget)
 	assert.Equal(t, DefaultReceiveBudget, d.ReceiveBudget)
@@ -43,6 +43,22 @@ func TestDefaultConfig(t *testing.T) {
 	z := Config{}.withDefaults()
 	assert.Equal(t, d.TXWSqns, z.TXWSqns)
 	assert.Equal(t, d.HeartbeatSPM, z.HeartbeatSPM)
+}
+
+func TestConfigDefaultWindowFollowsRate(t *testing.T) {
+	// OpenPGM mode, no window given: DefaultTXWSecs at the rate
+	// (TXW_SECS × TXW_MAX_RTE ÷ TPDU), at most DefaultTXWMaxBytes.
+	c := Config{TXWMaxRate: 1_000_000}.withDefaults()
+	assert.False(t, c.timedTXW)
+	assert.EqualValues(t, 10_000_000/1500, c.TXWSqns)
+	assert.InDelta(t, DefaultTXWSecs, c.TXWSecs, float64(time.Millisecond))
+	c = Config{TXWMaxRate: 1_000_000, MaxTPDU: 9000}.withDefaults()
+	assert.EqualValues(t, 10_000_000/9000, c.TXWSqns)
+	c = Config{TXWMaxRate: 1 << 30}.withDefaults()
+	assert.EqualValues(t, DefaultTXWMaxBytes/1500, c.TXWSqns, "memory capped")
+	assert.Less(t, c.TXWSecs, DefaultTXWSecs)
+	// An explicit window is kept.
+	assert.EqualValues(t, 100, Config{TXWSqns: 100, TXWMaxRate: 1_000_000}.withDefaults().TXWSqns)
 }
 
 func TestConfigDerivedWindow(t *testing.T) {
