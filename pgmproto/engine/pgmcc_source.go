@@ -18,12 +18,22 @@ import (
 // the highest RTT²·p, and names it in OPT_PGMCC_DATA on every ODATA. The
 // acker ACKs each ODATA; the ACKs clock a TCP-like window of tokens: one
 // token per new ACK (two in slow start), one spent per ODATA, the window
-// halved when the ACK bitmap shows a packet missing behind three newer
-// ones, at most once per window. Tokens stand for the window less what is
-// in flight: a packet's token comes back when it is ACKed or known lost,
-// and a halving leaves a debt (tokens below zero) that the next ACKs pay
-// before anything new goes, so the flight falls to the new window. The
-// configured rate stays the ceiling.
+// cut to ccBeta of itself when the ACK bitmap shows a packet missing
+// behind three newer ones, at most once per window, and grown by ccAlpha
+// packets per window of ACKs in congestion avoidance. Tokens stand for the
+// window less what is in flight: a packet's token comes back when it is
+// ACKed or known lost, and a cut leaves a debt (tokens below zero) that
+// the next ACKs pay before anything new goes, so the flight falls to the
+// new window. The configured rate stays the ceiling.
+//
+// The decrease and increase are CUBIC's TCP-friendly AIMD (RFC 9438,
+// sections 4.3 and 4.6; Linux's default TCP), not Reno's ½ and +1: the
+// pair has Reno's average window at a given loss-event rate (the rule
+// stays TCP-friendly, as Rizzo's pgmcc is), but it is what the TCP flows
+// PGMCC meets actually run, and a source that halves where they cut by
+// 30 % loses ground at each loss event they share, most where losses come
+// in quick succession (a queue a bursty flow keeps full): four events
+// leave 0.7⁴ = 0.24 of the window, not 0.5⁴ = 0.06.
 //
 // Fallback: OpenPGM receivers never ACK (they compare the named acker
 // with an address they never set). An acker that does not ACK within
@@ -37,6 +47,21 @@ import (
 // window); feedback with a timestamp from the future or over a minute old
 // is dropped; a receiver that claims a huge loss rate becomes acker, and
 // either ACKs (and so really paces us) or is banned after AckWait.
+
+// ccBeta is the window's multiplicative decrease at a loss event or
+// timeout (CUBIC's β, RFC 9438 section 4.6).
+const ccBeta = 0.7
+
+// ccAlpha is the window's additive increase, in packets per window of
+// ACKs, in congestion avoidance: 3(1−β)/(1+β) ≈ 0.53 gives AIMD(α, β)
+// Reno's average throughput at the same loss-event rate (RFC 9438
+// section 4.3, CUBIC's Reno-friendly region, where CUBIC runs at the
+// small windows and short RTTs PGMCC sees).
+const ccAlpha = 3 * (1 - ccBeta) / (1 + ccBeta)
+
+// paceBurst bounds, in packets, what the pacer sends back to back to
+// make up for a late timer.
+const paceBurst = 4
 
 // switchFactor: a receiver replaces the acker when its RTT²·p exceeds the
 // acker's by this factor, i.e. when its throughput estimate is below 0.8
@@ -61,7 +86,7 @@ type PGMCCStats struct {
 	AckerLoss float64
 	Window    float64 // congestion window, packets
 	// Tokens is the window less what is in flight (below zero: the debt
-	// a halving left), packets.
+	// a loss's cut left), packets.
 	Tokens float64
 	// Rate is the window's rate (bytes/s: window × packet / RTT), or the
 	// configured rate in fallback (0: unlimited).
@@ -72,7 +97,7 @@ type PGMCCStats struct {
 	AckerSwitches uint64 // acker replaced by a worse receiver
 	AckerTimeouts uint64 // ackers dropped for not ACKing within AckWait
 	Fallbacks     uint64 // times the source went to the configured rate
-	LossEvents    uint64 // window halvings
+	LossEvents    uint64 // window cuts (by ccBeta) at a loss
 	AcksReceived  uint64
 	AcksNotAcker  uint64 // ACKs from receivers that are not the acker
 	AcksBogus     uint64 // ACKs for sequences never sent, or too old
@@ -138,6 +163,9 @@ func newPGMCCSource(c *Config, odata *bucket, now time.Time) *pgmccSource {
 
 // update runs the timeouts at now.
 func (p *pgmccSource) update(now time.Time) {
+	if !p.fallback {
+		p.resync(now)
+	}
 	if p.timer.IsZero() || now.Before(p.timer) {
 		return
 	}
@@ -158,7 +186,7 @@ func (p *pgmccSource) update(now time.Time) {
 		// and send at the configured rate into that queue.
 		alive := p.ackedEver && now.Sub(p.lastAckAt) < 7*p.ackWait()
 		if p.misses < limit || alive {
-			p.ssthresh = max(p.cwnd/2, 2)
+			p.ssthresh = max(p.cwnd*ccBeta, 2)
 			p.cwnd, p.tokens = 1, 1
 			p.recovering = false
 			p.recover, p.haveRecover = p.lastSent, p.sentAny
@@ -169,7 +197,7 @@ func (p *pgmccSource) update(now time.Time) {
 		// over with an election, from the initial window.
 		p.ban(now, p.acker, p.ackedEver)
 		p.acker = netip.Addr{}
-		p.ssthresh = max(p.cwnd/2, 2)
+		p.ssthresh = max(p.cwnd*ccBeta, 2)
 		p.cwnd = float64(p.cfg.InitialWindow)
 		p.tokens = p.cwnd
 		p.haveAck, p.recovering = false, false
@@ -215,10 +243,14 @@ func (p *pgmccSource) readyAt(now time.Time, n int) time.Time {
 			// never stall for good.
 			p.timer = now.Add(p.cfg.AckWait)
 		}
-		if at, ok := p.probeAt(); ok && at.Before(p.timer) {
-			return later(t, at)
+		wake := p.timer
+		if at, ok := p.probeAt(); ok && at.Before(wake) {
+			wake = at
 		}
-		return later(t, p.timer)
+		if at, ok := p.resyncAt(); ok && at.Before(wake) {
+			wake = at
+		}
+		return later(t, wake)
 	}
 	return later(t, p.nextAt)
 }
@@ -249,7 +281,20 @@ func (p *pgmccSource) sent(now time.Time, q seq.Num, n int) {
 		if p.cwnd < p.ssthresh {
 			gain = 2
 		}
-		p.nextAt = now.Add(time.Duration(float64(p.srtt) / (gain * p.cwnd)))
+		// The next packet is due a gap after this one was due, not
+		// after it went: a pacing timer that fires late, as it does on
+		// a loaded host, must not lower the rate below the window's.
+		// What a late timer missed goes back to back, at most
+		// paceBurst packets' worth; the window still bounds the flight.
+		gap := time.Duration(float64(p.srtt) / (gain * p.cwnd))
+		due := p.nextAt
+		if due.IsZero() || now.Sub(due) > paceBurst*gap {
+			due = now.Add(-paceBurst * gap)
+		}
+		if due.After(now) {
+			due = now
+		}
+		p.nextAt = due.Add(gap)
 	}
 }
 
@@ -381,7 +426,7 @@ func (p *pgmccSource) ackWait() time.Duration { return max(p.cfg.AckWait, 3*p.sr
 // on, at most maxProbes per silence. When the last packets of a window
 // are lost (a queue that a burst of other traffic filled) nothing is left
 // to ACK, so no hole shows; a probe's ACK shows them, and the source
-// halves its window and repairs instead of sitting out AckWait and
+// cuts its window and repairs instead of sitting out AckWait and
 // starting over from one packet. One probe is not enough: a lone packet
 // reaches a drop-tail queue that another flow's ACK-clocked packets keep
 // full at a random moment, and is then likely dropped too.
@@ -461,7 +506,7 @@ func (p *pgmccSource) ack(now time.Time, a wire.ACK, isAcker bool) {
 	p.recovering = false
 	// A sequence missing behind three newer ones is taken as lost
 	// (TCP's duplicate-ACK threshold). Holes at or before recover were
-	// sent before the last halving: they belong to its loss event (as in
+	// sent before the last cut: they belong to its loss event (as in
 	// NewReno, RFC 6582), however late the ACKs show them (a lost tail
 	// that only a later packet's ACK reveals); they just leave the flight.
 	if old := p.ackBits | 0x7 | p.newSince(); old != math.MaxUint32 {
@@ -470,10 +515,10 @@ func (p *pgmccSource) ack(now time.Time, a wire.ACK, isAcker bool) {
 	}
 	if p.ackBits|0x7 != math.MaxUint32 {
 		// The holes (and any of the three newest not seen yet) are
-		// taken as lost: out of flight. The halving is a debt.
+		// taken as lost: out of flight. The cut is a debt.
 		lost := float64(bits.OnesCount32(^p.ackBits))
 		old := p.cwnd
-		p.ssthresh = max(p.cwnd/2, 1)
+		p.ssthresh = max(p.cwnd*ccBeta, 1)
 		p.cwnd = p.ssthresh
 		p.tokens = min(max(p.tokens+n+lost-(old-p.cwnd), -p.cwnd), p.cwnd)
 		p.recovering, p.recover, p.haveRecover = true, p.lastSent, true
@@ -488,8 +533,8 @@ func (p *pgmccSource) ack(now time.Time, a wire.ACK, isAcker bool) {
 		p.cwnd += d
 		inc = 2 * d
 	}
-	inc += n * (1 + 1/p.cwnd)
-	p.cwnd += n / p.cwnd
+	inc += n * (1 + ccAlpha/p.cwnd)
+	p.cwnd += ccAlpha * n / p.cwnd
 	p.cwnd = min(p.cwnd, p.maxWindow())
 	p.tokens = min(p.tokens+inc, p.cwnd)
 }
@@ -519,12 +564,27 @@ func (p *pgmccSource) newSince() uint32 {
 // good; with enough of them the source had no token and nothing
 // outstanding, sent nothing (not even a probe) and sat out AckWait into a
 // timeout.
+//
+// It runs on every ACK and when the source looks for its next send
+// (update): the last ACK may come before the last repair is an RTT old,
+// and with nothing outstanding no further ACK comes to run it.
 func (p *pgmccSource) resync(now time.Time) {
-	if p.haveAck && p.ackLead == p.lastSent && p.ackBits == math.MaxUint32 &&
-		(p.lastRepairAt.IsZero() || now.Sub(p.lastRepairAt) > p.srtt) {
+	if at, ok := p.resyncAt(); ok && now.After(at) {
 		p.repairsOut = 0
 		p.tokens = p.cwnd
 	}
+}
+
+// resyncAt reports whether the ACKs show every ODATA accounted for, and
+// after when the window is then free (an RTT after the last repair).
+func (p *pgmccSource) resyncAt() (time.Time, bool) {
+	if !p.haveAck || p.ackLead != p.lastSent || p.ackBits != math.MaxUint32 || p.tokens >= p.cwnd {
+		return time.Time{}, false
+	}
+	if p.lastRepairAt.IsZero() {
+		return time.Time{}, true
+	}
+	return p.lastRepairAt.Add(p.srtt), true
 }
 
 // beforeFirst returns the bitmap bits (relative to lead) of sequences

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -41,6 +42,11 @@ func ccFlight(t *testing.T, w int) (*harness, seq.Num, map[seq.Num]uint32) {
 	return h, first, stamps
 }
 
+// cubicBeta is CUBIC's multiplicative decrease (RFC 9438), which PGMCC's
+// window follows; spelled out here so that the tests pin the rule, not
+// whatever the engine's constant says.
+const cubicBeta = 0.7
+
 // inFlight is how many ODATA went after sequence acked.
 func inFlight(h *harness, acked seq.Num) int {
 	n := 0
@@ -52,14 +58,15 @@ func inFlight(h *harness, acked seq.Num) int {
 	return n
 }
 
-// A loss halves what is in flight, as TCP's fast recovery does: of a
-// window of 20 with one packet lost, the ACKs of the other 19 let about
-// 10 new packets go (the halved window), not one per ACK. Before, the
-// halving took the window but not the tokens (they could not go below
-// zero) and the lost packet's token never came back: the sending rate
-// did not drop at a loss, and each loss shrank the flight for good until
-// a timeout reset it.
-func TestPGMCCLossHalvesFlight(t *testing.T) {
+// A loss cuts what is in flight to ccBeta (0.7) of the window, as TCP's
+// fast recovery does: of a window of 20 with one packet lost, the ACKs of
+// the other 19 let about 14 new packets go (the cut window), not one per
+// ACK. Before, the cut took the window but not the tokens (they could not
+// go below zero) and the lost packet's token never came back: the
+// sending rate did not drop at a loss, and each loss shrank the flight
+// for good until a timeout reset it. Reno's halving (PGMCC's rule before
+// CUBIC's β) left 10.
+func TestPGMCCLossCutsFlight(t *testing.T) {
 	const w = 20
 	h, first, stamps := ccFlight(t, w)
 	lost := first + 4
@@ -80,9 +87,9 @@ func TestPGMCCLossHalvesFlight(t *testing.T) {
 	h.run(50 * time.Millisecond)
 	st := h.src.Stats(h.now).PGMCC
 	require.Equal(t, uint64(1), st.LossEvents)
-	require.InDelta(t, w/2, st.Window, 0.5)
+	require.InDelta(t, w*cubicBeta, st.Window, 0.5)
 	got := inFlight(h, lead)
-	require.InDelta(t, w/2, got, 1.5, "packets in flight after the loss's window: want the halved window")
+	require.InDelta(t, w*cubicBeta, got, 1.5, "packets in flight after the loss's window: want the cut window")
 
 	// No leak: the next window, all ACKed, keeps the flight at the
 	// window (growing by about one packet), not one less per loss.
@@ -110,7 +117,7 @@ func TestPGMCCLossHalvesFlight(t *testing.T) {
 // first three packets are ACKed, the rest never arrive, so no ACK shows
 // a hole. After two RTTs of silence one probe ODATA goes (one: the next
 // would wait twice as long);
-// its ACK shows the holes, and the source halves its window and goes on,
+// its ACK shows the holes, and the source cuts its window and goes on,
 // where before it sat out AckWait (500 ms) and restarted from one packet.
 func TestPGMCCTailLossProbe(t *testing.T) {
 	const w = 10
@@ -142,7 +149,7 @@ func TestPGMCCTailLossProbe(t *testing.T) {
 	st = h.src.Stats(h.now).PGMCC
 	require.Equal(t, uint64(1), st.LossEvents)
 	require.Zero(t, st.AckerTimeouts)
-	require.InDelta(t, w/2, st.Window, 0.5)
+	require.InDelta(t, w*cubicBeta, st.Window, 0.5)
 	require.Greater(t, len(h.of(wire.TypeODATA)), sentBefore+len(probes), "sending goes on after the probe's ACK")
 }
 
@@ -187,12 +194,12 @@ func (a *ccACKer) ackNew(after seq.Num, lost func(seq.Num) bool) {
 
 // A burst of loss in one window is one loss event, however late its ACKs
 // show it: a queue another flow filled drops a packet early in a window
-// of 20 and the window's whole tail. The first hole halves the window;
+// of 20 and the window's whole tail. The first hole cuts the window;
 // the tail's holes show only in the ACKs of packets sent after that
-// halving, and they were counted as a second event (a second halving a
-// round trip later, the window at a quarter) because the recovery had
+// cut, and they were counted as a second event (a second cut a
+// round trip later) because the recovery had
 // ended by then. As in NewReno (RFC 6582), losses of what went before
-// the halving's recover point are that halving's. A loss among packets
+// the cut's recover point are that cut's. A loss among packets
 // sent after it is a new event.
 func TestPGMCCOneHalvingPerLossBurst(t *testing.T) {
 	const w = 20
@@ -205,13 +212,12 @@ func TestPGMCCOneHalvingPerLossBurst(t *testing.T) {
 		}
 	}
 	st := h.src.Stats(h.now).PGMCC
-	require.Equal(t, uint64(1), st.LossEvents, "the first hole halves")
-	require.InDelta(t, w/2, st.Window, 0.5)
-	// Everything sent so far from first+15 on is lost (the recover point
-	// is at most that); what goes from now on arrives and is ACKed,
-	// a probe included.
-	ods := h.of(wire.TypeODATA)
-	recover := ods[len(ods)-1].p.Data().SQN()
+	require.Equal(t, uint64(1), st.LossEvents, "the first hole cuts")
+	require.InDelta(t, w*cubicBeta, st.Window, 0.5)
+	// Everything sent before the cut from first+15 on is lost (up to the
+	// cut's recover point, the last sequence sent then); what went after
+	// it and goes from now on arrives and is ACKed, a probe included.
+	recover := h.src.cc.recover
 	tail := func(q seq.Num) bool { return !q.Before(first+15) && !q.After(recover) }
 	for range 20 {
 		h.run(20 * time.Millisecond)
@@ -219,9 +225,9 @@ func TestPGMCCOneHalvingPerLossBurst(t *testing.T) {
 	}
 	st = h.src.Stats(h.now).PGMCC
 	require.True(t, a.acked[recover+1], "nothing went after the recover point")
-	require.Equal(t, uint64(1), st.LossEvents, "the tail lost before the halving is the same loss event")
+	require.Equal(t, uint64(1), st.LossEvents, "the tail lost before the cut is the same loss event")
 	require.Zero(t, st.AckerTimeouts)
-	require.Greater(t, st.Window, float64(w/2), "the window grows again after the burst")
+	require.Greater(t, st.Window, w*cubicBeta, "the window grows again after the burst")
 
 	// A packet sent after the recover point and lost is a new event.
 	var after seq.Num
@@ -234,7 +240,7 @@ func TestPGMCCOneHalvingPerLossBurst(t *testing.T) {
 		require.NoError(t, h.src.Send(h.now, make([]byte, 100)))
 	}
 	h.run(5 * time.Millisecond)
-	ods = h.of(wire.TypeODATA)
+	ods := h.of(wire.TypeODATA)
 	next := ods[len(ods)-1].p.Data().SQN()
 	require.True(t, next.After(after), "sending goes on")
 	for range 10 {
@@ -247,7 +253,7 @@ func TestPGMCCOneHalvingPerLossBurst(t *testing.T) {
 // The probe meets the full queue too (a lone packet arriving at a random
 // moment at a drop-tail queue that another flow keeps full is likely
 // dropped): with the silence going on, probes go on, each twice as long
-// after the last ACK as the one before, and the first that arrives shows the holes: one halving, no
+// after the last ACK as the one before, and the first that arrives shows the holes: one cut, no
 // timeout. Before, a single probe was sent; with it lost, the source sat
 // out AckWait (500 ms) and restarted from one packet, and with repairs
 // held back by the window the receiver's NAKs ran out (the bench's
@@ -288,7 +294,7 @@ func TestPGMCCTailLossProbesBackOff(t *testing.T) {
 	st := h.src.Stats(h.now).PGMCC
 	require.Equal(t, uint64(1), st.LossEvents)
 	require.Zero(t, st.AckerTimeouts)
-	require.InDelta(t, w/2, st.Window, 0.5)
+	require.InDelta(t, w*cubicBeta, st.Window, 0.5)
 	n := len(h.of(wire.TypeODATA))
 	h.run(300 * time.Millisecond) // silence again: at most maxProbes more, then the timeout
 	require.LessOrEqual(t, len(h.of(wire.TypeODATA))-n, maxProbes+1, "probes are bounded")
@@ -333,4 +339,81 @@ func TestPGMCCLostRepairsFreeTheirTokens(t *testing.T) {
 	st = h.src.Stats(h.now).PGMCC
 	require.Len(t, a.acked, len(h.of(wire.TypeODATA))-1, "every ODATA sent and ACKed")
 	require.InDelta(t, st.Window, st.Tokens, 0.01, "tokens with nothing in flight")
+}
+
+// In congestion avoidance the window grows by ccAlpha (3(1−β)/(1+β) ≈
+// 0.53) packets per window of ACKs, CUBIC's Reno-friendly increase that
+// goes with its β of 0.7, and a loss then cuts it to 0.7 of itself. With
+// Reno's +1 and ½ (PGMCC's rule before) ten loss-free windows from 20
+// grew it to about 29, and the loss left about 15.
+func TestPGMCCAIMDIsCUBICs(t *testing.T) {
+	const cubicAlpha = 3 * (1 - cubicBeta) / (1 + cubicBeta)
+	const w, rounds = 20, 10
+	h, first, _ := ccFlight(t, w)
+	a := &ccACKer{t: t, h: h, arrived: map[seq.Num]bool{first - 1: true}, acked: map[seq.Num]bool{}}
+	none := func(seq.Num) bool { return false }
+	for range rounds {
+		for range 2 * w {
+			if h.src.Send(h.now, make([]byte, 100)) != nil {
+				break // the transmit window is full
+			}
+		}
+		// One round trip: ACK everything out, then let the window's
+		// worth of new packets go.
+		a.ackNew(first-1, none)
+		h.run(40 * time.Millisecond)
+	}
+	st := h.src.Stats(h.now).PGMCC
+	// Per ACK the window grows by α/W: W² grows by 2α per ACK.
+	want := math.Sqrt(w*w + 2*cubicAlpha*float64(len(a.acked)))
+	t.Logf("%d ACKs: window %.2f (want %.2f), %.2f per round", len(a.acked), st.Window, want, (st.Window-w)/rounds)
+	require.Zero(t, st.LossEvents)
+	require.InDelta(t, want, st.Window, 0.3)
+	require.InDelta(t, cubicAlpha, (st.Window-w)/rounds, 0.1, "growth per window of ACKs")
+
+	// One loss: the window goes to β of what it was.
+	before := st.Window
+	ods := h.of(wire.TypeODATA)
+	lost := ods[len(ods)-int(before)+2].p.Data().SQN() // early in the flight
+	a.ackNew(first-1, func(q seq.Num) bool { return q == lost })
+	st = h.src.Stats(h.now).PGMCC
+	require.Equal(t, uint64(1), st.LossEvents)
+	require.InDelta(t, cubicBeta*before, st.Window, 0.3, "window %.2f before the loss", before)
+}
+
+// A pacing timer that fires late (a loaded host: the stack's goroutines
+// wait for a CPU) must not lower the rate below the window's: what it
+// missed goes back to back, at most paceBurst packets. Here the gap is
+// 200 µs and the source is polled every 500 µs; before, each poll sent
+// one packet (the next was due a gap after it went), 2.5 times slower
+// than the window allows.
+func TestPGMCCPacingKeepsRateWithLateTimer(t *testing.T) {
+	h, _, _ := ccFlight(t, 10)
+	p := h.src.cc
+	const w = 100
+	p.cwnd, p.ssthresh, p.tokens = w, w, w
+	p.srtt = 25 * time.Millisecond // gap: 25 ms / (1.25 × 100) = 200 µs
+	for range 2 * w {
+		require.NoError(t, h.src.Send(h.now, make([]byte, 100)))
+	}
+	h.run(time.Millisecond)
+	start, n0 := h.now, len(h.of(wire.TypeODATA))
+	var burst, run int
+	last := time.Duration(-1)
+	for h.now.Sub(start) < 16*time.Millisecond {
+		h.now = h.now.Add(500 * time.Microsecond)
+		h.drain()
+	}
+	for _, s := range h.of(wire.TypeODATA)[n0:] {
+		if s.at == last {
+			run++
+		} else {
+			run = 1
+		}
+		burst, last = max(burst, run), s.at
+	}
+	got := len(h.of(wire.TypeODATA)) - n0
+	t.Logf("%d ODATA in 16 ms polled every 500 µs (longest burst %d)", got, burst)
+	require.InDelta(t, 80, got, 4, "the window's pace: one per 200 µs")
+	require.LessOrEqual(t, burst, paceBurst+1)
 }
