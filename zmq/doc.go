@@ -49,6 +49,15 @@
 // holds what it can (receive buffer, then window) and repairs or reports
 // the rest.
 //
+// # Receiving
+//
+// Recv hands out each message as the caller's own [][]byte. RecvMsg
+// copies it into a zmq.Msg the caller reuses, as zmq_recv fills the
+// caller's buffer: once the Msg has grown to the messages' size it
+// allocates nothing, which is what a subscriber of many small messages
+// wants. Either way a session's reader decodes a whole TSDU and queues
+// its messages at once; the high-water mark counts messages all the same.
+//
 // # Loss
 //
 // PGM repairs what it can. What it cannot (the publisher's window moved

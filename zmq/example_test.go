@@ -1,10 +1,12 @@
 package zmq_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log"
 	"net/netip"
+	"strconv"
 
 	"github.com/pgmtun/pgmtun/link/memlink"
 	"github.com/pgmtun/pgmtun/stack"
@@ -107,4 +109,51 @@ func ExampleNewSub_hostUDP() {
 			fmt.Printf("%q\n", msg)
 		}
 	}
+}
+
+// RecvMsg reuses one buffer, as zmq_recv does: a subscriber that reads
+// many small messages and needs each only until the next one allocates
+// nothing per message. Frames stay valid until the next RecvMsg into the
+// same Msg; copy what must outlive it (or use Recv).
+func ExampleSub_RecvMsg() {
+	hub := memlink.New(memlink.Options{})
+	defer hub.Close()
+	pp, closePub := netstack(hub, "10.0.0.1/24")
+	defer closePub()
+	sp, closeSub := netstack(hub, "10.0.0.2/24")
+	defer closeSub()
+
+	sub, err := zmq.NewSub(sp, "pgm://10.0.0.2;239.192.0.1:5555")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sub.Close()
+	sub.Subscribe([]byte("tick."))
+	pub, err := zmq.NewPub(pp, "pgm://10.0.0.1;239.192.0.1:5555", zmq.WithRate(10_000), zmq.WithNoDrop())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pub.Close()
+	for i := range 1000 {
+		pub.Send([]byte("tick.EURUSD"), []byte(fmt.Sprint(i)))
+	}
+
+	var m zmq.Msg
+	sum := 0
+	for range 1000 {
+		err := sub.RecvMsg(context.Background(), &m)
+		var loss *zmq.LossError
+		if errors.As(err, &loss) {
+			fmt.Println("lost:", loss) // the subscriber goes on
+			continue
+		}
+		if err != nil {
+			log.Fatal(err)
+		}
+		n, _ := strconv.Atoi(string(m.Frames[1]))
+		sum += n
+	}
+	fmt.Println(string(m.Frames[0]), sum)
+	// Output:
+	// tick.EURUSD 499500
 }

@@ -151,6 +151,64 @@ func TestPubSub(t *testing.T) {
 	assert.Equal(t, 1456, pub.Stats().TSDUSize, "the largest unfragmented TSDU at MTU 1500")
 }
 
+// TestRecvMsg: RecvMsg and Recv by turns on a stream of small messages
+// (shared blocks, recycled after RecvMsg copies) and some large and
+// many-framed ones: RecvMsg's frames are right when read, and the
+// messages Recv handed out are still right after thousands more went
+// through the recycled memory.
+func TestRecvMsg(t *testing.T) {
+	l := newLAN(t, 2)
+	sub := newSub(t, l.protos[1], endpoint(1))
+	sub.Subscribe(nil)
+	pub := newPub(t, l.protos[0], endpoint(0), fast, WithNoDrop())
+	const n = 5000
+	message := func(i int) [][]byte {
+		switch {
+		case i%1000 == 999:
+			return [][]byte{[]byte("big"), pattern(3000, i)}
+		case i%500 == 250:
+			m := make([][]byte, 40)
+			for j := range m {
+				m[j] = pattern(j, i)
+			}
+			return m
+		}
+		return [][]byte{[]byte(fmt.Sprint(i)), pattern(i%70, i)}
+	}
+	go func() {
+		for i := range n {
+			if pub.Send(message(i)...) != nil {
+				return
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var m Msg
+	kept := map[int][][]byte{}
+	for i := range n {
+		if i%3 == 0 {
+			got, err := sub.RecvContext(ctx)
+			require.NoError(t, err, "message %d", i)
+			kept[i] = got
+			continue
+		}
+		require.NoError(t, sub.RecvMsg(ctx, &m), "message %d", i)
+		requireSame(t, [][][]byte{message(i)}, [][][]byte{m.Frames})
+		want := 0
+		for _, f := range message(i) {
+			want += len(f)
+		}
+		require.Equal(t, want, m.Size())
+	}
+	for i, got := range kept {
+		requireSame(t, [][][]byte{message(i)}, [][][]byte{got})
+	}
+	sub.Close()
+	assert.ErrorIs(t, sub.RecvMsg(ctx, &m), ErrClosed)
+	assert.Empty(t, m.Frames)
+}
+
 // TestSubscriptions: prefixes on the first frame; Unsubscribe takes one
 // subscription back; nothing is delivered before Subscribe.
 func TestSubscriptions(t *testing.T) {

@@ -3,11 +3,13 @@ package zmq
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 )
 
 // entry is one queued message, or a loss report in its place.
 type entry struct {
 	msg  [][]byte
+	sl   slabs // the slabs msg is in, if it shares any
 	loss *LossError
 }
 
@@ -136,50 +138,125 @@ func (q *recvQueue) grow(n int) {
 	q.ring, q.head = ring, 0
 }
 
-// arena holds the bytes and frame headers of delivered messages: small
-// messages share blocks, so that a TSDU of them costs an allocation or
-// two rather than two per message. A message the application keeps pins
-// its block (at most arenaBlock bytes and arenaFrames headers).
-type arena struct {
-	body   []byte
-	frames [][]byte
+// slab is memory that small messages share: a reader copies a run of
+// them into one slab of bytes (their bodies) and one of frame headers.
+// Once RecvMsg has copied every one of them out, a slab goes back to its
+// pool; a message that Recv hands out (the application's to keep) keeps
+// its slabs from ever being reused.
+type slab[T any] struct {
+	buf []T
+	// refs is the messages in the slab not yet copied out, less those
+	// taken before the reader sealed it (the reader adds its count
+	// then): whoever brings it to zero, reader or RecvMsg, frees it.
+	refs atomic.Int32
+	pool *sync.Pool
 }
 
+// release notes n messages copied out of s (n < 0) or, by the reader
+// sealing it, put in (n > 0), and frees s when none is left.
+func (s *slab[T]) release(n int32) {
+	if s.refs.Add(n) == 0 {
+		s.pool.Put(s)
+	}
+}
+
+// Slab sizes, and the largest message body that goes into a slab.
 const (
-	arenaBlock  = 4 << 10 // bytes of a shared block
-	arenaLarge  = 1 << 10 // bodies above this get their own
-	arenaFrames = 64      // frame headers of a shared block
+	bodySlab   = 4 << 10
+	framesSlab = 128
+	slabLarge  = 1 << 10
+	slabFrames = 16 // messages of more frames get their own headers
 )
 
+var bodyPool, framesPool sync.Pool
+
+func init() {
+	bodyPool.New = func() any { return &slab[byte]{buf: make([]byte, bodySlab), pool: &bodyPool} }
+	framesPool.New = func() any { return &slab[[]byte]{buf: make([][]byte, framesSlab), pool: &framesPool} }
+}
+
+// slabArena is a reader's current slab of one kind.
+type slabArena[T any] struct {
+	cur  *slab[T]
+	n    int32 // messages in cur
+	used int
+	pool *sync.Pool
+}
+
+// take returns n elements of the current slab, sealing it and starting
+// another when it has fewer left; the slice has no capacity beyond them.
+func (a *slabArena[T]) take(n int) ([]T, *slab[T]) {
+	if a.cur == nil || len(a.cur.buf)-a.used < n {
+		a.seal()
+		a.cur = a.pool.Get().(*slab[T])
+	}
+	s := a.cur.buf[a.used : a.used+n : a.used+n]
+	a.used += n
+	a.n++
+	return s, a.cur
+}
+
+// seal gives up the current slab: it is freed once its messages have
+// been copied out.
+func (a *slabArena[T]) seal() {
+	if a.cur != nil {
+		a.cur.release(a.n)
+	}
+	a.cur, a.n, a.used = nil, 0, 0
+}
+
+// arena is where a reader copies messages out of the TSDU: small ones
+// share slabs, so that a TSDU of them costs no allocation when the
+// application reads with RecvMsg, and one or two when it reads with
+// Recv. A message that Recv handed out pins its slabs (bodySlab bytes
+// and framesSlab headers at most).
+type arena struct {
+	body   slabArena[byte]
+	frames slabArena[[]byte]
+}
+
+// slabs are the slabs a queued message is in, if any.
+type slabs struct {
+	body   *slab[byte]
+	frames *slab[[]byte]
+}
+
+// release notes the message copied out (RecvMsg).
+func (s slabs) release() {
+	if s.body != nil {
+		s.body.release(-1)
+	}
+	if s.frames != nil {
+		s.frames.release(-1)
+	}
+}
+
 // copyMessage returns a copy of m (size bytes of frame bodies) that does
-// not point into the TSDU; its frames have no capacity beyond their
-// ends, so appending to one does not touch the next.
-func (a *arena) copyMessage(m [][]byte, size int) [][]byte {
+// not point into the TSDU, and the slabs it is in. Its frames have no
+// capacity beyond their ends, so appending to one does not touch the
+// next.
+func (a *arena) copyMessage(m [][]byte, size int) ([][]byte, slabs) {
+	if a.body.pool == nil {
+		a.body.pool, a.frames.pool = &bodyPool, &framesPool
+	}
+	var sl slabs
 	var body []byte
-	if size > arenaLarge {
-		body = make([]byte, 0, size)
-	} else {
-		if cap(a.body)-len(a.body) < size {
-			a.body = make([]byte, 0, arenaBlock)
-		}
-		body = a.body[len(a.body):len(a.body)]
-		a.body = a.body[:len(a.body)+size]
+	if size > slabLarge {
+		body = make([]byte, size)
+	} else if size > 0 {
+		body, sl.body = a.body.take(size)
 	}
 	var msg [][]byte
-	if len(m) > arenaFrames/4 {
+	if len(m) > slabFrames {
 		msg = make([][]byte, len(m))
 	} else {
-		if cap(a.frames)-len(a.frames) < len(m) {
-			a.frames = make([][]byte, 0, arenaFrames)
-		}
-		n := len(a.frames)
-		a.frames = a.frames[:n+len(m)]
-		msg = a.frames[n : n+len(m) : n+len(m)]
+		msg, sl.frames = a.frames.take(len(m))
 	}
+	at := 0
 	for i, f := range m {
-		start := len(body)
-		body = append(body, f...)
-		msg[i] = body[start:len(body):len(body)]
+		n := copy(body[at:], f)
+		msg[i] = body[at : at+n : at+n]
+		at += n
 	}
-	return msg
+	return msg, sl
 }

@@ -147,14 +147,16 @@ func TestRecvQueueClose(t *testing.T) {
 	assert.True(t, errors.Is(err, ErrClosed))
 }
 
-// TestArenaCopies: copies of messages sharing a block are independent of
+// TestArenaCopies: copies of messages sharing slabs are independent of
 // the source and of each other, and appending to a frame leaves the next
 // one alone; large messages and many-framed ones have their own memory.
 func TestArenaCopies(t *testing.T) {
 	var a arena
 	src := [][]byte{[]byte("topic"), []byte("body")}
-	m1 := a.copyMessage(src, 9)
-	m2 := a.copyMessage([][]byte{[]byte("next")}, 4)
+	m1, s1 := a.copyMessage(src, 9)
+	m2, s2 := a.copyMessage([][]byte{[]byte("next")}, 4)
+	assert.NotNil(t, s1.body)
+	assert.Equal(t, s1, s2)
 	src[0][0] = 'X'
 	assert.Equal(t, [][]byte{[]byte("topic"), []byte("body")}, m1)
 	m1[1] = append(m1[1], "!!!!"...)
@@ -162,22 +164,57 @@ func TestArenaCopies(t *testing.T) {
 	assert.Equal(t, [][]byte{[]byte("next")}, m2)
 	assert.Equal(t, "body!!!!", string(m1[1]))
 
-	big := make([]byte, arenaLarge+1)
-	m3 := a.copyMessage([][]byte{big}, len(big))
+	big := make([]byte, slabLarge+1)
+	m3, s3 := a.copyMessage([][]byte{big}, len(big))
+	assert.Nil(t, s3.body)
 	assert.Equal(t, len(big), cap(m3[0]))
-	many := make([][]byte, arenaFrames)
+	many := make([][]byte, slabFrames+1)
 	for i := range many {
 		many[i] = []byte{byte(i)}
 	}
-	m4 := a.copyMessage(many, len(many))
+	m4, s4 := a.copyMessage(many, len(many))
+	assert.Nil(t, s4.frames)
 	assert.Equal(t, many, m4)
 	assert.Equal(t, len(many), cap(m4))
-	// Blocks run out and new ones start: still whole.
+	m5, _ := a.copyMessage([][]byte{{}, nil}, 0)
+	assert.Len(t, m5, 2)
+	assert.Empty(t, m5[0])
+	// Slabs run out and new ones start: still whole.
 	var all [][][]byte
 	for i := range 500 {
-		all = append(all, a.copyMessage([][]byte{binary.BigEndian.AppendUint32(nil, uint32(i))}, 4))
+		m, _ := a.copyMessage([][]byte{binary.BigEndian.AppendUint32(nil, uint32(i)), pattern(i%100, i)}, 4+i%100)
+		all = append(all, m)
 	}
 	for i, m := range all {
 		require.Equal(t, uint32(i), binary.BigEndian.Uint32(m[0]))
+		require.Equal(t, pattern(i%100, i), m[1])
 	}
+}
+
+// TestSlabRefs: a slab is free (its count at zero) only once the reader
+// sealed it and every message in it was copied out, in either order; one
+// message handed out whole (never released) keeps it.
+func TestSlabRefs(t *testing.T) {
+	var a arena
+	var sls []slabs
+	for i := range 3 {
+		_, sl := a.copyMessage([][]byte{{byte(i)}}, 1)
+		sls = append(sls, sl)
+	}
+	b := sls[0].body
+	require.Equal(t, sls[0], sls[2])
+	sls[0].release() // copied out before the seal
+	assert.EqualValues(t, -1, b.refs.Load())
+	a.body.seal()
+	assert.EqualValues(t, 2, b.refs.Load())
+	sls[1].release()
+	assert.EqualValues(t, 1, b.refs.Load(), "one message left: not free")
+	sls[2].release()
+	assert.EqualValues(t, 0, b.refs.Load())
+
+	_, k := a.copyMessage([][]byte{{1}}, 1)
+	a.copyMessage([][]byte{{2}}, 1)
+	k.release() // the other went to Recv: never released
+	a.body.seal()
+	assert.EqualValues(t, 1, k.body.refs.Load())
 }

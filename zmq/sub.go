@@ -195,9 +195,10 @@ func (s *Sub) subscribed(topic []byte) bool {
 // ErrClosed.
 //
 // The message is the caller's: nothing else refers to it. Small messages
-// share their memory with others of the same TSDU, so one kept pins a
-// few kilobytes at most; its frames have no capacity beyond their ends,
-// so appending to one never writes into another.
+// share their memory with others received around them, so one kept pins
+// a few kilobytes at most; its frames have no capacity beyond their ends,
+// so appending to one never writes into another. RecvMsg, which reuses
+// the caller's buffer, allocates nothing per message.
 func (s *Sub) Recv() ([][]byte, error) { return s.RecvContext(context.Background()) }
 
 // RecvContext is Recv with a context that can cancel the wait.
@@ -214,7 +215,62 @@ func (s *Sub) RecvContext(ctx context.Context) ([][]byte, error) {
 	case e.loss != nil:
 		return nil, e.loss
 	}
+	// The slabs, if any, are the application's now: never freed.
 	return e.msg, nil
+}
+
+// Msg is a message that RecvMsg fills, reusing its memory from one call
+// to the next.
+type Msg struct {
+	// Frames are the message's frames in order. They point into the
+	// Msg's buffer and are valid until the next RecvMsg into it.
+	Frames [][]byte
+	buf    []byte
+}
+
+// Size returns the bytes of the message's frame bodies.
+func (m *Msg) Size() int {
+	n := 0
+	for _, f := range m.Frames {
+		n += len(f)
+	}
+	return n
+}
+
+// RecvMsg receives the next message into m, copying it into m's buffer,
+// which grows to the largest message received and is then reused: like
+// zmq_recv into the caller's buffer (or net.Conn's Read), it allocates
+// nothing per message, where Recv hands out a message of its own each
+// time. Errors are those of RecvContext; on an error m.Frames is empty.
+func (s *Sub) RecvMsg(ctx context.Context, m *Msg) error {
+	m.Frames = m.Frames[:0]
+	select {
+	case <-s.closed:
+		return ErrClosed
+	default:
+	}
+	e, err := s.q.take(ctx, s.closed)
+	switch {
+	case err != nil:
+		return err
+	case e.loss != nil:
+		return e.loss
+	}
+	size := 0
+	for _, f := range e.msg {
+		size += len(f)
+	}
+	if cap(m.buf) < size {
+		m.buf = make([]byte, 0, max(size, 2*cap(m.buf)))
+	}
+	body := m.buf[:0]
+	for _, f := range e.msg {
+		start := len(body)
+		body = append(body, f...)
+		m.Frames = append(m.Frames, body[start:len(body):len(body)])
+	}
+	e.sl.release()
+	return nil
 }
 
 // Close stops listening and ends every session; messages not yet read are
@@ -378,7 +434,8 @@ func (r *reader) deliver(tsdu []byte) bool {
 			}
 			r.messages++
 			r.bytes += uint64(size)
-			r.batch = append(r.batch, entry{msg: r.mem.copyMessage(m, size)})
+			msg, sl := r.mem.copyMessage(m, size)
+			r.batch = append(r.batch, entry{msg: msg, sl: sl})
 		}
 		// At the mark (or what was last seen of it) the batch waits
 		// for room, as a message at a time did: the queue never holds

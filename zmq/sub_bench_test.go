@@ -2,6 +2,7 @@ package zmq
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"testing"
@@ -35,15 +36,16 @@ func benchTSDUs(b *testing.B, n, size, tsdu int) [][]byte {
 // BenchmarkSubDeliver is the subscriber's path without a network: one
 // goroutine decodes TSDUs of one-frame messages and queues them (what a
 // session's reader does with each APDU), the benchmark's goroutine
-// receives and checks them, as an application would. ns/op and
+// receives and checks them, as an application would, with Recv (a
+// message of its own each) or RecvMsg (into a reused Msg). ns/op and
 // allocs/op are per message.
 func BenchmarkSubDeliver(b *testing.B) {
 	// The default mark, and the bench's (bench/zmq.go) at 64 bytes; at
 	// 1000 bytes a mark of 2^18 would let the queue take 256 MB.
 	for _, c := range []struct{ size, hwm int }{{64, DefaultHWM}, {64, 1 << 18}, {1000, DefaultHWM}} {
 		size, hwm := c.size, c.hwm
-		{
-			b.Run(fmt.Sprintf("size=%d/hwm=%d", size, hwm), func(b *testing.B) {
+		for _, api := range []string{"Recv", "RecvMsg"} {
+			b.Run(fmt.Sprintf("size=%d/hwm=%d/%s", size, hwm, api), func(b *testing.B) {
 				// 1400-byte TSDUs, as libzmq's over epgm on a 1500-byte MTU;
 				// the message count is a multiple of the stream's period, so
 				// that the TSDUs can be fed round and round.
@@ -72,8 +74,17 @@ func BenchmarkSubDeliver(b *testing.B) {
 				b.SetBytes(int64(size))
 				b.ReportAllocs()
 				b.ResetTimer()
+				ctx := context.Background()
+				var msg Msg
 				for i := range b.N {
-					m, err := s.Recv()
+					var m [][]byte
+					var err error
+					if api == "Recv" {
+						m, err = s.Recv()
+					} else {
+						err = s.RecvMsg(ctx, &msg)
+						m = msg.Frames
+					}
 					if err != nil {
 						b.Fatal(err)
 					}
