@@ -512,7 +512,8 @@ func (z *zmqRow) libzmqToPgmtun() (pr zmqPubResult, sr zmqSubResult, err error) 
 // the C peer, the idle bound costs nothing per message: a watchdog
 // cancels the wait (within 10 ms), where a context.WithDeadline per
 // message (a timer each) had cost pgmtun's side a share of its 64-byte
-// rate.
+// rate. Messages come in with RecvMsg into one reused zmq.Msg, as the C
+// peer's zmq_recv fills one buffer.
 func (z *zmqRow) receive(sub *zmq.Sub, pub *zmqPeer) (zmqSubResult, error) {
 	var sr zmqSubResult
 	rc := newRecordCache(z.size)
@@ -545,8 +546,10 @@ func (z *zmqRow) receive(sub *zmq.Sub, pub *zmqPeer) (zmqSubResult, error) {
 			}
 		}
 	}()
+	var msg zmq.Msg
 	for last < z.count-1 && sr.Received+sr.Bad < z.count {
-		m, err := sub.RecvContext(ctx)
+		err := sub.RecvMsg(ctx, &msg)
+		m := msg.Frames
 		var loss *zmq.LossError
 		switch {
 		case errors.As(err, &loss):
