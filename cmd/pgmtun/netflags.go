@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pgmtun/pgmtun/internal/metrics"
+	"github.com/pgmtun/pgmtun/pgmproto/engine"
 	"github.com/pgmtun/pgmtun/stack"
 )
 
@@ -37,8 +38,8 @@ const (
 	defaultGroup   = "239.192.0.1"
 	defaultGroup6  = "ff08::1" // organisation-local, as 239.192/16 (RFC 2365)
 	defaultPort    = 7500
-	defaultRate    = 400_000 // bytes/s (OpenPGM TXW_MAX_RTE)
-	defaultWindow  = 2 * time.Second
+	defaultRate    = 400_000               // bytes/s (OpenPGM TXW_MAX_RTE)
+	defaultWindow  = engine.DefaultTXWSecs // two NAK cycles and slack: see defaultWindowAt
 	defaultTUN     = "pgm0"
 	defaultAddr    = "10.200.0.2/24"
 	defaultAddr6   = "fd70:676d::2/64"
@@ -92,7 +93,7 @@ func (f *netFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.cc, "cc", ccUsage) // ccflag.go
 	fs.Var(&f.rxBudget, "rx-budget", "recv: most `bytes` of receive memory, the window the source advertises held within it\n(default 64MiB); when full, the oldest holes are reported lost")
 	fs.UintVar(&f.txwSqns, "txw-sqns", 0, "window in sequences (packets); converted to time at --rate and the MTU")
-	fs.Var(&f.txwSecs, "txw-secs", "window as `time`: how long data stays available for repairs (default 2s)")
+	fs.Var(&f.txwSecs, "txw-secs", "window as `time`: how long data stays available for repairs (default 10s, at most\n256MiB at --rate; a quiet session ends sooner, see send --linger)")
 	fs.Var(&f.txwBytes, "txw-bytes", "window in `bytes` (e.g. 8MiB)")
 	fs.DurationVar(&f.timers.NAKBOIvl, "nak-bo-ivl", 0, "NAK back-off interval (default 50ms)")
 	fs.StringVar(&f.backoff, "nak-backoff", "adaptive", "recv: how the NAK back-off is drawn: `adaptive` (uniform until other receivers\nshow up, then few duplicate NAKs), uniform (OpenPGM) or exponential (few duplicate NAKs, later first NAK)")
@@ -121,6 +122,19 @@ func (f *netFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.udpEncap, "udp-encap", "", "carry PGM in UDP as OpenPGM's UDP encapsulation and ZeroMQ's epgm do: NAKs to the\nsource at the first `PORT[,PORT]`, the group's packets at the second (one port: both;\ndefault with --host-udp: 3055,3056, OpenPGM's)")
 	fs.StringVar(&f.metrics, "metrics", "", "serve live metrics on `ADDR` (/metrics for Prometheus, /debug/vars JSON); loopback\nunless an IP is given")
 	fs.BoolVar(&f.hostUDP, "host-udp", false, "no device: PGM in UDP through the host's own UDP sockets (no privilege needed); IFACE of\n--network is then a host interface, by name or address (default: the routing table's)")
+}
+
+// defaultWindowAt is the window when none is given: defaultWindow (10 s),
+// so that a sequence whose repair failed once or twice can still be asked
+// for after OpenPGM's 2 s NAK timers, but no more than
+// engine.DefaultTXWMaxBytes at rate (above 26.8 MB/s the window is
+// shorter). A quiet session ends long before it (send's --linger).
+func defaultWindowAt(rate int64) time.Duration {
+	d := defaultWindow
+	if rate > 0 && int64(d/time.Millisecond)*rate/1000 > engine.DefaultTXWMaxBytes {
+		d = time.Duration(engine.DefaultTXWMaxBytes*1000/rate) * time.Millisecond
+	}
+	return max(d, time.Millisecond)
 }
 
 // netConfig is netFlags checked and resolved.
@@ -266,7 +280,7 @@ func (f *netFlags) resolve() (*netConfig, error) {
 	}
 	c.window.sqns, c.window.dur, c.window.bytes = uint32(f.txwSqns), time.Duration(f.txwSecs), int64(f.txwBytes)
 	if set == 0 {
-		c.window.dur = defaultWindow
+		c.window.dur = defaultWindowAt(c.rate)
 	}
 	if c.window.dur != 0 && c.window.dur < time.Millisecond {
 		return nil, fmt.Errorf("--txw-secs %v: want at least 1ms", c.window.dur)

@@ -37,7 +37,7 @@ func init() {
 			fs.Var(&o.size, "size", "each `N` bytes of input is one message body (the last may be shorter)")
 			fs.StringVar(&o.topic, "topic", "", "send each message as two frames, this `TOPIC` and the body (default: the body alone)")
 			fs.IntVar(&o.hwm, "hwm", zmq.DefaultHWM, "messages queued before PGM takes them (ZMQ_SNDHWM); reading waits beyond it")
-			fs.DurationVar(&o.linger, "linger", 0, "after the input ends, serve repairs at most this long (default: until\nthe window has passed the last packet)")
+			fs.DurationVar(&o.linger, "linger", 0, "after the input ends, serve repairs at most this long (default: until\nno NAK has come for one NAK cycle, at most until the window has passed the last packet)")
 			return func(e *env, args []string) int {
 				ep, c, err := zmqCommandLine("pub", &o.net, args)
 				switch {
@@ -302,7 +302,8 @@ func runPub(e *env, ep zmq.Endpoint, c *netConfig, o *pubOptions) int {
 	result := "ok"
 	if pubErr == nil {
 		// Close sends what is queued and ends the session (OPT_FIN);
-		// repairs are served until Done, or --linger.
+		// repairs are served until Done, or --linger, or (without it)
+		// until no NAK has come for a NAK cycle once Close has returned.
 		closed := make(chan error, 1)
 		go func() { closed <- pub.Close() }()
 		var linger <-chan time.Time
@@ -311,6 +312,8 @@ func runPub(e *env, ep zmq.Endpoint, c *netConfig, o *pubOptions) int {
 			defer t.Stop()
 			linger = t.C
 		}
+		var tick <-chan time.Time
+		quiet := c.quietLinger()
 	wait:
 		for {
 			select {
@@ -320,6 +323,15 @@ func runPub(e *env, ep zmq.Endpoint, c *netConfig, o *pubOptions) int {
 					break wait
 				}
 				closed = nil
+				if o.linger == 0 {
+					t := time.NewTicker(10 * time.Millisecond)
+					defer t.Stop()
+					tick = t.C
+				}
+			case now := <-tick:
+				if st, err := pub.PGMStats(); err == nil && quiet.over(now, st.NaksReceived) {
+					break wait
+				}
 			case <-pub.Done():
 				break wait
 			case <-linger:

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pgmtun/pgmtun/pgmproto/engine"
 	"github.com/pgmtun/pgmtun/stack"
 )
 
@@ -19,7 +20,7 @@ func init() {
 		name:  "send",
 		usage: "[flags]",
 		summary: "send standard input (or --in FILE) to a multicast group over a TUN-attached netstack,\n" +
-			"then end the session gracefully and serve repairs until the window has passed",
+			"then end the session gracefully and serve repairs until no NAK has come for one NAK cycle",
 		flags: func(fs *flag.FlagSet) func(*env, []string) int {
 			var o sendOptions
 			o.net.register(fs)
@@ -27,7 +28,7 @@ func init() {
 			o.size = 1000
 			fs.StringVar(&o.in, "in", "", "read the data from `FILE` instead of standard input")
 			fs.Var(&o.size, "size", "with --rdm: each `N` bytes of input is one message (the last may be shorter)")
-			fs.DurationVar(&o.linger, "linger", 0, "once the input has ended and all of it has gone out, serve repairs at most\nthis long (default: until the window has passed the last packet)")
+			fs.DurationVar(&o.linger, "linger", 0, "once the input has ended and all of it has gone out, serve repairs at most\nthis long (default: until no NAK has come for one NAK cycle, --nak-rpt-ivl +\n--nak-rdata-ivl = 4s, and at most until the window has passed the last packet)")
 			fs.DurationVar(&o.drain, "drain", 2*time.Second, "after SIGINT or SIGTERM: stop reading input, end the session at once\n(OPT_FIN after the last packet sent; input not sent yet is dropped), serve\nrepairs this long and exit 0; a second signal aborts (OPT_RST) and exits 1")
 			return func(e *env, args []string) int {
 				if len(args) != 0 {
@@ -129,6 +130,7 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 	var limit <-chan time.Time
 	interrupted, dropped := false, 0
 	lingerAfterData := false
+	quiet := c.quietLinger()
 	interrupt := func() {
 		// As closesocket: an OPT_FIN after the last packet that went
 		// out (what the rate limit still held is dropped), then
@@ -151,8 +153,9 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 		abort(s)
 		result, code = sendErr.Error(), exitFail
 	default:
-		// Graceful end: OPT_FIN, then repairs until the window has passed
-		// the last sequence (Done), or for --linger at most.
+		// Graceful end: OPT_FIN, then repairs until no NAK has come for
+		// one NAK cycle or the window has passed the last sequence
+		// (Done), or for --linger at most.
 		s.Shutdown()
 		wait, intr = s.Done(), ctx.Done()
 		// --linger counts from when the last data has gone out (below):
@@ -184,6 +187,11 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 				break serve
 			case now := <-tick.C:
 				if !dataDone.IsZero() {
+					// Without --linger: done once no NAK has come for a
+					// NAK cycle, however long the window.
+					if st, err := s.SenderStats(); err == nil && !interrupted && !lingerAfterData && quiet.over(now, st.NaksReceived) {
+						break serve
+					}
 					continue
 				}
 				if st, err := s.SenderStats(); err == nil && st.DataBytesSent >= uint64(sent.Load()) {
@@ -230,6 +238,40 @@ func runSend(e *env, c *netConfig, o *sendOptions) int {
 		return fail("%s", result)
 	}
 	return exitOK
+}
+
+// quietLinger decides when a closed sender may stop serving repairs
+// without --linger: once no NAK has come for one NAK cycle (NAK_RPT_IVL +
+// NAK_RDATA_IVL, 4 s by default), in which a receiver still missing data
+// repeats its NAK. The window (10 s by default, so that a repair that
+// failed twice can still be asked for) then bounds only a session whose
+// receivers keep asking. The OpenPGM-mode engine lingers the same way.
+type quietLinger struct {
+	cycle time.Duration
+	naks  uint64
+	last  time.Time
+}
+
+func (c *netConfig) quietLinger() *quietLinger {
+	d := engine.DefaultConfig()
+	rpt, rdata := c.timers.NAKRptIvl, c.timers.NAKRdataIvl
+	if rpt == 0 {
+		rpt = d.NAKRptIvl
+	}
+	if rdata == 0 {
+		rdata = d.NAKRdataIvl
+	}
+	return &quietLinger{cycle: rpt + rdata}
+}
+
+// over is called with the NAKs received so far, from when the last data
+// has gone out; it reports whether a NAK cycle has passed since then and
+// since the count last moved.
+func (q *quietLinger) over(now time.Time, naks uint64) bool {
+	if q.last.IsZero() || naks != q.naks {
+		q.naks, q.last = naks, now
+	}
+	return now.Sub(q.last) >= q.cycle
 }
 
 // abort ends the session with OPT_RST, unless its link has failed, and

@@ -488,6 +488,25 @@ func TestInterrupt(t *testing.T) {
 	})
 }
 
+// TestSendDefaultLingerQuiet: without --linger a closed send serves
+// repairs until no NAK has come for one NAK cycle (here 2 × 300 ms), not
+// for its whole window (10 s by default): the long default window costs a
+// quiet session nothing at exit.
+func TestSendDefaultLingerQuiet(t *testing.T) {
+	checkNoLeaks(t)
+	data := randomBytes(12, 30_000)
+	common := []string{"--rate", "4MB/s", "--nak-rpt-ivl", "300ms", "--nak-rdata-ivl", "300ms", "--progress", "off", "--stats", "json"}
+	tr := sendRecv(t, data, common, nil, nil)
+	require.Equal(t, exitOK, tr.recvCode, tr.recvErr)
+	require.Equal(t, exitOK, tr.sendCode, tr.sendErr)
+	assert.Equal(t, data, tr.out)
+	var rep senderReport
+	require.NoError(t, json.Unmarshal([]byte(tr.sendErr), &rep), tr.sendErr)
+	assert.Equal(t, "ok", rep.Result)
+	assert.GreaterOrEqual(t, rep.TotalSeconds, 0.6, "served repairs for a NAK cycle")
+	assert.Less(t, rep.TotalSeconds, 5.0, "waited for the 10 s window")
+}
+
 func TestSendLinger(t *testing.T) {
 	checkNoLeaks(t)
 	data := randomBytes(11, 30_000)
@@ -498,8 +517,8 @@ func TestSendLinger(t *testing.T) {
 	var rep senderReport
 	require.NoError(t, json.Unmarshal([]byte(tr.sendErr), &rep), tr.sendErr)
 	assert.Equal(t, "ok (stopped serving repairs after --linger)", rep.Result)
-	// Without --linger the closing sender would keep going for the 2 s
-	// window and its FIN SPMs.
+	// Without --linger the closing sender would keep going until no NAK
+	// had come for a NAK cycle (or the window had passed).
 	assert.Less(t, rep.TotalSeconds, 1.5)
 	assert.GreaterOrEqual(t, rep.TotalSeconds, 0.3)
 }
