@@ -39,22 +39,21 @@ import (
 // each) at 1 MB/s, IP headers included (about 2.1 s of data). The rate
 // lets 33 processes on two cores keep up: the bridge copies every packet
 // to 32 ports, about 30 000 deliveries a second. Otherwise the commands
-// run on their defaults (NAK timers, back-off, repair budget), but for
-// the sender's window.
+// run on their defaults (NAK timers, back-off, repair budget, window and
+// linger).
 const (
 	scaleSize  = 1000
 	scaleCount = 2000
 	scaleRate  = "1MB/s"
-	// scaleWindow is the sender's window. With independent loss most
-	// sequences are lost somewhere (1 − 0.95³² ≈ 81 %), so repairs take
-	// about as much of --rate as new data: at the default 2 s, sequences
-	// whose first repair was held off by the repair budget or lost left
-	// the window first (every receiver reset on an unrecoverable
-	// sequence). 10 s holds the whole transfer; the sender then serves
-	// repairs for 10 s after its last data (its default linger), which
-	// the run waits for.
-	scaleWindow = "10s"
 )
+
+// With independent loss most sequences are lost somewhere (1 − 0.95³² ≈
+// 81 %), so repairs take about as much of --rate as new data, and a
+// sequence whose first repair was held off by the repair budget or lost is
+// asked for again only after the 2 s NAK timers. With the 2 s window that
+// was the default until 2026-12-05 such sequences had left the window
+// first and every receiver reset; the default is now 10 s (two NAK
+// cycles and slack), and send ends once no NAK has come for a NAK cycle.
 
 // Metrics of the scale cases.
 const (
@@ -297,7 +296,7 @@ func tapScale(e *Env, receivers int, lossPct float64) func(context.Context, *Run
 		r.Logf("%d receivers joined in %v", receivers, time.Since(ready).Round(time.Millisecond))
 
 		snd, err := startScaleProc(ctx, r, ns, "send", bin, append([]string{"send", "--tap", "--tun", sendDev,
-			"--addr", subnet + "2/24", "--size", strconv.Itoa(scaleSize), "--rate", scaleRate, "--txw-secs", scaleWindow,
+			"--addr", subnet + "2/24", "--size", strconv.Itoa(scaleSize), "--rate", scaleRate,
 			"--in", in}, network...)...)
 		if err != nil {
 			return nil, err
