@@ -7,6 +7,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/pgmtun/pgmtun/pgmproto/wire"
 )
 
 // TestBatchHoldsWakeups: a reader waiting for data is woken only when the
@@ -89,5 +92,59 @@ func TestBatchHoldsWakeups(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("reader not woken at the end of the outer batch")
 	}
+	assert.Zero(t, p.batch.n.Load())
+}
+
+// TestBatchDefersSettling: inside a batch a packet only reaches the
+// engine; its data reaches the session's queue when the batch ends, in
+// order, for a reader that does not wait (non-blocking Recv) as much as
+// for one that does. A batch on another NIC defers nothing from NIC 1.
+func TestBatchDefersSettling(t *testing.T) {
+	p, ep, lis := channelListener(t, nil)
+	st := newODATAStream(t, netip.AddrFrom4([4]byte{10, 0, 0, 1}), groupPort.Addr(), groupPort.Port(), 100)
+	inject := func() {
+		// The first payload byte is the sequence's low byte: the
+		// order shows in what Recv returns.
+		pgm := st.pkt[header.IPv4MinimumSize:]
+		clear(pgm[6:8])   // checksum
+		clear(pgm[16:20]) // SQN
+		pgm[24] = byte(st.next)
+		st.base = wire.Sum{}
+		st.base.Add(pgm)
+		st.fill()
+		injectIP(ep, st.buffer(nil))
+	}
+	inject()
+	sess, err := lis.Accept()
+	require.NoError(t, err)
+	defer sess.Close()
+	sess.SetNonBlocking(true)
+	buf := make([]byte, 200)
+	_, err = sess.Recv(buf)
+	require.NoError(t, err)
+
+	p.BeginBatch(1)
+	first := st.next
+	for range 5 {
+		inject()
+	}
+	_, err = sess.Recv(buf)
+	require.ErrorIs(t, err, ErrWouldBlock, "data queued before the batch ended")
+	p.EndBatch(1)
+	for i := range 5 {
+		n, err := sess.Recv(buf)
+		require.NoError(t, err, "packet %d of the batch", i)
+		require.Equal(t, 100, n)
+		require.Equal(t, byte(first)+byte(i), buf[0], "packet %d of the batch", i)
+	}
+	_, err = sess.Recv(buf)
+	require.ErrorIs(t, err, ErrWouldBlock)
+
+	p.BeginBatch(2)
+	inject()
+	n, err := sess.Recv(buf)
+	require.NoError(t, err, "a batch on NIC 2 deferred NIC 1's packet")
+	require.Equal(t, 100, n)
+	p.EndBatch(2)
 	assert.Zero(t, p.batch.n.Load())
 }

@@ -89,9 +89,10 @@ type driver struct {
 	// postLocked, if set, runs after every engine call with the mutex held
 	// (the receiver moves events to its sessions there).
 	postLocked func()
-	// changeHeld: onChange waits for the end of a batch (Protocol.hold;
-	// guarded by p.batch.mu).
-	changeHeld bool
+	// held: settling after a packet (the engine's output, the timer,
+	// onChange) waits for the end of a batch (Protocol.hold; guarded by
+	// p.batch.mu).
+	held bool
 	// onAbort, if set, runs once when the stack closes the driver.
 	onAbort   func()
 	abortOnce sync.Once
@@ -138,12 +139,29 @@ func (d *driver) HandlePGM(in Inbound) {
 	}
 	now := d.now()
 	d.eng.handlePacket(now, in)
+	if d.p.hold(in.NIC, d) {
+		// Within a device reader's run of packets: the engine's output,
+		// its timer and the wake-up wait for the run's end (settleHeld),
+		// once for the run instead of once per packet.
+		d.mu.Unlock()
+		return
+	}
 	d.settleLocked(now)
 	d.mu.Unlock()
-	d.flush()
-	if d.onChange != nil && !d.p.hold(in.NIC, d) {
-		d.onChange()
+	d.after()
+}
+
+// settleHeld does for a run of packets what HandlePGM left to its end:
+// queue and send the engine's output, arm the timer, wake the socket.
+func (d *driver) settleHeld() {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return
 	}
+	d.settleLocked(d.now())
+	d.mu.Unlock()
+	d.after()
 }
 
 // do runs f on the engine under the driver's mutex, then transmits what

@@ -134,7 +134,9 @@ func (a *adaptiveState) decay(now time.Time) {
 	if !now.After(a.at) {
 		return
 	}
-	if !a.at.IsZero() {
+	// Nothing to decay (a lone receiver that has seen no NCF): skip the
+	// Exp2, as draw runs for every packet that extends the window.
+	if !a.at.IsZero() && a.others+a.ours+a.dups != 0 {
 		k := math.Exp2(-float64(now.Sub(a.at)) / float64(adaptiveHalfLife))
 		a.others, a.ours, a.dups = a.others*k, a.ours*k, a.dups*k
 	}
