@@ -160,15 +160,15 @@ func headroomCases(e *Env, runs int) []*Case {
 		Needs: []string{"root"}, Run: headroomTAP(8000)})
 	cs = append(cs, &Case{ID: "headroom/flood", Group: gTUN, Runs: runs,
 		Name:     "receive capacity: kernel raw socket → pgmtun via TUN, paced ODATA at rising rates, 1456 B records (IP bytes)",
-		Baseline: "limit/tun-read", Timeout: 60 * time.Second, Show: []string{mOffered, mPkts, mMbit},
+		Baseline: "limit/tun-read", Timeout: 60 * time.Second, Show: []string{mOffered, mPkts, mMbit, mRecvCPU},
 		Needs: []string{"root"}, Run: floodReceive(0, floodTSDU)})
 	cs = append(cs, &Case{ID: "headroom/flood/q500", Group: gTUN, Runs: runs,
 		Name:     "receive capacity as headroom/flood, the device's kernel queue at Linux's 500 packets instead of pgmtun's 4096",
-		Baseline: "limit/tun-read", Timeout: 60 * time.Second, Show: []string{mOffered, mPkts, mMbit},
+		Baseline: "limit/tun-read", Timeout: 60 * time.Second, Show: []string{mOffered, mPkts, mMbit, mRecvCPU},
 		Needs: []string{"root"}, Run: floodReceive(500, floodTSDU)})
 	cs = append(cs, &Case{ID: "headroom/flood/64", Group: gTUN, Runs: runs,
 		Name:    "receive capacity as headroom/flood, 64 B records (112-byte IP packets): the per-packet cost alone",
-		Timeout: 60 * time.Second, Show: []string{mOffered, mPkts, mMbit},
+		Timeout: 60 * time.Second, Show: []string{mOffered, mPkts, mMbit, mRecvCPU},
 		Needs: []string{"root"}, Run: floodReceive(0, floodSmallTSDU)})
 	return cs
 }
