@@ -425,23 +425,25 @@ func runSub(e *env, ep zmq.Endpoint, c *netConfig, o *subOptions) int {
 	w := bufio.NewWriterSize(out, 64<<10)
 	result := "ok"
 	var subErr error
+	// One reused message: nothing allocated per message (the last frame
+	// is written out before the next is received).
+	var m zmq.Msg
 	for o.count == 0 || msgs.Load() < o.count {
-		m, err := sub.RecvContext(ctx)
-		var loss *zmq.LossError
-		switch {
-		case errors.As(err, &loss):
-			// The subscriber goes on; the gap is reported and counted.
-			fmt.Fprintf(e.stderr, "pgmtun sub: %v\n", loss)
-			continue
-		case err != nil && ctx.Err() != nil:
-			result = "interrupted"
-		case err != nil:
-			subErr = err
-		}
-		if err != nil {
+		if err := sub.RecvMsg(ctx, &m); err != nil {
+			var loss *zmq.LossError
+			switch {
+			case errors.As(err, &loss):
+				// The subscriber goes on; the gap is reported and counted.
+				fmt.Fprintf(e.stderr, "pgmtun sub: %v\n", loss)
+				continue
+			case ctx.Err() != nil:
+				result = "interrupted"
+			default:
+				subErr = err
+			}
 			break
 		}
-		last := m[len(m)-1]
+		last := m.Frames[len(m.Frames)-1]
 		if _, err := w.Write(last); err != nil {
 			subErr = fmt.Errorf("writing output: %w", err)
 			break
