@@ -103,7 +103,7 @@ func (pr *session) ccData(now time.Time, p wire.Packet, q seq.Num) {
 	switch {
 	case c.me.IsValid() && acker == c.me:
 		c.ackAt = time.Time{}
-		pr.r.queue(outReq{p: pr, ack: true})
+		pr.queueACK()
 	case !acker.IsValid() || acker.IsUnspecified():
 		// An election, in RDATA too: OpenPGM's repair carries the
 		// options of its ODATA, built before any acker was named.
@@ -120,15 +120,27 @@ func (pr *session) ccData(now time.Time, p wire.Packet, q seq.Num) {
 func (pr *session) ccTimer(now time.Time) {
 	if c := pr.cc; c != nil && !c.ackAt.IsZero() && !now.Before(c.ackAt) {
 		c.ackAt = time.Time{}
-		pr.r.queue(outReq{p: pr, ack: true})
+		pr.queueACK()
 	}
 }
 
-// encodeACK writes the session's ACK with OPT_PGMCC_FEEDBACK.
-func (pr *session) encodeACK(buf []byte, now time.Time) int {
+// queueACK queues an ACK of what has been received so far. RX_MAX and the
+// bitmap are taken now, not when the ACK is encoded: a driver may hand the
+// engine a run of packets before it drains the output (package stack does
+// for a device reader's batch), and a source credits each packet once, by
+// the ACK whose RX_MAX it is (OpenPGM ignores an ACK that repeats one).
+func (pr *session) queueACK() {
+	q := outReq{p: pr, ack: true, bits: pr.cc.bits}
+	q.sqns[0] = pr.cc.lead
+	pr.r.queue(q)
+}
+
+// encodeACK writes the session's ACK of rxMax and bits with
+// OPT_PGMCC_FEEDBACK.
+func (pr *session) encodeACK(buf []byte, now time.Time, rxMax seq.Num, bits uint32) int {
 	c := pr.cc
 	var b wire.Builder
-	b.ACK(buf, wire.Upstream(pr.tsi, pr.dport), c.lead, c.bits)
+	b.ACK(buf, wire.Upstream(pr.tsi, pr.dport), rxMax, bits)
 	b.PGMCCFeedback(c.echo(now), c.lossRate(), c.self())
 	return finish(&b)
 }

@@ -217,3 +217,30 @@ func TestPGMCCReceiverRepairAhead(t *testing.T) {
 	require.Equal(t, uint64(3), st.PGMCCAcksSent)
 	require.Equal(t, uint64(2), st.NumRDataPacketsReceived)
 }
+
+// A driver may hand the receiver a run of packets before it drains the
+// output (package stack does for a device reader's batch). Each ACK must
+// still acknowledge its own packet: a source credits a packet by the ACK
+// whose RX_MAX it is, and OpenPGM's ignores an ACK that repeats one.
+func TestPGMCCAcksOfARun(t *testing.T) {
+	c := ccConfig()
+	me := netip.MustParseAddr("10.0.1.5")
+	c.NLA = me
+	r, err := NewReceiver(c, t0, rand.New(rand.NewPCG(5, 6)))
+	require.NoError(t, err)
+	h := &harness{t: t, now: t0, rx: r}
+	for _, q := range []seq.Num{1, 2, 4, 5} {
+		require.NoError(t, r.HandlePacket(h.now, pCCODATA(q, 1, 700, me), tSrcNLA, tGroup))
+	}
+	h.drain()
+	acks := h.of(wire.TypeACK)
+	require.Len(t, acks, 4)
+	for i, want := range []struct {
+		rx   seq.Num
+		bits uint32
+	}{{1, 0xffffffff}, {2, 0xffffffff}, {4, 0xfffffffd}, {5, 0xfffffffb}} {
+		a := acks[i].p.ACK()
+		require.Equal(t, want.rx, a.RxMax(), "ACK %d", i)
+		require.Equal(t, want.bits, a.Bitmap(), "ACK %d", i)
+	}
+}

@@ -14,7 +14,8 @@ type outReq struct {
 	p      *session
 	spmr   bool
 	parity bool // a parity NAK (fec_receiver.go)
-	ack    bool // a PGMCC ACK (pgmcc_receiver.go)
+	ack    bool // a PGMCC ACK (pgmcc_receiver.go): RX_MAX in sqns[0], its bitmap in bits
+	bits   uint32
 	n      int
 	sqns   [MaxNAKList]seq.Num
 }
@@ -365,7 +366,7 @@ func (r *Receiver) Next(now time.Time) (Transmit, bool) {
 	r.outH++
 	var n int
 	if q.ack {
-		n = pr.encodeACK(r.buf, now)
+		n = pr.encodeACK(r.buf, now, q.sqns[0], q.bits)
 	} else if q.parity {
 		n = encodeParityNAK(r.buf, pr.tsi, pr.dport, q.sqns[0], pr.srcAddr, pr.group)
 	} else if pr.cc != nil {
