@@ -148,55 +148,39 @@ func (p *scaleProc) exited() bool {
 	}
 }
 
-// wireCount counts the PGM packets crossing one device by type, from an
-// AF_PACKET socket (both directions, each packet once).
-type wireCount struct {
-	fd      int
-	stop    atomic.Bool
-	done    chan struct{}
-	mu      sync.Mutex
-	types   map[wire.Type]uint64
-	nakSqns uint64 // sequences the NAKs named, lists included
-	bad     uint64 // PGM packets that did not parse
+// pgmWatch hands every IPv4 PGM packet crossing one device (both
+// directions, each packet once) to a function, from an AF_PACKET socket.
+type pgmWatch struct {
+	fd   int
+	stop atomic.Bool
+	done chan struct{}
 }
 
-func watchWire(ns *netns.NS, dev string) (*wireCount, error) {
+func watchPGM(ns *netns.NS, dev string, each func(ip []byte, at time.Time)) (*pgmWatch, error) {
 	fd, err := packetSocket(ns, dev, func(fd int) error {
 		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20)
 	})
 	if err != nil {
 		return nil, err
 	}
-	w := &wireCount{fd: fd, done: make(chan struct{}), types: map[wire.Type]uint64{}}
-	go w.read()
+	w := &pgmWatch{fd: fd, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		buf := make([]byte, 65536)
+		for !w.stop.Load() {
+			n, _, err := unix.Recvfrom(w.fd, buf, 0)
+			if err != nil || n < 20 || buf[0]>>4 != 4 || buf[9] != byte(wire.IPProtocol) {
+				continue // the receive timeout, ARP, IGMP
+			}
+			each(buf[:n], time.Now())
+		}
+	}()
 	return w, nil
 }
 
-func (w *wireCount) read() {
-	defer close(w.done)
-	buf := make([]byte, 65536)
-	for !w.stop.Load() {
-		n, _, err := unix.Recvfrom(w.fd, buf, 0)
-		if err != nil || n < 20 || buf[0]>>4 != 4 || buf[9] != byte(wire.IPProtocol) {
-			continue // the receive timeout, ARP, IGMP
-		}
-		p, ok := pgmOf(buf[:n])
-		w.mu.Lock()
-		if !ok {
-			w.bad++
-		} else {
-			w.types[p.Type()]++
-			if p.Type() == wire.TypeNAK {
-				nakSQNs(p, func(uint32) { w.nakSqns++ })
-			}
-		}
-		w.mu.Unlock()
-	}
-}
-
-// close stops the watch and returns the counts by type and the socket's
-// own drops (packets it had no room for: then the counts are short).
-func (w *wireCount) close() (map[wire.Type]uint64, uint32) {
+// close stops the watch and returns the socket's own drops (packets it
+// had no room for: then what the function saw is short).
+func (w *pgmWatch) close() uint32 {
 	w.stop.Store(true)
 	<-w.done
 	var drops uint32
@@ -204,7 +188,42 @@ func (w *wireCount) close() (map[wire.Type]uint64, uint32) {
 		drops = st.Drops
 	}
 	unix.Close(w.fd)
-	return w.types, drops
+	return drops
+}
+
+// wireCount counts the PGM packets crossing one device by type.
+type wireCount struct {
+	w       *pgmWatch
+	mu      sync.Mutex
+	types   map[wire.Type]uint64
+	nakSqns uint64 // sequences the NAKs named, lists included
+	bad     uint64 // PGM packets that did not parse
+}
+
+func watchWire(ns *netns.NS, dev string) (*wireCount, error) {
+	c := &wireCount{types: map[wire.Type]uint64{}}
+	w, err := watchPGM(ns, dev, func(ip []byte, _ time.Time) {
+		p, ok := pgmOf(ip)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if !ok {
+			c.bad++
+			return
+		}
+		c.types[p.Type()]++
+		if p.Type() == wire.TypeNAK {
+			nakSQNs(p, func(uint32) { c.nakSqns++ })
+		}
+	})
+	c.w = w
+	return c, err
+}
+
+// close stops the watch and returns the counts by type and the socket's
+// own drops.
+func (c *wireCount) close() (map[wire.Type]uint64, uint32) {
+	drops := c.w.close()
+	return c.types, drops
 }
 
 // tapScale runs one transfer to receivers `pgmtun recv` processes with

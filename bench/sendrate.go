@@ -10,10 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/pgmtun/pgmtun/internal/netns"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
@@ -40,34 +37,22 @@ func sendRateCases(e *Env, runs int) []*Case {
 		Run: sendRate(e)}}
 }
 
-// timedBytes collects the IP length of every PGM packet a packet socket
-// sees, with its arrival time.
+// timedBytes is the IP length of every PGM packet a watch saw, with its
+// arrival time and whether it was ODATA.
 type timedBytes struct {
-	fd   int
-	stop atomic.Bool
-	done chan struct{}
 	mu   sync.Mutex
 	at   []time.Time
 	n    []int
 	odat []bool
 }
 
-func (w *timedBytes) read() {
-	defer close(w.done)
-	buf := make([]byte, 65536)
-	for !w.stop.Load() {
-		n, _, err := unix.Recvfrom(w.fd, buf, 0)
-		if err != nil || n < 20 || buf[0]>>4 != 4 || buf[9] != byte(wire.IPProtocol) {
-			continue
-		}
-		now := time.Now()
-		p, ok := pgmOf(buf[:n])
-		w.mu.Lock()
-		w.at = append(w.at, now)
-		w.n = append(w.n, n)
-		w.odat = append(w.odat, ok && p.Type() == wire.TypeODATA)
-		w.mu.Unlock()
-	}
+func (t *timedBytes) add(ip []byte, at time.Time) {
+	p, ok := pgmOf(ip)
+	t.mu.Lock()
+	t.at = append(t.at, at)
+	t.n = append(t.n, len(ip))
+	t.odat = append(t.odat, ok && p.Type() == wire.TypeODATA)
+	t.mu.Unlock()
 }
 
 func sendRate(e *Env) func(context.Context, *Run) (Metrics, error) {
@@ -99,25 +84,15 @@ func sendRate(e *Env) func(context.Context, *Run) (Metrics, error) {
 		ns.MustRun(r, "ip", "tuntap", "add", "dev", dev, "mode", "tun")
 		r.Cleanup(func() { ns.Run("ip", "link", "del", dev) })
 		ns.MustRun(r, "ip", "link", "set", dev, "up")
-		fd, err := packetSocket(ns, dev, func(fd int) error {
-			return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20)
-		})
+		w := &timedBytes{}
+		watch, err := watchPGM(ns, dev, w.add)
 		if err != nil {
 			return nil, err
 		}
-		w := &timedBytes{fd: fd, done: make(chan struct{})}
-		go w.read()
 		stopped := false
 		stop := func() uint32 {
 			stopped = true
-			w.stop.Store(true)
-			<-w.done
-			var drops uint32
-			if st, err := unix.GetsockoptTpacketStats(fd, unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
-				drops = st.Drops
-			}
-			unix.Close(fd)
-			return drops
+			return watch.close()
 		}
 		defer func() {
 			if !stopped {
