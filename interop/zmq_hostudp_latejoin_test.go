@@ -30,6 +30,30 @@ func zmqLateFirst(t *testing.T, m [][]byte) int {
 	return first
 }
 
+// recvLateJoin receives from a subscriber that joined a stream of msgs
+// late: whole messages from its join point (the first one it gets, after
+// message 0) to the end, each compared. It returns the subscriber's stats.
+func recvLateJoin(t *testing.T, sub *zmq.Sub, peer *ZMQPeer, msgs [][][]byte) zmq.SubStats {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	m, err := sub.RecvContext(ctx)
+	require.NoError(t, err, peer.Stderr())
+	first := zmqLateFirst(t, m)
+	require.Greater(t, first, 0, "joined after the first message")
+	got := [][][]byte{m}
+	for len(got) < len(msgs)-first {
+		m, err := sub.RecvContext(ctx)
+		require.NoError(t, err, "after %d messages from %d", len(got), first)
+		got = append(got, m)
+	}
+	requireSameMessages(t, msgs[first:], got)
+	await(t, peer, peer.Sent(), "done sending", 10*time.Second)
+	st := sub.Stats()
+	t.Logf("joined at message %d of %d; %+v", first, len(msgs), st)
+	return st
+}
+
 // TestZMQHostUDPLateJoinLibzmqToPgmtun: a libzmq PUB in a streams; a
 // zmq.Sub on host UDP in b starts 700 ms into the stream.
 func TestZMQHostUDPLateJoinLibzmqToPgmtun(t *testing.T) {
@@ -51,22 +75,7 @@ func TestZMQHostUDPLateJoinLibzmqToPgmtun(t *testing.T) {
 	t.Cleanup(func() { sub.Close() })
 	sub.Subscribe(nil)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	m, err := sub.RecvContext(ctx)
-	require.NoError(t, err, peer.Stderr())
-	first := zmqLateFirst(t, m)
-	require.Greater(t, first, 0, "joined after the first message")
-	got := [][][]byte{m}
-	for len(got) < len(msgs)-first {
-		m, err := sub.RecvContext(ctx)
-		require.NoError(t, err, "after %d messages from %d", len(got), first)
-		got = append(got, m)
-	}
-	requireSameMessages(t, msgs[first:], got)
-	await(t, peer, peer.Sent(), "done sending", 10*time.Second)
-	st := sub.Stats()
-	t.Logf("joined at message %d of %d; %+v", first, len(msgs), st)
+	st := recvLateJoin(t, sub, peer, msgs)
 	assert.Zero(t, st.LossEvents+st.DecodeErrors+st.Dropped)
 }
 

@@ -247,24 +247,7 @@ func TestZMQLateJoin(t *testing.T) {
 	t.Cleanup(func() { sub.Close() })
 	sub.Subscribe(nil)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	m, err := sub.RecvContext(ctx)
-	require.NoError(t, err, peer.Stderr())
-	var first int
-	_, err = fmt.Sscanf(string(m[0]), "c.%d", &first)
-	require.NoError(t, err)
-	require.Greater(t, first, 0, "joined after the first message")
-	got := [][][]byte{m}
-	for len(got) < len(msgs)-first {
-		m, err := sub.RecvContext(ctx)
-		require.NoError(t, err, "after %d messages from %d", len(got), first)
-		got = append(got, m)
-	}
-	requireSameMessages(t, msgs[first:], got)
-	await(t, peer, peer.Sent(), "done sending", 10*time.Second)
-	st := sub.Stats()
-	t.Logf("joined at message %d of %d; %+v", first, len(msgs), st)
+	st := recvLateJoin(t, sub, peer, msgs)
 	assert.Zero(t, st.LossEvents+st.DecodeErrors)
 	require.NoError(t, sub.Close())
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)
