@@ -19,21 +19,22 @@ import (
 // acker ACKs each ODATA; the ACKs clock a TCP-like window of tokens: one
 // token per new ACK (two in slow start), one spent per ODATA, the window
 // cut to ccBeta of itself when the ACK bitmap shows a packet missing
-// behind three newer ones, at most once per window, and grown by ccAlpha
-// packets per window of ACKs in congestion avoidance. Tokens stand for the
+// behind three newer ones, at most once per window, and grown along
+// CUBIC's curve in congestion avoidance (pgmcc_cubic.go). Tokens stand for the
 // window less what is in flight: a packet's token comes back when it is
 // ACKed or known lost, and a cut leaves a debt (tokens below zero) that
 // the next ACKs pay before anything new goes, so the flight falls to the
 // new window. The configured rate stays the ceiling.
 //
-// The decrease and increase are CUBIC's TCP-friendly AIMD (RFC 9438,
-// sections 4.3 and 4.6; Linux's default TCP), not Reno's ½ and +1: the
-// pair has Reno's average window at a given loss-event rate (the rule
-// stays TCP-friendly, as Rizzo's pgmcc is), but it is what the TCP flows
-// PGMCC meets actually run, and a source that halves where they cut by
-// 30 % loses ground at each loss event they share, most where losses come
-// in quick succession (a queue a bursty flow keeps full): four events
-// leave 0.7⁴ = 0.24 of the window, not 0.5⁴ = 0.06.
+// The decrease and the increase are CUBIC's (RFC 9438; Linux's default
+// TCP), not Reno's ½ and +1 per RTT: it is what the TCP flows PGMCC meets
+// actually run. A source that halves where they cut by 30 % loses ground
+// at each loss event they share (four leave 0.7⁴ = 0.24 of the window,
+// not 0.5⁴ = 0.06); one that grows per RTT loses ground to each flow with
+// a shorter RTT, and PGMCC's, through userspace stacks, is the longer.
+// Its Reno-friendly floor, AIMD(ccAlpha, ccBeta), has Reno's average
+// window at a given loss-event rate, so the rule stays TCP-friendly, as
+// Rizzo's pgmcc is.
 //
 // Fallback: OpenPGM receivers never ACK (they compare the named acker
 // with an address they never set). An acker that does not ACK within
@@ -52,11 +53,11 @@ import (
 // timeout (CUBIC's β, RFC 9438 section 4.6).
 const ccBeta = 0.7
 
-// ccAlpha is the window's additive increase, in packets per window of
-// ACKs, in congestion avoidance: 3(1−β)/(1+β) ≈ 0.53 gives AIMD(α, β)
-// Reno's average throughput at the same loss-event rate (RFC 9438
-// section 4.3, CUBIC's Reno-friendly region, where CUBIC runs at the
-// small windows and short RTTs PGMCC sees).
+// ccAlpha is the Reno-friendly estimate's additive increase, in packets
+// per window of ACKs: 3(1−β)/(1+β) ≈ 0.53 gives AIMD(α, β) Reno's
+// average throughput at the same loss-event rate (RFC 9438 section 4.3).
+// It stays at that (as in Linux) rather than rising to 1 once the
+// estimate passes the last peak.
 const ccAlpha = 3 * (1 - ccBeta) / (1 + ccBeta)
 
 // paceBurst bounds, in packets, what the pacer sends back to back to
@@ -121,6 +122,7 @@ type pgmccSource struct {
 	minRTT     time.Duration // the acker's least RTT (slow-start exit)
 
 	cwnd, ssthresh, tokens float64
+	cubic                  cubic // congestion avoidance's window function
 
 	haveAck    bool
 	ackLead    seq.Num
@@ -187,6 +189,7 @@ func (p *pgmccSource) update(now time.Time) {
 		alive := p.ackedEver && now.Sub(p.lastAckAt) < 7*p.ackWait()
 		if p.misses < limit || alive {
 			p.ssthresh = max(p.cwnd*ccBeta, 2)
+			p.cubic.restart()
 			p.cwnd, p.tokens = 1, 1
 			p.recovering = false
 			p.recover, p.haveRecover = p.lastSent, p.sentAny
@@ -198,6 +201,7 @@ func (p *pgmccSource) update(now time.Time) {
 		p.ban(now, p.acker, p.ackedEver)
 		p.acker = netip.Addr{}
 		p.ssthresh = max(p.cwnd*ccBeta, 2)
+		p.cubic.restart()
 		p.cwnd = float64(p.cfg.InitialWindow)
 		p.tokens = p.cwnd
 		p.haveAck, p.recovering = false, false
@@ -378,6 +382,7 @@ func (p *pgmccSource) feedback(now time.Time, pk wire.Packet, from netip.Addr) b
 		p.cwnd = max(min(p.cwnd, p.cwnd*f), float64(p.cfg.InitialWindow))
 		p.tokens = min(max(p.tokens, -p.cwnd), p.cwnd)
 		p.ssthresh = math.MaxFloat64
+		p.cubic.restart()
 		p.elect(now, rcv)
 		p.st.AckerSwitches++
 	}
@@ -518,7 +523,7 @@ func (p *pgmccSource) ack(now time.Time, a wire.ACK, isAcker bool) {
 		// taken as lost: out of flight. The cut is a debt.
 		lost := float64(bits.OnesCount32(^p.ackBits))
 		old := p.cwnd
-		p.ssthresh = max(p.cwnd*ccBeta, 1)
+		p.ssthresh = max(p.cubic.cut(p.cwnd), 1)
 		p.cwnd = p.ssthresh
 		p.tokens = min(max(p.tokens+n+lost-(old-p.cwnd), -p.cwnd), p.cwnd)
 		p.recovering, p.recover, p.haveRecover = true, p.lastSent, true
@@ -533,9 +538,16 @@ func (p *pgmccSource) ack(now time.Time, a wire.ACK, isAcker bool) {
 		p.cwnd += d
 		inc = 2 * d
 	}
-	inc += n * (1 + ccAlpha/p.cwnd)
-	p.cwnd += ccAlpha * n / p.cwnd
-	p.cwnd = min(p.cwnd, p.maxWindow())
+	if n > 0 {
+		old := p.cwnd
+		p.cwnd = p.cubic.grow(now, p.cwnd, n, p.srtt)
+		inc += n + p.cwnd - old
+	}
+	if m := p.maxWindow(); p.cwnd > m {
+		// Held by the ceiling: the estimate must not run on, or the
+		// window would jump to it when the ceiling lifts (a longer RTT).
+		p.cwnd, p.cubic.wEst = m, min(p.cubic.wEst, m)
+	}
 	p.tokens = min(p.tokens+inc, p.cwnd)
 }
 
