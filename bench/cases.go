@@ -255,9 +255,13 @@ func allCases(e *Env, runs int) []*Case {
 		add(c)
 	}
 
-	// 11. ZeroMQ against libzmq (zmq.go): 24 cases of about 2 s a run,
-	// three runs each.
+	// 11. ZeroMQ against libzmq (zmq.go): 24 cases of about 1 s a run,
+	// three runs each; then the ramps (zmq_headroom.go): 12 cases of up to
+	// six such steps a run, two runs each.
 	for _, c := range zmqCases(e, min(runs, 3)) {
+		add(c)
+	}
+	for _, c := range zmqHeadroomCases(e, runs) {
 		add(c)
 	}
 

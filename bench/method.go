@@ -159,6 +159,14 @@ const methodText = `## Method
   its last record, or 4 s after its first (a bound for loaded machines;
   a run's nominal transfer is half a second). *% arrived* is the share of
   the records sent. Times are CLOCK_MONOTONIC in all processes. The three rows of a transport, rate and size run by turns.
+  *Highest rate every message arrived* ("zmq/headroom/*"): each pair steps
+  ZMQ_RATE, both ends alike, through 50, 100, 200, 400, 700 and 1000 Mbit/s,
+  a run of the kind above at each (about half a second of records at the
+  limit), and stops after the first step where not every record arrived;
+  the figure is the best msgs/s among the complete steps, with the
+  ZMQ_RATE it came at and the highest complete one (0 when even 50 Mbit/s
+  lost records). At 1 Gbit/s PGM's lack of flow control lets the faster
+  publisher overrun the subscriber; this says what each pair carries whole.
 - **Runs taken by turns.** The TUN write limit and the two pgmtun sending
   cases, each set of loss cases (in-process, over TUN) and of FEC cases, run their
   repetitions by turns (run 1 of each, then run 2, ...), so a drift of the

@@ -383,6 +383,7 @@ func (rep *report) targets(b *strings.Builder) {
 	}
 
 	rows = append(rows, rep.zmqTargets()...)
+	rows = append(rows, rep.zmqHeadroomTargets()...)
 
 	fmt.Fprintf(b, "## Targets (issues 6 and 13)\n\n| Target | Measured (medians) | Status |\n|---|---|---|\n")
 	for _, r := range rows {

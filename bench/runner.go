@@ -130,6 +130,24 @@ func (r *Run) Must(err error) {
 	}
 }
 
+// sub runs f on a Run of its own inside r (named r's name, "@", name)
+// whose cleanups run when f returns: a ramp's step releases its sockets,
+// peers and devices before the next step. What it records with Errorf
+// counts against r, and a Fatal in it ends r, after its cleanups.
+func (r *Run) sub(name string, f func(context.Context, *Run) (Metrics, error)) (Metrics, error) {
+	s := &Run{env: r.env, ctx: r.ctx, name: r.name + "@" + name}
+	defer func() {
+		s.finish()
+		s.mu.Lock()
+		errs := s.errs
+		s.mu.Unlock()
+		for _, e := range errs {
+			r.Errorf("%s: %s", name, e)
+		}
+	}()
+	return f(r.ctx, s)
+}
+
 func (r *Run) finish() {
 	for {
 		f := r.popCleanup()

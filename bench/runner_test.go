@@ -55,3 +55,37 @@ func TestRunAllStops(t *testing.T) {
 	require.Len(t, outs, 1)
 	assert.Equal(t, "over budget", outs[0].NotRun)
 }
+
+// TestRunSub: a step's cleanups run when the step returns, before the
+// next step and not with its run; what it records with Errorf fails the
+// run; a Fatal in it ends the run after its cleanups.
+func TestRunSub(t *testing.T) {
+	var order []string
+	c := &Case{ID: "ramp", Runs: 1, Timeout: 10 * time.Second, Run: func(_ context.Context, r *Run) (Metrics, error) {
+		r.Cleanup(func() { order = append(order, "run cleanup") })
+		for _, step := range []string{"a", "b"} {
+			m, err := r.sub(step, func(_ context.Context, s *Run) (Metrics, error) {
+				s.Cleanup(func() { order = append(order, step+" cleanup") })
+				order = append(order, step)
+				if step == "b" {
+					s.Errorf("odd")
+				}
+				return Metrics{mMsgs: 1}, nil
+			})
+			require.NoError(t, err)
+			assert.Equal(t, Metrics{mMsgs: 1}, m)
+		}
+		_, _ = r.sub("c", func(_ context.Context, s *Run) (Metrics, error) {
+			s.Cleanup(func() { order = append(order, "c cleanup") })
+			s.Fatalf("stop")
+			return nil, nil
+		})
+		order = append(order, "after c")
+		return Metrics{}, nil
+	}}
+	e := &Env{ctx: context.Background()}
+	outs := e.runAll([]*Case{c}, func() string { return "" })
+	require.Len(t, outs[0].Errs, 1)
+	assert.ErrorContains(t, outs[0].Errs[0], "stop (and: b: odd)")
+	assert.Equal(t, []string{"a", "a cleanup", "b", "b cleanup", "c cleanup", "run cleanup"}, order)
+}

@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os/exec"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,4 +110,131 @@ func TestZMQBenchRecords(t *testing.T) {
 		check(4, rec(0), rec(1), rec(1), rec(2), rec(3)), "four messages end it: record 3 missing")
 	assert.Equal(t, zmqSubResult{Received: 1, Bad: 1, Missing: 2, FirstError: "message of 10 bytes, want 64"},
 		check(3, rec(0), rec(1)[:10]))
+}
+
+// TestZMQRamp: a ramp stops after the first step where not every message
+// arrived, picks the complete step with the most msgs/s (not necessarily
+// the top one), reports the rate it came at and the highest complete
+// rate, gives 0 when no step was complete, and ends on a step's error.
+func TestZMQRamp(t *testing.T) {
+	steps := []int{50_000, 100_000, 200_000, 400_000}
+	ramp := func(arrived, msgs []float64, fail int) (Metrics, []int, error) {
+		var tried []int
+		m, err := zmqRamp(steps, func(kbit int) (Metrics, error) {
+			i := len(tried)
+			tried = append(tried, kbit)
+			if i == fail {
+				return nil, errors.New("wrong record")
+			}
+			return Metrics{mMsgs: msgs[i], mArrivedPct: arrived[i], mSendMsgs: 2 * msgs[i]}, nil
+		}, t.Logf)
+		return m, tried, err
+	}
+
+	// Complete at 50, 100 and 200 (the best at 100: 200 ran at the
+	// publisher's pace with more noise), not at 400.
+	m, tried, err := ramp([]float64{100, 100, 100, 99.9}, []float64{10, 30, 25, 40}, -1)
+	require.NoError(t, err)
+	assert.Equal(t, steps, tried)
+	assert.Equal(t, Metrics{mMsgs: 30, mArrivedPct: 100, mSendMsgs: 60, mZMQBestAt: 100, mZMQKeptUp: 200}, m)
+
+	// Incomplete at 100: 200 and 400 are not tried, though 200 would be
+	// whole; only 50's figure counts.
+	m, tried, err = ramp([]float64{100, 5, 100, 100}, []float64{10, 1, 50, 60}, -1)
+	require.NoError(t, err)
+	assert.Equal(t, steps[:2], tried)
+	assert.Equal(t, 10.0, m[mMsgs])
+	assert.Equal(t, 50.0, m[mZMQBestAt])
+	assert.Equal(t, 50.0, m[mZMQKeptUp])
+
+	// Every step complete: the top is the highest rate kept up.
+	m, _, err = ramp([]float64{100, 100, 100, 100}, []float64{10, 20, 40, 80}, -1)
+	require.NoError(t, err)
+	assert.Equal(t, 80.0, m[mMsgs])
+	assert.Equal(t, 400.0, m[mZMQBestAt])
+	assert.Equal(t, 400.0, m[mZMQKeptUp])
+
+	// None complete: a zero figure, not a missing one.
+	m, tried, err = ramp([]float64{50, 100, 100, 100}, []float64{10, 20, 40, 80}, -1)
+	require.NoError(t, err)
+	assert.Len(t, tried, 1)
+	assert.Equal(t, Metrics{mMsgs: 0, mZMQBestAt: 0, mZMQKeptUp: 0}, m)
+
+	// A step's error (not a loss) ends the ramp with it.
+	_, tried, err = ramp([]float64{100, 100, 100, 100}, []float64{10, 20, 40, 80}, 2)
+	assert.ErrorContains(t, err, "ZMQ_RATE 200 Mbit/s: wrong record")
+	assert.Len(t, tried, 3)
+}
+
+// TestZMQRampSteps: every pair climbs the same steps from 50 Mbit/s to
+// the 1G rows' rate, rising, and a ramp's steps have the fixed-rate rows'
+// message counts where their rates meet (100 Mbit/s, 1 Gbit/s), about
+// half a second at the limit below.
+func TestZMQRampSteps(t *testing.T) {
+	e := &Env{}
+	assert.Equal(t, 50_000, zmqRampSteps[0])
+	assert.Equal(t, zmqRates[0].kbit, zmqRampSteps[len(zmqRampSteps)-1])
+	assert.True(t, slices.IsSorted(zmqRampSteps))
+	assert.Equal(t, []int{200_000, 20_000, 80_000, 5_000},
+		[]int{e.zmqCount(1_000_000, 64), e.zmqCount(1_000_000, 1000), e.zmqCount(100_000, 64), e.zmqCount(100_000, 1000)})
+	assert.Equal(t, []int{40_000, 2_500, 160_000, 10_000},
+		[]int{e.zmqCount(50_000, 64), e.zmqCount(50_000, 1000), e.zmqCount(200_000, 64), e.zmqCount(200_000, 1000)})
+	for _, c := range zmqHeadroomCases(e, 5) {
+		assert.Equal(t, 2, c.Runs, c.ID)
+	}
+}
+
+// TestZMQHeadroomRows: the ramp targets compare each pgmtun direction's
+// best complete msgs/s with libzmq → libzmq's of the same transport and
+// size, quoting the rates, and are met at ≥ 1.0×; a ramp case that
+// recorded a zero figure (no complete step) counts as such.
+func TestZMQHeadroomRows(t *testing.T) {
+	cases := zmqHeadroomCases(&Env{}, 2)
+	require.Len(t, cases, 12, "2 transports × 2 sizes × 3 directions")
+	for _, c := range cases {
+		assert.Equal(t, strings.Replace(c.ID, strings.Split(c.ID, "/")[3], "libzmq-libzmq", 1), c.Baseline)
+	}
+	m := func(msgs, at, up float64) Metrics {
+		return Metrics{mMsgs: msgs, mZMQBestAt: at, mZMQKeptUp: up}
+	}
+	out := func(id string, ms ...Metrics) *Outcome {
+		i := slices.IndexFunc(cases, func(c *Case) bool { return c.ID == id })
+		require.GreaterOrEqual(t, i, 0, id)
+		return &Outcome{Case: cases[i], Samples: ms}
+	}
+	rep := &report{outcomes: []*Outcome{
+		out("zmq/headroom/pgm/libzmq-libzmq/64", m(600_000, 700, 700), m(700_000, 1000, 1000)),
+		out("zmq/headroom/pgm/pgmtun-libzmq/64", m(500_000, 400, 400), m(0, 0, 0)),
+		out("zmq/headroom/pgm/libzmq-pgmtun/64", m(650_000, 1000, 1000), m(750_000, 1000, 1000)),
+		out("zmq/headroom/epgm/libzmq-libzmq/1000", Metrics{mMsgs: 20_000, mZMQBestAt: 1000, mZMQKeptUp: 1000, mSendMsgs: 20_000}),
+		out("zmq/headroom/epgm/libzmq-pgmtun/1000", Metrics{mMsgs: 18_000, mZMQBestAt: 700, mZMQKeptUp: 1000, mSendMsgs: 18_200}),
+		out("zmq/headroom/pgm/libzmq-libzmq/1000", m(20_000, 1000, 1000)),
+		out("zmq/headroom/pgm/libzmq-pgmtun/1000", m(18_000, 400, 700)),
+	}}
+	rows := map[string]targetRow{}
+	for _, r := range rep.zmqHeadroomTargets() {
+		rows[r.target] = r
+	}
+	assert.Len(t, rows, 8, "2 transports × 2 pgmtun directions × 2 sizes")
+	row := func(dir, tr string, sz int) targetRow {
+		return rows[fmt.Sprintf("ZeroMQ (issue 13) ≥ 1.0× libzmq PUB → libzmq SUB msgs/s — %s, %s, %d B (highest rate every message arrived: "+
+			"ZMQ_RATE stepped 50 Mbit/s–1 Gbit/s on both ends, best msgs/s of the complete steps)", dir, tr, sz)]
+	}
+	r := row("pgmtun PUB → libzmq SUB", "pgm", 64)
+	assert.Equal(t, "0.38× (250000 of 650000 msgs/s; every message arrived up to ZMQ_RATE 200 vs 850 Mbit/s, best at 200 vs 850)", r.measured)
+	assert.Equal(t, "**not met**", r.status)
+	r = row("libzmq PUB → pgmtun SUB", "pgm", 64)
+	assert.Equal(t, "1.08× (700000 of 650000 msgs/s; every message arrived up to ZMQ_RATE 1000 vs 850 Mbit/s, best at 1000 vs 850)", r.measured)
+	assert.Equal(t, "**met**", r.status)
+	// Both whole at every step with libzmq's publisher: not judged.
+	r = row("libzmq PUB → pgmtun SUB", "epgm", 1000)
+	assert.Equal(t, "0.90× (18000 of 20000 msgs/s; every message arrived up to ZMQ_RATE 1000 vs 1000 Mbit/s, best at 700 vs 1000); "+
+		"both whole at every step: libzmq's publisher bound both (it handed over 0.91× as many a second)", r.measured)
+	assert.Equal(t, "— (publisher-bound)", r.status)
+	// pgmtun's subscriber short of the top step: judged.
+	r = row("libzmq PUB → pgmtun SUB", "pgm", 1000)
+	assert.Equal(t, "**not met**", r.status)
+	r = row("pgmtun PUB → libzmq SUB", "epgm", 1000)
+	assert.Equal(t, "n/a", r.measured)
+	assert.Equal(t, "not measured", r.status)
 }

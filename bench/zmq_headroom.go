@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ZeroMQ headroom: the highest rate at which every message arrived.
+//
+// PGM has no flow control, so at ZMQ_RATE 1 Gbit/s the faster publisher
+// overruns a libzmq subscriber and loses (bench/NOTES.md, ZeroMQ): the 1G
+// rows say which publisher is faster more than which pair carries more.
+// Here each pair of the 1G rows (same transports, sizes, peers and run)
+// steps ZMQ_RATE up, both ends alike, from 50 Mbit/s to 1 Gbit/s, the
+// same steps for every pair, and stops after the first step where not
+// every message arrived. The figure is the best msgs/s among the steps
+// where all did, and the ZMQ_RATE it came at: what each pair carries
+// whole, as headroom/* measures OpenPGM's receivers.
+
+// zmqRampSteps are the ZMQ_RATEs of a ramp, kbit/s, lowest first: doubling
+// to 400 Mbit/s, then 700 Mbit/s and the 1G rows' 1 Gbit/s, where the
+// publishers' paces (about 330-1000 Mbit/s at 64 B) fall.
+var zmqRampSteps = []int{50_000, 100_000, 200_000, 400_000, 700_000, 1_000_000}
+
+// Metrics of a ramp (msgs/s, Mbit/s and publisher msgs/s are those of its
+// best complete step).
+const (
+	mZMQBestAt = "ZMQ_RATE of the best, Mbit/s"
+	mZMQKeptUp = "highest ZMQ_RATE all arrived, Mbit/s"
+)
+
+// zmqHeadroomID names a ZeroMQ ramp case.
+func zmqHeadroomID(transport, dir string, size int) string {
+	return fmt.Sprintf("zmq/headroom/%s/%s/%d", transport, dir, size)
+}
+
+// zmqHeadroomCases are the ramps: per transport and size the three
+// directions by turns, libzmq → libzmq the baseline. A ramp is up to six
+// runs of the 1G rows' kind (about a second each), so runs is at most 2.
+func zmqHeadroomCases(e *Env, runs int) []*Case {
+	var cs []*Case
+	for _, tr := range []string{"epgm", "pgm"} {
+		for _, sz := range zmqSizes {
+			base := zmqHeadroomID(tr, zmqDirs[0].id, sz)
+			for _, d := range zmqDirs {
+				cs = append(cs, &Case{
+					ID: zmqHeadroomID(tr, d.id, sz), Group: gZMQ, Runs: min(runs, 2),
+					Name:    fmt.Sprintf("%s, %s, %d B: highest ZMQ_RATE (50 Mbit/s–1 Gbit/s) at which every message arrived", d.name, tr, sz),
+					Timeout: 90 * time.Second, Baseline: base,
+					Show:  []string{mMsgs, mZMQBestAt, mZMQKeptUp, mSendMsgs},
+					Needs: []string{"root", "libzmq"}, Interleave: base,
+					Run: zmqHeadroomRun(e, tr, d.id, sz),
+				})
+			}
+		}
+	}
+	return cs
+}
+
+// zmqHeadroomRun is one ramp: each step a run of zmqRun at its rate, with
+// its own sockets, peers and devices (Run.sub). A step whose subscriber
+// got nothing is a step where not every message arrived; any other error
+// (a wrong record, a peer that failed) ends the ramp with it.
+func zmqHeadroomRun(e *Env, transport, dir string, size int) func(context.Context, *Run) (Metrics, error) {
+	return func(_ context.Context, r *Run) (Metrics, error) {
+		return zmqRamp(zmqRampSteps, func(kbit int) (Metrics, error) {
+			m, err := r.sub(fmt.Sprintf("%dM", kbit/1000), zmqRun(e, transport, dir, kbit, size, e.zmqCount(kbit, size)))
+			if errors.Is(err, errZMQNothing) {
+				return Metrics{mMsgs: 0, mArrivedPct: 0}, nil
+			}
+			return m, err
+		}, r.Logf)
+	}
+}
+
+// zmqRamp runs step at each ZMQ_RATE of steps (kbit/s, lowest first) and
+// stops after the first step where not every message arrived (the rates
+// above it are not tried: the highest complete rate is then the one below
+// the first incomplete). It returns the metrics of the complete step with
+// the most msgs/s (a step above the publisher's pace measures the same as
+// the one below it with other noise, so the best need not be the top), the
+// ZMQ_RATE of that step (mZMQBestAt) and of the highest complete one
+// (mZMQKeptUp), in Mbit/s. With no complete step msgs/s and both rates are
+// 0: a figure, so that such a run counts in the medians. An error of step
+// ends the ramp with it.
+func zmqRamp(steps []int, step func(kbit int) (Metrics, error), logf func(string, ...any)) (Metrics, error) {
+	var best Metrics
+	bestAt, top := 0, 0
+	for _, kbit := range steps {
+		m, err := step(kbit)
+		if err != nil {
+			return nil, fmt.Errorf("ZMQ_RATE %d Mbit/s: %w", kbit/1000, err)
+		}
+		logf("ZMQ_RATE %d Mbit/s: %s", kbit/1000, formatMetrics(m))
+		if m[mArrivedPct] < 100 {
+			break
+		}
+		top = kbit
+		if best == nil || m[mMsgs] > best[mMsgs] {
+			best, bestAt = m, kbit
+		}
+	}
+	if best == nil {
+		best = Metrics{mMsgs: 0}
+	}
+	best[mZMQBestAt] = float64(bestAt) / 1000
+	best[mZMQKeptUp] = float64(top) / 1000
+	return best, nil
+}
+
+// zmqHeadroomTargets are issue 13's target against the ramps: each pgmtun
+// direction's best complete msgs/s against libzmq → libzmq's, per
+// transport and size, with the rates they came at. libzmq → pgmtun has
+// libzmq's publisher in both rows: where both subscribers took every
+// message at every step, that publisher's pace bound both figures and
+// their ratio says nothing of the subscribers (as headroom/tap's
+// sender-bound row), so it is not judged.
+func (rep *report) zmqHeadroomTargets() []targetRow {
+	var rows []targetRow
+	top := float64(zmqRampSteps[len(zmqRampSteps)-1]) / 1000
+	for _, tr := range []string{"epgm", "pgm"} {
+		for _, d := range zmqDirs[1:] {
+			for _, sz := range zmqSizes {
+				id, base := zmqHeadroomID(tr, d.id, sz), zmqHeadroomID(tr, zmqDirs[0].id, sz)
+				r, ok := rep.ratio(id, base, mMsgs)
+				m, st := "n/a", status(ok && r >= 1.0, ok)
+				if ok {
+					med := func(id, m string) float64 { v, _ := rep.med(id, m); return v }
+					m = fmt.Sprintf("%.2f× (%s of %s msgs/s; every message arrived up to ZMQ_RATE %s vs %s Mbit/s, best at %s vs %s)",
+						r, fmtNum(med(id, mMsgs)), fmtNum(med(base, mMsgs)), fmtNum(med(id, mZMQKeptUp)), fmtNum(med(base, mZMQKeptUp)),
+						fmtNum(med(id, mZMQBestAt)), fmtNum(med(base, mZMQBestAt)))
+					if d.id == "libzmq-pgmtun" && r < 1.0 && med(id, mZMQKeptUp) >= top && med(base, mZMQKeptUp) >= top {
+						st = "— (publisher-bound)"
+						if p, ok := rep.ratio(id, base, mSendMsgs); ok {
+							m += fmt.Sprintf("; both whole at every step: libzmq's publisher bound both (it handed over %.2f× as many a second)", p)
+						}
+					}
+				}
+				rows = append(rows, targetRow{
+					fmt.Sprintf("ZeroMQ (issue 13) ≥ 1.0× libzmq PUB → libzmq SUB msgs/s — %s, %s, %d B (highest rate every message arrived: "+
+						"ZMQ_RATE stepped 50 Mbit/s–1 Gbit/s on both ends, best msgs/s of the complete steps)", d.name, tr, sz),
+					m, st})
+			}
+		}
+	}
+	return rows
+}
