@@ -137,7 +137,7 @@ func TestResolvePGMOptions(t *testing.T) {
 		args []string
 		want stack.RateWindow
 	}{
-		{nil, stack.RateWindow{RateKbitsPerSec: 3200, WindowSizeInMSecs: 2000}},
+		{nil, stack.RateWindow{RateKbitsPerSec: 3200, WindowSizeInMSecs: 10000}},
 		{[]string{"--txw-secs", "0.3", "--rate", "2MB/s"}, stack.RateWindow{RateKbitsPerSec: 16000, WindowSizeInMSecs: 300}},
 		{[]string{"--txw-bytes", "8MiB"}, stack.RateWindow{RateKbitsPerSec: 3200, WindowSizeInBytes: 8 << 20}},
 	} {
