@@ -160,7 +160,7 @@ const methodText = `## Method
   a run's nominal transfer is half a second). *% arrived* is the share of
   the records sent. Times are CLOCK_MONOTONIC in all processes. The three rows of a transport, rate and size run by turns.
   *Highest rate every message arrived* ("zmq/headroom/*"): each pair steps
-  ZMQ_RATE, both ends alike, through 50, 100, 200, 400, 700 and 1000 Mbit/s,
+  ZMQ_RATE, both ends alike, through 50, 100, 200, 300, 500 and 1000 Mbit/s,
   a run of the kind above at each (about half a second of records at the
   limit), and stops after the first step where not every record arrived;
   the figure is the best msgs/s among the complete steps, with the
