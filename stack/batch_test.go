@@ -7,8 +7,12 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 
+	"github.com/pgmtun/pgmtun/pgmproto/engine"
+	"github.com/pgmtun/pgmtun/pgmproto/seq"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
 )
 
@@ -147,4 +151,83 @@ func TestBatchDefersSettling(t *testing.T) {
 	require.Equal(t, 100, n)
 	p.EndBatch(2)
 	assert.Zero(t, p.batch.n.Load())
+}
+
+// TestBatchSendsACKAtOnce: an acker's ACK of a packet that arrives inside
+// a device reader's run of packets leaves at once, not when the run ends;
+// waiting for the run's end was the larger part of PGMCC's round trip
+// through the receiving stack on the bench's bottleneck (bench/NOTES.md).
+// The wake-up still waits for the end of the batch.
+func TestBatchSendsACKAtOnce(t *testing.T) {
+	s := New(Options{})
+	t.Cleanup(func() { s.Close(); s.Wait() })
+	ep := channel.New(64, 1500, "")
+	me := netip.AddrFrom4([4]byte{10, 0, 0, 2})
+	require.NoError(t, AddNIC(s, 1, ep, netip.PrefixFrom(me, 24)))
+	p, err := FromStack(s)
+	require.NoError(t, err)
+	lis, err := p.Socket(SockRDM)
+	require.NoError(t, err)
+	require.NoError(t, lis.Bind(groupPort))
+	require.NoError(t, lis.SetCongestionControl(CongestionControl{Kind: engine.CCPGMCC}))
+	require.NoError(t, lis.Listen())
+	t.Cleanup(func() { lis.Close() })
+
+	src := netip.AddrFrom4([4]byte{10, 0, 0, 1})
+	h := wire.HeaderFields{SourcePort: 1000, DestPort: groupPort.Port(), GSI: gsiA}
+	inject := func(sqn seq.Num) {
+		var w wire.Builder
+		buf := make([]byte, 1500)
+		w.ODATA(buf, h, sqn, 0)
+		w.PGMCCData(uint32(sqn), me) // this receiver is the acker
+		w.Payload([]byte("data"))
+		n, err := w.Finish()
+		require.NoError(t, err)
+		pkt := make([]byte, header.IPv4MinimumSize+n)
+		copy(pkt[header.IPv4MinimumSize:], w.Bytes()[:n])
+		injectIP(ep, buffer.MakeWithData(ipv4Wrap(pkt, n, src, groupPort.Addr())))
+	}
+	// acks returns the RX_MAX of the ACKs the stack has sent so far.
+	acks := func() []seq.Num {
+		var got []seq.Num
+		for {
+			pb := ep.Read()
+			if pb == nil {
+				return got
+			}
+			v := pb.ToView()
+			b := v.AsSlice()
+			if len(b) > header.IPv4MinimumSize && header.IPv4(b).Protocol() == uint8(ProtocolNumber) {
+				if pk, err := wire.Parse(b[header.IPv4(b).HeaderLength():]); err == nil && pk.Type() == wire.TypeACK {
+					got = append(got, pk.ACK().RxMax())
+				}
+			}
+			v.Release()
+			pb.DecRef()
+		}
+	}
+
+	inject(0)
+	sess, err := lis.Accept()
+	require.NoError(t, err)
+	defer sess.Close()
+	require.Equal(t, []seq.Num{0}, acks())
+	sess.SetNonBlocking(true)
+	buf := make([]byte, 100)
+	_, err = sess.Recv(buf)
+	require.NoError(t, err)
+
+	p.BeginBatch(1)
+	inject(1)
+	assert.Equal(t, []seq.Num{1}, acks(), "the ACK of the batch's first packet waited")
+	inject(2)
+	assert.Equal(t, []seq.Num{2}, acks(), "the ACK of the batch's second packet waited")
+	_, err = sess.Recv(buf)
+	require.ErrorIs(t, err, ErrWouldBlock, "data queued before the batch ended")
+	p.EndBatch(1)
+	assert.Empty(t, acks(), "ACKs sent twice")
+	for range 2 {
+		_, err = sess.Recv(buf)
+		require.NoError(t, err)
+	}
 }

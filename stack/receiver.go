@@ -56,8 +56,18 @@ func (e *receiverEngine) handlePacket(now time.Time, in Inbound) {
 func (e *receiverEngine) bufSize() int { return 0 }
 
 func (e *receiverEngine) next(now time.Time, _ []byte) (transmit, bool) {
+	return e.take(now, e.r.Next)
+}
+
+// nextQueued implements queuedOutput: the ACKs and NAKs handling packets
+// queued, without the engine's timers.
+func (e *receiverEngine) nextQueued(now time.Time) (transmit, bool) {
+	return e.take(now, e.r.NextQueued)
+}
+
+func (e *receiverEngine) take(now time.Time, next func(time.Time) (engine.Transmit, bool)) (transmit, bool) {
 	for {
-		t, ok := e.r.Next(now)
+		t, ok := next(now)
 		if !ok {
 			return transmit{}, false
 		}

@@ -350,6 +350,23 @@ func (r *Receiver) Next(now time.Time) (Transmit, bool) {
 			return Transmit{}, false
 		}
 	}
+	return r.emit(now)
+}
+
+// NextQueued is Next without the timers: it returns only what handling
+// packets has queued already (an acker's ACKs, above all), so a driver
+// that defers Next to the end of a run of packets can send those at once
+// without a pass over every session per packet.
+func (r *Receiver) NextQueued(now time.Time) (Transmit, bool) {
+	r.setNow(now)
+	if r.outH == len(r.out) {
+		return Transmit{}, false
+	}
+	return r.emit(now)
+}
+
+// emit encodes the head of the output queue (which is not empty).
+func (r *Receiver) emit(now time.Time) (Transmit, bool) {
 	q := &r.out[r.outH]
 	pr := q.p
 	if q.spmr {
