@@ -73,16 +73,22 @@ func TestFECFlagsOnCommands(t *testing.T) {
 
 // TestDemoFECJSON: the same seeded loss with selective repairs, on-demand
 // and proactive parity; every byte arrives each time, parity goes out
-// only with FEC, and on-demand parity repairs the receivers' losses with
-// fewer repair packets per lost packet than selective repair does (one
-// parity packet repairs different losses at different receivers).
+// only with FEC, and on-demand parity repairs every loss with parity
+// packets only, at most one and a half a loss. That on-demand parity
+// needs fewer repairs than selective repair is shown on the simulator's
+// fake clock (pgmproto/sim TestFECRepairEfficiency): here, on real
+// timers under the race detector on a loaded machine, the two runs'
+// repair rounds fall differently (one run in fifteen had 1.04 parity
+// against 0.95 selective repairs a loss).
 func TestDemoFECJSON(t *testing.T) {
 	checkNoLeaks(t)
 	run := func(fec ...string) demoReport {
 		t.Helper()
 		// 1 MB/s: the receivers keep up even under the race detector.
+		// A 10 s window (the demo's is 2 s): a receiver starved of CPU
+		// for long enough once found a repair gone from the window.
 		args := append([]string{"demo", "--receivers", "8", "--loss", "5", "--bytes", "512KiB", "--size", "1000",
-			"--rate", "1MB/s", "--stats", "json", "--progress", "off", "--seed", "3"}, fec...)
+			"--rate", "1MB/s", "--txw-secs", "10s", "--stats", "json", "--progress", "off", "--seed", "3"}, fec...)
 		code, out, errOut := runWith(nil, args...)
 		require.Equal(t, exitOK, code, "%v\nstderr:\n%s", fec, errOut)
 		var rep demoReport
@@ -111,7 +117,8 @@ func TestDemoFECJSON(t *testing.T) {
 	assert.Zero(t, sel.ParitySent)
 	assert.Positive(t, ondemand.ParitySent)
 	assert.Positive(t, ondemand.Sender.PGM.ParityNaksReceived, "receivers asked for parity")
-	assert.Less(t, ondemand.RepairsPerLoss, sel.RepairsPerLoss)
+	assert.Equal(t, ondemand.ParitySent, ondemand.Sender.PGM.RepairPacketsSent, "every on-demand repair a parity packet")
+	assert.LessOrEqual(t, ondemand.RepairsPerLoss, 1.5)
 	// One parity packet after each of the 525 packets' groups at least.
 	assert.GreaterOrEqual(t, proactive.ParitySent, uint64(512<<10/1000/16))
 	var decoded uint64
