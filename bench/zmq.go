@@ -13,9 +13,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -66,6 +68,17 @@ const gZMQ = "11. ZeroMQ PUB/SUB against libzmq (issue 13)"
 // mSendMsgs is the rate at which the publisher's application handed its
 // messages over (a send that finds the high-water mark waits).
 const mSendMsgs = "publisher msgs/s"
+
+// mPubCPU and mSubCPU are the CPU time (user + system, all threads) of
+// the publisher's and the subscriber's process from the go until the
+// subscriber is done, per message of the run: pgmtun's is the bench
+// process (getrusage), libzmq's the peer's (/proc/PID/stat, 10 ms ticks).
+// At 64 B both ends of a pair share the two cores here, so a publisher's
+// CPU is CPU its subscriber does not get.
+const (
+	mPubCPU = "publisher CPU, µs/msg"
+	mSubCPU = "subscriber CPU, µs/msg"
+)
 
 const (
 	zmqGroup    = "239.192.0.13"
@@ -139,7 +152,7 @@ func zmqCases(e *Env, runs int) []*Case {
 						ID: zmqID(tr, rate.id, d.id, sz), Group: gZMQ, Runs: runs,
 						Name:    fmt.Sprintf("%s, %s, ZMQ_RATE %s, %d B", d.name, tr, rate.name, sz),
 						Timeout: 30 * time.Second, Baseline: base,
-						Show:  []string{mMsgs, mMbit, mArrivedPct, mSendMsgs},
+						Show:  []string{mMsgs, mMbit, mArrivedPct, mSendMsgs, mPubCPU, mSubCPU},
 						Needs: []string{"root", "libzmq"}, Interleave: base,
 						Run: zmqRun(e, tr, d.id, rate.kbit, sz, e.zmqCount(rate.kbit, sz)),
 					}
@@ -291,7 +304,12 @@ func zmqRun(e *Env, transport, dir string, kbit, size, count int) func(context.C
 		if err != nil {
 			return nil, err
 		}
-		return zmqMetrics(size, count, pr, sr)
+		m, err := zmqMetrics(size, count, pr, sr)
+		if err == nil && z.cpu.ok {
+			m[mPubCPU] = float64(z.cpu.pub.Microseconds()) / float64(count)
+			m[mSubCPU] = float64(z.cpu.sub.Microseconds()) / float64(count)
+		}
+		return m, err
 	}
 }
 
@@ -305,6 +323,63 @@ type zmqRow struct {
 	size      int
 	count     int
 	t0        time.Time
+	cpu       zmqCPU
+}
+
+// zmqCPU is the CPU time of a run's two processes from the go until the
+// subscriber is done (mPubCPU, mSubCPU).
+type zmqCPU struct {
+	pub, sub time.Duration
+	ok       bool
+}
+
+// cpuClock returns the CPU time so far of a libzmq peer, or of this
+// process for pgmtun's side (p nil).
+func cpuClock(p *zmqPeer) func() (time.Duration, error) {
+	if p == nil {
+		return func() (time.Duration, error) { return cpuTime(syscall.RUSAGE_SELF), nil }
+	}
+	return func() (time.Duration, error) { return procCPU(p.cmd.Process.Pid) }
+}
+
+// measure starts the CPU clocks of the publisher's and the subscriber's
+// process; the function it returns stops them into z.cpu.
+func (z *zmqRow) measure(pub, sub func() (time.Duration, error)) func() {
+	p0, err1 := pub()
+	s0, err2 := sub()
+	return func() {
+		p1, err3 := pub()
+		s1, err4 := sub()
+		if err := errors.Join(err1, err2, err3, err4); err != nil {
+			z.r.Logf("CPU time: %v", err)
+			return
+		}
+		z.cpu = zmqCPU{pub: p1 - p0, sub: s1 - s0, ok: true}
+		z.r.Logf("CPU: publisher %v, subscriber %v", z.cpu.pub, z.cpu.sub)
+	}
+}
+
+// procCPU returns the user + system CPU time of process pid, all its
+// threads (/proc/PID/stat fields 14 and 15, in USER_HZ = 100 ticks).
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:])) // from field 3, the state
+	if i < 0 || len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, b)
+	}
+	var t time.Duration
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		t += time.Duration(n) * 10 * time.Millisecond
+	}
+	return t, nil
 }
 
 func (z *zmqRow) phase(what string) {
@@ -397,18 +472,21 @@ func (z *zmqRow) libzmqToLibzmq() (zmqPubResult, zmqSubResult, error) {
 	if err := sub.awaitWarm(z.ctx); err != nil {
 		return zmqPubResult{}, zmqSubResult{}, err
 	}
+	stop := z.measure(cpuClock(pub), cpuClock(sub))
 	if err := pub.start(); err != nil {
 		return zmqPubResult{}, zmqSubResult{}, err
 	}
 	z.phase("libzmq subscriber warm, publisher started")
-	return z.finish(pub, sub)
+	return z.finish(pub, sub, stop)
 }
 
 // finish waits for both libzmq peers' reports and ends the publisher.
-func (z *zmqRow) finish(pub, sub *zmqPeer) (pr zmqPubResult, sr zmqSubResult, err error) {
+// stop stops the CPU clocks (zmqRow.measure) once the subscriber is done.
+func (z *zmqRow) finish(pub, sub *zmqPeer, stop func()) (pr zmqPubResult, sr zmqSubResult, err error) {
 	if err := sub.result(z.ctx, &sr); err != nil {
 		return pr, sr, err
 	}
+	stop()
 	z.phase("libzmq subscriber done")
 	if pub != nil {
 		if err := pub.result(z.ctx, &pr); err != nil {
@@ -450,6 +528,7 @@ func (z *zmqRow) pgmtunToLibzmq() (pr zmqPubResult, sr zmqSubResult, err error) 
 	}
 	z.phase("libzmq subscriber warm")
 	rc := newRecordCache(z.size)
+	stop := z.measure(cpuClock(nil), cpuClock(sub))
 	pr.Start = monotonic()
 	for i := range z.count {
 		if err := pub.SendContext(z.ctx, rc.record(uint32(i))); err != nil {
@@ -458,7 +537,7 @@ func (z *zmqRow) pgmtunToLibzmq() (pr zmqPubResult, sr zmqSubResult, err error) 
 	}
 	pr.End, pr.Sent = monotonic(), z.count
 	z.phase("pgmtun publisher sent")
-	if _, sr, err = z.finish(nil, sub); err != nil {
+	if _, sr, err = z.finish(nil, sub, stop); err != nil {
 		return pr, sr, err
 	}
 	st, _ := pub.PGMStats()
@@ -491,11 +570,13 @@ func (z *zmqRow) libzmqToPgmtun() (pr zmqPubResult, sr zmqSubResult, err error) 
 			break
 		}
 	}
+	stop := z.measure(cpuClock(pub), cpuClock(nil))
 	if err := pub.start(); err != nil {
 		return pr, sr, err
 	}
 	z.phase("pgmtun subscriber warm, publisher started")
 	sr, err = z.receive(sub, pub)
+	stop()
 	z.phase("pgmtun subscriber done")
 	if err != nil {
 		return pr, sr, err

@@ -51,7 +51,7 @@ func zmqHeadroomCases(e *Env, runs int) []*Case {
 					ID: zmqHeadroomID(tr, d.id, sz), Group: gZMQ, Runs: min(runs, 2),
 					Name:    fmt.Sprintf("%s, %s, %d B: highest ZMQ_RATE (50 Mbit/s–1 Gbit/s) at which every message arrived", d.name, tr, sz),
 					Timeout: 90 * time.Second, Baseline: base,
-					Show:  []string{mMsgs, mZMQBestAt, mZMQKeptUp, mSendMsgs},
+					Show:  []string{mMsgs, mZMQBestAt, mZMQKeptUp, mSendMsgs, mPubCPU, mSubCPU},
 					Needs: []string{"root", "libzmq"}, Interleave: base,
 					Run: zmqHeadroomRun(e, tr, d.id, sz),
 				})

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,6 +31,31 @@ func TestMonotonic(t *testing.T) {
 		assert.LessOrEqual(t, m, after+1e-3)
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestProcCPU: a process's CPU time read from /proc/PID/stat (how the
+// libzmq peers' is taken) agrees with getrusage's for this process, within
+// the 10 ms ticks, after a burn of 200 ms; another process has its own.
+func TestProcCPU(t *testing.T) {
+	pid := os.Getpid()
+	p0, err := procCPU(pid)
+	require.NoError(t, err)
+	r0 := cpuTime(syscall.RUSAGE_SELF)
+	for end := time.Now().Add(200 * time.Millisecond); time.Now().Before(end); {
+	}
+	p1, err := procCPU(pid)
+	require.NoError(t, err)
+	r1 := cpuTime(syscall.RUSAGE_SELF)
+	assert.InDelta(t, (r1 - r0).Seconds(), (p1 - p0).Seconds(), 0.03)
+	assert.GreaterOrEqual(t, (p1 - p0).Seconds(), 0.15)
+	sleep := exec.Command("sleep", "5")
+	require.NoError(t, sleep.Start())
+	defer func() { sleep.Process.Kill(); sleep.Wait() }()
+	c, err := procCPU(sleep.Process.Pid)
+	require.NoError(t, err)
+	assert.Less(t, c, 50*time.Millisecond)
+	_, err = procCPU(1 << 30)
+	assert.Error(t, err)
 }
 
 // TestZMQMetrics: the delivery rate runs from the first record's arrival
