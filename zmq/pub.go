@@ -23,11 +23,15 @@ var ErrClosed = fmt.Errorf("zmq: socket closed: %w", stack.ErrClosed)
 // than the rate share packets, as libzmq's do. Methods are safe for
 // concurrent use.
 type Pub struct {
-	sock   *stack.Socket
-	tsdu   int
-	hwm    int
-	noDrop bool
-	linger time.Duration
+	sock *stack.Socket
+	tsdu int
+	hwm  int
+	// lowWater is how far the queue must fall before senders waiting at
+	// the mark are woken (libzmq's pipes wake a writer the same way): one
+	// wake-up per batch of messages rather than one per TSDU cut.
+	lowWater int
+	noDrop   bool
+	linger   time.Duration
 	// packetTime is how long a full TSDU takes at the rate.
 	packetTime time.Duration
 	cancel     context.CancelFunc
@@ -121,7 +125,7 @@ func NewPub(p *stack.Protocol, endpoint string, opts ...Option) (*Pub, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	pub := &Pub{
-		sock: s, tsdu: min(tsdu, zmtp.MaxTSDU), hwm: o.sndHWM, noDrop: o.noDrop, linger: o.linger,
+		sock: s, tsdu: min(tsdu, zmtp.MaxTSDU), hwm: o.sndHWM, lowWater: lowWater(o.sndHWM), noDrop: o.noDrop, linger: o.linger,
 		ctx: ctx, cancel: cancel, done: make(chan struct{}),
 	}
 	pub.st.TSDUSize = pub.tsdu
@@ -129,6 +133,10 @@ func NewPub(p *stack.Protocol, endpoint string, opts ...Option) (*Pub, error) {
 	go pub.writer()
 	return pub, nil
 }
+
+// lowWater is the queue length at which senders waiting at the mark hwm
+// are woken: half the mark, at most 1024 below it.
+func lowWater(hwm int) int { return hwm - max(1, min(hwm/2, 1024)) }
 
 // Send queues one message of one or more frames (the first is what
 // subscribers filter on). It copies the frames. At the high-water mark it
@@ -188,9 +196,11 @@ func (p *Pub) SendContext(ctx context.Context, frames ...[]byte) error {
 func (p *Pub) writer() {
 	defer close(p.done)
 	buf := make([]byte, 0, p.tsdu)
+	var pc pacer
+	defer pc.stop()
 	var handed uint64
 	for {
-		if !p.pace(handed) {
+		if !p.pace(&pc, handed) {
 			p.fail(ErrClosed)
 			return
 		}
@@ -206,7 +216,9 @@ func (p *Pub) writer() {
 			p.mu.Lock()
 		}
 		tsdu := p.enc.Next(buf, p.tsdu)
-		p.room.broadcast()
+		if p.enc.Messages() <= p.lowWater {
+			p.room.broadcast()
+		}
 		p.mu.Unlock()
 		if _, err := p.sock.SendContext(p.ctx, tsdu); err != nil {
 			if errors.Is(err, context.Canceled) {
@@ -237,22 +249,43 @@ func (p *Pub) fail(err error) {
 // rate limit).
 const maxAhead = 2
 
+// pacer is the writer's state for pace.
+type pacer struct {
+	sent  uint64 // ODATA sent when last asked: a count that only grows
+	timer *time.Timer
+}
+
+func (pc *pacer) stop() {
+	if pc.timer != nil {
+		pc.timer.Stop()
+	}
+}
+
 // pace waits while maxAhead of the handed TSDUs have not left yet; false
-// if the publisher was stopped meanwhile.
-func (p *Pub) pace(handed uint64) bool {
-	for {
+// if the publisher was stopped meanwhile. PGM's count is asked for only
+// when the last answer does not already let the writer go on.
+func (p *Pub) pace(pc *pacer, handed uint64) bool {
+	for handed >= pc.sent+maxAhead {
 		st, err := p.sock.SenderStats()
-		if err != nil || handed < st.TotalODataPacketsSent+maxAhead {
+		if err != nil {
 			return true
 		}
-		t := time.NewTimer(p.packetTime)
+		pc.sent = st.TotalODataPacketsSent
+		if handed < pc.sent+maxAhead {
+			return true
+		}
+		if pc.timer == nil {
+			pc.timer = time.NewTimer(p.packetTime)
+		} else {
+			pc.timer.Reset(p.packetTime)
+		}
 		select {
-		case <-t.C:
+		case <-pc.timer.C:
 		case <-p.ctx.Done():
-			t.Stop()
 			return false
 		}
 	}
+	return true
 }
 
 // Close sends what is queued (for the linger time at most), then ends the

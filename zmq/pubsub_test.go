@@ -600,3 +600,28 @@ func TestIPv6(t *testing.T) {
 	requireSame(t, want, recvN(t, sub, len(want), 10*time.Second))
 	assert.Equal(t, 1436, pub.Stats().TSDUSize, "the IPv6 header takes 40 bytes")
 }
+
+// TestPubNoDropResumes: a publisher waiting at a small mark (WithNoDrop)
+// is woken as the writer drains its queue (at the low-water mark, not per
+// TSDU), so that many more messages than the mark all go out, in order.
+func TestPubNoDropResumes(t *testing.T) {
+	assert.Equal(t, []int{0, 1, 5, 500, 8976}, []int{lowWater(1), lowWater(2), lowWater(10), lowWater(1000), lowWater(10_000)})
+	l := newLAN(t, 2)
+	sub := newSub(t, l.protos[1], endpoint(1), WithRecvHWM(5000))
+	sub.Subscribe(nil)
+	pub := newPub(t, l.protos[0], endpoint(0), fast, WithSendHWM(10), WithNoDrop())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	const n = 3000
+	for i := range n {
+		require.NoError(t, pub.SendContext(ctx, []byte(fmt.Sprint(i)), pattern(100, i)))
+	}
+	st := pub.Stats()
+	assert.EqualValues(t, n, st.Messages)
+	assert.Zero(t, st.Dropped)
+	got := recvN(t, sub, n, 10*time.Second)
+	for i, m := range got {
+		require.Equal(t, fmt.Sprint(i), string(m[0]))
+		require.Equal(t, pattern(100, i), m[1])
+	}
+}
