@@ -95,7 +95,10 @@ func openPGMIntoPgmtun(t *testing.T, p Peers, srcCC bool) intoPgmtun {
 	chk := &Checker{Size: ccSize}
 	for chk.Records < ccFromOpenPGM {
 		m, _, err := sess.RecvMsg(ctx, buf)
-		require.NoError(t, err, "after %d records", chk.Records)
+		if err != nil {
+			st, _ := lis.ReceiverStats()
+			require.NoError(t, err, "after %d records; receiver %+v; stack %+v", chk.Records, st, r.n.pgm.Stats())
+		}
 		_, err = chk.Write(buf[:m])
 		require.NoError(t, err)
 		switch now := time.Now(); chk.Records {
