@@ -77,8 +77,7 @@ const methodText = `## Method
   takes packets while the sender shares the CPU. *Rate limit*: the same with
   the sender limited to 4, 16 and 64 MB/s (IP bytes), at least half a second
   per run; the share of the limit is the on-wire rate from the record at
-  10 % to the one at 90 % (the limiter sends its burst, 3 ms of rate and
-  at most 64 KiB, at once).
+  10 % to the one at 90 % (the limiter sends its 3 ms burst at once).
 - **Loss.** 20 000 messages of 1000 bytes at 16 MB/s (the OpenPGM limit for
   the size) in both paths, so goodput is measured at the same steady offered
   load; goodput is given over the whole transfer and in steady state (the

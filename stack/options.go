@@ -21,7 +21,7 @@ import (
 // window time or size a closed socket serves repairs until no NAK has come
 // for one NAK cycle (NAKRptIvl + NAKRdataIvl), however long its window;
 // with one, for that whole window. The rate counts IP headers; at most
-// 3 ms of it, and at most 64 KiB, leaves back to back.
+// 3 ms of it leaves back to back.
 type RateWindow struct {
 	RateKbitsPerSec   uint64
 	WindowSizeInMSecs uint64

@@ -149,9 +149,8 @@ type Config struct {
 	// is unlimited); negative means no separate limit. When repairs and
 	// original data both wait, they take turns weighted by their shares,
 	// so ODATA keeps MaxRate − RDATARate (at least MinODATASharePct of
-	// MaxRate) under any NAK load. Each limiter lets 3 ms of its rate, at
-	// most 64 KiB (at least two MaxTPDU packets), go back to back, and no
-	// more.
+	// MaxRate) under any NAK load. Each limiter lets 3 ms of its rate (at
+	// least two MaxTPDU packets) go back to back, and no more.
 	MaxRate   int
 	ODATARate int
 	RDATARate int

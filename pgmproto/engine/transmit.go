@@ -56,26 +56,12 @@ type bucket struct {
 // bursts overrun receivers: at 10 ms an OpenPGM receiver behind a TUN
 // device lost 0.7 % of the packets of a 74 k packets/s stream (3 ms:
 // 0.3 %; at 1000 and 8000 B, 64 and 96 repairs a run instead of 6 and 0).
-// Above about 22 MB/s burstCap, in bytes, is the bound instead.
 const burstTime = 3 * time.Millisecond
 
-// burstCap bounds the burst in bytes above about 22 MB/s, where 3 ms of
-// rate outgrows a receiver's socket: Linux's default receive buffer
-// (208 KiB of truesize) queues about 90 datagrams of 1 500 bytes, and 3 ms
-// at 1 Gbit/s is 375 kB, 259 of them. A libzmq subscriber overran there
-// (bench/NOTES.md, ZeroMQ, "the source's burst": with 64 KiB, pgmtun →
-// libzmq at 1 Gbit/s arrived whole in 44 of 72 runs instead of 30; with
-// 128 KiB, 90 datagrams, no better). The price: a timer later than
-// burstCap ÷ rate loses credit, 0.5 ms at 1 Gbit/s (modelled with wake-ups
-// up to 1 ms late: 0.77 of the rate; up to 64 MB/s the cap holds a
-// millisecond and the rate is met).
-const burstCap = 64 << 10
-
-// rateBurst is the burst of a limiter of rate bytes/s: burstTime of it, at
-// most burstCap, and at least two packets of maxTPDU bytes.
+// rateBurst is the burst of a limiter of rate bytes/s: burstTime of it,
+// and at least two packets of maxTPDU bytes.
 func rateBurst(rate, maxTPDU int) int {
-	b := min(int64(rate)*int64(burstTime)/int64(time.Second), burstCap)
-	return max(2*maxTPDU, int(b))
+	return max(2*maxTPDU, int(int64(rate)*int64(burstTime)/int64(time.Second)))
 }
 
 func newBucket(rate, burst int) bucket {
