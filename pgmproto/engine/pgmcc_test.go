@@ -18,6 +18,18 @@ func ccConfig() Config {
 	return c
 }
 
+// ccReceiver is a PGMCC receiver whose address (NLA) is me, seeded, in a
+// harness.
+func ccReceiver(t *testing.T, seed1, seed2 uint64) (h *harness, r *Receiver, me netip.Addr) {
+	t.Helper()
+	c := ccConfig()
+	me = netip.MustParseAddr("10.0.1.5")
+	c.NLA = me
+	r, err := NewReceiver(c, t0, rand.New(rand.NewPCG(seed1, seed2)))
+	require.NoError(t, err)
+	return &harness{t: t, now: t0, rx: r}, r, me
+}
+
 // pCCODATA is ODATA with OPT_PGMCC_DATA (timestamp ts, acker).
 func pCCODATA(sqn, trail seq.Num, ts uint32, acker netip.Addr) []byte {
 	n := encodeDataCC(buf, wire.TypeODATA, tTSI, tPort, sqn, trail, []byte("x"), nil, 0, joinOpt{}, ts, acker)
@@ -134,12 +146,7 @@ func TestPGMCCSourceHostileACKs(t *testing.T) {
 // that names it with RX_MAX and the bitmap, echoes the timestamp plus its
 // hold time, and puts its loss rate into NAKs.
 func TestPGMCCReceiverFeedback(t *testing.T) {
-	c := ccConfig()
-	me := netip.MustParseAddr("10.0.1.5")
-	c.NLA = me
-	r, err := NewReceiver(c, t0, rand.New(rand.NewPCG(1, 2)))
-	require.NoError(t, err)
-	h := &harness{t: t, now: t0, rx: r}
+	h, r, me := ccReceiver(t, 1, 2)
 	h.toReceiver(pCCODATA(1, 1, 500, netip.IPv4Unspecified()))
 	require.Empty(t, h.of(wire.TypeACK), "an election answer waits its back-off")
 	h.run(60 * time.Millisecond)
@@ -184,12 +191,7 @@ func TestPGMCCReceiverFeedback(t *testing.T) {
 // one that credits OpenPGM's window. A repair ahead that names it is ACKed
 // at once.
 func TestPGMCCReceiverRepairAhead(t *testing.T) {
-	c := ccConfig()
-	me := netip.MustParseAddr("10.0.1.5")
-	c.NLA = me
-	r, err := NewReceiver(c, t0, rand.New(rand.NewPCG(3, 4)))
-	require.NoError(t, err)
-	h := &harness{t: t, now: t0, rx: r}
+	h, r, me := ccReceiver(t, 3, 4)
 	pRDATA := func(sqn seq.Num, ts uint32, acker netip.Addr) []byte {
 		n := encodeDataCC(buf, wire.TypeRDATA, tTSI, tPort, sqn, 0, []byte("x"), nil, 0, joinOpt{}, ts, acker)
 		return append([]byte(nil), buf[:n]...)
@@ -223,12 +225,7 @@ func TestPGMCCReceiverRepairAhead(t *testing.T) {
 // still acknowledge its own packet: a source credits a packet by the ACK
 // whose RX_MAX it is, and OpenPGM's ignores an ACK that repeats one.
 func TestPGMCCAcksOfARun(t *testing.T) {
-	c := ccConfig()
-	me := netip.MustParseAddr("10.0.1.5")
-	c.NLA = me
-	r, err := NewReceiver(c, t0, rand.New(rand.NewPCG(5, 6)))
-	require.NoError(t, err)
-	h := &harness{t: t, now: t0, rx: r}
+	h, r, me := ccReceiver(t, 5, 6)
 	for _, q := range []seq.Num{1, 2, 4, 5} {
 		require.NoError(t, r.HandlePacket(h.now, pCCODATA(q, 1, 700, me), tSrcNLA, tGroup))
 	}
