@@ -103,7 +103,7 @@ func (f *netFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.timers.NAKDataRetries, "nak-data-retries", 0, "NAKs after NCFs before a sequence is lost (default 50)")
 	fs.IntVar(&f.timers.NAKNCFRetries, "nak-ncf-retries", 0, "NAKs without an NCF before a sequence is lost (default 50)")
 	fs.DurationVar(&f.timers.PeerExpiry, "peer-expiry", 0, "end a session whose source is silent this long (default 5m)")
-	fs.DurationVar(&f.timers.AmbientSPM, "spm-ambient", 0, "send: ambient SPM interval (default 30s); besides it a source sends three SPMs at the\nstart and a heartbeat SPM every 100ms while data flows, as OpenPGM does (an OpenPGM\nreceiver needs one before it can NAK)")
+	fs.DurationVar(&f.timers.AmbientSPM, "spm-ambient", 0, "send: ambient SPM interval (default 30s); besides it a source sends three SPMs at the\nstart, a heartbeat SPM every 100ms while data flows, as OpenPGM does, and one within\nthe data every 10ms of a busy stream (an OpenPGM receiver needs one before it can NAK)")
 	fs.UintVar(&f.ttl, "ttl", f.ttl, "multicast TTL")
 	fs.StringVar(&f.tun, "tun", "", "TUN (or with --tap, TAP) device `name` (default "+defaultTUN+", or IFACE of --network)")
 	fs.BoolVar(&f.create, "create", false, "create the device (needs CAP_NET_ADMIN) instead of attaching to an existing one")

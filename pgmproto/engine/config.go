@@ -54,6 +54,21 @@ func defaultTXWSqns(rate, maxTPDU int) uint32 {
 	return uint32(max(1, b/int64(max(1, maxTPDU))))
 }
 
+// SPMs within a stream of data (Config.DataSPMIvl). An OpenPGM receiver
+// learns the source's address only from an SPM and gives up the sequences
+// it has to NAK before it knows it; under libzmq it asks (SPMR) 25 ms after
+// the first packet and NAKs 1-50 ms after a loss, but both timers run only
+// when its socket has been drained, so on a busy stream it asked late,
+// NAKed in the same moment and lost the data for good: libzmq subscribers
+// that joined a pgmtun publisher's running stream collapsed to 1-5 %
+// delivered (bench/NOTES.md, "SPMs within the stream"). A heartbeat SPM
+// every 100 ms was too sparse for that; one every 10 ms costs under 0.3 %
+// of the packets at 500 Mbit/s.
+const (
+	DefaultDataSPMIvl = 10 * time.Millisecond
+	dataSPMPackets    = 64
+)
+
 // Default receive memory budgets (Config.RXWBudget, Config.ReceiveBudget)
 // and NAK rate limit (Config.NAKRate, NAKBurst: up to 63 000 sequences a
 // second requested, 2 016 at once).
@@ -181,6 +196,14 @@ type Config struct {
 	// SPMRMinIvl is the least time between two SPMs sent in answer to SPMRs
 	// or out-of-window NAKs (RFC 3208 IHB_MIN); 0 means HeartbeatSPM[0].
 	SPMRMinIvl time.Duration
+	// DataSPMIvl puts an SPM before the next ODATA once this long and
+	// dataSPMPackets ODATA have passed since the last SPM, so that a
+	// receiver joining a busy session learns the source's address (which
+	// it needs before it can NAK) within about DataSPMIvl: at most one
+	// packet in 65 and 1/DataSPMIvl SPMs a second. 0 means
+	// DefaultDataSPMIvl; negative means none (heartbeats and ambient SPMs
+	// only).
+	DataSPMIvl time.Duration
 	// InitialSQN is the first ODATA sequence number.
 	InitialSQN uint32
 	// Linger is how long a closed OpenPGM-mode source goes on serving
@@ -344,6 +367,7 @@ func (c Config) withDefaults() Config {
 	if c.HeartbeatSPM == nil {
 		c.HeartbeatSPM = d.HeartbeatSPM
 	}
+	orDefault(&c.DataSPMIvl, DefaultDataSPMIvl)
 	if c.SPMRMinIvl == 0 {
 		c.SPMRMinIvl = 100 * time.Millisecond
 		if len(c.HeartbeatSPM) > 0 {

@@ -363,11 +363,19 @@ func (s *Source) shift(d int64) {
 	s.turn = min(max(s.turn+d, -c), c)
 }
 
-// requestSPM schedules an SPM no sooner than SPMRMinIvl after the last one.
+// requestSPM answers an SPMR (or a NAK for data that left the window) with
+// an SPM: at once, as OpenPGM's source does, unless another answer went out
+// less than SPMRMinIvl ago; then one at the end of that interval, however
+// many asked in it. Scheduled SPMs do not hold an answer back: a receiver
+// that asks has missed them, and while data flows they come only every
+// heartbeat interval, longer than an OpenPGM receiver under libzmq (SPMR
+// after 25 ms, NAK back-off up to 50 ms) waits before it gives up the
+// sequences it cannot NAK without the source's address.
 func (s *Source) requestSPM(now time.Time) {
-	at := s.lastSPM.Add(s.cfg.SPMRMinIvl)
-	if s.lastSPM.IsZero() || !at.After(now) {
+	at := s.lastAnswer.Add(s.cfg.SPMRMinIvl)
+	if s.lastAnswer.IsZero() || !at.After(now) {
 		s.spmNow = true
+		s.lastAnswer = now
 		return
 	}
 	if s.spmAt.IsZero() || at.Before(s.spmAt) {

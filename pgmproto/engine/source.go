@@ -110,7 +110,9 @@ type Source struct {
 	spmNow      bool      // an SPM is due now
 	startSPMs   int       // more SPMs to send back to back at the start
 	spmAt       time.Time // a rate-limited SPM (answer to SPMR) due then
+	lastAnswer  time.Time // the last SPM sent in answer to an SPMR
 	lastSPM     time.Time
+	odataRun    int // ODATA sent since the last SPM
 	nextAmbient time.Time
 	nextHB      time.Time
 	hbState     int
@@ -388,6 +390,7 @@ func (s *Source) advance(now time.Time) {
 	if !s.spmAt.IsZero() && !now.Before(s.spmAt) {
 		s.spmNow = true
 		s.spmAt = time.Time{}
+		s.lastAnswer = now
 	}
 	if !s.nextHB.IsZero() && !now.Before(s.nextHB) {
 		s.spmNow = true
@@ -467,6 +470,10 @@ func (s *Source) Next(now time.Time) (Transmit, bool) {
 		}
 		return s.emit(now, n, &s.rdata), true
 	}
+	if s.dataSPMDue(now) {
+		return s.emit(now, s.spm(0), nil), true // the ODATA goes next
+	}
+	s.odataRun++
 	q := s.w.sendNext
 	e := s.w.at(q)
 	size := s.dataSize(e)
@@ -484,6 +491,12 @@ func (s *Source) Next(now time.Time) (Transmit, bool) {
 	s.heartbeatAfterData(now)
 	s.pace.sent(now, q, n+s.cfg.NetHeaderLen)
 	return s.emit(now, n, nil), true
+}
+
+// dataSPMDue reports whether an SPM goes before the next ODATA
+// (Config.DataSPMIvl).
+func (s *Source) dataSPMDue(now time.Time) bool {
+	return s.cfg.DataSPMIvl > 0 && s.odataRun >= dataSPMPackets && now.Sub(s.lastSPM) >= s.cfg.DataSPMIvl
 }
 
 // BufferSize is the room NextInto needs to build any packet of this
@@ -578,6 +591,7 @@ func (s *Source) emit(now time.Time, n int, extra *bucket) Transmit {
 		s.spmNow = s.startSPMs > 0
 		s.startSPMs = max(s.startSPMs-1, 0)
 		s.lastSPM = now
+		s.odataRun = 0
 		s.nextAmbient = now.Add(s.cfg.AmbientSPM)
 	case wire.TypeODATA:
 		s.stats.ODataBytesSent += uint64(wireLen)

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"strings"
 	"testing"
 	"time"
@@ -226,21 +227,45 @@ func TestScenarioSPMR(t *testing.T) {
 }
 
 func TestScenarioSPMRAfterSPM(t *testing.T) {
-	// spmr_after_spm.pl: right after an SPM, SPMRs are rate-limited to one
-	// SPM per SPMRMinIvl (IHB_MIN), however many arrive.
+	// spmr_after_spm.pl: right after a heartbeat SPM an SPMR is still
+	// answered at once (the receiver that asks missed it, as OpenPGM's
+	// source assumes); further SPMRs are answered with one SPM per
+	// SPMRMinIvl, however many arrive.
 	h := threeODATA(t)
 	h.run(1700 * time.Millisecond) // a heartbeat SPM just went out
-	last := h.of(wire.TypeSPM)
-	lastAt := last[len(last)-1].at
 	h.wire = nil
 	for range 5 {
 		h.toSource(pSPMR())
 	}
-	assert.Empty(t, h.wire)
+	require.Len(t, h.wire, 1)
+	assert.Equal(t, wire.TypeSPM, h.wire[0].p.Type())
+	answeredAt := h.wire[0].at
+	h.wire = nil
+	h.run(50 * time.Millisecond)
+	assert.Empty(t, h.of(wire.TypeSPM), "the other four SPMRs wait for SPMRMinIvl")
 	h.run(time.Second)
 	spms := h.of(wire.TypeSPM)
 	require.NotEmpty(t, spms)
-	assert.Equal(t, lastAt+100*time.Millisecond, spms[0].at)
+	assert.Equal(t, answeredAt+100*time.Millisecond, spms[0].at)
+	if len(spms) > 1 {
+		assert.GreaterOrEqual(t, spms[1].at-spms[0].at, 100*time.Millisecond, "one answer for the four")
+	}
+	assert.EqualValues(t, 5, h.src.Stats(h.now).SPMRsReceived)
+}
+
+func TestScenarioSPMRFlood(t *testing.T) {
+	// An SPMR every millisecond for a second: at most one SPM answers them
+	// per SPMRMinIvl, beside the scheduled ones.
+	h := threeODATA(t)
+	h.run(20 * time.Second) // quiet: heartbeats are over
+	h.wire = nil
+	for range 1000 {
+		h.toSource(pSPMR())
+		h.run(time.Millisecond)
+	}
+	n := len(h.of(wire.TypeSPM))
+	assert.GreaterOrEqual(t, n, 10)
+	assert.LessOrEqual(t, n, 11)
 }
 
 func TestScenarioODATA(t *testing.T) {
@@ -456,4 +481,59 @@ func TestScenarioHeartbeatAfterRDATA(t *testing.T) {
 	}
 	ms := time.Millisecond
 	assert.Equal(t, []time.Duration{100 * ms, 200 * ms, 300 * ms, 400 * ms}, got, "SPMs after the RDATA")
+}
+
+func TestScenarioSPMsWithinData(t *testing.T) {
+	// A busy stream carries an SPM at least every DataSPMIvl once
+	// dataSPMPackets ODATA went since the last one, so that a receiver
+	// joining it learns the source's address within about 10 ms (OpenPGM's
+	// gives up the sequences it must NAK before it knows it). Off, only the
+	// 100 ms heartbeats remain.
+	for _, tc := range []struct {
+		name    string
+		ivl     time.Duration
+		maxGap  time.Duration // most time between SPMs while data flows
+		minSPMs int
+	}{
+		{"default", 0, DefaultDataSPMIvl + time.Millisecond, 40},
+		{"20ms", 20 * time.Millisecond, 21 * time.Millisecond, 20},
+		{"off", -1, 101 * time.Millisecond, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := testConfig()
+			c.TXWMaxRate = 12_000_000 // 1 000-byte packets every ~85 µs
+			c.DataSPMIvl = tc.ivl
+			h := newSourceHarness(t, c)
+			payload := make([]byte, 1000)
+			for range 6000 { // about half a second of data
+				for h.src.Send(h.now, payload) != nil {
+					h.run(time.Millisecond)
+				}
+				h.drain()
+			}
+			h.run(time.Second)
+			od := h.of(wire.TypeODATA)
+			require.Len(t, od, 6000)
+			first, last := od[0].at, od[len(od)-1].at
+			var spms []time.Duration
+			for _, s := range h.of(wire.TypeSPM) {
+				if s.at > first && s.at < last {
+					spms = append(spms, s.at)
+				}
+			}
+			require.GreaterOrEqual(t, len(spms), tc.minSPMs)
+			prev := first
+			for _, at := range append(spms, last) {
+				assert.LessOrEqual(t, at-prev, tc.maxGap)
+				prev = at
+			}
+			// Never more than one SPM per dataSPMPackets ODATA or per
+			// DataSPMIvl (besides the heartbeats, 100 ms apart).
+			if tc.ivl >= 0 {
+				ivl := cmp.Or(tc.ivl, DefaultDataSPMIvl)
+				assert.LessOrEqual(t, len(spms), int((last-first)/ivl)+int((last-first)/(100*time.Millisecond))+1)
+				assert.LessOrEqual(t, len(spms), len(od)/dataSPMPackets+1)
+			}
+		})
+	}
 }
