@@ -320,3 +320,77 @@ func TestTxQueueBoundsSpentPackets(t *testing.T) {
 	assert.Equal(t, int64(maxSpent*size), releasedAtSecond)
 	assert.Equal(t, int64(maxSpent*size+2*size), released.Load(), "all released after stop")
 }
+
+// qdiscSend writes packet seq through the queue's discipline, as the NIC
+// does, the caller keeping and releasing its own reference.
+func qdiscSend(d stack.QueueingDiscipline, seq uint32) {
+	pkt := seqPacket(seq, nil)
+	d.WritePacket(pkt)
+	pkt.DecRef()
+}
+
+func TestTxQDiscWritesSparsePacketsDirectly(t *testing.T) {
+	// A packet that finds the device idle for directGap is written before
+	// WritePacket returns, with no writer goroutine: an ACK or a paced
+	// packet pays no goroutine hand-off.
+	low := newRecordingLink()
+	low.release()
+	q := newTxQueue(low, 16)
+	d := q.qdisc()
+	for i := range uint32(3) {
+		qdiscSend(d, i)
+		assert.Equal(t, seqs(0, i+1), low.written(), "written by the sender itself")
+		time.Sleep(2 * directGap)
+	}
+	q.mu.Lock()
+	started := q.started
+	q.mu.Unlock()
+	assert.False(t, started, "no writer goroutine for sparse packets")
+	q.stop()
+	assert.Equal(t, TxStats{Written: 3}, q.stats())
+}
+
+func TestTxQDiscBurstGoesThroughWriter(t *testing.T) {
+	// Back to back, only the first packet is written directly; the rest
+	// go through the writer, in order.
+	low := newRecordingLink()
+	low.release()
+	q := newTxQueue(low, 16)
+	d := q.qdisc()
+	for i := range uint32(200) {
+		qdiscSend(d, i)
+	}
+	require.Eventually(t, func() bool { return len(low.written()) == 200 }, 5*time.Second, time.Millisecond)
+	q.mu.Lock()
+	started := q.started
+	q.mu.Unlock()
+	assert.True(t, started, "the writer took the burst")
+	q.stop()
+	assert.Equal(t, seqs(0, 200), low.written())
+}
+
+func TestTxQDiscDirectWriteKeepsOrder(t *testing.T) {
+	// Packets queued while a direct write is in the device wait for it.
+	low := newRecordingLink() // held: writes wait
+	q := newTxQueue(low, 16)
+	d := q.qdisc()
+	done := make(chan struct{})
+	go func() {
+		qdiscSend(d, 0) // direct: blocks in the held device
+		close(done)
+	}()
+	<-low.entered
+	for i := uint32(1); i <= 5; i++ {
+		qdiscSend(d, i) // queued behind it; the writer must not overtake
+	}
+	select {
+	case <-low.entered:
+		t.Fatal("the writer went into the device during the direct write")
+	case <-time.After(20 * time.Millisecond):
+	}
+	low.release()
+	<-done
+	require.Eventually(t, func() bool { return len(low.written()) == 6 }, 5*time.Second, time.Millisecond)
+	q.stop()
+	assert.Equal(t, seqs(0, 6), low.written())
+}
