@@ -267,7 +267,7 @@ func allCases(e *Env, runs int) []*Case {
 
 	// 10. PGMCC against a TCP flow on a tbf bottleneck (pgmcc.go): about
 	// 26 s a run, so at most three.
-	for _, c := range pgmccCases(runs) {
+	for _, c := range pgmccCases(e, runs) {
 		add(c)
 	}
 	// OpenPGM's PGMCC source into OpenPGM and into pgmtun receivers

@@ -384,8 +384,9 @@ func (rep *report) targets(b *strings.Builder) {
 
 	rows = append(rows, rep.zmqTargets()...)
 	rows = append(rows, rep.zmqHeadroomTargets()...)
+	rows = append(rows, rep.pgmccTargets()...)
 
-	fmt.Fprintf(b, "## Targets (issues 6 and 13)\n\n| Target | Measured (medians) | Status |\n|---|---|---|\n")
+	fmt.Fprintf(b, "## Targets (issues 6, 13 and 16)\n\n| Target | Measured (medians) | Status |\n|---|---|---|\n")
 	for _, r := range rows {
 		fmt.Fprintf(b, "| %s | %s | %s |\n", r.target, r.measured, r.status)
 	}
