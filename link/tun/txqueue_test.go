@@ -329,23 +329,32 @@ func qdiscSend(d stack.QueueingDiscipline, seq uint32) {
 	pkt.DecRef()
 }
 
+// releasedQDisc returns a queue of 16 over a device that writes at once,
+// and its queueing discipline.
+func releasedQDisc() (*recordingLink, *txQueue, stack.QueueingDiscipline) {
+	low := newRecordingLink()
+	low.release()
+	q := newTxQueue(low, 16)
+	return low, q, q.qdisc()
+}
+
+func writerStarted(q *txQueue) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.started
+}
+
 func TestTxQDiscWritesSparsePacketsDirectly(t *testing.T) {
 	// A packet that finds the device idle for directGap is written before
 	// WritePacket returns, with no writer goroutine: an ACK or a paced
 	// packet pays no goroutine hand-off.
-	low := newRecordingLink()
-	low.release()
-	q := newTxQueue(low, 16)
-	d := q.qdisc()
+	low, q, d := releasedQDisc()
 	for i := range uint32(3) {
 		qdiscSend(d, i)
 		assert.Equal(t, seqs(0, i+1), low.written(), "written by the sender itself")
 		time.Sleep(2 * directGap)
 	}
-	q.mu.Lock()
-	started := q.started
-	q.mu.Unlock()
-	assert.False(t, started, "no writer goroutine for sparse packets")
+	assert.False(t, writerStarted(q), "no writer goroutine for sparse packets")
 	q.stop()
 	assert.Equal(t, TxStats{Written: 3}, q.stats())
 }
@@ -353,18 +362,12 @@ func TestTxQDiscWritesSparsePacketsDirectly(t *testing.T) {
 func TestTxQDiscBurstGoesThroughWriter(t *testing.T) {
 	// Back to back, only the first packet is written directly; the rest
 	// go through the writer, in order.
-	low := newRecordingLink()
-	low.release()
-	q := newTxQueue(low, 16)
-	d := q.qdisc()
+	low, q, d := releasedQDisc()
 	for i := range uint32(200) {
 		qdiscSend(d, i)
 	}
 	require.Eventually(t, func() bool { return len(low.written()) == 200 }, 5*time.Second, time.Millisecond)
-	q.mu.Lock()
-	started := q.started
-	q.mu.Unlock()
-	assert.True(t, started, "the writer took the burst")
+	assert.True(t, writerStarted(q), "the writer took the burst")
 	q.stop()
 	assert.Equal(t, seqs(0, 200), low.written())
 }
