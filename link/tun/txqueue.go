@@ -61,7 +61,7 @@ type txQueue struct {
 	direct    bool
 	lastWrite int64
 	one       stack.PacketBufferList // the direct write's list, reused
-	done              chan struct{} // closed when the writer has exited
+	done      chan struct{}          // closed when the writer has exited
 
 	written, errors, dropped, waits atomic.Uint64
 }
