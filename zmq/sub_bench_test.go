@@ -78,10 +78,7 @@ func BenchmarkSubDeliver(b *testing.B) {
 						}
 					}
 				}()
-				want := make([]byte, size)
-				for i := range want {
-					want[i] = byte(i * 7)
-				}
+				want := benchPayload(size)
 				b.SetBytes(int64(size))
 				b.ReportAllocs()
 				b.ResetTimer()
