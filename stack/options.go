@@ -19,7 +19,8 @@ import (
 // OpenPGM's; a window of engine.DefaultTXWSecs, 10 s, at the rate, at most
 // engine.DefaultTXWMaxBytes, in sequences as OpenPGM sizes it). Without a
 // window time or size a closed socket serves repairs until no NAK has come
-// for one NAK cycle (NAKRptIvl + NAKRdataIvl), however long its window;
+// for a NAK cycle and two back-offs (NAKRptIvl + NAKRdataIvl + 2 ×
+// NAKBOIvl), however long its window;
 // with one, for that whole window. The rate counts IP headers; at most
 // 3 ms of it leaves back to back.
 type RateWindow struct {

@@ -37,7 +37,7 @@ func init() {
 			fs.Var(&o.size, "size", "each `N` bytes of input is one message body (the last may be shorter)")
 			fs.StringVar(&o.topic, "topic", "", "send each message as two frames, this `TOPIC` and the body (default: the body alone)")
 			fs.IntVar(&o.hwm, "hwm", zmq.DefaultHWM, "messages queued before PGM takes them (ZMQ_SNDHWM); reading waits beyond it")
-			fs.DurationVar(&o.linger, "linger", 0, "after the input ends, serve repairs at most this long (default: until\nno NAK has come for one NAK cycle, at most until the window has passed the last packet)")
+			fs.DurationVar(&o.linger, "linger", 0, "after the input ends, serve repairs at most this long (default: until\nno NAK has come for a NAK cycle and two back-offs, at most until the window has passed\nthe last packet)")
 			return func(e *env, args []string) int {
 				ep, c, err := zmqCommandLine("pub", &o.net, args)
 				switch {

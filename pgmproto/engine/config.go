@@ -210,9 +210,11 @@ type Config struct {
 	// repairs with no NAK heard: it is done once Linger has passed since
 	// Close, the last packet and the last NAK for a sequence in the
 	// window, at most 10 × Linger after the last packet (0: NAKRptIvl +
-	// NAKRdataIvl, one full NAK cycle, in which a receiver still missing
-	// data repeats its NAK). A Winsock-mode source serves its whole
-	// window (TXWSecs) after the last packet.
+	// NAKRdataIvl + 2 × NAKBOIvl, a NAK cycle and two back-offs: a
+	// receiver whose repair was lost NAKs again NAKRdataIvl and a back-off
+	// after the NCF, and if that NAK is lost too, NAKRptIvl and a back-off
+	// later). A Winsock-mode source serves its whole window (TXWSecs)
+	// after the last packet.
 	Linger time.Duration
 
 	// timedTXW is set by withDefaults when TXWSecs was given (Winsock mode);
@@ -393,7 +395,7 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.MaxPeers, d.MaxPeers)
 	orDefault(&c.MaxEvents, d.MaxEvents)
 	if c.Linger == 0 {
-		c.Linger = c.NAKRptIvl + c.NAKRdataIvl
+		c.Linger = c.NAKRptIvl + c.NAKRdataIvl + 2*c.NAKBOIvl
 	}
 	if c.FINTimeout == 0 {
 		c.FINTimeout = 4 * (c.NAKRptIvl + c.NAKRdataIvl)

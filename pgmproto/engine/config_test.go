@@ -35,7 +35,7 @@ func TestDefaultConfig(t *testing.T) {
 	assert.Equal(t, 2*time.Second, d.NAKRdataIvl)
 	assert.Equal(t, 50, d.NAKDataRetries)
 	assert.Equal(t, 50, d.NAKNCFRetries)
-	assert.Equal(t, 4*time.Second, d.Linger)
+	assert.Equal(t, 4100*time.Millisecond, d.Linger, "a NAK cycle and two back-offs")
 	assert.False(t, d.timedTXW, "OpenPGM window mode by default")
 
 	// The zero Config means the same.
