@@ -33,9 +33,10 @@ import (
 // bridge, joined by a veth pair enslaved to both; a pgmtun netstack on a
 // TAP device on each bridge (sender in A, in this process; receiver in B,
 // a `pgmtun recv --tap` process; PGMCC on both, each end in its own
-// process as in any deployment); the kernel bridges the frames. The A→B end of the veth has a tbf qdisc:
-// ccCapacity with a drop-tail queue of ccQueue bytes. Kernel TCP sockets
-// on the bridges' own addresses (A dials B) cross the same qdisc.
+// process as in any deployment); the kernel bridges the frames. The A→B
+// end of the veth has a tbf qdisc: ccCapacity with a drop-tail queue of
+// ccQueue bytes. Kernel TCP sockets on the bridges' own addresses (A
+// dials B) cross the same qdisc.
 //
 // netem is not in this kernel, so the path has no added delay: the base
 // RTT is well under a millisecond and the queue (20 ms at the rate) is
@@ -112,7 +113,7 @@ func pgmccCases(e *Env, runs int) []*Case {
 	return []*Case{{ID: "pgmcc/bottleneck-tcp", Group: gPGMCC, Runs: min(runs, 3),
 		Name: fmt.Sprintf("pgmtun PGMCC (TAP netstacks in two processes, bridged) over a %d Mbit/s tbf, %d kB queue: %v alone, then %v with a TCP flow, %d B",
 			ccCapacity/1_000_000, ccQueue/1000, ccAlone, ccShared, ccSize),
-		Timeout: time.Minute, Show: ccShow, Needs: []string{"root"}, Run: pgmccBottleneck(e)}}
+		Timeout: time.Minute, Show: ccShow, Needs: []string{"root"}, Run: func(ctx context.Context, r *Run) (Metrics, error) { return pgmccBottleneck(ctx, r, e) }}}
 }
 
 // ccPath is the bottleneck set-up: the sender's netstack in this process
@@ -327,11 +328,7 @@ func (c *ccReceiver) errText() string {
 	return strings.TrimSpace(c.stderr.String())
 }
 
-func pgmccBottleneck(e *Env) func(context.Context, *Run) (Metrics, error) {
-	return func(ctx context.Context, r *Run) (Metrics, error) { return pgmccBottleneckRun(ctx, r, e) }
-}
-
-func pgmccBottleneckRun(ctx context.Context, r *Run, e *Env) (Metrics, error) {
+func pgmccBottleneck(ctx context.Context, r *Run, e *Env) (Metrics, error) {
 	p := newCCPath(r)
 	cc := stack.CongestionControl{Kind: engine.CCPGMCC, PGMCC: ccTuning}
 	rctx, cancel := context.WithCancel(ctx)
