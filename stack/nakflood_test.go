@@ -144,3 +144,18 @@ func TestSetRepairRate(t *testing.T) {
 	assert.Equal(t, 123_000, repairRate(snd))
 	snd.Close()
 }
+
+func TestSetOverrunBackoff(t *testing.T) {
+	net := newTestNet(t, 23)
+	a := net.node()
+	on := func(s *Socket) bool { return s.snd.eng.src.Config().OverrunBackoff }
+	snd := a.sender(t, SockRDM, groupPort)
+	assert.False(t, on(snd), "off by default")
+	assert.False(t, snd.OverrunBackoff())
+	assert.ErrorIs(t, snd.SetOverrunBackoff(true), ErrOptionTooLate)
+	snd.Close()
+	snd = a.sender(t, SockRDM, groupPort, func(s *Socket) { require.NoError(t, s.SetOverrunBackoff(true)) })
+	assert.True(t, on(snd))
+	assert.True(t, snd.OverrunBackoff())
+	snd.Close()
+}

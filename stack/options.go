@@ -157,6 +157,7 @@ const (
 type sockOpts struct {
 	rateWindow    RateWindow
 	repairRate    int // sender: RDATA and NCF bytes/s (0 = two thirds of the rate)
+	overrun       bool // sender: engine.Config.OverrunBackoff
 	advancePct    int
 	lateJoinPct   int
 	sendNIC       tcpip.NICID
@@ -202,6 +203,7 @@ func (o *sockOpts) engineConfig() engine.Config {
 		c.TXWBytes = int(w.WindowSizeInBytes)
 	}
 	c.RDATARate = o.repairRate
+	c.OverrunBackoff = o.overrun
 	if o.advancePct != 0 {
 		c.TXWAdvancePct = o.advancePct
 	}

@@ -210,6 +210,22 @@ func (s *Socket) SetRepairRate(bytesPerSec int) error {
 	return s.setOpt(func(o *sockOpts) error { o.repairRate = bytesPerSec; return nil })
 }
 
+// SetOverrunBackoff makes a sender slow down when one receiver NAKs runs
+// of what it sent (12.5 % of 256 packets in a row): it holds its data to
+// the rate that receiver took, less a tenth, then grows back by a tenth
+// every 50 ms (engine.Config.OverrunBackoff). Off by default; package zmq
+// turns it on. Set it between Bind and Connect.
+func (s *Socket) SetOverrunBackoff(on bool) error {
+	return s.setOpt(func(o *sockOpts) error { o.overrun = on; return nil })
+}
+
+// OverrunBackoff reports whether SetOverrunBackoff is on.
+func (s *Socket) OverrunBackoff() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.opts.overrun
+}
+
 // SetSendWindowAdvance sets the percentage of the window the trail advances
 // by at a time (RM_SEND_WINDOW_ADV_RATE, 1–100; Winsock default 15). A
 // full window with a sender waiting does not wait for the next step: its

@@ -52,6 +52,7 @@ type options struct {
 	linger     time.Duration // < 0: until everything is sent
 	maxMsg     int
 	silentLoss bool
+	steady     bool // publisher: no overrun back-off
 	setup      []func(*stack.Socket) error
 }
 
@@ -168,6 +169,19 @@ func WithMaxMessageSize(n int) Option {
 // at each gap.
 func WithSilentLoss() Option {
 	return func(o *options) error { o.silentLoss = true; return nil }
+}
+
+// WithoutOverrunBackoff keeps a publisher at its rate whatever its
+// subscribers lose. By default a publisher slows down while one
+// subscriber NAKs runs of what it sent (an eighth of 256 packets in a
+// row): it holds its data to the rate that subscriber took, less a tenth,
+// and grows back by a tenth every 50 ms (stack.Socket.SetOverrunBackoff).
+// PGM has no flow control, and a libzmq subscriber's socket buffer (the
+// kernel's 208 KiB by default) overflows as soon as a faster publisher
+// gets ahead of it; the repairs, sent as fast, overflow it again, and
+// every lost repair costs it 200 ms (its NAK_RDATA_IVL).
+func WithoutOverrunBackoff() Option {
+	return func(o *options) error { o.steady = true; return nil }
 }
 
 // WithSetup runs f on the PGM socket after Bind and this package's own

@@ -105,6 +105,9 @@ func NewPub(p *stack.Protocol, endpoint string, opts ...Option) (*Pub, error) {
 	if err := s.SetRateWindow(rw); err != nil {
 		return fail(err)
 	}
+	if err := s.SetOverrunBackoff(!o.steady); err != nil {
+		return fail(err)
+	}
 	if err := s.SetMulticastTTL(uint8(o.hops)); err != nil {
 		return fail(err)
 	}

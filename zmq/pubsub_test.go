@@ -151,6 +151,16 @@ func TestPubSub(t *testing.T) {
 	assert.Equal(t, 1456, pub.Stats().TSDUSize, "the largest unfragmented TSDU at MTU 1500")
 }
 
+// TestOverrunBackoffDefault: a publisher slows down for a subscriber it
+// overruns unless WithoutOverrunBackoff (stack.Socket.SetOverrunBackoff).
+func TestOverrunBackoffDefault(t *testing.T) {
+	l := newLAN(t, 1)
+	pub := newPub(t, l.protos[0], endpoint(0))
+	assert.True(t, pub.sock.OverrunBackoff(), "on by default")
+	steady := newPub(t, l.protos[0], "pgm://10.0.0.1;239.192.0.9:5556", WithoutOverrunBackoff())
+	assert.False(t, steady.sock.OverrunBackoff())
+}
+
 // TestRecvMsg: RecvMsg and Recv by turns on a stream of small messages
 // (shared blocks, recycled after RecvMsg copies) and some large and
 // many-framed ones: RecvMsg's frames are right when read, and the

@@ -37,6 +37,7 @@ func init() {
 			fs.Var(&o.size, "size", "each `N` bytes of input is one message body (the last may be shorter)")
 			fs.StringVar(&o.topic, "topic", "", "send each message as two frames, this `TOPIC` and the body (default: the body alone)")
 			fs.IntVar(&o.hwm, "hwm", zmq.DefaultHWM, "messages queued before PGM takes them (ZMQ_SNDHWM); reading waits beyond it")
+			fs.BoolVar(&o.steady, "no-backoff", false, "keep the rate whatever subscribers lose (default: slow down while one NAKs\nruns of what was sent, as a subscriber that cannot keep up does; see zmq.WithoutOverrunBackoff)")
 			fs.DurationVar(&o.linger, "linger", 0, "after the input ends, serve repairs at most this long (default: until\nno NAK has come for a NAK cycle and two back-offs, at most until the window has passed\nthe last packet)")
 			return func(e *env, args []string) int {
 				ep, c, err := zmqCommandLine("pub", &o.net, args)
@@ -99,6 +100,7 @@ type pubOptions struct {
 	topic  string
 	hwm    int
 	linger time.Duration
+	steady bool
 }
 
 type subOptions struct {
@@ -275,14 +277,19 @@ func runPub(e *env, ep zmq.Endpoint, c *netConfig, o *pubOptions) int {
 		return fail("%v", err)
 	}
 	defer closeNS()
-	pub, err := zmq.NewPub(ns.p, ep.String(),
+	opts := []zmq.Option{
 		zmq.WithRate(int(max(1, c.rate*8/1000))), zmq.WithMulticastHops(int(c.ttl)),
 		zmq.WithSendHWM(o.hwm), zmq.WithNoDrop(),
 		// Rate, window, timers and TTL as send sets them.
 		zmq.WithSetup(func(s *stack.Socket) error {
 			live.addSocket("publisher", "netstack", s)
 			return c.configure(s, ns.mtu)
-		}))
+		}),
+	}
+	if o.steady {
+		opts = append(opts, zmq.WithoutOverrunBackoff())
+	}
+	pub, err := zmq.NewPub(ns.p, ep.String(), opts...)
 	if err != nil {
 		return fail("%v", err)
 	}

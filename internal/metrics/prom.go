@@ -89,6 +89,8 @@ var senderFams = []*family[ss]{
 	fam("pgmtun_sender_trailing_edge_sequence", "Transmit window trail.", false, senderLabels, func(s *ss) float64 { return float64(s.TrailingEdgeSeqId) }),
 	fam("pgmtun_sender_leading_edge_sequence", "Last ODATA sequence sent.", false, senderLabels, func(s *ss) float64 { return float64(s.LeadingEdgeSeqId) }),
 	fam("pgmtun_sender_rate_kbits", "Send rate over the last second or so, kbit/s.", false, senderLabels, func(s *ss) float64 { return float64(s.RateKBitsPerSecLast) }),
+	fam("pgmtun_sender_overrun_cuts_total", "Times a receiver's runs of NAKs cut the data rate (overrun back-off).", true, senderLabels, func(s *ss) float64 { return float64(s.OverrunCuts) }),
+	fam("pgmtun_sender_overrun_rate_bytes", "Rate the overrun back-off holds data to, bytes/s (0: not held).", false, senderLabels, func(s *ss) float64 { return float64(s.OverrunRate) }),
 }
 
 type rs = stack.ReceiverStats

@@ -185,6 +185,16 @@ type Config struct {
 	AddrNAKRate  int
 	AddrNAKBurst int
 
+	// OverrunBackoff makes a source hold its data to what a receiver that
+	// cannot keep up absorbs, judged from runs of NAKs (overrun.go): when
+	// one address NAKs 12.5 % of 256 consecutive ODATA, ODATA and RDATA
+	// together slow to the rate that arrived there, less a tenth, and
+	// then grow back by a tenth every 50 ms. Random loss of a few percent
+	// does not trigger it. Off by default (RFC 3208 sources send at their
+	// configured rate); package zmq turns it on, as libzmq subscribers are
+	// easily overrun. It is not congestion control: see PGMCC for that.
+	OverrunBackoff bool
+
 	// CongestionControl turns on PGMCC (CCPGMCC) in sources and receivers;
 	// the default CCNone changes nothing. PGMCC tunes it (pgmcc.go).
 	CongestionControl CongestionControl

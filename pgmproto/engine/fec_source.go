@@ -382,7 +382,7 @@ func (s *Source) fecAt(now time.Time) (time.Time, bool) {
 	}
 	if g, gr, ok := s.fecHead(); ok {
 		n := s.fecParityLen(g, s.fecIndex(gr))
-		return later(s.total.readyAt(now, n), s.rdata.readyAt(now, n)), true
+		return later(later(s.total.readyAt(now, n), s.rdata.readyAt(now, n)), s.guardAt(now, n)), true
 	}
 	return time.Time{}, false
 }
@@ -417,6 +417,7 @@ func (s *Source) fecNext(now time.Time) (Transmit, bool) {
 	n := s.encodeParity(g, h)
 	s.stats.ParityPacketsSent++
 	s.stats.RepairPacketsSent++
+	s.guardSent(now, n)
 	return s.emit(now, n, &s.rdata), true
 }
 

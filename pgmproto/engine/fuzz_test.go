@@ -239,6 +239,7 @@ func FuzzSource(f *testing.F) {
 	f.Add(encodeScript(record{flags: 4, data: []byte("abc")}, record{data: pNAK(wire.TypeNAK, 0)}, record{data: pNAK(wire.TypeNAK, 0, 1, 2, 99)}))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		c := fuzzConfig()
+		c.OverrunBackoff = len(in)%2 == 1 // hostile NAKs against the guard too
 		s, err := NewSource(c, t0)
 		if err != nil {
 			t.Fatal(err)

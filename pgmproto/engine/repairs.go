@@ -49,7 +49,7 @@ func (s *Source) HandlePacket(now time.Time, b []byte, from netip.Addr) error {
 		if s.cc != nil {
 			s.cc.feedback(now, p, from)
 		}
-		s.onNAK(now, p)
+		s.onNAK(now, p, from)
 	case wire.TypeACK:
 		s.onACK(now, p, from) // pgmcc_source.go
 	case wire.TypeNNAK:
@@ -64,7 +64,7 @@ func (s *Source) HandlePacket(now time.Time, b []byte, from netip.Addr) error {
 	return nil
 }
 
-func (s *Source) onNAK(now time.Time, p wire.Packet) {
+func (s *Source) onNAK(now time.Time, p wire.Packet, from netip.Addr) {
 	if p.Header.OptFlags()&wire.OptFlagParity != 0 {
 		s.onParityNAK(now, p) // fec_source.go
 		return
@@ -90,6 +90,9 @@ func (s *Source) onNAK(now time.Time, p wire.Packet) {
 		}
 		s.lastNAK = now
 		e := s.w.at(q)
+		if s.guard != nil && !e.repaired {
+			s.overrunNAK(now, from, q)
+		}
 		// Confirm even a request for a queued repair (its NAKer may have
 		// missed the first NCF), but once per hold-off: a repeat NAK
 		// inside it was sent before our NCF could arrive.
@@ -332,6 +335,7 @@ func (s *Source) pickData(now time.Time) (repair, contended bool, at time.Time, 
 	if rOK {
 		rSize = s.dataSize(re)
 		rAt = s.rdata.readyAt(now, rSize)
+		rAt = later(rAt, s.guardAt(now, rSize))
 		if s.cc != nil {
 			rAt = later(rAt, s.cc.repairAt(now)) // pgmcc_source.go
 		}
@@ -339,6 +343,7 @@ func (s *Source) pickData(now time.Time) (repair, contended bool, at time.Time, 
 	if oOK {
 		oSize = s.dataSize(s.w.at(s.w.sendNext))
 		oAt = s.pace.readyAt(now, oSize)
+		oAt = later(oAt, s.guardAt(now, oSize))
 	}
 	switch {
 	case !rOK && !oOK:

@@ -49,6 +49,12 @@ type SourceStats struct {
 	RepairsHeldOff  uint64 // requested sequences not repaired: RDATA sent less than RepairHoldOff ago
 	NCFsHeldOff     uint64 // requested sequences not confirmed: NCF sent less than RepairHoldOff ago
 	RepairsDropped  uint64 // queued repairs cancelled to let the window move on: repairs backlogged, ODATA short of its share
+
+	// Overrun back-off (Config.OverrunBackoff): how often a receiver's
+	// NAKs cut the data rate, and the rate data is held to now in
+	// bytes/s (0: not held).
+	OverrunCuts uint64
+	OverrunRate uint64
 }
 
 // startSPMs is how many SPMs a Source sends back to back when it starts,
@@ -84,8 +90,9 @@ type Source struct {
 	fec   *txFEC // nil without FEC (fec_source.go)
 
 	total, odata, rdata bucket
-	pace                pacer        // when ODATA may go (pacer.go)
-	cc                  *pgmccSource // nil without PGMCC (pgmcc_source.go)
+	pace                pacer         // when ODATA may go (pacer.go)
+	cc                  *pgmccSource  // nil without PGMCC (pgmcc_source.go)
+	guard               *overrunGuard // nil without Config.OverrunBackoff (overrun.go)
 
 	buf      []byte
 	rq       []seq.Num // repair heap, oldest sequence first (repairs.go)
@@ -175,6 +182,9 @@ func NewSource(cfg Config, now time.Time) (*Source, error) {
 	if c.CongestionControl == CCPGMCC {
 		s.cc = newPGMCCSource(&c, &s.odata, now)
 		s.pace = s.cc
+	}
+	if c.OverrunBackoff {
+		s.guard = newOverrunGuard(&c)
 	}
 	s.fec = newTXFEC(c.FEC)
 	s.nextAmbient = now.Add(c.AmbientSPM)
@@ -460,6 +470,7 @@ func (s *Source) Next(now time.Time) (Transmit, bool) {
 		}
 		n := s.data(wire.TypeRDATA, q, e)
 		s.stats.RepairPacketsSent++
+		s.guardSent(now, n)
 		// A repair restarts the heartbeat as ODATA does (OpenPGM's
 		// send_rdata too): libzmq's receiver runs its NAK timers only
 		// when a packet arrives, so a repair lost again is NAKed anew
@@ -484,7 +495,12 @@ func (s *Source) Next(now time.Time) (Transmit, bool) {
 	s.clampOwed()
 	s.w.sendNext++
 	e.sentAt = now
+	e.sentCum = s.stats.ODataBytesSent + s.stats.RDataBytesSent
 	n := s.data(wire.TypeODATA, q, e)
+	if s.guard != nil {
+		s.guard.odata(now, q)
+	}
+	s.guardSent(now, n)
 	s.fecSentODATA(q)
 	s.stats.TotalODataPacketsSent++
 	s.stats.DataBytesSent += uint64(len(e.payload))
@@ -662,6 +678,9 @@ func (s *Source) Stats(now time.Time) SourceStats {
 	st.BufferSpaceAvailable = uint64(s.w.max - s.w.len())
 	if s.cc != nil {
 		st.PGMCC = s.cc.stats()
+	}
+	if s.guard != nil && s.guard.on {
+		st.OverrunRate = uint64(s.guard.b.rate)
 	}
 	st.TrailingEdgeSeqId = s.w.trail
 	st.LeadingEdgeSeqId = s.w.lead()

@@ -12,6 +12,7 @@ type txEntry struct {
 	frag     fragInfo
 	hasFrag  bool
 	sentAt   time.Time // when first sent as ODATA; zero while queued
+	sentCum  uint64    // data bytes (ODATA and RDATA) the source had sent before it (overrun.go)
 	repair   bool      // an RDATA for it is queued
 	repaired bool      // at least one RDATA was sent
 	ncf      bool      // an NCF for it is queued
