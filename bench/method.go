@@ -145,7 +145,9 @@ const methodText = `## Method
   a TUN device, libzmq on its kernel side. Every program of a row has the
   same ZMQ_RATE and a 2 s ZMQ_RECOVERY_IVL: 1 Gbit/s (above what any of them
   sends here: the rows measure speed) and 100 Mbit/s (every pair keeps up:
-  the rows compare how each counts the rate). Publishers hold ZeroMQ's
+  the rows compare how each counts the rate). pgmtun's publisher runs
+  with its defaults, the overrun back-off among them (README, "Overrun
+  back-off"); libzmq's has nothing like it. Publishers hold ZeroMQ's
   default high-water mark of 1000 and wait at it (ZMQ_XPUB_NODROP,
   zmq.WithNoDrop); both subscribers, libzmq's and pgmtun's, have a receive
   mark of 262 144 messages (ZMQ_RCVHWM, zmq.WithRecvHWM), above a run's
@@ -159,7 +161,7 @@ const methodText = `## Method
   a run's nominal transfer is half a second). *% arrived* is the share of
   the records sent. Times are CLOCK_MONOTONIC in all processes. The three rows of a transport, rate and size run by turns.
   *Highest rate every message arrived* ("zmq/headroom/*"): each pair steps
-  ZMQ_RATE, both ends alike, through 50, 100, 200, 300, 500 and 1000 Mbit/s,
+  ZMQ_RATE, both ends alike, through 50, 100, 200, 300, 400, 500, 700 and 1000 Mbit/s,
   a run of the kind above at each (about half a second of records at the
   limit), and stops after the first step where not every record arrived;
   the figure is the best msgs/s among the complete steps, with the

@@ -541,7 +541,7 @@ func (z *zmqRow) pgmtunToLibzmq() (pr zmqPubResult, sr zmqSubResult, err error) 
 		return pr, sr, err
 	}
 	st, _ := pub.PGMStats()
-	z.r.Logf("pgmtun publisher: %+v; PGM: ODATA %d, RDATA %d, NAKs %d", pub.Stats(), st.TotalODataPacketsSent, st.RepairPacketsSent, st.NaksReceived)
+	z.r.Logf("pgmtun publisher: %+v; PGM: ODATA %d, RDATA %d, NAKs %d, overrun cuts %d", pub.Stats(), st.TotalODataPacketsSent, st.RepairPacketsSent, st.NaksReceived, st.OverrunCuts)
 	return pr, sr, nil
 }
 

@@ -40,6 +40,11 @@
 // repeats NAKs and waits for repairs 200 ms, as libzmq's receivers do.
 // WithSetup reaches every other option of the PGM socket.
 //
+// Unlike libzmq's, a publisher slows down while one subscriber NAKs runs
+// of what it sent (a subscriber it overruns), and grows back to ZMQ_RATE
+// after; WithoutOverrunBackoff keeps the rate (README, "Overrun
+// back-off").
+//
 // # High-water marks
 //
 // A publisher holds at most the send mark of messages that have not gone
