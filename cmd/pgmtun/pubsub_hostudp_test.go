@@ -191,3 +191,56 @@ func waitUDPPort(t *testing.T, ns *netns.NS, port int, exited <-chan struct{}, s
 		}
 	}
 }
+
+// TestPubHostUDPToLibzmqAtFullRate: `pgmtun pub --host-udp --rate
+// 125MB/s` (1 Gbit/s, far more than the subscriber takes) with 64-byte
+// messages into a libzmq SUB driven from Python, which handles a few
+// hundred thousand messages a second: the publisher overruns it, and its
+// default overrun back-off (README, "Overrun back-off") must still bring
+// every message through, whole and in order.
+func TestPubHostUDPToLibzmqAtFullRate(t *testing.T) {
+	bin := buildPgmtun(t)
+	script, err := interop.ZMQPeerScript(t.TempDir())
+	require.NoError(t, err)
+	a, b := zmqHostNet(t)
+	const (
+		group       = "239.192.18.6:5606"
+		count, size = 60_000, 64
+	)
+	data := randomBytes(13, count*size)
+	out := filepath.Join(t.TempDir(), "out")
+	peer, err := interop.StartZMQPeer(script, b.Name, "sub", "epgm://10.214.6.2;"+group, "--out", out, "--count", fmt.Sprint(count))
+	require.NoError(t, err)
+	t.Cleanup(peer.Kill)
+	select {
+	case <-peer.Ready():
+	case <-peer.Done():
+		t.Fatalf("zmqpeer exited:\n%s", peer.Stderr())
+	case <-time.After(10 * time.Second):
+		t.Fatalf("zmqpeer not ready:\n%s", peer.Stderr())
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := a.Command(ctx, bin, "pub", "--host-udp", "--rate", "125MB/s", "--size", fmt.Sprint(size),
+		"--stats", "json", "--progress", "off", "epgm://10.214.6.1;"+group)
+	cmd.Stdin = bytes.NewReader(data)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Run(), stderr.String())
+	require.NoError(t, peer.Wait(30*time.Second), "pub:\n%s", stderr.String())
+
+	msgs, err := interop.ReadZMQMessages(out)
+	require.NoError(t, err)
+	require.Len(t, msgs, count)
+	for i, m := range msgs {
+		require.Len(t, m, 1, "message %d: one frame", i)
+		require.True(t, bytes.Equal(data[i*size:(i+1)*size], m[0]), "message %d", i)
+	}
+	var rep pubsubReport
+	require.NoError(t, json.Unmarshal(stderr.Bytes(), &rep), stderr.String())
+	st := rep.PGMSender
+	t.Logf("pub: %+v; ODATA %d, NAKs %d, RDATA %d, overrun cuts %d", *rep.Pub, st.TotalODataPacketsSent, st.NaksReceived, st.RepairPacketsSent, st.OverrunCuts)
+	assert.Equal(t, "ok", rep.Result)
+	assert.EqualValues(t, count, rep.Messages)
+}

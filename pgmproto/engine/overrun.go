@@ -32,10 +32,11 @@ const (
 	// overrunFloor bounds every cut from below, as does MinODATASharePct
 	// of MaxRate: what NAKs can take from ODATA is bounded as the repair
 	// budget is, so spoofed ones slow a source to a tenth, no further.
-	overrunFloor   = 64 << 10
-	overrunCeil    = 1 << 34                // bytes/s: an unlimited source's guard ends above it
-	overrunIdleGap = 200 * time.Microsecond // a longer gap between two ODATA counts as this (busyRate)
-	overrunNAKers  = 8                      // addresses judged per epoch; NAKs from others are not
+	overrunFloor    = 64 << 10
+	overrunCeil     = 1 << 34                // bytes/s: an unlimited source's guard ends above it
+	overrunIdleGap  = 200 * time.Microsecond // a longer gap between two ODATA counts as this (busyRate)
+	overrunNAKers   = 8                      // addresses judged at once; a new one replaces the least recent
+	overrunEpochMax = 1 << 30                // sequences an epoch spans at most (odata)
 	// overrunBurst is the guard's burst: a millisecond of its rate, not
 	// burstTime's three. The guard's rate is about what the receiver's
 	// buffer drains, and its own estimate: the credit a late timer loses
@@ -94,10 +95,18 @@ func (g *overrunGuard) sent(now time.Time, n int) {
 }
 
 // odata notes ODATA q sent at now: the first a feedback delay after a cut
-// opens the epoch.
+// opens the epoch. An epoch that has grown to overrunEpochMax sequences
+// moves on by half of that (block-aligned), so sequence comparisons with
+// it stay within half the sequence space however long no cut comes.
 func (g *overrunGuard) odata(now time.Time, q seq.Num) {
-	if !g.epochSet && !now.Before(g.from) {
+	switch {
+	case !g.epochSet && !now.Before(g.from):
 		g.epoch, g.epochSet = q, true
+	case g.epochSet && uint32(q-g.epoch) >= overrunEpochMax:
+		g.epoch += overrunEpochMax / 2
+		for i := range g.n {
+			g.nakers[i].block -= min(g.nakers[i].block, overrunEpochMax/2/overrunBlock)
+		}
 	}
 }
 
@@ -144,11 +153,22 @@ func (g *overrunGuard) nak(addr netip.Addr, q seq.Num) (block seq.Num, over bool
 		}
 	}
 	if k == nil {
-		if g.n == len(g.nakers) {
-			return 0, false
+		if g.n < len(g.nakers) {
+			k = &g.nakers[g.n]
+			g.n++
+		} else {
+			// Full: the address that NAKed least recently makes room,
+			// if it is behind this NAK's block.
+			k = &g.nakers[0]
+			for i := range g.nakers {
+				if g.nakers[i].block < k.block {
+					k = &g.nakers[i]
+				}
+			}
+			if k.block >= blk {
+				return 0, false
+			}
 		}
-		k = &g.nakers[g.n]
-		g.n++
 		*k = overrunNAKer{addr: addr, block: blk}
 	}
 	switch {

@@ -227,3 +227,32 @@ func TestOverrunBackoffIdleTimeNotCounted(t *testing.T) {
 	assert.Greater(t, st.OverrunRate, uint64(5_000_000))
 	assert.Less(t, st.OverrunRate, uint64(7_000_000))
 }
+
+func TestOverrunBackoffNewNAKerReplacesStale(t *testing.T) {
+	// Eight receivers NAKed once early on; a ninth that NAKs a run later
+	// takes the place of the least recent and is judged.
+	h := overrunHarness(t, true, 900)
+	for r := range overrunNAKers {
+		h.nakFrom(netip.AddrFrom4([4]byte{10, 0, 1, byte(20 + r)}), first+seq.Num(r))
+	}
+	h.nakFrom(tRxAddr, seqRange(first+300, 40)...)
+	h.nakFrom(tRxAddr, first+600)
+	assert.EqualValues(t, 1, h.src.Stats(h.now).OverrunCuts)
+}
+
+func TestOverrunBackoffLongEpoch(t *testing.T) {
+	// An epoch a billion sequences long (no cut for days) moves on, so a
+	// run of NAKs is still judged against it.
+	h := overrunHarness(t, true, 900)
+	g := h.src.guard
+	require.True(t, g.epochSet)
+	g.epoch = h.src.w.sendNext - overrunEpochMax // as if sent since
+	for range 10 {
+		h.send(make([]byte, 1000))
+	}
+	h.run(10 * time.Millisecond)
+	require.Less(t, uint32(h.src.w.sendNext-g.epoch), uint32(overrunEpochMax), "moved on")
+	h.nakFrom(tRxAddr, seqRange(first+300, 40)...)
+	h.nakFrom(tRxAddr, first+600)
+	assert.EqualValues(t, 1, h.src.Stats(h.now).OverrunCuts)
+}

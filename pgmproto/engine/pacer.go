@@ -9,9 +9,10 @@ import (
 // pacer decides when original data (ODATA) may go. It is the seam between
 // the transmit window, which decides what is sent, and congestion control,
 // which decides when: the fixed-rate token bucket (fixedPacer) and PGMCC
-// (pgmcc_source.go) are its two implementations. The total rate limit and
-// the repair budget stay outside it, so every pacer runs under the
-// configured rate as a ceiling and leaves repairs their share.
+// (pgmcc_source.go) are its two implementations. The total rate limit,
+// the repair budget and the overrun back-off (overrun.go, which holds
+// repairs too) stay outside it, so every pacer runs under the configured
+// rate as a ceiling and leaves repairs their share.
 type pacer interface {
 	// readyAt returns when ODATA of n wire bytes may go (now or later).
 	readyAt(now time.Time, n int) time.Time
