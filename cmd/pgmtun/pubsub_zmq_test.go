@@ -120,16 +120,7 @@ func TestPubToLibzmq(t *testing.T) {
 	const count, size = 400, 1000
 	data := randomBytes(7, count*size-123) // the last message is shorter
 	out := filepath.Join(t.TempDir(), "out")
-	peer, err := interop.StartZMQPeer(script, ns.Name, "sub", "pgm://"+host+";"+group, "--out", out, "--count", fmt.Sprint(count), "--subscribe", "news")
-	require.NoError(t, err)
-	t.Cleanup(peer.Kill)
-	select {
-	case <-peer.Ready():
-	case <-peer.Done():
-		t.Fatalf("zmqpeer exited:\n%s", peer.Stderr())
-	case <-time.After(10 * time.Second):
-		t.Fatalf("zmqpeer not ready:\n%s", peer.Stderr())
-	}
+	peer := startLibzmqSub(t, script, ns.Name, "pgm://"+host+";"+group, out, count, "--subscribe", "news")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
@@ -218,4 +209,22 @@ func startWatched(t *testing.T, cmd *exec.Cmd) *watchedCmd {
 		}
 	})
 	return w
+}
+
+// startLibzmqSub starts interop/zmqpeer.py's libzmq SUB in namespace ns on
+// ep, writing count messages to out (extra: more of its flags), and waits
+// until it is connected. It is killed at the end of the test.
+func startLibzmqSub(t *testing.T, script, ns, ep, out string, count int, extra ...string) *interop.ZMQPeer {
+	t.Helper()
+	peer, err := interop.StartZMQPeer(script, ns, append([]string{"sub", ep, "--out", out, "--count", fmt.Sprint(count)}, extra...)...)
+	require.NoError(t, err)
+	t.Cleanup(peer.Kill)
+	select {
+	case <-peer.Ready():
+	case <-peer.Done():
+		t.Fatalf("zmqpeer exited:\n%s", peer.Stderr())
+	case <-time.After(10 * time.Second):
+		t.Fatalf("zmqpeer not ready:\n%s", peer.Stderr())
+	}
+	return peer
 }
