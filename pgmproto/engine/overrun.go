@@ -38,9 +38,11 @@ const (
 	overrunNAKers   = 8                      // addresses judged at once; a new one replaces the least recent
 	overrunEpochMax = 1 << 30                // sequences an epoch spans at most (odata)
 	// overrunBurst is the guard's burst: a millisecond of its rate, not
-	// burstTime's three. The guard's rate is about what the receiver's
-	// buffer drains, and its own estimate: the credit a late timer loses
-	// matters less than for a configured limit.
+	// burstTime's three, which at about the rate the receiver's buffer
+	// drains would refill it at once. With Go's timers waking late under
+	// load a 1 ms bucket loses credit (a fixed 100 Mbit/s limit sent
+	// 58-71: bench/NOTES.md, session 9), so the guard holds data below its
+	// nominal rate; that rate is its own rough estimate, and grows back.
 	overrunBurst = time.Millisecond
 )
 
