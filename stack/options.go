@@ -156,7 +156,7 @@ const (
 // sockOpts are the options fixed at Connect/Listen.
 type sockOpts struct {
 	rateWindow    RateWindow
-	repairRate    int // sender: RDATA and NCF bytes/s (0 = two thirds of the rate)
+	repairRate    int  // sender: RDATA and NCF bytes/s (0 = two thirds of the rate)
 	overrun       bool // sender: engine.Config.OverrunBackoff
 	advancePct    int
 	lateJoinPct   int
