@@ -45,8 +45,9 @@ func TestBatchHoldsWakeups(t *testing.T) {
 			_, err := sess.Recv(buf)
 			got <- err
 		}()
-		require.Eventually(t, func() bool { return lis.lis.notify.ch.Load() != nil }, 5*time.Second, time.Millisecond)
-		return got, *lis.lis.notify.ch.Load()
+		require.Eventually(t, func() bool { _, ok := lis.lis.notify.Taken(); return ok }, 5*time.Second, time.Millisecond)
+		ch, _ := lis.lis.notify.Taken()
+		return got, ch
 	}
 
 	got, woken := read()
@@ -229,5 +230,15 @@ func TestBatchSendsACKAtOnce(t *testing.T) {
 	for range 2 {
 		_, err = sess.Recv(buf)
 		require.NoError(t, err)
+	}
+}
+
+// closed reports whether ch is closed (a wake-up was sent).
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }

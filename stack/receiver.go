@@ -12,6 +12,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 
+	"github.com/pgmtun/pgmtun/internal/notify"
 	"github.com/pgmtun/pgmtun/pgmproto/engine"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
 )
@@ -96,7 +97,7 @@ type listener struct {
 	// release gives back the UDP port the listener receives on (a no-op
 	// for raw IP).
 	release func()
-	notify  notifier // accept and read waiters
+	notify  notify.Notifier // accept and read waiters
 	closed  chan struct{}
 
 	// Guarded by d.mu.
@@ -212,7 +213,7 @@ func (s *Socket) Listen() error {
 	l.release = release
 	r.SetAdmit(l.admitLocked)
 	d.postLocked = l.pumpLocked
-	d.onChange = l.notify.notify
+	d.onChange = l.notify.Notify
 	d.onAbort = l.aborted
 	// A group listener takes packets only from the NICs it joined on:
 	// another socket may have joined the same group elsewhere.
@@ -398,7 +399,7 @@ func (s *Socket) AcceptContext(ctx context.Context) (*Socket, error) {
 		return nil, fmt.Errorf("%w: accept before listen", ErrBadState)
 	}
 	for {
-		ch := l.notify.wait()
+		ch := l.notify.Wait()
 		l.d.mu.Lock()
 		if l.apiClosed {
 			err := l.closedErrLocked()
@@ -441,7 +442,7 @@ func (l *listener) close() {
 	last := l.open == 0
 	l.d.mu.Unlock()
 	l.closeOnce.Do(func() { close(l.closed) })
-	l.notify.notify()
+	l.notify.Notify()
 	if last {
 		l.teardown()
 	}
@@ -460,7 +461,7 @@ func (l *listener) aborted() {
 	}
 	l.d.mu.Unlock()
 	l.closeOnce.Do(func() { close(l.closed) })
-	l.notify.notify()
+	l.notify.Notify()
 	l.teardown()
 }
 
@@ -543,7 +544,7 @@ func (ss *session) close() {
 	last := l.open == 0 && l.apiClosed
 	resume := l.stalled
 	l.d.mu.Unlock()
-	l.notify.notify()
+	l.notify.Notify()
 	if last {
 		l.teardown()
 	} else if resume {
@@ -607,13 +608,13 @@ func (s *Socket) RecvMsg(ctx context.Context, b []byte) (int, MsgFlags, error) {
 		if ch == nil && !s.nonBlocking.Load() {
 			// Take the wake-up channel only when about to wait (it
 			// allocates), then look once more.
-			ch = l.notify.wait()
+			ch = l.notify.Wait()
 			continue
 		}
 		if err := s.wait(ctx, ch, &s.rd, nil, errRecvWouldBlock); err != nil {
 			return 0, 0, err
 		}
-		ch = l.notify.wait()
+		ch = l.notify.Wait()
 	}
 }
 
@@ -671,6 +672,30 @@ func (ss *session) popLocked() {
 		clear(ss.q[n:])
 		ss.q, ss.qh = ss.q[:n], 0
 	}
+}
+
+// Changed returns a channel that is closed at the next change on a
+// listening socket or on any of its sessions: a session to accept, data,
+// a loss or an end on one of them, or the listener closing. With it one
+// goroutine can serve every session of a listener through non-blocking
+// calls (SetNonBlocking) and no goroutine per session: take the channel,
+// accept and read until ErrWouldBlock, then wait on it. A change between
+// taking it and waiting closes the channel already taken, so none is
+// missed. On a session socket it is its listener's channel.
+func (s *Socket) Changed() (<-chan struct{}, error) {
+	s.mu.Lock()
+	l, state := s.lis, s.state
+	if state == stateSession {
+		l = s.sess.lis
+	}
+	s.mu.Unlock()
+	if l == nil {
+		if state == stateClosed {
+			return nil, ErrClosed
+		}
+		return nil, fmt.Errorf("%w: not a listener or a session", ErrBadState)
+	}
+	return l.notify.Wait(), nil
 }
 
 // Recv is RecvMsg without flags or context (the read deadline applies).

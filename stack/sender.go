@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pgmtun/pgmtun/internal/notify"
 	"github.com/pgmtun/pgmtun/pgmproto/engine"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
 )
@@ -65,7 +66,7 @@ type sender struct {
 	tsdu    int // largest unfragmented payload (stream chunks)
 	apdu    int // largest message (SetMaxMessageSize)
 
-	notify     notifier
+	notify     notify.Notifier
 	apiClosed  chan struct{} // Close called: wake blocked senders
 	apiOnce    sync.Once
 	done       chan struct{} // session finished: repairs no longer served
@@ -199,7 +200,7 @@ func (snd *sender) finished() {
 }
 
 func (snd *sender) changed() {
-	snd.notify.notify()
+	snd.notify.Notify()
 	if snd.eng.finished.Load() {
 		snd.finishOnce.Do(func() {
 			snd.p.UnregisterSource(snd.tsi)
@@ -219,7 +220,7 @@ func (snd *sender) aborted() {
 		snd.finished()
 	})
 	snd.closeAPI()
-	snd.notify.notify()
+	snd.notify.Notify()
 }
 
 func (snd *sender) closeAPI() {
@@ -352,7 +353,7 @@ func (snd *sender) sendAPDU(ctx context.Context, apdu []byte) error {
 		if ch == nil {
 			// Take the wake-up channel only now (it allocates), and try
 			// once more so that a change in between is not missed.
-			ch = snd.notify.wait()
+			ch = snd.notify.Wait()
 			continue
 		}
 		if err := snd.s.wait(ctx, ch, &snd.s.wr, snd.apiClosed, errSendWouldBlock); err != nil {
@@ -361,7 +362,7 @@ func (snd *sender) sendAPDU(ctx context.Context, apdu []byte) error {
 			}
 			return err
 		}
-		ch = snd.notify.wait()
+		ch = snd.notify.Wait()
 	}
 }
 

@@ -2,43 +2,8 @@ package stack
 
 import (
 	"sync"
-	"sync/atomic"
 	"time"
 )
-
-// notifier wakes every goroutine waiting for "something changed". Take the
-// channel with wait before checking the condition, then block on it: a
-// change in between closes the channel already taken, so no wake-up is
-// missed.
-//
-// It takes no lock: the stack notifies after every packet, and a notify
-// that had to wait for a reader's lock stalled the device reader whenever
-// the kernel descheduled the reader's thread while it held it. With nobody
-// waiting, notify is one atomic load.
-type notifier struct {
-	ch atomic.Pointer[chan struct{}]
-}
-
-func (n *notifier) wait() <-chan struct{} {
-	for {
-		if p := n.ch.Load(); p != nil {
-			return *p
-		}
-		c := make(chan struct{})
-		if n.ch.CompareAndSwap(nil, &c) {
-			return c
-		}
-	}
-}
-
-func (n *notifier) notify() {
-	if n.ch.Load() == nil {
-		return
-	}
-	if p := n.ch.Swap(nil); p != nil {
-		close(*p)
-	}
-}
 
 // deadline is a net.Conn-style deadline: a channel that is closed once the
 // (real, wall-clock) time passes. Deadlines are absolute times chosen by

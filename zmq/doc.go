@@ -54,14 +54,21 @@
 // holds what it can (receive buffer, then window) and repairs or reports
 // the rest.
 //
+// A subscriber has no goroutine of its own. The Recv that finds no
+// message queued accepts new publishers' sessions, then reads their data
+// from PGM a TSDU at a time, in turns, decoding and filtering in place up
+// to the receive mark (libzmq's SUB filters when the application
+// receives too). PGM runs in the stack's goroutines all the same: it
+// takes packets, NAKs and buffers while the application is busy.
+//
 // # Receiving
 //
 // Recv hands out each message as the caller's own [][]byte. RecvMsg
 // copies it into a zmq.Msg the caller reuses, as zmq_recv fills the
 // caller's buffer: once the Msg has grown to the messages' size it
 // allocates nothing, which is what a subscriber of many small messages
-// wants. Either way a session's reader decodes a whole TSDU and queues
-// its messages at once; the high-water mark counts messages all the same.
+// wants. Either way a Recv decodes and queues a TSDU's messages at once,
+// as many as the high-water mark has room for.
 //
 // # Loss
 //

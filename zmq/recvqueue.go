@@ -1,9 +1,10 @@
 package zmq
 
 import (
-	"context"
 	"sync"
 	"sync/atomic"
+
+	"github.com/pgmtun/pgmtun/internal/notify"
 )
 
 // entry is one queued message, or a loss report in its place.
@@ -13,106 +14,67 @@ type entry struct {
 	loss *LossError
 }
 
-// recvQueue holds what the sessions' readers decoded until the
-// application reads it: at most hwm entries, in order. A reader adds a
-// TSDU's messages under one lock and Recv takes one under the same lock;
-// the channels only wake whoever waits (an empty queue, a full one), so
-// that a message that finds its reader busy costs no channel operation.
-// (A channel of messages cost a select with its locks for each message:
-// most of the subscriber's time at 64 bytes.)
+// recvQueue holds the messages a subscriber decoded until the application
+// reads them: at most hwm entries, in order. The Recv that pumps adds a
+// turn's messages under one lock and each Recv takes one under the same
+// lock; ready only wakes Recvs that wait on an empty queue, so that a
+// message that finds its reader busy costs no channel operation. Neither
+// side waits here: a pump stops at the mark (Sub.pump), and a Recv waits
+// in Sub.take.
 type recvQueue struct {
 	mu   sync.Mutex
 	ring []entry // grows to at most hwm entries
 	head int     // the oldest entry
 	n    int     // entries queued
 	hwm  int
-	// ready has a token when an entry came to an empty queue (or a
-	// woken Recv left entries behind); room when an entry left a full
-	// queue (or a woken reader left room behind).
-	ready, room chan struct{}
+	// ready is notified when entries come to an empty queue.
+	ready notify.Notifier
 }
 
 func newRecvQueue(hwm int) *recvQueue {
-	return &recvQueue{
-		ring: make([]entry, min(hwm, 64)), hwm: hwm,
-		ready: make(chan struct{}, 1), room: make(chan struct{}, 1),
-	}
+	return &recvQueue{ring: make([]entry, min(hwm, 64)), hwm: hwm}
 }
 
-func signal(c chan struct{}) {
-	select {
-	case c <- struct{}{}:
-	default:
-	}
+// room returns how many entries the queue takes before its mark.
+func (q *recvQueue) room() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.hwm - q.n
 }
 
-// put queues es in order, waiting at the mark; it returns the room left
-// after the last one and false when closed before they were all queued.
-func (q *recvQueue) put(es []entry, closed <-chan struct{}) (int, bool) {
-	woken := false
-	for {
-		q.mu.Lock()
-		k := min(len(es), q.hwm-q.n)
-		wasEmpty := q.n == 0
-		if k > 0 {
-			q.grow(q.n + k)
-			for i, e := range es[:k] {
-				q.ring[q.wrap(q.head+q.n+i)] = e
-			}
-			q.n += k
-			es = es[k:]
+// tryPut queues as many of es, in order, as the mark allows; it returns
+// how many, and the room left after them.
+func (q *recvQueue) tryPut(es []entry) (int, int) {
+	q.mu.Lock()
+	k := min(len(es), q.hwm-q.n)
+	wasEmpty := q.n == 0
+	if k > 0 {
+		q.grow(q.n + k)
+		for i, e := range es[:k] {
+			q.ring[q.wrap(q.head+q.n+i)] = e
 		}
-		room := q.hwm - q.n
-		q.mu.Unlock()
-		if k > 0 && wasEmpty {
-			signal(q.ready)
-		}
-		if woken && room > 0 {
-			signal(q.room) // another session's reader may wait too
-		}
-		if len(es) == 0 {
-			return room, true
-		}
-		select {
-		case <-q.room:
-			woken = true
-		case <-closed:
-			return 0, false
-		}
+		q.n += k
 	}
+	room := q.hwm - q.n
+	q.mu.Unlock()
+	if k > 0 && wasEmpty {
+		q.ready.Notify()
+	}
+	return k, room
 }
 
-// take returns the oldest entry, waiting while there is none.
-func (q *recvQueue) take(ctx context.Context, closed <-chan struct{}) (entry, error) {
-	woken := false
-	for {
-		q.mu.Lock()
-		if q.n > 0 {
-			e := q.ring[q.head]
-			q.ring[q.head] = entry{} // the queue no longer holds it
-			q.head = q.wrap(q.head + 1)
-			wasFull := q.n == q.hwm
-			q.n--
-			left := q.n
-			q.mu.Unlock()
-			if wasFull {
-				signal(q.room)
-			}
-			if woken && left > 0 {
-				signal(q.ready) // another Recv may wait too
-			}
-			return e, nil
-		}
-		q.mu.Unlock()
-		select {
-		case <-q.ready:
-			woken = true
-		case <-closed:
-			return entry{}, ErrClosed
-		case <-ctx.Done():
-			return entry{}, ctx.Err()
-		}
+// tryTake returns the oldest entry and how many are left, if there is one.
+func (q *recvQueue) tryTake() (entry, int, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.n == 0 {
+		return entry{}, 0, false
 	}
+	e := q.ring[q.head]
+	q.ring[q.head] = entry{} // the queue no longer holds it
+	q.head = q.wrap(q.head + 1)
+	q.n--
+	return e, q.n, true
 }
 
 func (q *recvQueue) wrap(i int) int {

@@ -3,7 +3,6 @@ package zmq
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -11,6 +10,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pgmtun/pgmtun/pgmproto/zmtp"
+	"github.com/pgmtun/pgmtun/stack"
 )
 
 // numbered is an entry whose one frame says which writer put it and its
@@ -19,132 +21,227 @@ func numbered(w, i int) entry {
 	return entry{msg: [][]byte{binary.BigEndian.AppendUint32([]byte{byte(w)}, uint32(i))}}
 }
 
-// TestRecvQueueMarkAndOrder: several writers put batches larger than the
-// mark while one or two Recvs take; the queue never holds more than its
-// mark, every entry comes out once (with one Recv: in its writer's
-// order), and nobody is left waiting.
+// TestRecvQueueMarkAndOrder: tryPut takes what fits under the mark, in
+// order, and says how much room is left; tryTake gives the entries back
+// oldest first; entries into an empty queue wake whoever waits.
 func TestRecvQueueMarkAndOrder(t *testing.T) {
-	for _, readers := range []int{1, 2} {
-		t.Run(fmt.Sprint(readers), func(t *testing.T) { testRecvQueue(t, readers) })
+	q := newRecvQueue(5)
+	assert.Equal(t, 5, q.room())
+	var es []entry
+	for i := range 7 {
+		es = append(es, numbered(0, i))
+	}
+	ready := q.ready.Wait()
+	k, room := q.tryPut(es[:3])
+	assert.Equal(t, 3, k)
+	assert.Equal(t, 2, room)
+	select {
+	case <-ready:
+	default:
+		t.Fatal("no wake-up for entries into an empty queue")
+	}
+	ready = q.ready.Wait()
+	k, room = q.tryPut(es[3:])
+	assert.Equal(t, 2, k, "only what fits under the mark")
+	assert.Zero(t, room)
+	select {
+	case <-ready:
+		t.Fatal("a wake-up for entries into a queue that was not empty")
+	default:
+	}
+	for i := range 5 {
+		e, left, ok := q.tryTake()
+		require.True(t, ok)
+		assert.Equal(t, 4-i, left)
+		assert.Equal(t, uint32(i), binary.BigEndian.Uint32(e.msg[0][1:]))
+	}
+	_, _, ok := q.tryTake()
+	assert.False(t, ok)
+	// Round and round the ring, past its first size.
+	q = newRecvQueue(100)
+	next := 0
+	for i := 0; i < 1000; i += 30 {
+		var batch []entry
+		for j := i; j < i+30; j++ {
+			batch = append(batch, numbered(0, j))
+		}
+		k, _ := q.tryPut(batch)
+		require.Equal(t, 30, k)
+		for range 30 {
+			e, _, ok := q.tryTake()
+			require.True(t, ok)
+			require.Equal(t, uint32(next), binary.BigEndian.Uint32(e.msg[0][1:]))
+			next++
+		}
 	}
 }
 
-func testRecvQueue(t *testing.T, readers int) {
-	const hwm, writers, perWriter, batch = 5, 3, 2000, 7
-	q := newRecvQueue(hwm)
-	closed := make(chan struct{})
-	var over sync.WaitGroup
-	over.Add(writers)
-	for w := range writers {
-		go func() {
-			defer over.Done()
-			for i := 0; i < perWriter; i += batch {
-				var es []entry
-				for j := i; j < min(i+batch, perWriter); j++ {
-					es = append(es, numbered(w, j))
-				}
-				_, ok := q.put(es, closed)
-				assert.True(t, ok)
-			}
-		}()
+// fakeSession is a session's APDUs for a Sub without a network: its
+// TSDUs in turn, ErrWouldBlock whenever it is held (or, with loop, never),
+// then its end.
+type fakeSession struct {
+	mu     sync.Mutex
+	tsdus  [][]byte
+	next   int
+	loop   bool // round and round (benchmarks)
+	held   bool
+	end    error // after the last TSDU; nil: would block
+	closed bool
+}
+
+func (f *fakeSession) RecvMsg(_ context.Context, b []byte) (int, stack.MsgFlags, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case f.closed:
+		return 0, 0, stack.ErrClosed
+	case f.held:
+		return 0, 0, stack.ErrWouldBlock
+	case f.next == len(f.tsdus) && f.loop:
+		f.next = 0
+	case f.next == len(f.tsdus) && f.end != nil:
+		return 0, 0, f.end
+	case f.next == len(f.tsdus):
+		return 0, 0, stack.ErrWouldBlock
+	}
+	n := copy(b, f.tsdus[f.next])
+	f.next++
+	return n, 0, nil
+}
+
+func (f *fakeSession) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	return nil
+}
+
+// encodeTSDUs encodes n two-frame messages [w, i] into TSDUs of tsdu bytes.
+func encodeTSDUs(t testing.TB, w, n, tsdu int) [][]byte {
+	var e zmtp.Encoder
+	for i := range n {
+		if err := e.Append([]byte{byte(w)}, binary.BigEndian.AppendUint32(nil, uint32(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out [][]byte
+	for p := e.Next(nil, tsdu); p != nil; p = e.Next(nil, tsdu) {
+		out = append(out, p)
+	}
+	return out
+}
+
+// TestSubPumpRecvs: several sessions, one to three Recvs at once and a
+// small mark: every message comes out once (with one Recv, each session's
+// in order), the queue never holds more than its mark, nobody is left
+// waiting, and each session ends once read.
+func TestSubPumpRecvs(t *testing.T) {
+	for _, recvs := range []int{1, 2, 3} {
+		t.Run(fmt.Sprint(recvs), func(t *testing.T) { testSubPump(t, recvs) })
+	}
+}
+
+func testSubPump(t *testing.T, recvs int) {
+	const hwm, sessions, perSession = 5, 3, 2000
+	o := defaultOptions()
+	o.rcvHWM = hwm
+	s := makeSub(nil, &o)
+	s.Subscribe(nil)
+	for w := range sessions {
+		s.readers = append(s.readers, s.newReader(stack.Addr{}, &fakeSession{tsdus: encodeTSDUs(t, w, perSession, 100), end: stack.ErrDisconnected}))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var mu sync.Mutex
-	var seen [writers][perWriter]bool
-	next := make([]int, writers)
+	var seen [sessions][perSession]bool
+	next := make([]int, sessions)
+	total := 0
 	var wg sync.WaitGroup
-	wg.Add(readers)
-	taken := make(chan struct{}, writers*perWriter)
-	for range readers {
+	wg.Add(recvs)
+	for range recvs {
 		go func() {
 			defer wg.Done()
+			var m Msg
 			for {
-				q.mu.Lock()
-				n := q.n
-				q.mu.Unlock()
-				assert.LessOrEqual(t, n, hwm)
-				e, err := q.take(ctx, closed)
-				if err != nil {
-					assert.ErrorIs(t, err, ErrClosed)
+				mu.Lock()
+				if total == sessions*perSession {
+					mu.Unlock()
 					return
 				}
-				w, i := int(e.msg[0][0]), int(binary.BigEndian.Uint32(e.msg[0][1:]))
+				mu.Unlock()
+				s.q.mu.Lock()
+				n := s.q.n
+				s.q.mu.Unlock()
+				assert.LessOrEqual(t, n, hwm)
+				if err := s.RecvMsg(ctx, &m); err != nil {
+					// Another Recv took the last one while this one waited.
+					mu.Lock()
+					assert.Equal(t, sessions*perSession, total, "stuck: %v", err)
+					mu.Unlock()
+					return
+				}
+				w, i := int(m.Frames[0][0]), int(binary.BigEndian.Uint32(m.Frames[1]))
 				mu.Lock()
-				assert.False(t, seen[w][i], "entry %d of writer %d twice", i, w)
+				assert.False(t, seen[w][i], "message %d of session %d twice", i, w)
 				seen[w][i] = true
-				if readers == 1 {
-					assert.Equal(t, next[w], i, "writer %d", w)
+				if recvs == 1 {
+					assert.Equal(t, next[w], i, "session %d", w)
 				}
 				next[w]++
+				total++
+				if total == sessions*perSession {
+					cancel() // wake the others
+				}
 				mu.Unlock()
-				taken <- struct{}{}
 			}
 		}()
 	}
-	for range writers * perWriter {
-		select {
-		case <-taken:
-		case <-ctx.Done():
-			t.Fatalf("stuck: taken %v of %d each", next, perWriter)
-		}
-	}
-	over.Wait()
-	close(closed)
 	wg.Wait()
-	assert.Equal(t, []int{perWriter, perWriter, perWriter}, next)
-	assert.Zero(t, q.n)
+	assert.Equal(t, []int{perSession, perSession, perSession}, next)
+	// Ends are seen by the pump that comes after the last message.
+	s.pumpMu.Lock()
+	s.pump()
+	s.pumpMu.Unlock()
+	st := s.Stats()
+	assert.EqualValues(t, sessions*perSession, st.Messages)
+	assert.EqualValues(t, sessions, st.Ended)
+	assert.Empty(t, s.readers)
 }
 
-// TestRecvQueueOrderOneReader: one writer, one reader, a mark of 1: the
-// entries come out exactly in order.
-func TestRecvQueueOrderOneReader(t *testing.T) {
-	q := newRecvQueue(1)
-	closed := make(chan struct{})
-	defer close(closed)
-	go func() {
-		for i := 0; i < 1000; i += 10 {
-			es := make([]entry, 10)
-			for j := range es {
-				es[j] = numbered(0, i+j)
-			}
-			q.put(es, closed)
-		}
-	}()
-	for i := range 1000 {
-		e, err := q.take(context.Background(), closed)
-		require.NoError(t, err)
-		require.Equal(t, uint32(i), binary.BigEndian.Uint32(e.msg[0][1:]))
-	}
-}
-
-// TestRecvQueueClose: a writer waiting at the mark and a Recv waiting on
-// an empty queue both return when the subscriber closes; a cancelled
-// context ends a Recv's wait.
-func TestRecvQueueClose(t *testing.T) {
-	q := newRecvQueue(1)
-	closed := make(chan struct{})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+// TestSubRecvWaits: a Recv on nothing waits until a session has more, and
+// returns on a cancelled context or Close.
+func TestSubRecvWaits(t *testing.T) {
+	o := defaultOptions()
+	s := makeSub(nil, &o)
+	s.Subscribe(nil)
+	f := &fakeSession{tsdus: encodeTSDUs(t, 0, 3, 1400), held: true}
+	s.readers = append(s.readers, s.newReader(stack.Addr{}, f))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	_, err := q.take(ctx, closed)
+	_, err := s.RecvContext(ctx)
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 
-	put := make(chan bool)
+	f.mu.Lock()
+	f.held = false
+	f.mu.Unlock()
+	// No listener here to say so: the next Recv pumps by itself.
+	for i := range 3 {
+		m, err := s.Recv()
+		require.NoError(t, err)
+		assert.Equal(t, uint32(i), binary.BigEndian.Uint32(m[1]))
+	}
+	got := make(chan error, 1)
 	go func() {
-		_, ok := q.put([]entry{numbered(0, 0), numbered(0, 1)}, closed)
-		put <- ok
+		_, err := s.Recv()
+		got <- err
 	}()
 	select {
-	case <-put:
-		t.Fatal("put past the mark")
+	case err := <-got:
+		t.Fatalf("Recv returned %v with nothing to receive", err)
 	case <-time.After(20 * time.Millisecond):
 	}
-	close(closed)
-	assert.False(t, <-put)
-
-	empty := newRecvQueue(1)
-	_, err = empty.take(context.Background(), closed)
-	assert.True(t, errors.Is(err, ErrClosed))
+	close(s.closed) // Close without a listener
+	assert.ErrorIs(t, <-got, ErrClosed)
 }
 
 // TestArenaCopies: copies of messages sharing slabs are independent of

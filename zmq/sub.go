@@ -57,19 +57,29 @@ func (e *LossError) Is(target error) bool { return target == ErrLoss }
 // A loss, a late join or a decoding error never yields part of a message:
 // the subscriber drops what it cannot complete, reports it (LossError,
 // SubStats) and resumes at the next message that begins.
+//
+// The subscriber has no goroutine of its own: a Recv that finds nothing
+// decoded accepts new sessions and decodes what PGM holds, up to the
+// high-water mark (as libzmq's I/O thread does, but in the caller's
+// goroutine: a packet wakes one goroutine, not a relay of two). While
+// nobody calls Recv, PGM buffers and repairs as usual (see WithRecvHWM).
 type Sub struct {
-	lis     *stack.Socket
-	q       *recvQueue
-	closed  chan struct{}
-	once    sync.Once
-	wg      sync.WaitGroup
-	maxMsg  int
-	silent  bool
-	subs    atomic.Pointer[[][]byte]
-	subMu   sync.Mutex // serialises Subscribe and Unsubscribe
-	st      subCounters
-	sessMu  sync.Mutex
-	session map[*stack.Socket]struct{}
+	lis    *stack.Socket
+	q      *recvQueue
+	closed chan struct{}
+	once   sync.Once
+	maxMsg int
+	silent bool
+	subs   atomic.Pointer[[][]byte]
+	subMu  sync.Mutex // serialises Subscribe and Unsubscribe
+	st     subCounters
+
+	// pumpMu is held by the Recv that moves data from the sessions into
+	// the queue (pump); it guards readers, next and lisDone.
+	pumpMu  sync.Mutex
+	readers []*reader // one per session, in the order accepted
+	next    int       // the reader a pump starts at (round robin)
+	lisDone bool      // the listener accepts no more
 }
 
 type subCounters struct {
@@ -81,9 +91,11 @@ type subCounters struct {
 
 // SubStats count what a subscriber did.
 type SubStats struct {
-	Sessions int64 // publishers' sessions accepted
-	Ended    int64 // of them, over
-	// Messages and Bytes (frame bodies) delivered to the queue.
+	// Sessions counts publishers' sessions accepted, Ended those of them
+	// over; both as Recv finds them (see Sub).
+	Sessions int64
+	Ended    int64
+	// Messages and Bytes (frame bodies) decoded for the application.
 	Messages uint64
 	Bytes    uint64
 	Filtered uint64 // messages decoded but not subscribed to
@@ -135,18 +147,16 @@ func NewSub(p *stack.Protocol, endpoint string, opts ...Option) (*Sub, error) {
 	if err := s.Listen(); err != nil {
 		return fail(err)
 	}
-	sub := makeSub(s, &o)
-	sub.wg.Add(1)
-	go sub.accept()
-	return sub, nil
+	s.SetNonBlocking(true) // pump accepts and reads without waiting
+	return makeSub(s, &o), nil
 }
 
-// makeSub returns a subscriber on the listener lis (nil in benchmarks,
-// which feed TSDUs to deliver themselves).
+// makeSub returns a subscriber on the non-blocking listener lis (nil in
+// benchmarks, which decode and queue TSDUs themselves).
 func makeSub(lis *stack.Socket, o *options) *Sub {
 	sub := &Sub{
 		lis: lis, q: newRecvQueue(o.rcvHWM), closed: make(chan struct{}),
-		maxMsg: o.maxMsg, silent: o.silentLoss, session: map[*stack.Socket]struct{}{},
+		maxMsg: o.maxMsg, silent: o.silentLoss,
 	}
 	sub.subs.Store(&[][]byte{})
 	return sub
@@ -203,12 +213,7 @@ func (s *Sub) Recv() ([][]byte, error) { return s.RecvContext(context.Background
 
 // RecvContext is Recv with a context that can cancel the wait.
 func (s *Sub) RecvContext(ctx context.Context) ([][]byte, error) {
-	select {
-	case <-s.closed:
-		return nil, ErrClosed
-	default:
-	}
-	e, err := s.q.take(ctx, s.closed)
+	e, err := s.take(ctx)
 	switch {
 	case err != nil:
 		return nil, err
@@ -244,12 +249,7 @@ func (m *Msg) Size() int {
 // time. Errors are those of RecvContext; on an error m.Frames is empty.
 func (s *Sub) RecvMsg(ctx context.Context, m *Msg) error {
 	m.Frames = m.Frames[:0]
-	select {
-	case <-s.closed:
-		return ErrClosed
-	default:
-	}
-	e, err := s.q.take(ctx, s.closed)
+	e, err := s.take(ctx)
 	switch {
 	case err != nil:
 		return err
@@ -273,6 +273,105 @@ func (s *Sub) RecvMsg(ctx context.Context, m *Msg) error {
 	return nil
 }
 
+// take returns the next entry of the queue. When there is none, it moves
+// what the sessions hold into the queue (pump) unless another Recv is
+// doing so, and then waits for an entry or a change on the listener.
+func (s *Sub) take(ctx context.Context) (entry, error) {
+	for {
+		select {
+		case <-s.closed:
+			return entry{}, ErrClosed
+		default:
+		}
+		if e, _, ok := s.q.tryTake(); ok {
+			return e, nil
+		}
+		// Both taken before looking again: a change after it closes them.
+		ready := s.q.ready.Wait()
+		var changed <-chan struct{}
+		if s.lis != nil {
+			changed, _ = s.lis.Changed() // nil once closed: s.closed ends the wait
+		}
+		if e, _, ok := s.q.tryTake(); ok {
+			return e, nil
+		}
+		if s.pumpMu.TryLock() {
+			s.pump()
+			s.pumpMu.Unlock()
+			if e, _, ok := s.q.tryTake(); ok {
+				return e, nil
+			}
+		}
+		select {
+		case <-changed:
+		case <-ready:
+		case <-s.closed:
+			return entry{}, ErrClosed
+		case <-ctx.Done():
+			return entry{}, ctx.Err()
+		}
+	}
+}
+
+// pump moves what the sessions hold into the queue, up to its mark: it
+// accepts new sessions, then gives each session a turn (one APDU: the
+// rest of the one it is in, or its next), from a different first session
+// each time, until none has more or the queue is at its mark. Messages
+// are decoded only as the queue has room for them, so the queue never
+// holds more than its mark; a session stopped at the mark keeps the rest
+// of its APDU in PGM's buffer (the decoder reads it in place). Called
+// with pumpMu held; it never waits.
+func (s *Sub) pump() {
+	select {
+	case <-s.closed:
+		return
+	default:
+	}
+	if s.lis != nil {
+		s.accept()
+	}
+	n := len(s.readers)
+	if n == 0 {
+		return
+	}
+	room := s.q.room()
+	s.next = (s.next + 1) % n
+	for more := true; more && room > 0; {
+		more = false
+		for i := 0; i < n && room > 0; i++ {
+			if r := s.readers[(s.next+i)%n]; !r.done && r.turn(&room) {
+				more = true
+			}
+		}
+	}
+	// Forget the sessions that ended.
+	live := s.readers[:0]
+	for _, r := range s.readers {
+		if !r.done {
+			live = append(live, r)
+		}
+	}
+	clear(s.readers[len(live):])
+	s.readers = live
+}
+
+// accept takes every session the listener has ready.
+func (s *Sub) accept() {
+	for !s.lisDone {
+		ss, err := s.lis.Accept()
+		if err != nil {
+			if !errors.Is(err, stack.ErrWouldBlock) {
+				s.lisDone = true // closed
+			}
+			return
+		}
+		ss.SetNonBlocking(true)
+		s.st.sessions.Add(1)
+		r := s.newReader(ss.RemoteAddr(), ss)
+		s.readers = append(s.readers, r)
+	}
+}
+
 // Close stops listening and ends every session; messages not yet read are
 // dropped.
 func (s *Sub) Close() error {
@@ -281,16 +380,18 @@ func (s *Sub) Close() error {
 		first = true
 		close(s.closed)
 		s.lis.Close()
-		s.sessMu.Lock()
-		for ss := range s.session {
-			ss.Close()
+		s.pumpMu.Lock()
+		for _, r := range s.readers {
+			if !r.done {
+				r.end()
+			}
 		}
-		s.sessMu.Unlock()
+		s.readers = nil
+		s.pumpMu.Unlock()
 	})
 	if !first {
 		return ErrClosed
 	}
-	s.wg.Wait()
 	return nil
 }
 
@@ -312,145 +413,183 @@ func (s *Sub) PGMStats() (stack.ReceiverStats, error) { return s.lis.ReceiverSta
 // ListenerStats returns the PGM listener's session counters.
 func (s *Sub) ListenerStats() (stack.ListenerStats, error) { return s.lis.ListenerStats() }
 
-func (s *Sub) accept() {
-	defer s.wg.Done()
-	for {
-		ss, err := s.lis.Accept()
-		if err != nil {
-			return // closed
-		}
-		s.sessMu.Lock()
-		select {
-		case <-s.closed:
-			s.sessMu.Unlock()
-			ss.Close()
-			return
-		default:
-		}
-		s.session[ss] = struct{}{}
-		s.sessMu.Unlock()
-		s.st.sessions.Add(1)
-		s.wg.Add(1)
-		go s.read(ss)
-	}
-}
-
-// read decodes one publisher's session until it ends.
-func (s *Sub) read(ss *stack.Socket) {
-	defer s.wg.Done()
-	defer func() {
-		s.st.ended.Add(1)
-		s.sessMu.Lock()
-		delete(s.session, ss)
-		s.sessMu.Unlock()
-		ss.Close()
-	}()
-	r := s.newReader(ss.RemoteAddr())
-	dec := r.dec
-	buf := make([]byte, 64<<10)
-	var apdu []byte // an APDU larger than buf, being read in parts
-	for {
-		// Close closes the session, which ends this wait.
-		n, flags, err := ss.RecvMsg(context.Background(), buf)
-		var se *stack.SessionError
-		switch {
-		case err == nil:
-		case errors.As(err, &se) && se.Reason == stack.ReasonLoss:
-			// The session goes on (SetContinueAfterLoss): resynchronise.
-			apdu = apdu[:0]
-			partial := dec.Lost()
-			s.st.lossEvents.Add(1)
-			s.st.lostSequences.Add(uint64(se.Count))
-			if partial {
-				s.st.dropped.Add(1)
-			}
-			r.push(entry{loss: &LossError{Publisher: r.pub, First: se.First, Count: se.Count, Partial: partial, Err: err}})
-			if !r.flush() {
-				return
-			}
-			continue
-		default:
-			// Over: the publisher closed, aborted or vanished, or we did.
-			if dec.Partial() {
-				s.st.dropped.Add(1)
-			}
-			return
-		}
-		p := buf[:n]
-		if flags&stack.MsgPartial != 0 || len(apdu) > 0 {
-			apdu = append(apdu, p...)
-			if flags&stack.MsgPartial != 0 {
-				continue
-			}
-			p = apdu
-		}
-		if !r.deliver(p) {
-			return
-		}
-		apdu = apdu[:0]
-	}
-}
-
-// reader is the decoding side of one publisher's session: it decodes
-// each TSDU, copies the messages out of it and queues them, a TSDU's
-// worth under one lock while the queue has room for them.
+// reader is the decoding side of one publisher's session: it reads the
+// session's APDUs and decodes them in place, copying out and queueing as
+// many messages as the queue has room for, a turn's worth under one lock.
 type reader struct {
 	s     *Sub
+	ss    source // the session
 	pub   stack.Addr
 	dec   *zmtp.Decoder
+	decSt zmtp.DecoderStats // what of dec.Stats is counted in s.st
+	fed   bool              // dec may have messages of the APDU fed last
+	buf   []byte
+	apdu  []byte  // an APDU larger than buf, being read in parts
 	batch []entry // decoded, not yet queued
-	room  int     // the queue's room when last seen
+	done  bool    // the session is over and closed
 	mem   arena
-	// Counted and not yet added to s.st (added before each wait, so
-	// that a reader held at the mark has counted what it holds).
-	messages, bytes, filtered uint64
 }
 
-func (s *Sub) newReader(pub stack.Addr) *reader {
-	return &reader{s: s, pub: pub, dec: zmtp.NewDecoder(zmtp.Limits{MaxMessage: s.maxMsg})}
+// source is where a reader's APDUs come from: a session's non-blocking
+// stack.Socket (a fake in benchmarks).
+type source interface {
+	RecvMsg(ctx context.Context, b []byte) (int, stack.MsgFlags, error)
+	Close() error
 }
 
-// deliver decodes one TSDU and queues its messages; false when the
-// subscriber closed.
-func (r *reader) deliver(tsdu []byte) bool {
-	s := r.s
-	s.st.tsdus.Add(1)
-	before := r.dec.Stats()
-	r.dec.Feed(tsdu)
-	for {
-		m, err := r.dec.Next()
-		if err != nil {
-			s.st.decodeErrors.Add(1)
-			r.push(entry{loss: &LossError{Publisher: r.pub, Err: err}})
-		} else if m == nil {
-			break
-		} else if !s.subscribed(m[0]) {
-			r.filtered++
-			continue
-		} else {
-			size := 0
-			for _, f := range m {
-				size += len(f)
-			}
-			r.messages++
-			r.bytes += uint64(size)
-			msg, sl := r.mem.copyMessage(m, size)
-			r.batch = append(r.batch, entry{msg: msg, sl: sl})
-		}
-		// At the mark (or what was last seen of it) the batch waits
-		// for room, as a message at a time did: the queue never holds
-		// more than its mark.
-		if len(r.batch) >= r.room && !r.flush() {
+func (s *Sub) newReader(pub stack.Addr, ss source) *reader {
+	return &reader{s: s, ss: ss, pub: pub, dec: zmtp.NewDecoder(zmtp.Limits{MaxMessage: s.maxMsg})}
+}
+
+// turn queues the messages of one APDU (the rest of the one being decoded,
+// else the session's next), or what the session says instead of one (a
+// loss, its end), while room (the queue's) lasts; false when it had
+// nothing to do.
+func (r *reader) turn(room *int) bool {
+	if len(r.batch) > 0 {
+		// Left over at the mark last time (a loss report).
+		r.flush(room)
+		if len(r.batch) > 0 {
 			return false
 		}
 	}
-	if !r.flush() {
-		return false
+	did := false
+	stale := r.fed // fed in an earlier turn, which stopped at the mark
+	for {
+		if !r.fed {
+			if !r.read() {
+				break
+			}
+			did = true
+			if !r.fed {
+				break // a loss or the end instead of data
+			}
+		}
+		if r.decode(room) {
+			did = true
+		} else if stale && !r.fed {
+			stale = false
+			continue // that APDU was done: this turn is the next one's
+		}
+		break
 	}
-	after := r.dec.Stats()
-	s.st.skipped.Add(after.Skipped - before.Skipped)
-	s.st.dropped.Add(after.Dropped - before.Dropped)
+	r.flush(room)
+	return did
+}
+
+// decode copies the messages of the APDU fed last into the batch while
+// the queue has room for them; false when it had none left.
+func (r *reader) decode(room *int) bool {
+	s := r.s
+	did := false
+	var messages, size, filtered uint64
+	for r.fed && len(r.batch) < *room {
+		m, err := r.dec.Next()
+		if err != nil {
+			did = true
+			s.st.decodeErrors.Add(1)
+			r.push(entry{loss: &LossError{Publisher: r.pub, Err: err}})
+			continue
+		}
+		if m == nil {
+			r.fed = false
+			break
+		}
+		did = true
+		if !s.subscribed(m[0]) {
+			filtered++
+			continue
+		}
+		n := 0
+		for _, f := range m {
+			n += len(f)
+		}
+		messages++
+		size += uint64(n)
+		msg, sl := r.mem.copyMessage(m, n)
+		r.batch = append(r.batch, entry{msg: msg, sl: sl})
+	}
+	if messages > 0 {
+		s.st.messages.Add(messages)
+		s.st.bytes.Add(size)
+	}
+	if filtered > 0 {
+		s.st.filtered.Add(filtered)
+	}
+	if st := r.dec.Stats(); st != r.decSt {
+		s.st.skipped.Add(st.Skipped - r.decSt.Skipped)
+		s.st.dropped.Add(st.Dropped - r.decSt.Dropped)
+		r.decSt = st
+	}
+	return did
+}
+
+// read takes the session's next APDU into the decoder, or what the
+// session has to say instead (a loss, its end) into the batch; false when
+// it had nothing.
+func (r *reader) read() bool {
+	s := r.s
+	if r.buf == nil {
+		r.buf = make([]byte, 64<<10)
+	}
+	for {
+		n, flags, err := r.ss.RecvMsg(context.Background(), r.buf)
+		if err != nil {
+			return r.readErr(err)
+		}
+		p := r.buf[:n]
+		if flags&stack.MsgPartial != 0 || len(r.apdu) > 0 {
+			r.apdu = append(r.apdu, p...)
+			if flags&stack.MsgPartial != 0 {
+				continue // the rest is there already
+			}
+			p = r.apdu
+		}
+		// The decoder reads p in place until it asks for more (fed
+		// false): only then is buf (or apdu) read into again.
+		r.dec.Feed(p)
+		s.st.tsdus.Add(1)
+		r.fed = true
+		r.apdu = r.apdu[:0] // read into again only once dec is done with p
+		return true
+	}
+}
+
+// readErr handles what the session said instead of an APDU; false when
+// it had nothing yet. (errors.As's target escapes: kept off the path of
+// every APDU.)
+func (r *reader) readErr(err error) bool {
+	s := r.s
+	var se *stack.SessionError
+	switch {
+	case errors.Is(err, stack.ErrWouldBlock):
+		return false
+	case errors.As(err, &se) && se.Reason == stack.ReasonLoss:
+		// The session goes on (SetContinueAfterLoss): resynchronise.
+		r.apdu = r.apdu[:0]
+		partial := r.dec.Lost()
+		s.st.lossEvents.Add(1)
+		s.st.lostSequences.Add(uint64(se.Count))
+		if partial {
+			s.st.dropped.Add(1)
+			r.decSt.Dropped++ // counted here, not again from dec.Stats
+		}
+		r.push(entry{loss: &LossError{Publisher: r.pub, First: se.First, Count: se.Count, Partial: partial, Err: err}})
+	default:
+		// Over: the publisher closed, aborted or vanished, or we did.
+		r.end()
+	}
 	return true
+}
+
+// end closes the session and counts it over.
+func (r *reader) end() {
+	r.done = true
+	if r.dec.Partial() {
+		r.s.st.dropped.Add(1)
+	}
+	r.s.st.ended.Add(1)
+	r.ss.Close()
 }
 
 // push adds an entry to the batch; loss reports are left out under
@@ -462,22 +601,15 @@ func (r *reader) push(e entry) {
 	r.batch = append(r.batch, e)
 }
 
-// flush publishes the counters and queues the batch, waiting at the
-// high-water mark; false when the subscriber closed.
-func (r *reader) flush() bool {
-	s := r.s
-	if r.messages+r.filtered > 0 {
-		s.st.messages.Add(r.messages)
-		s.st.bytes.Add(r.bytes)
-		s.st.filtered.Add(r.filtered)
-		r.messages, r.bytes, r.filtered = 0, 0, 0
-	}
+// flush queues as much of the batch as there is room for (room: the
+// queue's, updated).
+func (r *reader) flush(room *int) {
 	if len(r.batch) == 0 {
-		return true
+		return
 	}
-	room, ok := s.q.put(r.batch, s.closed)
-	clear(r.batch) // the queue holds them now
-	r.batch = r.batch[:0]
-	r.room = room
-	return ok
+	k, left := r.s.q.tryPut(r.batch)
+	*room = left
+	rest := copy(r.batch, r.batch[k:])
+	clear(r.batch[rest:]) // the queue holds them now
+	r.batch = r.batch[:rest]
 }

@@ -1,4 +1,4 @@
-package stack
+package notify
 
 import (
 	"sync"
@@ -18,29 +18,29 @@ func closed(ch <-chan struct{}) bool {
 }
 
 func TestNotifierWakesTakenChannel(t *testing.T) {
-	var n notifier
-	n.notify() // nobody waits: a no-op
-	a := n.wait()
-	b := n.wait()
+	var n Notifier
+	n.Notify() // nobody waits: a no-op
+	a := n.Wait()
+	b := n.Wait()
 	require.Equal(t, a, b, "waiters before a notify share one channel")
 	require.False(t, closed(a))
-	n.notify()
+	n.Notify()
 	require.True(t, closed(a))
-	c := n.wait()
+	c := n.Wait()
 	require.False(t, closed(c), "a wait after the notify gets a fresh channel")
-	n.notify()
-	n.notify()
+	n.Notify()
+	n.Notify()
 	require.True(t, closed(c))
 }
 
-// TestNotifierNoLostWakeup runs the stack's pattern (take the channel,
+// TestNotifierNoLostWakeup runs the pattern of its users (take the channel,
 // check the condition, block) against a producer that changes the
 // condition and notifies, many times over: a missed wake-up leaves the
 // consumer blocked and the test times out.
 func TestNotifierNoLostWakeup(t *testing.T) {
 	const rounds = 20000
 	var (
-		n     notifier
+		n     Notifier
 		mu    sync.Mutex
 		ready int
 	)
@@ -48,7 +48,7 @@ func TestNotifierNoLostWakeup(t *testing.T) {
 	go func() {
 		defer close(done)
 		for got := 0; got < rounds; {
-			ch := n.wait()
+			ch := n.Wait()
 			mu.Lock()
 			avail := ready
 			ready = 0
@@ -64,7 +64,7 @@ func TestNotifierNoLostWakeup(t *testing.T) {
 		mu.Lock()
 		ready++
 		mu.Unlock()
-		n.notify()
+		n.Notify()
 	}
 	select {
 	case <-done:
