@@ -257,7 +257,7 @@ func allCases(e *Env, runs int) []*Case {
 
 	// 11. ZeroMQ against libzmq (zmq.go): 24 cases of about 1 s a run,
 	// three runs each; then the ramps (zmq_headroom.go): 12 cases of up to
-	// six such steps a run, two runs each.
+	// eight such steps a run, every run asked for.
 	for _, c := range zmqCases(e, min(runs, 3)) {
 		add(c)
 	}

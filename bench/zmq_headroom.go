@@ -43,9 +43,12 @@ func zmqHeadroomID(transport, dir string, size int) string {
 
 // zmqHeadroomCases are the ramps: per transport and size the three
 // directions by turns, libzmq → libzmq the baseline. A ramp is up to
-// eight runs of the 1G rows' kind (about a second each), so runs is at
-// most 3: fewer, and the median of two ramps swung 0.65–1.67× between
-// passes of the same build (bench/NOTES.md, session 9).
+// eight runs of the 1G rows' kind (about a second each); each case takes
+// every run asked for (5 in make bench, about four minutes more than 3):
+// the libzmq pair is bimodal on two shared cores (1.0–1.2 M msgs/s in
+// one mode, 0.35 M in the other), and medians of two or three ramps
+// swung 0.65–1.67× between passes of one build (bench/NOTES.md,
+// sessions 9 and 10).
 func zmqHeadroomCases(e *Env, runs int) []*Case {
 	var cs []*Case
 	for _, tr := range []string{"epgm", "pgm"} {
@@ -53,7 +56,7 @@ func zmqHeadroomCases(e *Env, runs int) []*Case {
 			base := zmqHeadroomID(tr, zmqDirs[0].id, sz)
 			for _, d := range zmqDirs {
 				cs = append(cs, &Case{
-					ID: zmqHeadroomID(tr, d.id, sz), Group: gZMQ, Runs: min(runs, 3),
+					ID: zmqHeadroomID(tr, d.id, sz), Group: gZMQ, Runs: runs,
 					Name:    fmt.Sprintf("%s, %s, %d B: highest ZMQ_RATE (50 Mbit/s–1 Gbit/s) at which every message arrived", d.name, tr, sz),
 					Timeout: 90 * time.Second, Baseline: base,
 					Show:  []string{mMsgs, mZMQBestAt, mZMQKeptUp, mSendMsgs, mPubCPU, mSubCPU},
