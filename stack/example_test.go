@@ -7,6 +7,7 @@ import (
 	"io"
 	"log"
 	"net/netip"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -295,4 +296,66 @@ func ExampleSocket_Accept() {
 	// hello, group
 	// end: true
 	// APDUs delivered: 1
+}
+
+// One goroutine serves a listener and every session it accepts, with
+// non-blocking calls and Changed instead of a goroutine per session.
+func ExampleSocket_Changed() {
+	sp, rp, closeAll := twoStacks()
+	defer closeAll()
+	group := netip.MustParseAddrPort("239.192.0.6:7950")
+
+	lis, _ := rp.Socket(stack.SockRDM)
+	lis.Bind(group)
+	if err := lis.Listen(); err != nil {
+		log.Fatal(err)
+	}
+	defer lis.Close()
+	lis.SetNonBlocking(true)
+
+	for _, text := range []string{"from the first sender", "from the second sender"} {
+		c, _ := stack.Dial(sp, stack.SockRDM, group)
+		c.Write([]byte(text))
+		defer c.Close()
+	}
+
+	var sessions []*stack.Socket
+	buf := make([]byte, 100)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var got []string
+	for len(got) < 2 {
+		// Take the channel, then look: a change after this closes it.
+		changed, err := lis.Changed()
+		if err != nil {
+			log.Fatal(err)
+		}
+		for {
+			sess, err := lis.Accept()
+			if err != nil {
+				break // errors.Is(err, stack.ErrWouldBlock)
+			}
+			sess.SetNonBlocking(true)
+			sessions = append(sessions, sess)
+		}
+		for _, sess := range sessions {
+			if n, err := sess.Recv(buf); err == nil {
+				got = append(got, string(buf[:n]))
+			}
+		}
+		if len(got) < 2 {
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				log.Fatal("nothing came")
+			}
+		}
+	}
+	for _, sess := range sessions {
+		sess.Close()
+	}
+	slices.Sort(got)
+	fmt.Println(len(sessions), "sessions:", strings.Join(got, ", "))
+	// Output:
+	// 2 sessions: from the first sender, from the second sender
 }

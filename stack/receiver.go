@@ -689,10 +689,10 @@ func (s *Socket) Changed() (<-chan struct{}, error) {
 		l = s.sess.lis
 	}
 	s.mu.Unlock()
-	if l == nil {
-		if state == stateClosed {
-			return nil, ErrClosed
-		}
+	switch {
+	case state == stateClosed:
+		return nil, ErrClosed
+	case l == nil:
 		return nil, fmt.Errorf("%w: not a listener or a session", ErrBadState)
 	}
 	return l.notify.Wait(), nil
