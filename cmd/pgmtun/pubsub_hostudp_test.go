@@ -227,3 +227,58 @@ func TestPubHostUDPToLibzmqAtFullRate(t *testing.T) {
 	assert.Equal(t, "ok", rep.Result)
 	assert.EqualValues(t, count, rep.Messages)
 }
+
+// TestSubHostUDPFromLibzmqAtFullRate: a libzmq PUB driven from Python at
+// ZMQ_RATE 1 Gbit/s (as fast as it sends) with 200 000 64-byte messages
+// into `pgmtun sub --host-udp` with its default flags: every message,
+// whole and in order.
+func TestSubHostUDPFromLibzmqAtFullRate(t *testing.T) {
+	bin := buildPgmtun(t)
+	script, err := interop.ZMQPeerScript(t.TempDir())
+	require.NoError(t, err)
+	a, b := zmqHostNet(t)
+	const (
+		group       = "239.192.18.7:5607"
+		count, size = 200_000, 64
+	)
+	data := randomBytes(17, count*size)
+	msgs := make([][][]byte, count)
+	for i := range msgs {
+		msgs[i] = [][]byte{data[i*size : (i+1)*size]}
+	}
+	in := filepath.Join(t.TempDir(), "in")
+	require.NoError(t, interop.WriteZMQMessages(in, msgs))
+
+	out := filepath.Join(t.TempDir(), "out")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := b.Command(ctx, bin, "sub", "--host-udp", "--count", fmt.Sprint(count),
+		"--out", out, "--stats", "json", "--progress", "off", "epgm://pgmtun-cb;"+group)
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	run := startWatched(t, cmd)
+	exited := run.exited
+	waitUDPPort(t, b, 5607, exited, &stderr)
+
+	peer, err := interop.StartZMQPeer(script, a.Name, "pub", "epgm://10.214.6.1;"+group, "--in", in, "--rate", "1000000")
+	require.NoError(t, err)
+	t.Cleanup(peer.Kill)
+	select {
+	case <-exited:
+	case <-ctx.Done():
+		t.Fatalf("sub did not finish:\n%s\nzmqpeer:\n%s", stderr.String(), peer.Stderr())
+	}
+	require.NoError(t, run.err, "sub:\n%s\nzmqpeer:\n%s", stderr.String(), peer.Stderr())
+	require.NoError(t, peer.CloseStdin())
+	require.NoError(t, peer.Wait(5*time.Second))
+
+	got, err := os.ReadFile(out)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(data, got), "output: %d bytes, want %d", len(got), len(data))
+	var rep pubsubReport
+	require.NoError(t, json.Unmarshal([]byte(stderr.String()), &rep), stderr.String())
+	t.Logf("sub: %d messages; %+v; ODATA %d RDATA %d", rep.Messages, *rep.Sub, rep.PGMReceiver.NumODataPacketsReceived, rep.PGMReceiver.NumRDataPacketsReceived)
+	assert.Equal(t, "ok", rep.Result)
+	assert.EqualValues(t, count, rep.Messages)
+	assert.Zero(t, rep.Sub.LossEvents)
+}
