@@ -1,6 +1,8 @@
 package stack
 
 import (
+	"errors"
+	"io"
 	"testing"
 	"time"
 
@@ -11,8 +13,9 @@ import (
 // TestChangedServesAListener: one goroutine serves a listener and its
 // sessions through non-blocking calls and Changed: the channel taken
 // before a new session, before data and before the listener's Close is
-// closed by each; a session's channel is its listener's; a sender and a
-// closed socket say why they have none.
+// closed by each; a session's channel is its listener's; a session found
+// idle still reports data and its end, and its close; a closed socket
+// says why it has no channel.
 func TestChangedServesAListener(t *testing.T) {
 	tn := newTestNet(t, 5)
 	a, b := tn.node(), tn.node()
@@ -52,6 +55,24 @@ func TestChangedServesAListener(t *testing.T) {
 	require.NoError(t, err, "data once the listener's channel closed")
 	assert.Equal(t, "two", string(buf[:n]))
 
+	// Found idle (nothing to read), the session still reports its end.
+	ch, err = lis.Changed()
+	require.NoError(t, err)
+	_, err = sess.Recv(buf)
+	require.ErrorIs(t, err, ErrWouldBlock)
+	_, err = sess.Recv(buf)
+	require.ErrorIs(t, err, ErrWouldBlock, "idle, and says so again")
+	require.NoError(t, snd.Close())
+	tn.run(20*time.Second, time.Millisecond, func() bool { return closed(ch) })
+	tn.run(20*time.Second, time.Millisecond, func() bool {
+		_, err = sess.Recv(buf)
+		return !errors.Is(err, ErrWouldBlock)
+	})
+	assert.ErrorIs(t, err, io.EOF, "the sender's graceful end")
+	require.NoError(t, sess.Close())
+	_, err = sess.Recv(buf)
+	assert.ErrorIs(t, err, ErrClosed, "closed, not idle")
+
 	ch, err = lis.Changed()
 	require.NoError(t, err)
 	require.NoError(t, lis.Close())
@@ -59,5 +80,7 @@ func TestChangedServesAListener(t *testing.T) {
 	_, err = lis.Changed()
 	assert.ErrorIs(t, err, ErrClosed)
 	_, err = snd.Changed()
+	assert.ErrorIs(t, err, ErrClosed, "a closed sender")
+	_, err = a.sender(t, SockRDM, groupPort).Changed()
 	assert.ErrorIs(t, err, ErrBadState, "a sender has no listener")
 }

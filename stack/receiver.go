@@ -283,6 +283,7 @@ func (l *listener) eventLocked(ev engine.Event) {
 	if ss == nil {
 		return // the engine reports nothing of a session before offering it
 	}
+	ss.idle.Store(false)
 	if ev.Stats != nil {
 		ss.last = ev.Stats // the engine forgets the session at its expiry
 	}
@@ -454,6 +455,7 @@ func (l *listener) aborted() {
 	l.d.mu.Lock()
 	l.apiClosed = true
 	for _, ss := range l.sessions {
+		ss.idle.Store(false)
 		if ss.final == nil {
 			ss.final = l.closedErrLocked()
 			ss.keepStatsLocked()
@@ -499,6 +501,14 @@ type session struct {
 	// messages read).
 	losses         []lossMark
 	pushed, popped uint64
+
+	// idle: a read found nothing (no data, loss or end) and nothing has
+	// happened to the session since. Set and cleared under lis.d.mu, read
+	// without it: a non-blocking read of an idle session returns at once,
+	// so that one goroutine polling many sessions (Changed) pays little
+	// for the quiet ones. Cleared by every event of the session, its end
+	// and its close.
+	idle atomic.Bool
 }
 
 type lossMark struct {
@@ -528,6 +538,7 @@ func (ss *session) remoteAddr() Addr {
 // dropLocked frees the session's data.
 func (ss *session) dropLocked() {
 	ss.closed = true
+	ss.idle.Store(false)
 	ss.lis.buffered -= ss.bytes
 	ss.q, ss.qh, ss.off, ss.bytes = nil, 0, 0, 0
 	ss.losses = nil
@@ -575,6 +586,10 @@ func (s *Socket) session() (*session, error) {
 // io.EOF); after unrecoverable loss, an abort or source expiry a
 // *SessionError (matches ErrConnReset).
 func (s *Socket) RecvMsg(ctx context.Context, b []byte) (int, MsgFlags, error) {
+	if ss := s.sess; ss != nil && ss.idle.Load() && s.nonBlocking.Load() {
+		// (sess is set when an accepted socket is made, never after.)
+		return 0, 0, errRecvWouldBlock
+	}
 	ss, err := s.session()
 	if err != nil {
 		return 0, 0, err
@@ -601,6 +616,9 @@ func (s *Socket) RecvMsg(ctx context.Context, b []byte) (int, MsgFlags, error) {
 			return n, flags, nil
 		}
 		final := ss.final
+		if final == nil {
+			ss.idle.Store(true)
+		}
 		l.d.mu.Unlock()
 		if final != nil {
 			return 0, 0, final
