@@ -315,3 +315,42 @@ func TestSlabRefs(t *testing.T) {
 	a.body.seal()
 	assert.EqualValues(t, 1, k.body.refs.Load())
 }
+
+// TestSubPumpBounded: a publisher streaming only messages nobody
+// subscribed to keeps the pump busy without end; a Recv still returns at
+// its context's deadline, and Close does not wait for the stream.
+func TestSubPumpBounded(t *testing.T) {
+	o := defaultOptions()
+	s := makeSub(nil, &o)
+	s.Subscribe([]byte{9}) // the stream's first frames are [0]
+	s.readers = append(s.readers, s.newReader(stack.Addr{}, &fakeSession{tsdus: encodeTSDUs(t, 0, 4096, 1400), loop: true}))
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.RecvContext(ctx)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Recv kept pumping past its deadline")
+	}
+	assert.Positive(t, s.Stats().Filtered, "the stream was decoded and filtered")
+
+	go func() {
+		_, err := s.Recv()
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	s.pumpMu.Lock() // as Close does: a pump never holds it for long
+	close(s.closed)
+	s.pumpMu.Unlock()
+	select {
+	case err := <-done:
+		assert.ErrorIs(t, err, ErrClosed)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Recv did not see the close")
+	}
+}

@@ -296,10 +296,18 @@ func (s *Sub) take(ctx context.Context) (entry, error) {
 			return e, nil
 		}
 		if s.pumpMu.TryLock() {
-			s.pump()
+			busy := s.pump()
 			s.pumpMu.Unlock()
 			if e, _, ok := s.q.tryTake(); ok {
 				return e, nil
+			}
+			if busy {
+				// Nothing for us yet, and more to read: no change may
+				// come to say so, so look again rather than wait.
+				if err := ctx.Err(); err != nil {
+					return entry{}, err
+				}
+				continue
 			}
 		}
 		select {
@@ -320,11 +328,14 @@ func (s *Sub) take(ctx context.Context) (entry, error) {
 // are decoded only as the queue has room for them, so the queue never
 // holds more than its mark; a session stopped at the mark keeps the rest
 // of its APDU in PGM's buffer (the decoder reads it in place). Called
-// with pumpMu held; it never waits.
-func (s *Sub) pump() {
+// with pumpMu held; it never waits, and it stops after pumpTurns turns
+// that did something (busy: there may be more), so that a stream of
+// messages nobody subscribed to cannot keep a Recv from its context or
+// Close waiting on pumpMu.
+func (s *Sub) pump() (busy bool) {
 	select {
 	case <-s.closed:
-		return
+		return false
 	default:
 	}
 	if s.lis != nil {
@@ -332,16 +343,24 @@ func (s *Sub) pump() {
 	}
 	n := len(s.readers)
 	if n == 0 {
-		return
+		return false
 	}
 	room := s.q.room()
 	s.next = (s.next + 1) % n
+	turns := 0
 	for more := true; more && room > 0; {
 		more = false
 		for i := 0; i < n && room > 0; i++ {
 			if r := s.readers[(s.next+i)%n]; !r.done && r.turn(&room) {
 				more = true
+				if turns++; turns == pumpTurns {
+					busy = true
+					break
+				}
 			}
+		}
+		if busy {
+			break
 		}
 	}
 	// Forget the sessions that ended.
@@ -353,7 +372,12 @@ func (s *Sub) pump() {
 	}
 	clear(s.readers[len(live):])
 	s.readers = live
+	return busy
 }
+
+// pumpTurns bounds a pump's work: 256 APDUs, at most about 370 KB of
+// 1500-byte packets' TSDUs (a millisecond or two of decoding).
+const pumpTurns = 256
 
 // accept takes every session the listener has ready.
 func (s *Sub) accept() {
