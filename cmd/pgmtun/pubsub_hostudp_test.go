@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -76,20 +75,7 @@ func TestSubHostUDPFromLibzmq(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	table := a.Loss(t, netns.LossRule{Iface: "pgmtun-ca", Dir: netns.Egress, Percent: 5, IPProto: 17})
-	select {
-	case <-exited:
-	case <-ctx.Done():
-		t.Fatalf("sub did not finish:\n%s\nzmqpeer:\n%s", stderr.String(), peer.Stderr())
-	}
-	require.NoError(t, run.err, "sub:\n%s\nzmqpeer:\n%s", stderr.String(), peer.Stderr())
-	require.NoError(t, peer.CloseStdin())
-	require.NoError(t, peer.Wait(5*time.Second))
-
-	got, err := os.ReadFile(out)
-	require.NoError(t, err)
-	require.True(t, bytes.Equal(want, got), "output: %d bytes, want %d", len(got), len(want))
-	var rep pubsubReport
-	require.NoError(t, json.Unmarshal([]byte(stderr.String()), &rep), stderr.String())
+	rep := finishSub(t, ctx, run, &stderr, peer, out, want)
 	dropped, err := a.Dropped(table)
 	require.NoError(t, err)
 	t.Logf("sub: %d messages; %+v; ODATA %d RDATA %d; dropped %d", rep.Messages, *rep.Sub, rep.PGMReceiver.NumODataPacketsReceived, rep.PGMReceiver.NumRDataPacketsReceived, dropped)
@@ -257,26 +243,12 @@ func TestSubHostUDPFromLibzmqAtFullRate(t *testing.T) {
 	var stderr lockedBuffer
 	cmd.Stderr = &stderr
 	run := startWatched(t, cmd)
-	exited := run.exited
-	waitUDPPort(t, b, 5607, exited, &stderr)
+	waitUDPPort(t, b, 5607, run.exited, &stderr)
 
 	peer, err := interop.StartZMQPeer(script, a.Name, "pub", "epgm://10.214.6.1;"+group, "--in", in, "--rate", "1000000")
 	require.NoError(t, err)
 	t.Cleanup(peer.Kill)
-	select {
-	case <-exited:
-	case <-ctx.Done():
-		t.Fatalf("sub did not finish:\n%s\nzmqpeer:\n%s", stderr.String(), peer.Stderr())
-	}
-	require.NoError(t, run.err, "sub:\n%s\nzmqpeer:\n%s", stderr.String(), peer.Stderr())
-	require.NoError(t, peer.CloseStdin())
-	require.NoError(t, peer.Wait(5*time.Second))
-
-	got, err := os.ReadFile(out)
-	require.NoError(t, err)
-	require.True(t, bytes.Equal(data, got), "output: %d bytes, want %d", len(got), len(data))
-	var rep pubsubReport
-	require.NoError(t, json.Unmarshal([]byte(stderr.String()), &rep), stderr.String())
+	rep := finishSub(t, ctx, run, &stderr, peer, out, data)
 	t.Logf("sub: %d messages; %+v; ODATA %d RDATA %d", rep.Messages, *rep.Sub, rep.PGMReceiver.NumODataPacketsReceived, rep.PGMReceiver.NumRDataPacketsReceived)
 	assert.Equal(t, "ok", rep.Result)
 	assert.EqualValues(t, count, rep.Messages)

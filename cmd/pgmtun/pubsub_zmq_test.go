@@ -72,20 +72,7 @@ func TestSubFromLibzmq(t *testing.T) {
 	peer, err := interop.StartZMQPeer(script, ns.Name, "pub", "pgm://"+host+";"+group, "--in", in)
 	require.NoError(t, err)
 	t.Cleanup(peer.Kill)
-	select {
-	case <-exited:
-	case <-ctx.Done():
-		t.Fatalf("sub did not finish:\n%s\nzmqpeer:\n%s", stderr.String(), peer.Stderr())
-	}
-	require.NoError(t, run.err, "sub:\n%s\nzmqpeer:\n%s", stderr.String(), peer.Stderr())
-	require.NoError(t, peer.CloseStdin())
-	require.NoError(t, peer.Wait(5*time.Second))
-
-	got, err := os.ReadFile(out)
-	require.NoError(t, err)
-	require.True(t, bytes.Equal(want, got), "output: %d bytes, want %d", len(got), len(want))
-	var rep pubsubReport
-	require.NoError(t, json.Unmarshal([]byte(stderr.String()), &rep), stderr.String())
+	rep := finishSub(t, ctx, run, &stderr, peer, out, want)
 	t.Logf("sub: %d messages; %+v; ODATA %d RDATA %d; link drops %d", rep.Messages, *rep.Sub, rep.PGMReceiver.NumODataPacketsReceived, rep.PGMReceiver.NumRDataPacketsReceived, rep.LinkDropped)
 	assert.Equal(t, "ok", rep.Result)
 	assert.EqualValues(t, 300, rep.Messages)
@@ -185,6 +172,28 @@ func (w *lockedBuffer) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.String()
+}
+
+// finishSub waits for a `pgmtun sub` run (started with startWatched) and
+// its libzmq publisher, requires that it wrote want to out, and returns
+// its JSON report.
+func finishSub(t *testing.T, ctx context.Context, run *watchedCmd, stderr *lockedBuffer, peer *interop.ZMQPeer, out string, want []byte) pubsubReport {
+	t.Helper()
+	select {
+	case <-run.exited:
+	case <-ctx.Done():
+		t.Fatalf("sub did not finish:\n%s\nzmqpeer:\n%s", stderr.String(), peer.Stderr())
+	}
+	require.NoError(t, run.err, "sub:\n%s\nzmqpeer:\n%s", stderr.String(), peer.Stderr())
+	require.NoError(t, peer.CloseStdin())
+	require.NoError(t, peer.Wait(5*time.Second))
+
+	got, err := os.ReadFile(out)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(want, got), "output: %d bytes, want %d", len(got), len(want))
+	var rep pubsubReport
+	require.NoError(t, json.Unmarshal([]byte(stderr.String()), &rep), stderr.String())
+	return rep
 }
 
 // watchedCmd is a started command whose exit is watched: exited closes
