@@ -11,6 +11,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 
+	"github.com/pgmtun/pgmtun/internal/notify"
 	"github.com/pgmtun/pgmtun/pgmproto/engine"
 	"github.com/pgmtun/pgmtun/pgmproto/seq"
 	"github.com/pgmtun/pgmtun/pgmproto/wire"
@@ -54,9 +55,9 @@ func TestBatchHoldsWakeups(t *testing.T) {
 	p.BeginBatch(1)
 	inject() // delivered synchronously, on this goroutine
 	inject()
-	assert.False(t, closed(woken), "wake-up sent inside the batch")
+	assert.False(t, notify.Closed(woken), "wake-up sent inside the batch")
 	p.EndBatch(1)
-	assert.True(t, closed(woken), "no wake-up at the end of the batch")
+	assert.True(t, notify.Closed(woken), "no wake-up at the end of the batch")
 	select {
 	case err := <-got:
 		require.NoError(t, err)
@@ -71,7 +72,7 @@ func TestBatchHoldsWakeups(t *testing.T) {
 	got, woken = read()
 	p.BeginBatch(2)
 	inject()
-	assert.True(t, closed(woken), "a batch on NIC 2 held back NIC 1's wake-up")
+	assert.True(t, notify.Closed(woken), "a batch on NIC 2 held back NIC 1's wake-up")
 	select {
 	case err := <-got:
 		require.NoError(t, err)
@@ -88,9 +89,9 @@ func TestBatchHoldsWakeups(t *testing.T) {
 	p.BeginBatch(1)
 	inject()
 	p.EndBatch(1)
-	assert.False(t, closed(woken), "woken before the outer batch ended")
+	assert.False(t, notify.Closed(woken), "woken before the outer batch ended")
 	p.EndBatch(1)
-	assert.True(t, closed(woken))
+	assert.True(t, notify.Closed(woken))
 	select {
 	case err := <-got:
 		require.NoError(t, err)
@@ -230,15 +231,5 @@ func TestBatchSendsACKAtOnce(t *testing.T) {
 	for range 2 {
 		_, err = sess.Recv(buf)
 		require.NoError(t, err)
-	}
-}
-
-// closed reports whether ch is closed (a wake-up was sent).
-func closed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
 	}
 }

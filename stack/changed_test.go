@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pgmtun/pgmtun/internal/notify"
 )
 
 // TestChangedServesAListener: one goroutine serves a listener and its
@@ -25,10 +27,10 @@ func TestChangedServesAListener(t *testing.T) {
 
 	ch, err := lis.Changed()
 	require.NoError(t, err)
-	assert.False(t, closed(ch), "nothing happened yet")
+	assert.False(t, notify.Closed(ch), "nothing happened yet")
 	_, err = snd.Send([]byte("one"))
 	require.NoError(t, err)
-	tn.run(2*time.Second, time.Millisecond, func() bool { return closed(ch) })
+	tn.run(2*time.Second, time.Millisecond, func() bool { return notify.Closed(ch) })
 	sess, err := lis.Accept()
 	require.NoError(t, err, "a session to accept once the channel closed")
 	sess.SetNonBlocking(true)
@@ -42,7 +44,7 @@ func TestChangedServesAListener(t *testing.T) {
 			assert.Equal(t, "one", string(buf[:n]))
 			break
 		}
-		tn.run(2*time.Second, time.Millisecond, func() bool { return closed(ch) })
+		tn.run(2*time.Second, time.Millisecond, func() bool { return notify.Closed(ch) })
 	}
 	ch, err = lis.Changed()
 	require.NoError(t, err)
@@ -50,7 +52,7 @@ func TestChangedServesAListener(t *testing.T) {
 	require.ErrorIs(t, err, ErrWouldBlock)
 	_, err = snd.Send([]byte("two"))
 	require.NoError(t, err)
-	tn.run(2*time.Second, time.Millisecond, func() bool { return closed(ch) })
+	tn.run(2*time.Second, time.Millisecond, func() bool { return notify.Closed(ch) })
 	n, err := sess.Recv(buf)
 	require.NoError(t, err, "data once the listener's channel closed")
 	assert.Equal(t, "two", string(buf[:n]))
@@ -63,7 +65,7 @@ func TestChangedServesAListener(t *testing.T) {
 	_, err = sess.Recv(buf)
 	require.ErrorIs(t, err, ErrWouldBlock, "idle, and says so again")
 	require.NoError(t, snd.Close())
-	tn.run(20*time.Second, time.Millisecond, func() bool { return closed(ch) })
+	tn.run(20*time.Second, time.Millisecond, func() bool { return notify.Closed(ch) })
 	tn.run(20*time.Second, time.Millisecond, func() bool {
 		_, err = sess.Recv(buf)
 		return !errors.Is(err, ErrWouldBlock)
@@ -76,7 +78,7 @@ func TestChangedServesAListener(t *testing.T) {
 	ch, err = lis.Changed()
 	require.NoError(t, err)
 	require.NoError(t, lis.Close())
-	assert.True(t, closed(ch), "closing the listener")
+	assert.True(t, notify.Closed(ch), "closing the listener")
 	_, err = lis.Changed()
 	assert.ErrorIs(t, err, ErrClosed)
 	_, err = snd.Changed()

@@ -47,3 +47,14 @@ func (n *Notifier) Taken() (<-chan struct{}, bool) {
 	}
 	return nil, false
 }
+
+// Closed reports whether ch, a channel of Wait, has been closed (a Notify
+// came), without waiting.
+func Closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}

@@ -8,29 +8,20 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func closed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
-}
-
 func TestNotifierWakesTakenChannel(t *testing.T) {
 	var n Notifier
 	n.Notify() // nobody waits: a no-op
 	a := n.Wait()
 	b := n.Wait()
 	require.Equal(t, a, b, "waiters before a notify share one channel")
-	require.False(t, closed(a))
+	require.False(t, Closed(a))
 	n.Notify()
-	require.True(t, closed(a))
+	require.True(t, Closed(a))
 	c := n.Wait()
-	require.False(t, closed(c), "a wait after the notify gets a fresh channel")
+	require.False(t, Closed(c), "a wait after the notify gets a fresh channel")
 	n.Notify()
 	n.Notify()
-	require.True(t, closed(c))
+	require.True(t, Closed(c))
 }
 
 // TestNotifierNoLostWakeup runs the pattern of its users (take the channel,
