@@ -105,9 +105,12 @@ type driver struct {
 	onAbort   func()
 	abortOnce sync.Once
 
-	mu      sync.Mutex
-	eng     machine
-	timer   tcpip.Timer
+	mu    sync.Mutex
+	eng   machine
+	timer tcpip.Timer
+	// fine: waits under fineWaitMax are slept by fineFire, not the clock
+	// timer (a fast sender, pacing.go).
+	fine    bool
 	armedAt time.Time
 	closed  bool
 	// spare is the view the engine builds its next packet in, which then
@@ -245,6 +248,14 @@ func (d *driver) settleLocked(now time.Time) {
 		return
 	}
 	wait := dl.Sub(now)
+	if d.fine && wait < fineWaitMax {
+		if d.timer != nil && !d.armedAt.IsZero() {
+			d.timer.Stop()
+		}
+		d.armedAt = dl
+		go d.fineFire(wait)
+		return
+	}
 	if d.timer == nil {
 		d.timer = d.clock.AfterFunc(wait, d.fire)
 	} else {

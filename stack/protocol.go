@@ -90,6 +90,9 @@ type sourceReg struct {
 // Protocol is PGM's transport protocol instance in one stack.
 type Protocol struct {
 	s *tcpipstack.Stack
+	// realClock: the stack runs on gVisor's real clock (fine pacing,
+	// pacing.go, sleeps in real time).
+	realClock bool
 
 	mu sync.RWMutex
 	// Slices are replaced, never modified in place, so readers can use them
@@ -127,6 +130,7 @@ func NewProtocol(s *tcpipstack.Stack) tcpipstack.TransportProtocol {
 	clock := s.Clock()
 	return &Protocol{
 		s:         s,
+		realClock: stdClock(clock),
 		epoch:     clock.Now(),
 		monoEpoch: clock.NowMonotonic(),
 		receivers: make(map[uint16][]binding),

@@ -164,6 +164,9 @@ func (s *Socket) startSenderLocked(group netip.AddrPort, cfg engine.Config, eng 
 		return nil, err
 	}
 	cfg.TSI = tsi
+	if finePacing(s.p.realClock, &cfg) {
+		cfg.RateBurst, d.fine = fineBurst, true
+	}
 	src, err := engine.NewSource(cfg, d.now())
 	if err != nil {
 		d.mu.Unlock()

@@ -169,6 +169,12 @@ type Config struct {
 	MaxRate   int
 	ODATARate int
 	RDATARate int
+	// RateBurst is how much of its rate each limiter lets go back to back
+	// (at least two MaxTPDU packets). 0 means DefaultRateBurst, for a
+	// driver whose timers wake up to a millisecond late; one that wakes
+	// on time can afford OpenPGM's 1 ms, which halves the bursts a
+	// receiver's socket buffer must absorb (stack's fine pacing).
+	RateBurst time.Duration
 	// RepairHoldOff is how long after a sequence's RDATA (or NCF) a NAK for
 	// it gets no other: long enough for the repair to reach the receivers
 	// whose NAKs crossed it (a round trip), shorter than their wait for it
@@ -433,6 +439,9 @@ func (c Config) withDefaults() Config {
 // as an error matching ErrConfig.
 func (c Config) Validate() error {
 	c = c.withDefaults()
+	if c.RateBurst < 0 {
+		return cfgErr("RateBurst = %v must not be negative", c.RateBurst)
+	}
 	if err := c.validateFEC(); err != nil {
 		return err
 	}

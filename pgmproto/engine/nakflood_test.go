@@ -176,7 +176,7 @@ func TestNAKFlood(t *testing.T) {
 				float64(r.ncf[1])/float64(rd)/flood.Seconds(), float64(r.odata[2])/share/after.Seconds(), r.maxGap, r.firstAfter, st)
 
 			assert.GreaterOrEqual(t, float64(r.odata[1]), 0.8*share*flood.Seconds(), "ODATA during the flood")
-			burst := rateBurst(rd, cfg.MaxTPDU)
+			burst := rateBurst(rd, cfg.MaxTPDU, 0)
 			assert.LessOrEqual(t, r.rdata[1]+r.ncf[1], int(float64(rd)*flood.Seconds())+burst, "RDATA + NCF bytes during the flood")
 			assert.Positive(t, r.rdata[1], "repairs are served")
 			assert.Positive(t, r.ncf[1], "NAKs are confirmed")

@@ -38,7 +38,7 @@ const (
 	overrunNAKers   = 8                      // addresses judged at once; a new one replaces the least recent
 	overrunEpochMax = 1 << 30                // sequences an epoch spans at most (odata)
 	// overrunBurst is the guard's burst: a millisecond of its rate, not
-	// burstTime's three, which at about the rate the receiver's buffer
+	// DefaultRateBurst's three, which at about the rate the receiver's buffer
 	// drains would refill it at once. With Go's timers waking late under
 	// load a 1 ms bucket loses credit (a fixed 100 Mbit/s limit sent
 	// 58-71: bench/NOTES.md, session 9), so the guard holds data below its

@@ -149,14 +149,14 @@ func NewSource(cfg Config, now time.Time) (*Source, error) {
 		return nil, err
 	}
 	c := cfg.withDefaults()
-	burst := rateBurst(c.MaxRate, c.MaxTPDU)
+	burst := rateBurst(c.MaxRate, c.MaxTPDU, c.RateBurst)
 	s := &Source{
 		cfg:       c,
 		start:     now,
 		w:         newTXW(c.TXWSqns, seq.Num(c.InitialSQN)),
 		total:     newBucket(c.MaxRate, burst),
-		odata:     newBucket(c.ODATARate, rateBurst(c.ODATARate, c.MaxTPDU)),
-		rdata:     newBucket(c.RDATARate, rateBurst(c.RDATARate, c.MaxTPDU)),
+		odata:     newBucket(c.ODATARate, rateBurst(c.ODATARate, c.MaxTPDU, c.RateBurst)),
+		rdata:     newBucket(c.RDATARate, rateBurst(c.RDATARate, c.MaxTPDU, c.RateBurst)),
 		buf:       make([]byte, max(c.MaxTPDU, maxControlLen)),
 		naks:      newNAKLimiter(c.AddrNAKRate, c.AddrNAKBurst),
 		spmNow:    true,

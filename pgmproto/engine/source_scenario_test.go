@@ -389,7 +389,7 @@ func TestSourceRateBurst(t *testing.T) {
 	// At 10 MB/s the limiter lets 3 ms of rate (30 kB) go at once, keeps
 	// the credit a late timer accrues up to that, and no more.
 	h := rateLimited(t, 10_000_000, 200)
-	require.Equal(t, 30_000, rateBurst(h.src.cfg.MaxRate, h.src.cfg.MaxTPDU))
+	require.Equal(t, 30_000, rateBurst(h.src.cfg.MaxRate, h.src.cfg.MaxTPDU, 0))
 	sentBytes := func() int {
 		n := 0
 		for _, s := range h.of(wire.TypeODATA) {
@@ -413,6 +413,41 @@ func TestSourceRateBurst(t *testing.T) {
 
 	h.run(10 * time.Millisecond)
 	assert.InDelta(t, 10_000_000/100, sentBytes(), 2*pkt, "then the rate")
+}
+
+func TestSourceRateBurstConfigured(t *testing.T) {
+	// RateBurst 1 ms: at 10 MB/s 10 kB go at once and a late timer's
+	// credit is kept up to that; the rate is the same.
+	c := testConfig()
+	c.MaxRate = 10_000_000
+	c.RateBurst = time.Millisecond
+	c.TXWSqns = 400
+	c.TXWSecs = time.Minute
+	h := newSourceHarness(t, c)
+	for range 200 {
+		require.NoError(t, h.src.Send(h.now, make([]byte, 1000-DefaultNetHeaderLen-dataHeaderLen)))
+	}
+	require.Equal(t, 10_000, rateBurst(h.src.cfg.MaxRate, h.src.cfg.MaxTPDU, h.src.cfg.RateBurst))
+	sentBytes := func() int {
+		n := 0
+		for _, s := range h.of(wire.TypeODATA) {
+			n += len(s.Packet) + DefaultNetHeaderLen
+		}
+		h.wire = nil
+		return n
+	}
+	const pkt = 1008
+	h.drain()
+	assert.InDelta(t, 10_000, sentBytes(), pkt, "at once: the burst (less the SPM sent at the start)")
+	h.now = h.now.Add(3 * time.Millisecond) // a timer 3 ms late
+	h.drain()
+	assert.InDelta(t, 10_000, sentBytes(), pkt, "no more than the burst")
+	h.run(10 * time.Millisecond)
+	assert.InDelta(t, 10_000_000/100, sentBytes(), 2*pkt, "then the rate")
+
+	c.RateBurst = -time.Millisecond
+	_, err := NewSource(c, h.now)
+	assert.Error(t, err, "a negative burst")
 }
 
 func TestSourceSeparateRDATARate(t *testing.T) {

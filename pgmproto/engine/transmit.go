@@ -49,19 +49,23 @@ type bucket struct {
 	last  time.Time
 }
 
-// burstTime is how much of its rate a limiter lets go at once. Less, and
-// a timer that wakes late loses credit: Go's timers wake up to about a
-// millisecond late, so at 1 ms (OpenPGM's burst at rates of 1 000 MTUs/s
-// and more) a 4 MB/s sender reached only 0.75 of its rate. More, and the
-// bursts overrun receivers: at 10 ms an OpenPGM receiver behind a TUN
-// device lost 0.7 % of the packets of a 74 k packets/s stream (3 ms:
-// 0.3 %; at 1000 and 8000 B, 64 and 96 repairs a run instead of 6 and 0).
-const burstTime = 3 * time.Millisecond
+// DefaultRateBurst is how much of its rate a limiter lets go at once
+// (Config.RateBurst). Less, and a timer that wakes late loses credit:
+// Go's timers wake up to about a millisecond late, so at 1 ms (OpenPGM's
+// burst at rates of 1 000 MTUs/s and more) a 4 MB/s sender reached only
+// 0.75 of its rate. More, and the bursts overrun receivers: at 10 ms an
+// OpenPGM receiver behind a TUN device lost 0.7 % of the packets of a
+// 74 k packets/s stream (3 ms: 0.3 %; at 1000 and 8000 B, 64 and 96
+// repairs a run instead of 6 and 0).
+const DefaultRateBurst = 3 * time.Millisecond
 
-// rateBurst is the burst of a limiter of rate bytes/s: burstTime of it,
-// and at least two packets of maxTPDU bytes.
-func rateBurst(rate, maxTPDU int) int {
-	return max(2*maxTPDU, int(int64(rate)*int64(burstTime)/int64(time.Second)))
+// rateBurst is the burst of a limiter of rate bytes/s: burst of it (0:
+// DefaultRateBurst), and at least two packets of maxTPDU bytes.
+func rateBurst(rate, maxTPDU int, burst time.Duration) int {
+	if burst <= 0 {
+		burst = DefaultRateBurst
+	}
+	return max(2*maxTPDU, int(int64(rate)*int64(burst)/int64(time.Second)))
 }
 
 func newBucket(rate, burst int) bucket {

@@ -1,0 +1,109 @@
+package stack
+
+import (
+	"bytes"
+	"io"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/faketime"
+
+	"github.com/pgmtun/pgmtun/link/memlink"
+	"github.com/pgmtun/pgmtun/pgmproto/engine"
+)
+
+func TestFinePacingWhen(t *testing.T) {
+	cfg := func(f func(*engine.Config)) *engine.Config {
+		c := engine.DefaultConfig()
+		c.MaxTPDU = 1500
+		f(&c)
+		return &c
+	}
+	for _, tc := range []struct {
+		name string
+		real bool
+		cfg  *engine.Config
+		want bool
+	}{
+		{"the default rate (400 kB/s)", true, cfg(func(*engine.Config) {}), false},
+		{"16 full packets a millisecond", true, cfg(func(c *engine.Config) { c.MaxRate = 24_000_000 }), true},
+		{"just under", true, cfg(func(c *engine.Config) { c.MaxRate = 23_999_999 }), false},
+		{"the rate window's rate when MaxRate is 0", true, cfg(func(c *engine.Config) { c.TXWMaxRate = 125_000_000 }), true},
+		{"unlimited: no waits to pace", true, cfg(func(c *engine.Config) { c.MaxRate = -1 }), false},
+		{"smaller packets count as such", true, cfg(func(c *engine.Config) { c.MaxRate = 24_000_000; c.MaxTPDU = 9000 }), false},
+		{"PGMCC paces by its window", true, cfg(func(c *engine.Config) { c.MaxRate = 125_000_000; c.CongestionControl = engine.CCPGMCC }), false},
+		{"a manual clock", false, cfg(func(c *engine.Config) { c.MaxRate = 125_000_000 }), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, finePacing(tc.real, tc.cfg))
+		})
+	}
+	assert.True(t, stdClock(tcpip.NewStdClock()))
+	assert.False(t, stdClock(faketime.NewManualClock()))
+}
+
+// TestFinePacedSender: on the real clock a sender at 50 MB/s paces
+// finely (its driver sleeps short waits itself, its limiters burst 1 ms)
+// and delivers every byte; one at the default rate does not. Both end
+// without leaving a goroutine behind (a fine sleeper ends within
+// fineWaitMax).
+func TestFinePacedSender(t *testing.T) {
+	checkGoroutines(t)
+	h := memlink.New(memlink.Options{Seed: 3})
+	t.Cleanup(h.Close)
+	pa, pb := realNode(t, h, 1), realNode(t, h, 2)
+	for i, tc := range []struct {
+		name  string
+		rate  int
+		fine  bool
+		burst time.Duration
+	}{
+		{"50 MB/s", 50_000_000, true, fineBurst},
+		{"the default rate", 0, false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gp := netip.AddrPortFrom(group1, uint16(7710+i)) // a session of its own
+			l, err := Listen(pb, SockStream, gp, WithRate(tc.rate), WithWindow(2*time.Second))
+			require.NoError(t, err)
+			defer l.Close()
+			got := make(chan []byte, 1)
+			go func() {
+				c, err := l.Accept()
+				if err != nil {
+					got <- nil
+					return
+				}
+				defer c.Close()
+				b, _ := io.ReadAll(c)
+				got <- b
+			}()
+			c, err := Dial(pa, SockStream, gp, WithRate(tc.rate), WithWindow(2*time.Second))
+			require.NoError(t, err)
+			snd, err := c.Socket().sender()
+			require.NoError(t, err)
+			snd.d.mu.Lock()
+			fine, burst := snd.d.fine, snd.eng.src.Config().RateBurst
+			snd.d.mu.Unlock()
+			assert.Equal(t, tc.fine, fine, "the driver's pacing")
+			assert.Equal(t, tc.burst, burst, "the limiters' burst")
+
+			want := message(7, 2_000_000)
+			if tc.rate == 0 {
+				want = want[:20_000] // 400 kB/s: keep it short
+			}
+			_, err = io.Copy(c, bytes.NewReader(want))
+			require.NoError(t, err)
+			require.NoError(t, c.Close())
+			select {
+			case b := <-got:
+				assert.True(t, bytes.Equal(want, b), "every byte, in order (%d of %d)", len(b), len(want))
+			case <-time.After(30 * time.Second):
+				t.Fatal("the receiver did not finish")
+			}
+		})
+	}
+}
