@@ -396,6 +396,8 @@ func (e *Env) missing(need string) string {
 		if _, err := e.zmqBenchPeer(); err != nil {
 			return fmt.Sprintf("libzmq with PGM unavailable: %v", err)
 		}
+	case "cores":
+		return ownCoresMissing()
 	}
 	return ""
 }

@@ -154,7 +154,7 @@ func zmqCases(e *Env, runs int) []*Case {
 						Timeout: 30 * time.Second, Baseline: base,
 						Show:  []string{mMsgs, mMbit, mArrivedPct, mSendMsgs, mPubCPU, mSubCPU},
 						Needs: []string{"root", "libzmq"}, Interleave: base,
-						Run: zmqRun(e, tr, d.id, rate.kbit, sz, e.zmqCount(rate.kbit, sz)),
+						Run: zmqRun(e, tr, d.id, rate.kbit, sz, e.zmqCount(rate.kbit, sz), false),
 					}
 					cs = append(cs, c)
 				}
@@ -280,14 +280,15 @@ func zmqMetrics(size, count int, pr zmqPubResult, sr zmqSubResult) (Metrics, err
 	}, nil
 }
 
-// zmqRun returns the run of one row.
-func zmqRun(e *Env, transport, dir string, kbit, size, count int) func(context.Context, *Run) (Metrics, error) {
+// zmqRun returns the run of one row; with own, each end on a core of its
+// own (bench/cores.go).
+func zmqRun(e *Env, transport, dir string, kbit, size, count int, own bool) func(context.Context, *Run) (Metrics, error) {
 	return func(ctx context.Context, r *Run) (Metrics, error) {
 		peer, err := e.zmqBenchPeer()
 		if err != nil {
 			return nil, err
 		}
-		z := &zmqRow{r: r, ctx: ctx, peer: peer, transport: transport, kbit: kbit, size: size, count: count, t0: time.Now()}
+		z := &zmqRow{r: r, ctx: ctx, peer: peer, transport: transport, kbit: kbit, size: size, count: count, own: own, t0: time.Now()}
 		var pr zmqPubResult
 		var sr zmqSubResult
 		switch dir {
@@ -322,6 +323,7 @@ type zmqRow struct {
 	kbit      int
 	size      int
 	count     int
+	own       bool // each end on a core of its own: pubCPU, subCPU
 	t0        time.Time
 	cpu       zmqCPU
 }
@@ -498,6 +500,9 @@ func (z *zmqRow) finish(pub, sub *zmqPeer, stop func()) (pr zmqPubResult, sr zmq
 }
 
 func (z *zmqRow) pgmtunToLibzmq() (pr zmqPubResult, sr zmqSubResult, err error) {
+	if err := z.pin(pubCPU); err != nil {
+		return pr, sr, err
+	}
 	p, pgmtunIf, open, peerNS, peerIf := z.pgmtunSide()
 	sub, err := z.startPeer(peerNS, "sub", peerIf)
 	if err != nil {
@@ -546,6 +551,9 @@ func (z *zmqRow) pgmtunToLibzmq() (pr zmqPubResult, sr zmqSubResult, err error) 
 }
 
 func (z *zmqRow) libzmqToPgmtun() (pr zmqPubResult, sr zmqSubResult, err error) {
+	if err := z.pin(subCPU); err != nil {
+		return pr, sr, err
+	}
 	p, pgmtunIf, open, peerNS, peerIf := z.pgmtunSide()
 	var sub *zmq.Sub
 	if err := open(func() (err error) {
@@ -705,17 +713,44 @@ type zmqPeer struct {
 	waited error
 }
 
+// pin puts this process, pgmtun's end of the row, on cpu for the run
+// when the row's ends have a core each (and does nothing otherwise).
+func (z *zmqRow) pin(cpu int) error {
+	if !z.own {
+		return nil
+	}
+	restore, err := pinProcess(cpu)
+	if err != nil {
+		return err
+	}
+	z.r.Cleanup(func() {
+		if err := restore(); err != nil {
+			z.r.Errorf("restoring the affinity: %v", err)
+		}
+	})
+	return nil
+}
+
 // startPeer runs zmqbench as role in ns on the endpoint of iface, with
-// the row's rate, size and count; it is killed, by its PID, when the run
-// ends.
+// the row's rate, size and count (on the role's core when the row's ends
+// have one each); it is killed, by its PID, when the run ends.
 func (z *zmqRow) startPeer(ns *netns.NS, role, iface string) (*zmqPeer, error) {
 	args := []string{"netns", "exec", ns.Name, z.peer, role, z.endpoint(iface),
 		"--size", fmt.Sprint(z.size), "--count", fmt.Sprint(z.count), "--rate", fmt.Sprint(z.kbit),
 		"--recovery-ivl", fmt.Sprint(zmqRecovery.Milliseconds()), "--idle", fmt.Sprint(zmqIdle.Seconds()),
 		"--max", fmt.Sprint(zmqMaxWindow.Seconds()), "--rcvhwm", fmt.Sprint(zmqRcvHWM)}
 	p := &zmqPeer{warm: make(chan struct{}), lines: make(chan string, 1), done: make(chan struct{})}
-	// ip netns exec execs the program: the PID is the peer's own.
-	p.cmd = exec.Command("ip", args...)
+	// ip netns exec (and taskset) exec the program: the PID is the peer's
+	// own.
+	argv := append([]string{"ip"}, args...)
+	if z.own {
+		cpu := subCPU
+		if role == "pub" {
+			cpu = pubCPU
+		}
+		argv = taskset(cpu, argv...)
+	}
+	p.cmd = exec.Command(argv[0], argv[1:]...)
 	var err error
 	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
 		return nil, err

@@ -36,9 +36,20 @@ const (
 	mZMQKeptUp = "highest ZMQ_RATE all arrived, Mbit/s"
 )
 
-// zmqHeadroomID names a ZeroMQ ramp case.
-func zmqHeadroomID(transport, dir string, size int) string {
-	return fmt.Sprintf("zmq/headroom/%s/%s/%d", transport, dir, size)
+// zmqPlacements are where a ramp's two ends run: where the kernel puts
+// them on the two shared cores, and each on a core of its own (two hosts,
+// bench/cores.go).
+var zmqPlacements = []struct {
+	id, name string
+	own      bool
+}{
+	{"headroom", "", false},
+	{"own-core", ", each end on its own core", true},
+}
+
+// zmqHeadroomID names a ZeroMQ ramp case of placement place.
+func zmqHeadroomID(place, transport, dir string, size int) string {
+	return fmt.Sprintf("zmq/%s/%s/%s/%d", place, transport, dir, size)
 }
 
 // zmqHeadroomCases are the ramps: per transport and size the three
@@ -51,18 +62,24 @@ func zmqHeadroomID(transport, dir string, size int) string {
 // sessions 9 and 10).
 func zmqHeadroomCases(e *Env, runs int) []*Case {
 	var cs []*Case
-	for _, tr := range []string{"epgm", "pgm"} {
-		for _, sz := range zmqSizes {
-			base := zmqHeadroomID(tr, zmqDirs[0].id, sz)
-			for _, d := range zmqDirs {
-				cs = append(cs, &Case{
-					ID: zmqHeadroomID(tr, d.id, sz), Group: gZMQ, Runs: runs,
-					Name:    fmt.Sprintf("%s, %s, %d B: highest ZMQ_RATE (50 Mbit/s–1 Gbit/s) at which every message arrived", d.name, tr, sz),
-					Timeout: 90 * time.Second, Baseline: base,
-					Show:  []string{mMsgs, mZMQBestAt, mZMQKeptUp, mSendMsgs, mPubCPU, mSubCPU},
-					Needs: []string{"root", "libzmq"}, Interleave: base,
-					Run: zmqHeadroomRun(e, tr, d.id, sz),
-				})
+	for _, pl := range zmqPlacements {
+		needs := []string{"root", "libzmq"}
+		if pl.own {
+			needs = append(needs, "cores")
+		}
+		for _, tr := range []string{"epgm", "pgm"} {
+			for _, sz := range zmqSizes {
+				base := zmqHeadroomID(pl.id, tr, zmqDirs[0].id, sz)
+				for _, d := range zmqDirs {
+					cs = append(cs, &Case{
+						ID: zmqHeadroomID(pl.id, tr, d.id, sz), Group: gZMQ, Runs: runs,
+						Name:    fmt.Sprintf("%s, %s, %d B%s: highest ZMQ_RATE (50 Mbit/s–1 Gbit/s) at which every message arrived", d.name, tr, sz, pl.name),
+						Timeout: 90 * time.Second, Baseline: base,
+						Show:  []string{mMsgs, mZMQBestAt, mZMQKeptUp, mSendMsgs, mPubCPU, mSubCPU},
+						Needs: needs, Interleave: base,
+						Run: zmqHeadroomRun(e, tr, d.id, sz, pl.own),
+					})
+				}
 			}
 		}
 	}
@@ -73,10 +90,10 @@ func zmqHeadroomCases(e *Env, runs int) []*Case {
 // its own sockets, peers and devices (Run.sub). A step whose subscriber
 // got nothing is a step where not every message arrived; any other error
 // (a wrong record, a peer that failed) ends the ramp with it.
-func zmqHeadroomRun(e *Env, transport, dir string, size int) func(context.Context, *Run) (Metrics, error) {
+func zmqHeadroomRun(e *Env, transport, dir string, size int, own bool) func(context.Context, *Run) (Metrics, error) {
 	return func(_ context.Context, r *Run) (Metrics, error) {
 		return zmqRamp(zmqRampSteps, func(kbit int) (Metrics, error) {
-			m, err := r.sub(fmt.Sprintf("%dM", kbit/1000), zmqRun(e, transport, dir, kbit, size, e.zmqCount(kbit, size)))
+			m, err := r.sub(fmt.Sprintf("%dM", kbit/1000), zmqRun(e, transport, dir, kbit, size, e.zmqCount(kbit, size), own))
 			if errors.Is(err, errZMQNothing) {
 				return Metrics{mMsgs: 0, mArrivedPct: 0}, nil
 			}
@@ -130,28 +147,30 @@ func zmqRamp(steps []int, step func(kbit int) (Metrics, error), logf func(string
 func (rep *report) zmqHeadroomTargets() []targetRow {
 	var rows []targetRow
 	top := float64(zmqRampSteps[len(zmqRampSteps)-1]) / 1000
-	for _, tr := range []string{"epgm", "pgm"} {
-		for _, d := range zmqDirs[1:] {
-			for _, sz := range zmqSizes {
-				id, base := zmqHeadroomID(tr, d.id, sz), zmqHeadroomID(tr, zmqDirs[0].id, sz)
-				r, ok := rep.ratio(id, base, mMsgs)
-				m, st := "n/a", status(ok && r >= 1.0, ok)
-				if ok {
-					med := func(id, m string) float64 { v, _ := rep.med(id, m); return v }
-					m = fmt.Sprintf("%.2f× (%s of %s msgs/s; every message arrived up to ZMQ_RATE %s vs %s Mbit/s, best at %s vs %s)",
-						r, fmtNum(med(id, mMsgs)), fmtNum(med(base, mMsgs)), fmtNum(med(id, mZMQKeptUp)), fmtNum(med(base, mZMQKeptUp)),
-						fmtNum(med(id, mZMQBestAt)), fmtNum(med(base, mZMQBestAt)))
-					if d.id == "libzmq-pgmtun" && r < 1.0 && med(id, mZMQKeptUp) >= top && med(base, mZMQKeptUp) >= top {
-						st = "— (publisher-bound)"
-						if p, ok := rep.ratio(id, base, mSendMsgs); ok {
-							m += fmt.Sprintf("; both whole at every step: libzmq's publisher bound both (it handed over %.2f× as many a second)", p)
+	for _, pl := range zmqPlacements {
+		for _, tr := range []string{"epgm", "pgm"} {
+			for _, d := range zmqDirs[1:] {
+				for _, sz := range zmqSizes {
+					id, base := zmqHeadroomID(pl.id, tr, d.id, sz), zmqHeadroomID(pl.id, tr, zmqDirs[0].id, sz)
+					r, ok := rep.ratio(id, base, mMsgs)
+					m, st := "n/a", status(ok && r >= 1.0, ok)
+					if ok {
+						med := func(id, m string) float64 { v, _ := rep.med(id, m); return v }
+						m = fmt.Sprintf("%.2f× (%s of %s msgs/s; every message arrived up to ZMQ_RATE %s vs %s Mbit/s, best at %s vs %s)",
+							r, fmtNum(med(id, mMsgs)), fmtNum(med(base, mMsgs)), fmtNum(med(id, mZMQKeptUp)), fmtNum(med(base, mZMQKeptUp)),
+							fmtNum(med(id, mZMQBestAt)), fmtNum(med(base, mZMQBestAt)))
+						if d.id == "libzmq-pgmtun" && r < 1.0 && med(id, mZMQKeptUp) >= top && med(base, mZMQKeptUp) >= top {
+							st = "— (publisher-bound)"
+							if p, ok := rep.ratio(id, base, mSendMsgs); ok {
+								m += fmt.Sprintf("; both whole at every step: libzmq's publisher bound both (it handed over %.2f× as many a second)", p)
+							}
 						}
 					}
+					rows = append(rows, targetRow{
+						fmt.Sprintf("ZeroMQ (issue 13) ≥ 1.0× libzmq PUB → libzmq SUB msgs/s — %s, %s, %d B%s (highest rate every message arrived: "+
+							"ZMQ_RATE stepped 50 Mbit/s–1 Gbit/s on both ends, best msgs/s of the complete steps)", d.name, tr, sz, pl.name),
+						m, st})
 				}
-				rows = append(rows, targetRow{
-					fmt.Sprintf("ZeroMQ (issue 13) ≥ 1.0× libzmq PUB → libzmq SUB msgs/s — %s, %s, %d B (highest rate every message arrived: "+
-						"ZMQ_RATE stepped 50 Mbit/s–1 Gbit/s on both ends, best msgs/s of the complete steps)", d.name, tr, sz),
-					m, st})
 			}
 		}
 	}
