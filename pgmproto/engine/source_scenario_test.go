@@ -364,11 +364,14 @@ func TestSourceRepairHoldsTrail(t *testing.T) {
 
 // rateLimited returns a source harness limited to rate bytes/s, with n
 // packets of 1000 wire bytes queued (not yet sent).
-func rateLimited(t *testing.T, rate, n int) *harness {
+func rateLimited(t *testing.T, rate, n int, opts ...func(*Config)) *harness {
 	c := testConfig()
 	c.MaxRate = rate
 	c.TXWSqns = uint32(2 * n)
 	c.TXWSecs = time.Minute
+	for _, o := range opts {
+		o(&c)
+	}
 	h := newSourceHarness(t, c)
 	for range n {
 		require.NoError(t, h.src.Send(h.now, make([]byte, 1000-DefaultNetHeaderLen-dataHeaderLen)))
@@ -385,66 +388,54 @@ func TestSourceRateLimit(t *testing.T) {
 	assert.InDelta(t, 1.0, od[99].at.Seconds(), 0.05)
 }
 
+// takeODATABytes returns the wire bytes of the ODATA sent since the last
+// call (IP header included, as the limiter counts them) and forgets them.
+func (h *harness) takeODATABytes() int {
+	n := 0
+	for _, s := range h.of(wire.TypeODATA) {
+		n += len(s.Packet) + DefaultNetHeaderLen
+	}
+	h.wire = nil
+	return n
+}
+
 func TestSourceRateBurst(t *testing.T) {
 	// At 10 MB/s the limiter lets 3 ms of rate (30 kB) go at once, keeps
 	// the credit a late timer accrues up to that, and no more.
 	h := rateLimited(t, 10_000_000, 200)
 	require.Equal(t, 30_000, rateBurst(h.src.cfg.MaxRate, h.src.cfg.MaxTPDU, 0))
-	sentBytes := func() int {
-		n := 0
-		for _, s := range h.of(wire.TypeODATA) {
-			n += len(s.Packet) + DefaultNetHeaderLen
-		}
-		h.wire = nil
-		return n
-	}
 	const pkt = 1008 // the first ODATA carries OPT_SYN
 	h.drain()
-	burst := sentBytes()
+	burst := h.takeODATABytes()
 	assert.InDelta(t, 30_000, burst, pkt, "at once: the burst (less the SPM sent at the start)")
 
 	h.now = h.now.Add(2 * time.Millisecond) // a timer 2 ms late
 	h.drain()
-	assert.InDelta(t, 20_000, sentBytes(), pkt, "the credit of 2 ms")
+	assert.InDelta(t, 20_000, h.takeODATABytes(), pkt, "the credit of 2 ms")
 
 	h.now = h.now.Add(50 * time.Millisecond) // much later
 	h.drain()
-	assert.InDelta(t, 30_000, sentBytes(), pkt, "no more than the burst")
+	assert.InDelta(t, 30_000, h.takeODATABytes(), pkt, "no more than the burst")
 
 	h.run(10 * time.Millisecond)
-	assert.InDelta(t, 10_000_000/100, sentBytes(), 2*pkt, "then the rate")
+	assert.InDelta(t, 10_000_000/100, h.takeODATABytes(), 2*pkt, "then the rate")
 }
 
 func TestSourceRateBurstConfigured(t *testing.T) {
 	// RateBurst 1 ms: at 10 MB/s 10 kB go at once and a late timer's
 	// credit is kept up to that; the rate is the same.
-	c := testConfig()
-	c.MaxRate = 10_000_000
-	c.RateBurst = time.Millisecond
-	c.TXWSqns = 400
-	c.TXWSecs = time.Minute
-	h := newSourceHarness(t, c)
-	for range 200 {
-		require.NoError(t, h.src.Send(h.now, make([]byte, 1000-DefaultNetHeaderLen-dataHeaderLen)))
-	}
+	h := rateLimited(t, 10_000_000, 200, func(c *Config) { c.RateBurst = time.Millisecond })
 	require.Equal(t, 10_000, rateBurst(h.src.cfg.MaxRate, h.src.cfg.MaxTPDU, h.src.cfg.RateBurst))
-	sentBytes := func() int {
-		n := 0
-		for _, s := range h.of(wire.TypeODATA) {
-			n += len(s.Packet) + DefaultNetHeaderLen
-		}
-		h.wire = nil
-		return n
-	}
 	const pkt = 1008
 	h.drain()
-	assert.InDelta(t, 10_000, sentBytes(), pkt, "at once: the burst (less the SPM sent at the start)")
+	assert.InDelta(t, 10_000, h.takeODATABytes(), pkt, "at once: the burst (less the SPM sent at the start)")
 	h.now = h.now.Add(3 * time.Millisecond) // a timer 3 ms late
 	h.drain()
-	assert.InDelta(t, 10_000, sentBytes(), pkt, "no more than the burst")
+	assert.InDelta(t, 10_000, h.takeODATABytes(), pkt, "no more than the burst")
 	h.run(10 * time.Millisecond)
-	assert.InDelta(t, 10_000_000/100, sentBytes(), 2*pkt, "then the rate")
+	assert.InDelta(t, 10_000_000/100, h.takeODATABytes(), 2*pkt, "then the rate")
 
+	c := h.src.cfg
 	c.RateBurst = -time.Millisecond
 	_, err := NewSource(c, h.now)
 	assert.Error(t, err, "a negative burst")
