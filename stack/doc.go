@@ -22,8 +22,8 @@
 // Inside, each socket owns a sans-IO engine from pgmproto/engine run by a
 // driver: packets and API calls go in under one mutex, one timer on the
 // stack's tcpip.Clock is armed at the engine's next deadline (a sender at
-// 24 MB/s or more on the real clock sleeps waits under a millisecond
-// with nanosleep instead, and its limiters burst 1 ms: pacing.go), and the
+// 24 MB/s or more on the real clock times waits under a millisecond with
+// a timerfd instead, and its limiters burst 1 ms: pacing.go), and the
 // packets it returns are written through gVisor routes (TTL verbatim,
 // multicast loop only when asked). gVisor fans multicast out to several
 // endpoints only for UDP, so PGM registers no endpoints with the stack's

@@ -108,9 +108,9 @@ type driver struct {
 	mu    sync.Mutex
 	eng   machine
 	timer tcpip.Timer
-	// fine: waits under fineWaitMax are slept by fineFire, not the clock
+	// fine, if set, times waits under fineWaitMax instead of the clock
 	// timer (a fast sender, pacing.go).
-	fine    bool
+	fine    *fineTimer
 	armedAt time.Time
 	closed  bool
 	// spare is the view the engine builds its next packet in, which then
@@ -248,13 +248,16 @@ func (d *driver) settleLocked(now time.Time) {
 		return
 	}
 	wait := dl.Sub(now)
-	if d.fine && wait < fineWaitMax {
+	if d.fine != nil && wait < fineWaitMax {
 		if d.timer != nil && !d.armedAt.IsZero() {
 			d.timer.Stop()
 		}
 		d.armedAt = dl
-		go d.fineFire(wait)
+		d.fine.reset(wait)
 		return
+	}
+	if d.fine != nil {
+		d.fine.stop()
 	}
 	if d.timer == nil {
 		d.timer = d.clock.AfterFunc(wait, d.fire)
@@ -377,6 +380,9 @@ func (d *driver) closeThen(keep bool, then func()) {
 	d.closed = true
 	if d.timer != nil {
 		d.timer.Stop()
+	}
+	if d.fine != nil {
+		d.fine.close()
 	}
 	if d.spare != nil {
 		d.spare.Release()

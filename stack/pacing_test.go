@@ -47,10 +47,11 @@ func TestFinePacingWhen(t *testing.T) {
 }
 
 // TestFinePacedSender: on the real clock a sender at 50 MB/s paces
-// finely (its driver sleeps short waits itself, its limiters burst 1 ms)
+// finely (its driver times short waits with its fine timer, its limiters
+// burst 1 ms)
 // and delivers every byte; one at the default rate does not. Both end
-// without leaving a goroutine behind (a fine sleeper ends within
-// fineWaitMax).
+// without leaving a goroutine behind (the fine timer's reader ends with
+// the driver).
 func TestFinePacedSender(t *testing.T) {
 	checkGoroutines(t)
 	h := memlink.New(memlink.Options{Seed: 3})
@@ -86,7 +87,7 @@ func TestFinePacedSender(t *testing.T) {
 			snd, err := c.Socket().sender()
 			require.NoError(t, err)
 			snd.d.mu.Lock()
-			fine, burst := snd.d.fine, snd.eng.src.Config().RateBurst
+			fine, burst := snd.d.fine != nil, snd.eng.src.Config().RateBurst
 			snd.d.mu.Unlock()
 			assert.Equal(t, tc.fine, fine, "the driver's pacing")
 			assert.Equal(t, tc.burst, burst, "the limiters' burst")
@@ -105,5 +106,36 @@ func TestFinePacedSender(t *testing.T) {
 				t.Fatal("the receiver did not finish")
 			}
 		})
+	}
+}
+
+// TestFineTimer: a reset fires once; a stop before the expiry keeps it
+// from firing; after close, reset and stop do nothing and the reading
+// goroutine has ended.
+func TestFineTimer(t *testing.T) {
+	checkGoroutines(t)
+	fired := make(chan struct{}, 4)
+	ft, err := newFineTimer(func() { fired <- struct{}{} })
+	require.NoError(t, err)
+	ft.reset(200 * time.Microsecond)
+	select {
+	case <-fired:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no fire")
+	}
+	ft.reset(50 * time.Millisecond)
+	ft.stop()
+	select {
+	case <-fired:
+		t.Fatal("fired after stop")
+	case <-time.After(100 * time.Millisecond):
+	}
+	ft.close()
+	ft.reset(time.Microsecond)
+	ft.stop()
+	select {
+	case <-fired:
+		t.Fatal("fired after close")
+	case <-time.After(20 * time.Millisecond):
 	}
 }

@@ -165,7 +165,9 @@ func (s *Socket) startSenderLocked(group netip.AddrPort, cfg engine.Config, eng 
 	}
 	cfg.TSI = tsi
 	if finePacing(s.p.realClock, &cfg) {
-		cfg.RateBurst, d.fine = fineBurst, true
+		if ft, err := newFineTimer(d.fire); err == nil {
+			cfg.RateBurst, d.fine = fineBurst, ft
+		} // else the clock's timers, and their burst
 	}
 	src, err := engine.NewSource(cfg, d.now())
 	if err != nil {
