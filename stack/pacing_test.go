@@ -48,8 +48,8 @@ func TestFinePacingWhen(t *testing.T) {
 
 // TestFinePacedSender: on the real clock a sender at 50 MB/s paces
 // finely (its driver times short waits with its fine timer, its limiters
-// burst 1 ms)
-// and delivers every byte; one at the default rate does not. Both end
+// burst 1 ms) and delivers every byte; one at the default rate does not.
+// Both end
 // without leaving a goroutine behind (the fine timer's reader ends with
 // the driver).
 func TestFinePacedSender(t *testing.T) {
