@@ -90,8 +90,8 @@ fuzz-long:
 	exit $$rc
 
 # bench runs every benchmark case (5 runs each; the TUN, TAP, OpenPGM and
-# libzmq cases need root) and writes bench/REPORT.md and its SVG plots. Since
-# the ZeroMQ, PGMCC and scale cases came in, it took 21m42s here (2026-12-05);
-# the budget, which stops starting cases once spent, is 45 minutes.
+# libzmq cases need root) and writes bench/REPORT.md and its SVG plots. With
+# the ZeroMQ ramps of both placements it took 30m21s here (2026-12-05); the
+# budget, which stops starting cases once spent, is 45 minutes.
 bench: deps
 	$(GO) run ./bench -out bench -budget 45m
