@@ -91,7 +91,7 @@ type sourceReg struct {
 type Protocol struct {
 	s *tcpipstack.Stack
 	// realClock: the stack runs on gVisor's real clock (fine pacing,
-	// pacing.go, sleeps in real time).
+	// pacing.go, times waits in real time).
 	realClock bool
 
 	mu sync.RWMutex
