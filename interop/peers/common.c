@@ -463,6 +463,10 @@ pgm_sock_t *open_socket(const struct peer_opts *o, bool sender)
 	memset(&addr, 0, sizeof addr);
 	addr.sa_port = o->port;
 	addr.sa_addr.sport = o->sport ? o->sport : (uint16_t)(1 + getpid() % 65000);
+	/* pgm_bind3 refuses a source port equal to the data port, with no
+	 * error message; a pid-derived one hits it now and then. */
+	if (!o->sport && addr.sa_addr.sport == addr.sa_port)
+		addr.sa_addr.sport = (uint16_t)(addr.sa_addr.sport % 65000 + 1);
 	{
 		/* A GSI unique per process, so runs never collide. */
 		struct { pid_t pid; double t; } seed = { getpid(), now_seconds() };
