@@ -29,6 +29,14 @@ type NICOptioner interface {
 	NICOptions(s *stack.Stack, id tcpip.NICID, ep stack.LinkEndpoint) stack.NICOptions
 }
 
+// HashPaced, as a packet's PacketBuffer.Hash, says its sender timed it
+// (a finely paced PGM source, stack/pacing.go): a link with a transmit
+// queue of its own writes it at once when nothing is queued before it,
+// rather than hand it to a writer goroutine that would collect it with
+// its successors and send them as a burst again. Other packets keep Hash
+// 0, gVisor's "no hash".
+const HashPaced uint32 = 0x7061_6365 // "pace"
+
 // ipv4Multicast is 224.0.0.0/4.
 var ipv4Multicast = func() tcpip.Subnet {
 	s, _ := tcpip.NewSubnet(tcpip.AddrFrom4([4]byte{224}), tcpip.MaskFromBytes([]byte{240, 0, 0, 0}))

@@ -61,7 +61,10 @@ type txParams struct {
 type txItem struct {
 	to   netip.Addr
 	ttl1 bool
-	buf  buffer.Buffer
+	// paced: released by the fine timer, so timed by the rate limiter
+	// (link.HashPaced).
+	paced bool
+	buf   buffer.Buffer
 }
 
 // maxTransmitBurst bounds the packets one call takes from an engine before
@@ -110,9 +113,15 @@ type driver struct {
 	timer tcpip.Timer
 	// fine, if set, times waits under fineWaitMax instead of the clock
 	// timer (a fast sender, pacing.go).
-	fine    *fineTimer
-	armedAt time.Time
-	closed  bool
+	fine *fineTimer
+	// finePaced: the last settle armed the fine timer, so the engine
+	// waits microseconds for its limiter: the rate binds, and what it
+	// sends until a longer wait is paced (txItem.paced). A limiter that
+	// never binds (a rate above what the link takes) sets no such waits,
+	// and its packets keep the link's queue.
+	finePaced bool
+	armedAt   time.Time
+	closed    bool
 	// spare is the view the engine builds its next packet in, which then
 	// goes to IP as it is (nil until needed, or for engines that copy).
 	spare *buffer.View
@@ -233,6 +242,7 @@ func (d *driver) settleLocked(now time.Time) {
 			d.timer.Stop()
 		}
 		d.armedAt = time.Time{}
+		d.finePaced = false
 		return
 	}
 	if !dl.After(now) {
@@ -254,10 +264,12 @@ func (d *driver) settleLocked(now time.Time) {
 		}
 		d.armedAt = dl
 		d.fine.reset(wait)
+		d.finePaced = true
 		return
 	}
 	if d.fine != nil {
 		d.fine.stop()
+		d.finePaced = false
 	}
 	if d.timer == nil {
 		d.timer = d.clock.AfterFunc(wait, d.fire)
@@ -291,7 +303,7 @@ func (d *driver) drainLocked(now time.Time) {
 		} else {
 			b = buffer.MakeWithData(t.Data)
 		}
-		d.enqueue(txItem{to: t.To, ttl1: t.HopLimitOne, buf: b})
+		d.enqueue(txItem{to: t.To, ttl1: t.HopLimitOne, paced: d.finePaced, buf: b})
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/pgmtun/pgmtun/link"
 )
 
 // packetWriter is how a driver's packets leave: the transport half of the
@@ -85,6 +87,9 @@ func (w *netstackWriter) write(it *txItem) {
 		ReserveHeaderBytes: int(r.MaxHeaderLength()) + encap,
 		Payload:            it.buf,
 	})
+	if it.paced {
+		pkt.Hash = link.HashPaced
+	}
 	proto := ProtocolNumber
 	if encap > 0 {
 		proto = header.UDPProtocolNumber

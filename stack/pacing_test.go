@@ -2,6 +2,7 @@ package stack
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/netip"
 	"testing"
@@ -11,7 +12,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/faketime"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 
+	"github.com/pgmtun/pgmtun/link"
 	"github.com/pgmtun/pgmtun/link/memlink"
 	"github.com/pgmtun/pgmtun/pgmproto/engine"
 )
@@ -137,5 +140,110 @@ func TestFineTimer(t *testing.T) {
 	case <-fired:
 		t.Fatal("fired after close")
 	case <-time.After(20 * time.Millisecond):
+	}
+}
+
+// TestDriverMarksPacedPackets: once a finely paced driver has armed its
+// fine timer (its engine waits microseconds: the limiter binds), the
+// packets it sends reach the link marked link.HashPaced, so a link with a
+// transmit queue writes them as they come (link/tun). Packets sent before,
+// after longer waits, or by a driver without the fine timer are not.
+func TestDriverMarksPacedPackets(t *testing.T) {
+	const pkts = 6
+	for i, tc := range []struct {
+		name string
+		wait time.Duration
+		fine bool
+		want uint32 // the mark of every packet after the first
+	}{
+		{"short waits on the fine timer", 200 * time.Microsecond, true, link.HashPaced},
+		{"waits of a millisecond and more", 2 * time.Millisecond, true, 0},
+		{"no fine timer", 200 * time.Microsecond, false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := New(Options{Clock: tcpip.NewStdClock()})
+			ep := channel.New(64, 1500, "")
+			t.Cleanup(func() { ep.Close(); s.Close(); s.Wait() })
+			require.NoError(t, AddNIC(s, 1, ep, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, 1}), 24)))
+			p, err := FromStack(s)
+			require.NoError(t, err)
+			pkt := transmit{To: group1, Data: []byte{byte(i), 1, 2, 3}}
+			e := &fakeEngine{}
+			sent := 1
+			e.onTimer = func(now time.Time, e *fakeEngine) {
+				if sent < pkts {
+					sent++
+					e.out = append(e.out, pkt)
+					e.dl = now.Add(tc.wait)
+				}
+			}
+			d := newDriver(p, e, txParams{NIC: 1, TTL: 1})
+			defer d.close()
+			if tc.fine {
+				d.fine, err = newFineTimer(d.fire)
+				require.NoError(t, err)
+			}
+			d.do(func(now time.Time) {
+				e.out = append(e.out, pkt)
+				e.dl = now.Add(tc.wait)
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			for n := range pkts {
+				got := ep.ReadContext(ctx)
+				require.NotNil(t, got, "packet %d left", n)
+				want := tc.want
+				if n == 0 {
+					want = 0 // sent before any wait
+				}
+				assert.Equal(t, want, got.Hash, "packet %d's mark", n)
+				got.DecRef()
+			}
+		})
+	}
+}
+
+// TestUnboundSenderNotMarked: a sender whose rate is far above what it
+// sends never waits on its limiter, so none of its packets is marked
+// paced, and a TUN keeps its transmit queue's overlap for them (an
+// "unlimited" --rate lost a third of its packets a second when every
+// packet of a fast sender was marked).
+func TestUnboundSenderNotMarked(t *testing.T) {
+	const msgSize, msgs = 5 * 1436, 84 // five full fragments each, 603 kB
+	for i, tc := range []struct {
+		name string
+		rate int
+		n    int
+	}{
+		{"10 Gbit/s", 10_000_000_000 / 8, msgs}, // a 1 ms burst of 1.25 MB
+		{"the default rate", 0, 4},              // 400 kB/s: not finely paced
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := New(Options{Clock: tcpip.NewStdClock()})
+			ep := channel.New(1024, 1500, "")
+			t.Cleanup(func() { ep.Close(); s.Close(); s.Wait() })
+			require.NoError(t, AddNIC(s, 1, ep, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, 1}), 24)))
+			p, err := FromStack(s)
+			require.NoError(t, err)
+			c, err := Dial(p, SockRDM, netip.AddrPortFrom(group1, uint16(7720+i)), WithRate(tc.rate), WithWindow(time.Second))
+			require.NoError(t, err)
+			defer c.Close()
+			msg := make([]byte, msgSize)
+			for range tc.n {
+				_, err = c.Write(msg)
+				require.NoError(t, err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			for data := 0; data < tc.n*5; {
+				pkt := ep.ReadContext(ctx)
+				require.NotNil(t, pkt, "packets left (%d of %d)", data, tc.n*5)
+				if pkt.Size() == 1500 {
+					data++
+				}
+				assert.Zero(t, pkt.Hash, "packet %d's mark", data)
+				pkt.DecRef()
+			}
+		})
 	}
 }

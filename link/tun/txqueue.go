@@ -1,6 +1,7 @@
 package tun
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -8,6 +9,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/pgmtun/pgmtun/link"
 )
 
 // TxQueueLen is the default number of outbound packets a device's link
@@ -32,8 +35,10 @@ type TxStats struct {
 // goroutine through a bounded FIFO, so the goroutine running the stack
 // (the PGM engine, IP) works on the next packet while the device write
 // syscall of the previous one runs on another core. A packet that finds
-// the queue empty and the device idle for directGap is written by its
-// sender instead (txQDisc.WritePacket): sparse packets skip the hand-off.
+// the queue empty and the device idle for directGap, or that its sender
+// paced (link.HashPaced), or any such packet under GOMAXPROCS 1, is
+// written by its sender instead (txQDisc.WritePacket): sparse and paced
+// packets skip the hand-off.
 //
 // A full queue makes the sender wait for room: the same backpressure as
 // a write syscall it waited for before, so an unlimited sender is slowed
@@ -61,7 +66,10 @@ type txQueue struct {
 	direct    bool
 	lastWrite int64
 	one       stack.PacketBufferList // the direct write's list, reused
-	done      chan struct{}          // closed when the writer has exited
+	// oneP caches whether GOMAXPROCS is 1, read at procsAt (directNow).
+	oneP, procsRead bool
+	procsAt         int64
+	done            chan struct{} // closed when the writer has exited
 
 	written, errors, dropped, waits atomic.Uint64
 }
@@ -144,8 +152,7 @@ var epoch = time.Now()
 func (d txQDisc) WritePacket(pkt *stack.PacketBuffer) tcpip.Error {
 	q := d.q
 	q.mu.Lock()
-	if q.n == 0 && !q.direct && !q.stopped && (q.idle || !q.started) &&
-		int64(time.Since(epoch))-q.lastWrite >= int64(directGap) {
+	if q.n == 0 && !q.direct && !q.stopped && (q.idle || !q.started) && q.directNow(pkt) {
 		q.writeDirect(pkt)
 	} else {
 		q.pushLocked(pkt)
@@ -153,6 +160,33 @@ func (d txQDisc) WritePacket(pkt *stack.PacketBuffer) tcpip.Error {
 	q.unlockAndRelease()
 	return nil
 }
+
+// directNow reports whether pkt, finding the queue empty and the writer
+// idle, should be written by its sender: marked link.HashPaced (its
+// sender spaced it on purpose, and the writer would gather such packets
+// into bursts again; a paced sender sleeps between packets, so writing in
+// its goroutine costs it no overlap), or the device idle for directGap, or
+// one P only. q.mu is held.
+func (q *txQueue) directNow(pkt *stack.PacketBuffer) bool {
+	if pkt.Hash == link.HashPaced {
+		return true
+	}
+	now := int64(time.Since(epoch))
+	if !q.procsRead || now-q.procsAt >= int64(procsEvery) {
+		q.procsRead, q.procsAt = true, now
+		q.oneP = runtime.GOMAXPROCS(0) == 1
+	}
+	return q.oneP || now-q.lastWrite >= int64(directGap)
+}
+
+// procsEvery is how often a queue looks at GOMAXPROCS again (it changes
+// with the container's CPU limit; reading it takes the scheduler's lock,
+// too dear for every packet). With one P the writer goroutine cannot run
+// beside the sender, so a hand-off to it buys no overlap and costs two
+// goroutine switches: every packet that finds the queue empty is written
+// directly (a ZeroMQ publisher pinned to one core sent 1.4-1.5x the
+// messages so, bench/NOTES.md session 12).
+const procsEvery = 100 * time.Millisecond
 
 // writeDirect writes pkt in the sender's goroutine. q.mu is held on entry
 // and on return, but not during the write; packets queued meanwhile wait

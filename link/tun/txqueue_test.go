@@ -13,6 +13,8 @@ import (
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/pgmtun/pgmtun/link"
 )
 
 // recordingLink is the endpoint below a txQueue in these tests: it
@@ -361,7 +363,8 @@ func TestTxQDiscWritesSparsePacketsDirectly(t *testing.T) {
 
 func TestTxQDiscBurstGoesThroughWriter(t *testing.T) {
 	// Back to back, only the first packet is written directly; the rest
-	// go through the writer, in order.
+	// go through the writer, in order (with a P for it to run on).
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
 	low, q, d := releasedQDisc()
 	for i := range uint32(200) {
 		qdiscSend(d, i)
@@ -396,4 +399,62 @@ func TestTxQDiscDirectWriteKeepsOrder(t *testing.T) {
 	require.Eventually(t, func() bool { return len(low.written()) == 6 }, 5*time.Second, time.Millisecond)
 	q.stop()
 	assert.Equal(t, seqs(0, 6), low.written())
+}
+
+func qdiscSendPaced(d stack.QueueingDiscipline, seq uint32) {
+	pkt := seqPacket(seq, nil)
+	pkt.Hash = link.HashPaced
+	d.WritePacket(pkt)
+	pkt.DecRef()
+}
+
+func TestTxQDiscWritesPacedPacketsDirectly(t *testing.T) {
+	// A packet its sender timed (link.HashPaced) is written by the sender
+	// even back to back: the writer would collect such packets and send
+	// them as a burst again.
+	low, q, d := releasedQDisc()
+	for i := range uint32(200) {
+		qdiscSendPaced(d, i)
+		require.Equal(t, seqs(0, i+1), low.written(), "packet %d written by the sender itself", i)
+	}
+	assert.False(t, writerStarted(q), "no writer goroutine for paced packets")
+	q.stop()
+	assert.Equal(t, TxStats{Written: 200}, q.stats())
+}
+
+func TestTxQDiscPacedPacketWaitsForQueued(t *testing.T) {
+	// A paced packet that finds packets queued goes behind them.
+	low := newRecordingLink() // held: writes wait
+	q := newTxQueue(low, 16)
+	d := q.qdisc()
+	done := make(chan struct{})
+	go func() {
+		qdiscSend(d, 0) // direct: blocks in the held device
+		close(done)
+	}()
+	<-low.entered
+	for i := uint32(1); i <= 3; i++ {
+		qdiscSend(d, i)
+	}
+	qdiscSendPaced(d, 4) // returns at once: queued, not written
+	low.release()
+	<-done
+	require.Eventually(t, func() bool { return len(low.written()) == 5 }, 5*time.Second, time.Millisecond)
+	assert.True(t, writerStarted(q), "the writer took the queued packets")
+	q.stop()
+	assert.Equal(t, seqs(0, 5), low.written())
+}
+
+func TestTxQDiscOneProcWritesDirectly(t *testing.T) {
+	// With GOMAXPROCS 1 the writer goroutine cannot overlap the sender:
+	// back-to-back packets are written by the sender too.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	low, q, d := releasedQDisc()
+	for i := range uint32(200) {
+		qdiscSend(d, i)
+		require.Equal(t, seqs(0, i+1), low.written(), "packet %d written by the sender itself", i)
+	}
+	assert.False(t, writerStarted(q), "no writer goroutine with one P")
+	q.stop()
+	assert.Equal(t, TxStats{Written: 200}, q.stats())
 }
