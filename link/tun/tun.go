@@ -32,7 +32,10 @@
 // default TxQueueLen) to one writer goroutine, so the goroutine running the
 // stack builds the next packet while the device write syscall of the last one
 // runs; a full queue makes the sender wait (nothing is dropped while the
-// device is open) and Device.TxStats counts what happened.
+// device is open) and Device.TxStats counts what happened. A packet that
+// finds the queue empty is written by its sender when the device has been
+// idle a while, when its sender paced it (link.HashPaced), or under
+// GOMAXPROCS 1, where the writer could not run beside it.
 package tun
 
 import (

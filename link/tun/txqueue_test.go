@@ -2,6 +2,7 @@ package tun
 
 import (
 	"encoding/binary"
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -376,29 +377,39 @@ func TestTxQDiscBurstGoesThroughWriter(t *testing.T) {
 }
 
 func TestTxQDiscDirectWriteKeepsOrder(t *testing.T) {
-	// Packets queued while a direct write is in the device wait for it.
-	low := newRecordingLink() // held: writes wait
-	q := newTxQueue(low, 16)
-	d := q.qdisc()
-	done := make(chan struct{})
-	go func() {
-		qdiscSend(d, 0) // direct: blocks in the held device
-		close(done)
-	}()
-	<-low.entered
-	for i := uint32(1); i <= 5; i++ {
-		qdiscSend(d, i) // queued behind it; the writer must not overtake
+	// Packets queued while a direct write is in the device wait for it; a
+	// paced packet that finds packets queued goes behind them too.
+	for _, lastPaced := range []bool{false, true} {
+		t.Run(fmt.Sprintf("last paced %v", lastPaced), func(t *testing.T) {
+			low := newRecordingLink() // held: writes wait
+			q := newTxQueue(low, 16)
+			d := q.qdisc()
+			done := make(chan struct{})
+			go func() {
+				qdiscSend(d, 0) // direct: blocks in the held device
+				close(done)
+			}()
+			<-low.entered
+			for i := uint32(1); i <= 5; i++ {
+				// Queued behind it; the writer must not overtake.
+				if lastPaced && i == 5 {
+					qdiscSendPaced(d, i)
+				} else {
+					qdiscSend(d, i)
+				}
+			}
+			select {
+			case <-low.entered:
+				t.Fatal("the writer went into the device during the direct write")
+			case <-time.After(20 * time.Millisecond):
+			}
+			low.release()
+			<-done
+			require.Eventually(t, func() bool { return len(low.written()) == 6 }, 5*time.Second, time.Millisecond)
+			q.stop()
+			assert.Equal(t, seqs(0, 6), low.written())
+		})
 	}
-	select {
-	case <-low.entered:
-		t.Fatal("the writer went into the device during the direct write")
-	case <-time.After(20 * time.Millisecond):
-	}
-	low.release()
-	<-done
-	require.Eventually(t, func() bool { return len(low.written()) == 6 }, 5*time.Second, time.Millisecond)
-	q.stop()
-	assert.Equal(t, seqs(0, 6), low.written())
 }
 
 func qdiscSendPaced(d stack.QueueingDiscipline, seq uint32) {
@@ -408,53 +419,33 @@ func qdiscSendPaced(d stack.QueueingDiscipline, seq uint32) {
 	pkt.DecRef()
 }
 
-func TestTxQDiscWritesPacedPacketsDirectly(t *testing.T) {
-	// A packet its sender timed (link.HashPaced) is written by the sender
-	// even back to back: the writer would collect such packets and send
-	// them as a burst again.
-	low, q, d := releasedQDisc()
-	for i := range uint32(200) {
-		qdiscSendPaced(d, i)
-		require.Equal(t, seqs(0, i+1), low.written(), "packet %d written by the sender itself", i)
+func TestTxQDiscWritesBackToBackDirectly(t *testing.T) {
+	// Back to back, a packet its sender timed (link.HashPaced) is written
+	// by the sender itself: the writer would gather such packets into a
+	// burst again. So is every packet under GOMAXPROCS 1, where the writer
+	// goroutine cannot run beside the sender.
+	for _, tc := range []struct {
+		name  string
+		paced bool
+		procs int
+	}{
+		{"paced", true, 2},
+		{"one P", false, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(tc.procs))
+			low, q, d := releasedQDisc()
+			for i := range uint32(200) {
+				if tc.paced {
+					qdiscSendPaced(d, i)
+				} else {
+					qdiscSend(d, i)
+				}
+				require.Equal(t, seqs(0, i+1), low.written(), "packet %d written by the sender itself", i)
+			}
+			assert.False(t, writerStarted(q), "no writer goroutine")
+			q.stop()
+			assert.Equal(t, TxStats{Written: 200}, q.stats())
+		})
 	}
-	assert.False(t, writerStarted(q), "no writer goroutine for paced packets")
-	q.stop()
-	assert.Equal(t, TxStats{Written: 200}, q.stats())
-}
-
-func TestTxQDiscPacedPacketWaitsForQueued(t *testing.T) {
-	// A paced packet that finds packets queued goes behind them.
-	low := newRecordingLink() // held: writes wait
-	q := newTxQueue(low, 16)
-	d := q.qdisc()
-	done := make(chan struct{})
-	go func() {
-		qdiscSend(d, 0) // direct: blocks in the held device
-		close(done)
-	}()
-	<-low.entered
-	for i := uint32(1); i <= 3; i++ {
-		qdiscSend(d, i)
-	}
-	qdiscSendPaced(d, 4) // returns at once: queued, not written
-	low.release()
-	<-done
-	require.Eventually(t, func() bool { return len(low.written()) == 5 }, 5*time.Second, time.Millisecond)
-	assert.True(t, writerStarted(q), "the writer took the queued packets")
-	q.stop()
-	assert.Equal(t, seqs(0, 5), low.written())
-}
-
-func TestTxQDiscOneProcWritesDirectly(t *testing.T) {
-	// With GOMAXPROCS 1 the writer goroutine cannot overlap the sender:
-	// back-to-back packets are written by the sender too.
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	low, q, d := releasedQDisc()
-	for i := range uint32(200) {
-		qdiscSend(d, i)
-		require.Equal(t, seqs(0, i+1), low.written(), "packet %d written by the sender itself", i)
-	}
-	assert.False(t, writerStarted(q), "no writer goroutine with one P")
-	q.stop()
-	assert.Equal(t, TxStats{Written: 200}, q.stats())
 }
