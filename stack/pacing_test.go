@@ -143,6 +143,20 @@ func TestFineTimer(t *testing.T) {
 	}
 }
 
+// channelProtocol returns a protocol on the real clock whose one NIC is a
+// channel endpoint queueing up to size outbound packets, for the test to
+// read.
+func channelProtocol(t *testing.T, size int) (*Protocol, *channel.Endpoint) {
+	t.Helper()
+	s := New(Options{Clock: tcpip.NewStdClock()})
+	ep := channel.New(size, 1500, "")
+	t.Cleanup(func() { ep.Close(); s.Close(); s.Wait() })
+	require.NoError(t, AddNIC(s, 1, ep, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, 1}), 24)))
+	p, err := FromStack(s)
+	require.NoError(t, err)
+	return p, ep
+}
+
 // TestDriverMarksPacedPackets: once a finely paced driver has armed its
 // fine timer (its engine waits microseconds: the limiter binds), the
 // packets it sends reach the link marked link.HashPaced, so a link with a
@@ -161,12 +175,7 @@ func TestDriverMarksPacedPackets(t *testing.T) {
 		{"no fine timer", 200 * time.Microsecond, false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := New(Options{Clock: tcpip.NewStdClock()})
-			ep := channel.New(64, 1500, "")
-			t.Cleanup(func() { ep.Close(); s.Close(); s.Wait() })
-			require.NoError(t, AddNIC(s, 1, ep, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, 1}), 24)))
-			p, err := FromStack(s)
-			require.NoError(t, err)
+			p, ep := channelProtocol(t, 64)
 			pkt := transmit{To: group1, Data: []byte{byte(i), 1, 2, 3}}
 			e := &fakeEngine{}
 			sent := 1
@@ -180,8 +189,9 @@ func TestDriverMarksPacedPackets(t *testing.T) {
 			d := newDriver(p, e, txParams{NIC: 1, TTL: 1})
 			defer d.close()
 			if tc.fine {
-				d.fine, err = newFineTimer(d.fire)
+				ft, err := newFineTimer(d.fire)
 				require.NoError(t, err)
+				d.fine = ft
 			}
 			d.do(func(now time.Time) {
 				e.out = append(e.out, pkt)
@@ -219,12 +229,7 @@ func TestUnboundSenderNotMarked(t *testing.T) {
 		{"the default rate", 0, 4},              // 400 kB/s: not finely paced
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := New(Options{Clock: tcpip.NewStdClock()})
-			ep := channel.New(1024, 1500, "")
-			t.Cleanup(func() { ep.Close(); s.Close(); s.Wait() })
-			require.NoError(t, AddNIC(s, 1, ep, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, 1}), 24)))
-			p, err := FromStack(s)
-			require.NoError(t, err)
+			p, ep := channelProtocol(t, 1024)
 			c, err := Dial(p, SockRDM, netip.AddrPortFrom(group1, uint16(7720+i)), WithRate(tc.rate), WithWindow(time.Second))
 			require.NoError(t, err)
 			defer c.Close()
