@@ -61,8 +61,8 @@ type txParams struct {
 type txItem struct {
 	to   netip.Addr
 	ttl1 bool
-	// paced: released by the fine timer, so timed by the rate limiter
-	// (link.HashPaced).
+	// paced: drained while the fine timer was armed, so timed by the
+	// rate limiter (driver.finePaced; sent marked link.HashPaced).
 	paced bool
 	buf   buffer.Buffer
 }
