@@ -32,11 +32,14 @@ type Pub struct {
 	lowWater int
 	noDrop   bool
 	linger   time.Duration
-	// packetTime is how long a full TSDU takes at the rate.
-	packetTime time.Duration
-	cancel     context.CancelFunc
-	ctx        context.Context
-	done       chan struct{} // the writer has exited
+	// ahead is how many handed TSDUs may wait in PGM for the rate
+	// limiter, and aheadWait how long the writer sleeps when that many
+	// wait: see pubLead.
+	ahead     uint64
+	aheadWait time.Duration
+	cancel    context.CancelFunc
+	ctx       context.Context
+	done      chan struct{} // the writer has exited
 
 	mu      sync.Mutex
 	enc     zmtp.Encoder
@@ -132,7 +135,7 @@ func NewPub(p *stack.Protocol, endpoint string, opts ...Option) (*Pub, error) {
 		ctx: ctx, cancel: cancel, done: make(chan struct{}),
 	}
 	pub.st.TSDUSize = pub.tsdu
-	pub.packetTime = min(max(time.Duration(pub.tsdu)*8*time.Millisecond/time.Duration(o.rate), 100*time.Microsecond), 10*time.Millisecond)
+	pub.ahead, pub.aheadWait = pubLead(pub.tsdu, o.rate)
 	go pub.writer()
 	return pub, nil
 }
@@ -246,11 +249,36 @@ func (p *Pub) fail(err error) {
 	p.mu.Unlock()
 }
 
-// maxAhead is how many TSDUs the writer lets wait in PGM for the rate
-// limiter: the rest of the queue stays here, where later messages join it
-// in full TSDUs (libzmq batches the same way, while OpenPGM reports the
-// rate limit).
-const maxAhead = 2
+// The writer's lead over PGM's rate limiter. The writer keeps the rest of
+// the queue here, where later messages join it in full TSDUs (libzmq
+// batches the same way, while OpenPGM reports the rate limit), and lets a
+// few TSDUs wait in PGM, so that the limiter always has one to send. How
+// many must cover the writer's sleep: Go's timers wake up to a
+// millisecond late (later under load), and two TSDUs, at ZMQ_RATE
+// 300 Mbit/s 77 µs of the rate, left the limiter idle for most of each
+// late wake: the publisher reached 0.90 of its rate there, libzmq's 0.98
+// (bench/NOTES.md, session 13).
+const (
+	// leadTime is the time of the rate the writer keeps in PGM, and
+	// leadWake how long it then sleeps: a wake a millisecond late still
+	// finds half a millisecond of TSDUs left.
+	leadTime = 3 * time.Millisecond
+	leadWake = leadTime / 2
+	// minAhead TSDUs wait at least; where they are more than leadTime of
+	// the rate (under 8 Mbit/s at full TSDUs) the writer sleeps a TSDU's
+	// time, 100 µs to 10 ms.
+	minAhead = 2
+)
+
+// pubLead returns how many TSDUs of tsdu bytes may wait in PGM at rate
+// kbit/s, and how long the writer sleeps while that many wait.
+func pubLead(tsdu, rate int) (ahead uint64, wait time.Duration) {
+	packet := max(time.Duration(tsdu)*8*time.Millisecond/time.Duration(max(rate, 1)), time.Nanosecond)
+	if n := leadTime / packet; n > minAhead {
+		return uint64(n), leadWake
+	}
+	return minAhead, min(max(packet, 100*time.Microsecond), 10*time.Millisecond)
+}
 
 // pacer is the writer's state for pace.
 type pacer struct {
@@ -264,23 +292,23 @@ func (pc *pacer) stop() {
 	}
 }
 
-// pace waits while maxAhead of the handed TSDUs have not left yet; false
+// pace waits while p.ahead of the handed TSDUs have not left yet; false
 // if the publisher was stopped meanwhile. PGM's count is asked for only
 // when the last answer does not already let the writer go on.
 func (p *Pub) pace(pc *pacer, handed uint64) bool {
-	for handed >= pc.sent+maxAhead {
+	for handed >= pc.sent+p.ahead {
 		st, err := p.sock.SenderStats()
 		if err != nil {
 			return true
 		}
 		pc.sent = st.TotalODataPacketsSent
-		if handed < pc.sent+maxAhead {
+		if handed < pc.sent+p.ahead {
 			return true
 		}
 		if pc.timer == nil {
-			pc.timer = time.NewTimer(p.packetTime)
+			pc.timer = time.NewTimer(p.aheadWait)
 		} else {
-			pc.timer.Reset(p.packetTime)
+			pc.timer.Reset(p.aheadWait)
 		}
 		select {
 		case <-pc.timer.C:
