@@ -546,7 +546,8 @@ func (z *zmqRow) pgmtunToLibzmq() (pr zmqPubResult, sr zmqSubResult, err error) 
 		return pr, sr, err
 	}
 	st, _ := pub.PGMStats()
-	z.r.Logf("pgmtun publisher: %+v; PGM: ODATA %d, RDATA %d, NAKs %d, overrun cuts %d", pub.Stats(), st.TotalODataPacketsSent, st.RepairPacketsSent, st.NaksReceived, st.OverrunCuts)
+	z.r.Logf("pgmtun publisher: %+v; PGM: ODATA %d, RDATA %d, NAKs %d (%d after their RDATA: a repair lost), overrun cuts %d",
+		pub.Stats(), st.TotalODataPacketsSent, st.RepairPacketsSent, st.NaksReceived, st.NumNaksAfterRData, st.OverrunCuts)
 	return pr, sr, nil
 }
 
