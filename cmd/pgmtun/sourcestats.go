@@ -20,7 +20,7 @@ func writeSourceCounters(w io.Writer, st *stack.SenderStats) {
 	fmt.Fprintf(w, "  repairs\t%d RDATA, %d parity; %d outstanding\n", st.RepairPacketsSent, st.ParityPacketsSent, st.NumOutstandingNaks)
 	fmt.Fprintf(w, "  repair limits\tNAK packets over their address's rate %d; RDATA held off %d, NCFs held off %d, parity NAKs held off %d; repairs dropped for ODATA's share %d\n",
 		st.NAKsRateLimited, st.RepairsHeldOff, st.NCFsHeldOff, st.ParityNaksHeldOff, st.RepairsDropped)
-	fmt.Fprintf(w, "  overrun back-off\t%d cuts; data held to %d B/s (0: not held)\n", st.OverrunCuts, st.OverrunRate)
+	fmt.Fprintf(w, "  overrun back-off\t%d cuts; data held to %d B/s (0: not held); %d repairs echoed\n", st.OverrunCuts, st.OverrunRate, st.RepairEchoes)
 	fmt.Fprintf(w, "  discarded\t%d malformed NAKs, %d other packets (unparsable or not for this session)\n", st.MalformedNaks, st.PacketsDiscarded)
 	fmt.Fprintf(w, "  wire bytes\tODATA %d  RDATA %d  NCF %d  all %d (IP headers included); payload %d in %d ODATA\n",
 		st.ODataBytesSent, st.RDataBytesSent, st.NCFBytesSent, st.TotalBytesSent, st.DataBytesSent, st.TotalODataPacketsSent)

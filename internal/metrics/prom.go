@@ -90,6 +90,7 @@ var senderFams = []*family[ss]{
 	fam("pgmtun_sender_leading_edge_sequence", "Last ODATA sequence sent.", false, senderLabels, func(s *ss) float64 { return float64(s.LeadingEdgeSeqId) }),
 	fam("pgmtun_sender_rate_kbits", "Send rate over the last second or so, kbit/s.", false, senderLabels, func(s *ss) float64 { return float64(s.RateKBitsPerSecLast) }),
 	fam("pgmtun_sender_overrun_cuts_total", "Times a receiver's runs of NAKs cut the data rate (overrun back-off).", true, senderLabels, func(s *ss) float64 { return float64(s.OverrunCuts) }),
+	fam("pgmtun_sender_overrun_repair_echoes_total", "Repairs sent a second time while the overrun back-off held the rate.", true, senderLabels, func(s *ss) float64 { return float64(s.RepairEchoes) }),
 	fam("pgmtun_sender_overrun_rate_bytes", "Rate the overrun back-off holds data to, bytes/s (0: not held).", false, senderLabels, func(s *ss) float64 { return float64(s.OverrunRate) }),
 }
 

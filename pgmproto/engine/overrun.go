@@ -207,6 +207,57 @@ func (g *overrunGuard) cut(now time.Time, delay time.Duration, sent int64) {
 	g.n = 0
 }
 
+// Repair echoes. A receiver the source overran loses repairs as it lost
+// the data, and each lost repair costs it NAK_RDATA_IVL before it asks
+// again (200 ms under libzmq; the last repairs of a burst set when its
+// last message arrives). So while the guard holds, each repair goes out a
+// second time overrunEchoDelay later, unless another RDATA for it went
+// meanwhile; the second copy is not echoed again. On two shared cores a
+// libzmq subscriber at ZMQ_RATE 1 Gbit/s NAKed again 83–1 007 repairs a
+// run without echoes, 0–49 with them (bench/NOTES.md, session 13). The
+// pending echoes are at most the repairs of overrunEchoDelay.
+const overrunEchoDelay = 15 * time.Millisecond // past a receiver's stall of a few ms, well inside its NAK_RDATA_IVL
+
+// repairEcho is a repair to send again at at, if sequence q's last RDATA
+// is still the one sent at stamp (Source.stamp).
+type repairEcho struct {
+	q     seq.Num
+	at    time.Time
+	stamp time.Duration
+}
+
+// echoRepair notes an RDATA for q just sent: an echo is counted, a repair
+// sent while the guard holds is scheduled to go again.
+func (s *Source) echoRepair(now time.Time, q seq.Num, e *txEntry) {
+	if e.echo {
+		e.echo = false
+		s.stats.RepairEchoes++
+		return
+	}
+	if s.guard == nil || !s.guard.on {
+		return
+	}
+	if s.echoHead == len(s.echoes) {
+		s.echoes, s.echoHead = s.echoes[:0], 0
+	}
+	s.echoes = append(s.echoes, repairEcho{q: q, at: now.Add(overrunEchoDelay), stamp: e.rdataAt})
+}
+
+// releaseEchoes queues the echoes due at now as repairs.
+func (s *Source) releaseEchoes(now time.Time) {
+	for s.echoHead < len(s.echoes) && !s.echoes[s.echoHead].at.After(now) {
+		x := s.echoes[s.echoHead]
+		s.echoHead++
+		if !s.w.has(x.q) {
+			continue // left the window
+		}
+		if e := s.w.at(x.q); !e.repair && e.rdataAt == x.stamp {
+			e.echo = true
+			s.queueRepair(x.q, e)
+		}
+	}
+}
+
 // guardAt returns when data of n wire bytes may go as far as the guard
 // is concerned (now without one).
 func (s *Source) guardAt(now time.Time, n int) time.Time {

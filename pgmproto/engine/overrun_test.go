@@ -80,7 +80,56 @@ func TestOverrunBackoffCutsOnARunOfNAKs(t *testing.T) {
 	h.run(100 * time.Millisecond)
 	got := float64(dataBytes(h, i))
 	assert.InDelta(t, 5_000_000*0.05+5_500_000*0.05, got, 30_000, "bytes in 100 ms")
-	assert.Len(t, h.of(wire.TypeRDATA), 41, "repairs go within the held rate")
+	// The 41 repairs, and the echoes of those sent once the rate was held
+	// (TestOverrunRepairEcho), all within the held rate.
+	rdata := h.of(wire.TypeRDATA)
+	st = h.src.Stats(h.now)
+	assert.Len(t, distinctSeqs(rdata), 41, "repairs go within the held rate")
+	assert.Positive(t, st.RepairEchoes)
+	assert.Len(t, rdata, 41+int(st.RepairEchoes))
+}
+
+// distinctSeqs returns the sequences of data packets ps, each once.
+func distinctSeqs(ps []sent) map[seq.Num]int {
+	m := map[seq.Num]int{}
+	for _, p := range ps {
+		m[p.p.Data().SQN()]++
+	}
+	return m
+}
+
+// TestOverrunRepairEcho: while the guard holds, a repair goes out a second
+// time overrunEchoDelay later, once; without a cut it goes once.
+func TestOverrunRepairEcho(t *testing.T) {
+	for _, held := range []bool{false, true} {
+		t.Run(map[bool]string{false: "rate not held", true: "rate held"}[held], func(t *testing.T) {
+			h := overrunHarness(t, true, 900)
+			if held {
+				h.nakFrom(tRxAddr, seqRange(first+300, 40)...)
+				h.nakFrom(tRxAddr, first+600)
+				require.EqualValues(t, 1, h.src.Stats(h.now).OverrunCuts)
+				h.run(200 * time.Millisecond) // the cut's own repairs and echoes
+			}
+			before := len(h.wire)
+			h.nakFrom(tRxAddr, first+800)
+			at := h.now
+			h.run(time.Second)
+			var got []time.Duration
+			for _, p := range h.wire[before:] {
+				if p.p.Type() == wire.TypeRDATA && p.p.Data().SQN() == first+800 {
+					got = append(got, p.at-at.Sub(t0))
+				}
+			}
+			if !held {
+				assert.Equal(t, []time.Duration{0}, got, "one repair")
+				assert.Zero(t, h.src.Stats(h.now).RepairEchoes)
+				return
+			}
+			require.Len(t, got, 2, "the repair and its echo")
+			assert.Less(t, got[0], time.Millisecond)
+			assert.InDelta(t, float64(overrunEchoDelay), float64(got[1]-got[0]), float64(time.Millisecond), "the echo's delay")
+		})
+	}
 }
 
 func TestOverrunBackoffOff(t *testing.T) {

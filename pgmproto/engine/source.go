@@ -52,9 +52,11 @@ type SourceStats struct {
 
 	// Overrun back-off (Config.OverrunBackoff): how often a receiver's
 	// NAKs cut the data rate, and the rate data is held to now in
-	// bytes/s (0: not held).
-	OverrunCuts uint64
-	OverrunRate uint64
+	// bytes/s (0: not held); RepairEchoes counts repairs sent a second
+	// time while the rate was held (overrun.go), in RepairPacketsSent too.
+	OverrunCuts  uint64
+	OverrunRate  uint64
+	RepairEchoes uint64
 }
 
 // startSPMs is how many SPMs a Source sends back to back when it starts,
@@ -95,7 +97,9 @@ type Source struct {
 	guard               *overrunGuard // nil without Config.OverrunBackoff (overrun.go)
 
 	buf      []byte
-	rq       []seq.Num // repair heap, oldest sequence first (repairs.go)
+	rq       []seq.Num    // repair heap, oldest sequence first (repairs.go)
+	echoes   []repairEcho // repairs to send again, oldest first, from echoHead (overrun.go)
+	echoHead int
 	rPending int       // sequences with a repair queued
 	rBytes   int       // their data sizes
 	ncfq     []seq.Num // ring of sequences waiting for an NCF
@@ -455,6 +459,7 @@ func (s *Source) Next(now time.Time) (Transmit, bool) {
 	if t, ok := s.fecNext(now); ok {
 		return t, true
 	}
+	s.releaseEchoes(now)
 	repair, contended, at, ok := s.pickData(now)
 	if !ok || at.After(now) {
 		return Transmit{}, false
@@ -470,6 +475,7 @@ func (s *Source) Next(now time.Time) (Transmit, bool) {
 		}
 		n := s.data(wire.TypeRDATA, q, e)
 		s.stats.RepairPacketsSent++
+		s.echoRepair(now, q, e)
 		s.guardSent(now, n)
 		// A repair restarts the heartbeat as ODATA does (OpenPGM's
 		// send_rdata too): libzmq's receiver runs its NAK timers only
@@ -641,6 +647,9 @@ func (s *Source) NextDeadline() (time.Time, bool) {
 	}
 	set(s.spmAt)
 	set(s.nextHB)
+	if s.echoHead < len(s.echoes) {
+		set(s.echoes[s.echoHead].at)
+	}
 	if at, ok := s.fecAt(s.now); ok {
 		set(at)
 	}

@@ -16,6 +16,7 @@ type txEntry struct {
 	repair   bool      // an RDATA for it is queued
 	repaired bool      // at least one RDATA was sent
 	ncf      bool      // an NCF for it is queued
+	echo     bool      // the queued RDATA is a repair's echo (overrun.go)
 	// When its last RDATA and NCF went (Source.stamp; 0: never), for
 	// RepairHoldOff.
 	rdataAt, ncfAt time.Duration
