@@ -237,8 +237,11 @@ func (s *Source) echoRepair(now time.Time, q seq.Num, e *txEntry) {
 	if s.guard == nil || !s.guard.on {
 		return
 	}
-	if s.echoHead == len(s.echoes) {
-		s.echoes, s.echoHead = s.echoes[:0], 0
+	if s.echoHead > 0 && s.echoHead >= len(s.echoes)/2 {
+		// Under a steady flow of repairs the queue never empties: move the
+		// pending half down, so that it stays within twice what is pending.
+		n := copy(s.echoes, s.echoes[s.echoHead:])
+		s.echoes, s.echoHead = s.echoes[:n], 0
 	}
 	s.echoes = append(s.echoes, repairEcho{q: q, at: now.Add(overrunEchoDelay), stamp: e.rdataAt})
 }

@@ -132,6 +132,26 @@ func TestOverrunRepairEcho(t *testing.T) {
 	}
 }
 
+// TestOverrunRepairEchoesBounded: under a steady flow of repairs while
+// the rate is held the pending echoes never all leave at once, and their
+// queue stays within a few times the repairs of overrunEchoDelay.
+func TestOverrunRepairEchoesBounded(t *testing.T) {
+	h := overrunHarness(t, true, 900)
+	h.nakFrom(tRxAddr, seqRange(first+300, 40)...)
+	h.nakFrom(tRxAddr, first+600)
+	require.EqualValues(t, 1, h.src.Stats(h.now).OverrunCuts)
+	h.run(50 * time.Millisecond)
+	// One NAK a millisecond, older sequences each time: the guard cuts
+	// no more and holds the rate for about 350 ms while it grows back.
+	echoes := h.src.Stats(h.now).RepairEchoes
+	for i := range 300 {
+		h.nakFrom(tRxAddr, first+seq.Num(i%280))
+		h.run(time.Millisecond)
+		require.LessOrEqual(t, cap(h.src.echoes), 64, "after %d NAKs", i+1)
+	}
+	assert.Greater(t, h.src.Stats(h.now).RepairEchoes-echoes, uint64(200), "the repairs were echoed")
+}
+
 func TestOverrunBackoffOff(t *testing.T) {
 	// The same NAKs without Config.OverrunBackoff (the default) change
 	// nothing: the source keeps its rate.
