@@ -250,6 +250,9 @@ func (d *driver) settleLocked(now time.Time) {
 		// shortly rather than spinning.
 		dl = now.Add(time.Millisecond)
 	}
+	if d.fine != nil && dl.Sub(now) < fineWaitMax {
+		dl = latest(dl, now.Add(fineMinWait))
+	}
 	if !d.armedAt.IsZero() && !dl.Before(d.armedAt) {
 		// Armed already, no later than needed. A receiver moves its
 		// session expiry with every packet; re-arming the clock timer

@@ -37,6 +37,24 @@ const (
 	fineBurst = time.Millisecond
 )
 
+// fineMinWait is the shortest wait of a finely paced sender: it wakes when
+// a quarter of a millisecond of its rate is due, not at every packet (at
+// 1 Gbit/s 21 full packets, a quarter of the 90 that a 208 KiB socket
+// buffer holds). Each wake costs the timerfd's read and re-arming, the
+// netpoller and goroutine switches: a ZeroMQ publisher woken per packet
+// spent 16 µs of CPU a 1000-byte message at 500 Mbit/s on its own core,
+// 8–9 µs woken so, and on two shared cores, where that CPU is the libzmq
+// subscriber's, carried more (bench/NOTES.md, session 14).
+const fineMinWait = 250 * time.Microsecond
+
+// latest returns the later of a and b.
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // stdClock reports whether c is gVisor's real clock: fine pacing times
 // in real time, which a manual clock's tests must not see.
 func stdClock(c tcpip.Clock) bool {

@@ -252,3 +252,50 @@ func TestUnboundSenderNotMarked(t *testing.T) {
 		})
 	}
 }
+
+// TestFineTimerCoalescesWakes: a finely paced driver whose engine is due
+// again a few microseconds after each packet (one packet of a fast rate)
+// wakes no sooner than fineMinWait after it last armed, so each wake sends
+// what came due meanwhile; waits longer than that are kept as asked.
+func TestFineTimerCoalescesWakes(t *testing.T) {
+	const wakes = 12
+	for i, tc := range []struct {
+		name string
+		wait time.Duration // the engine's wait after each packet
+		min  time.Duration // the least gap between its timer's fires
+	}{
+		{"waits of 10 µs", 10 * time.Microsecond, fineMinWait},
+		{"waits of 400 µs", 400 * time.Microsecond, 400 * time.Microsecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, ep := channelProtocol(t, 64)
+			pkt := transmit{To: group1, Data: []byte{byte(i), 1, 2, 3}}
+			e := &fakeEngine{}
+			e.onTimer = func(now time.Time, e *fakeEngine) {
+				e.out = append(e.out, pkt)
+				if len(e.fired) < wakes {
+					e.dl = now.Add(tc.wait)
+				}
+			}
+			d := newDriver(p, e, txParams{NIC: 1, TTL: 1})
+			defer d.close()
+			ft, err := newFineTimer(d.fire)
+			require.NoError(t, err)
+			d.fine = ft
+			d.do(func(now time.Time) { e.dl = now.Add(tc.wait) })
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			for n := range wakes {
+				got := ep.ReadContext(ctx)
+				require.NotNil(t, got, "packet %d left", n)
+				got.DecRef()
+			}
+			var fired []time.Time
+			d.do(func(time.Time) { fired = append(fired, e.fired...) })
+			require.Len(t, fired, wakes)
+			for k := 1; k < len(fired); k++ {
+				assert.GreaterOrEqual(t, fired[k].Sub(fired[k-1]), tc.min, "gap before wake %d", k)
+			}
+		})
+	}
+}
