@@ -23,7 +23,8 @@
 // driver: packets and API calls go in under one mutex, one timer on the
 // stack's tcpip.Clock is armed at the engine's next deadline (a sender at
 // 24 MB/s or more on the real clock times waits under a millisecond with
-// a timerfd instead, and its limiters burst 1 ms: pacing.go; what it sends
+// a timerfd instead, waking when 250 µs of its rate is due, and its
+// limiters burst 1 ms: pacing.go; what it sends
 // while its limiter binds is marked link.HashPaced), and the
 // packets it returns are written through gVisor routes (TTL verbatim,
 // multicast loop only when asked). gVisor fans multicast out to several
