@@ -354,9 +354,14 @@ func (d *driver) flush() {
 		q := d.txq
 		d.txq = d.txSpare[:0]
 		d.txMu.Unlock()
-		for i := range q {
-			d.write(&q[i])
-			q[i] = txItem{}
+		if bw, ok := d.w.(batchWriter); ok && len(q) > 1 {
+			bw.writeBatch(q)
+			clear(q)
+		} else {
+			for i := range q {
+				d.write(&q[i])
+				q[i] = txItem{}
+			}
 		}
 		d.txMu.Lock()
 		d.txSpare = q[:0]

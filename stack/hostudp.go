@@ -449,6 +449,7 @@ type hostWriter struct {
 	// oobTTL1 is the control message that sends one packet with TTL 1
 	// (the multicast copy of an SPMR).
 	oobTTL1 []byte
+	batch   hostBatch // writeBatch's scratch (hostudp_batch.go)
 }
 
 // newHostWriter opens the socket: bound to local (any address when
