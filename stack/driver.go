@@ -250,8 +250,8 @@ func (d *driver) settleLocked(now time.Time) {
 		// shortly rather than spinning.
 		dl = now.Add(time.Millisecond)
 	}
-	if d.fine != nil && dl.Sub(now) < fineWaitMax {
-		dl = latest(dl, now.Add(fineMinWait))
+	if soonest := now.Add(fineMinWait); d.fine != nil && dl.Before(soonest) {
+		dl = soonest // a wake sends what came due meanwhile (pacing.go)
 	}
 	if !d.armedAt.IsZero() && !dl.Before(d.armedAt) {
 		// Armed already, no later than needed. A receiver moves its

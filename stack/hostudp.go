@@ -445,6 +445,7 @@ type hostWriter struct {
 	p  *Protocol
 	tr Transport
 	c  *net.UDPConn
+	rc syscall.RawConn // c's, for sendmmsg
 	v6 bool
 	// oobTTL1 is the control message that sends one packet with TTL 1
 	// (the multicast copy of an SPMR).
@@ -492,7 +493,7 @@ func (p *Protocol) newHostWriter(tr Transport, v6 bool, local netip.Addr, index 
 		c.Close()
 		return nil, fmt.Errorf("pgm: host UDP socket options: %w", err)
 	}
-	w := &hostWriter{p: p, tr: tr, c: c, v6: v6}
+	w := &hostWriter{p: p, tr: tr, c: c, rc: rc, v6: v6}
 	if v6 {
 		w.oobTTL1 = intCmsg(unix.IPPROTO_IPV6, unix.IPV6_HOPLIMIT, 1)
 	} else {
@@ -511,18 +512,23 @@ func intCmsg(level, typ, v int) []byte {
 	return b
 }
 
-func (w *hostWriter) write(it *txItem) {
+// packet returns the item's bytes (in place when they are one view, the usual
+// case) and the UDP port it goes to: the multicast port for the group,
+// else the unicast one.
+func (w *hostWriter) packet(it *txItem) ([]byte, uint16) {
 	port := w.tr.UnicastPort
 	if it.to.IsMulticast() {
 		port = w.tr.MulticastPort
 	}
-	defer it.buf.Release()
-	var b []byte
 	if vl := it.buf.AsViewList(); vl.Front() != nil && vl.Front() == vl.Back() {
-		b = vl.Front().AsSlice() // the usual case: one view, sent in place
-	} else {
-		b = it.buf.Flatten()
+		return vl.Front().AsSlice(), port
 	}
+	return it.buf.Flatten(), port
+}
+
+func (w *hostWriter) write(it *txItem) {
+	defer it.buf.Release()
+	b, port := w.packet(it)
 	var oob []byte
 	if it.ttl1 {
 		oob = w.oobTTL1

@@ -24,16 +24,15 @@ const maxSendBatch = 64
 // hostBatch is a hostWriter's scratch space for sendmmsg, reused by each
 // batch (a driver's writes never run at once: driver.flush).
 type hostBatch struct {
-	msgs  []unix.Mmsghdr
-	iovs  []unix.Iovec
-	sa4   []unix.RawSockaddrInet4
-	bytes [][]byte
+	msgs []unix.Mmsghdr
+	iovs []unix.Iovec
+	sa4  []unix.RawSockaddrInet4
 }
 
 // writeBatch sends IPv4 items with sendmmsg, maxSendBatch at a time: a
-// host UDP sender woken once per 250 µs of its rate (fineMinWait), or
-// one faster than its rate, has a run of packets to send, and one syscall
-// for them saves each one's entry and exit and the netpoller's round.
+// host UDP sender woken once per 250 µs of its rate (fineMinWait) has a
+// run of packets to send, and one syscall for them saves each one's entry
+// and exit and the netpoller's round.
 func (w *hostWriter) writeBatch(items []txItem) {
 	if w.v6 {
 		// Link-local destinations need their zone's index, which write
@@ -66,17 +65,7 @@ func (w *hostWriter) sendBatch(items []txItem) {
 	b.grow(n)
 	for i := range items {
 		it := &items[i]
-		port := w.tr.UnicastPort
-		if it.to.IsMulticast() {
-			port = w.tr.MulticastPort
-		}
-		var p []byte
-		if vl := it.buf.AsViewList(); vl.Front() != nil && vl.Front() == vl.Back() {
-			p = vl.Front().AsSlice()
-		} else {
-			p = it.buf.Flatten()
-		}
-		b.bytes[i] = p // held for the syscall
+		p, port := w.packet(it) // kept alive by the iovec's pointer
 		m := &b.msgs[i]
 		*m = unix.Mmsghdr{}
 		if len(p) > 0 {
@@ -98,7 +87,6 @@ func (w *hostWriter) sendBatch(items []txItem) {
 	w.p.c.sendErrors.Add(uint64(failed))
 	for i := range items {
 		items[i].buf.Release()
-		b.bytes[i] = nil
 	}
 }
 
@@ -106,14 +94,10 @@ func (w *hostWriter) sendBatch(items []txItem) {
 // is full. A message the kernel refuses (the first of a call's rest that
 // fails) is counted failed and skipped, as write drops one.
 func (w *hostWriter) sendmmsg(msgs []unix.Mmsghdr) (sent, failed int) {
-	rc, err := w.c.SyscallConn()
-	if err != nil {
-		return 0, len(msgs)
-	}
 	for len(msgs) > 0 {
 		var r int
 		var errno unix.Errno
-		err := rc.Write(func(fd uintptr) bool {
+		err := w.rc.Write(func(fd uintptr) bool {
 			n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), 0, 0, 0)
 			if e == unix.EAGAIN {
 				return false
@@ -146,7 +130,6 @@ func (b *hostBatch) grow(n int) {
 	b.msgs = make([]unix.Mmsghdr, n)
 	b.iovs = make([]unix.Iovec, n)
 	b.sa4 = make([]unix.RawSockaddrInet4, n)
-	b.bytes = make([][]byte, n)
 }
 
 func sockaddr4(a netip.Addr, port uint16) unix.RawSockaddrInet4 {

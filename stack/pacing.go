@@ -47,14 +47,6 @@ const (
 // subscriber's, carried more (bench/NOTES.md, session 14).
 const fineMinWait = 250 * time.Microsecond
 
-// latest returns the later of a and b.
-func latest(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
-}
-
 // stdClock reports whether c is gVisor's real clock: fine pacing times
 // in real time, which a manual clock's tests must not see.
 func stdClock(c tcpip.Clock) bool {
