@@ -451,6 +451,11 @@ type hostWriter struct {
 	// (the multicast copy of an SPMR).
 	oobTTL1 []byte
 	batch   hostBatch // writeBatch's scratch (hostudp_batch.go)
+	// noGSO: the kernel refused a GSO datagram for want of support;
+	// runs go a packet each from then on. gsoSent counts GSO datagrams
+	// sent. Both belong to the driver's tx owner.
+	noGSO   bool
+	gsoSent uint64
 }
 
 // newHostWriter opens the socket: bound to local (any address when
@@ -528,6 +533,11 @@ func (w *hostWriter) packet(it *txItem) ([]byte, uint16) {
 
 func (w *hostWriter) write(it *txItem) {
 	defer it.buf.Release()
+	w.writeOne(it)
+}
+
+// writeOne sends one item, without releasing it.
+func (w *hostWriter) writeOne(it *txItem) {
 	b, port := w.packet(it)
 	var oob []byte
 	if it.ttl1 {
