@@ -258,8 +258,9 @@ func allCases(e *Env, runs int) []*Case {
 	// 11. ZeroMQ against libzmq (zmq.go): 24 cases of about 1 s a run,
 	// five runs each (the libzmq pair at 1 Gbit/s is bimodal on two shared
 	// cores, and a median of three followed whichever mode two runs hit);
-	// then the ramps (zmq_headroom.go): 12 cases of up to
-	// eight such steps a run, every run asked for.
+	// then the ramps (zmq_headroom.go): 24 cases of up to
+	// twelve such steps a run, every run asked for (seven for five on own
+	// cores: ownCoreRuns).
 	for _, c := range zmqCases(e, runs) {
 		add(c)
 	}
