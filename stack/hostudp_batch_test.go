@@ -3,6 +3,7 @@ package stack
 import (
 	"net"
 	"net/netip"
+	"strconv"
 	"testing"
 	"time"
 
@@ -96,27 +97,8 @@ func TestHostWriterBatch(t *testing.T) {
 // its own and nothing is lost. In a namespace of its own, whose loopback
 // has an MTU of 1280.
 func TestHostWriterGSO(t *testing.T) {
-	ns := netns.New(t)
-	ns.MustRun(t, "ip", "link", "set", "lo", "mtu", "1280", "up")
-	p, err := NewHostProtocol(HostOptions{})
-	require.NoError(t, err)
-	defer func() { p.Stack().Close(); p.Stack().Wait() }()
-
-	var rx *net.UDPConn
-	var w *hostWriter
-	lo := netip.MustParseAddr("127.0.0.1")
-	require.NoError(t, ns.Do(func() (err error) {
-		if rx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: lo.AsSlice()}); err != nil {
-			return err
-		}
-		port := uint16(rx.LocalAddr().(*net.UDPAddr).Port)
-		tr := Transport{Kind: TransportHostUDP, UnicastPort: port, MulticastPort: port}
-		w, err = p.newHostWriter(tr, false, lo, 0, 9, 0)
-		return err
-	}))
-	defer rx.Close()
-	defer w.close()
-	require.NoError(t, rx.SetReadBuffer(4<<20))
+	p, w, rx := loopbackWriter(t, 1280, 4<<20)
+	lo := loopback4
 
 	// Sizes of one batch: a run of ten, one shorter that ends it, a run
 	// of three; then a run too long for the MTU to be segmented.
@@ -170,25 +152,8 @@ func BenchmarkHostWriterBatch(b *testing.B) {
 	const run, size = 24, 1472
 	for _, mode := range []string{"write", "sendmmsg", "gso"} {
 		b.Run(mode, func(b *testing.B) {
-			ns := netns.New(b)
-			ns.MustRun(b, "ip", "link", "set", "lo", "up")
-			p, err := NewHostProtocol(HostOptions{})
-			require.NoError(b, err)
-			defer func() { p.Stack().Close(); p.Stack().Wait() }()
-			var rx *net.UDPConn
-			var w *hostWriter
-			lo := netip.MustParseAddr("127.0.0.1")
-			require.NoError(b, ns.Do(func() (err error) {
-				if rx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: lo.AsSlice()}); err != nil {
-					return err
-				}
-				port := uint16(rx.LocalAddr().(*net.UDPAddr).Port)
-				tr := Transport{Kind: TransportHostUDP, UnicastPort: port, MulticastPort: port}
-				w, err = p.newHostWriter(tr, false, lo, 0, 9, 0)
-				return err
-			}))
-			defer w.close()
-			require.NoError(b, rx.SetReadBuffer(8<<20))
+			_, w, rx := loopbackWriter(b, 65536, 8<<20)
+			lo := loopback4
 			got := make(chan int)
 			go func() {
 				buf, n := make([]byte, 2048), 0
@@ -236,4 +201,33 @@ func cpuTime(b *testing.B) time.Duration {
 	var ru unix.Rusage
 	require.NoError(b, unix.Getrusage(unix.RUSAGE_SELF, &ru))
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+var loopback4 = netip.MustParseAddr("127.0.0.1")
+
+// loopbackWriter makes, in a namespace of its own whose loopback is up
+// with MTU mtu, a UDP socket on 127.0.0.1 with a receive buffer of rcvbuf
+// bytes and a host protocol's writer that sends to it; all are closed
+// when tb ends.
+func loopbackWriter(tb testing.TB, mtu, rcvbuf int) (*Protocol, *hostWriter, *net.UDPConn) {
+	tb.Helper()
+	ns := netns.New(tb)
+	ns.MustRun(tb, "ip", "link", "set", "lo", "mtu", strconv.Itoa(mtu), "up")
+	p, err := NewHostProtocol(HostOptions{})
+	require.NoError(tb, err)
+	tb.Cleanup(func() { p.Stack().Close(); p.Stack().Wait() })
+	var rx *net.UDPConn
+	var w *hostWriter
+	require.NoError(tb, ns.Do(func() (err error) {
+		if rx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: loopback4.AsSlice()}); err != nil {
+			return err
+		}
+		port := uint16(rx.LocalAddr().(*net.UDPAddr).Port)
+		tr := Transport{Kind: TransportHostUDP, UnicastPort: port, MulticastPort: port}
+		w, err = p.newHostWriter(tr, false, loopback4, 0, 9, 0)
+		return err
+	}))
+	tb.Cleanup(func() { w.close(); rx.Close() })
+	require.NoError(tb, rx.SetReadBuffer(rcvbuf))
+	return p, w, rx
 }
