@@ -314,19 +314,22 @@ func (h *hostPort) read() {
 // parsePktinfo returns the destination address and arrival interface of
 // a datagram from its IP_PKTINFO or IPV6_PKTINFO control message.
 func parsePktinfo(oob []byte) (netip.Addr, int) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return netip.Addr{}, 0
-	}
-	for _, m := range msgs {
+	// One message at a time, in place: a datagram's control messages
+	// parsed into a slice cost an allocation a packet.
+	for len(oob) > 0 {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			break
+		}
 		switch {
-		case m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_PKTINFO && len(m.Data) >= unix.SizeofInet4Pktinfo:
-			pi := (*unix.Inet4Pktinfo)(unsafe.Pointer(&m.Data[0]))
+		case h.Level == unix.IPPROTO_IP && h.Type == unix.IP_PKTINFO && len(data) >= unix.SizeofInet4Pktinfo:
+			pi := (*unix.Inet4Pktinfo)(unsafe.Pointer(&data[0]))
 			return netip.AddrFrom4(pi.Addr), int(pi.Ifindex)
-		case m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_PKTINFO && len(m.Data) >= unix.SizeofInet6Pktinfo:
-			pi := (*unix.Inet6Pktinfo)(unsafe.Pointer(&m.Data[0]))
+		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
+			pi := (*unix.Inet6Pktinfo)(unsafe.Pointer(&data[0]))
 			return netip.AddrFrom16(pi.Addr).Unmap(), int(pi.Ifindex)
 		}
+		oob = rest
 	}
 	return netip.Addr{}, 0
 }
