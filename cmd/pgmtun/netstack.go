@@ -31,7 +31,10 @@ type netstack struct {
 	lossy *tun.LossyEndpoint // nil without --loss
 	pcap  *captureFile       // nil without --pcap
 	dev   *tun.Device        // nil on an in-process link
-	undo  []func() error     // run in reverse by close
+	// kdrops0 is the device's kernel queue drops when it was attached
+	// (an administrator's device may have some from before).
+	kdrops0 uint64
+	undo    []func() error // run in reverse by close
 }
 
 // linkFactory, when set, replaces the TUN device with another link (tests
@@ -139,6 +142,9 @@ func openNetstack(c *netConfig) (_ *netstack, err error) {
 	}
 	ns.lossy = dev.Lossy()
 	ns.mtu = dev.MTU()
+	if ks, err := dev.KernelStats(); err == nil {
+		ns.kdrops0 = ks.TxDropped
+	}
 	verb := "attached to"
 	if dev.Created() {
 		verb = "created"
@@ -159,6 +165,21 @@ func (ns *netstack) writesRefused() uint64 {
 		return 0
 	}
 	return ns.dev.TxStats().Errors
+}
+
+// queueDrops returns the packets the kernel dropped at the device's queue
+// since it was attached, for want of a read in time; nil without a device
+// or its counters.
+func (ns *netstack) queueDrops() *uint64 {
+	if ns.dev == nil {
+		return nil
+	}
+	ks, err := ns.dev.KernelStats()
+	if err != nil {
+		return nil
+	}
+	n := ks.TxDropped - min(ks.TxDropped, ns.kdrops0)
+	return &n
 }
 
 // dropped returns the packets --loss dropped in both directions.

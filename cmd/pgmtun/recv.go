@@ -155,6 +155,7 @@ func runRecv(e *env, c *netConfig, o *recvOptions) int {
 	ls, _ := lis.ListenerStats()
 	d := receiverDropsOf(ps, sum, ls)
 	rep.Drops, rep.Stack = &d, &ps
+	rep.DeviceQueueDrops = ns.queueDrops()
 	printReceiver(e.stderr, c.stats, &rep)
 	r.warn(ns.captureErr())
 	if recvErr != nil {

@@ -150,16 +150,21 @@ func runRecvCommand(t *testing.T, bin string, peers interop.Peers, c recvCase) r
 
 	var rep receiverReport
 	decErr := json.NewDecoder(strings.NewReader(stderr.String())).Decode(&rep)
+	recvQueueDrops := "-"
+	if rep.DeviceQueueDrops != nil {
+		recvQueueDrops = fmt.Sprint(*rep.DeviceQueueDrops)
+	}
 	t.Logf("recv: exit %d, %d of %d bytes in %.2fs (session %.2fs); ODATA %d RDATA %d NAKs %d (%d sequences) "+
-		"lost %d, window overflow drops %d, max in window %d, link drops %d, device queue drops %s: %s",
+		"lost %d, window overflow drops %d, max in window %d, link drops %d, device queue drops %s (polled) %s (recv's): %s",
 		code, rep.Bytes, c.size*c.count, rep.Seconds, rep.TotalSeconds, rep.ODATA, rep.RDATA, rep.NAKs, rep.NAKSeqs,
-		rep.Lost, rep.PGM.WindowOverflowDrops, rep.PGM.MaxSequencesInWindow, rep.LinkDropped, queueDrops, rep.Result)
+		rep.Lost, rep.PGM.WindowOverflowDrops, rep.PGM.MaxSequencesInWindow, rep.LinkDropped, queueDrops, recvQueueDrops, rep.Result)
 	defer func() {
 		if t.Failed() {
 			t.Logf("recv %s\nstderr:\n%s", strings.Join(args, " "), stderr.String())
 		}
 	}()
 	require.NoError(t, decErr, "no statistics from recv (%v)", werr)
+	assert.NotNil(t, rep.DeviceQueueDrops, "recv on a device reports the kernel's drops at its queue")
 
 	// Every byte, in order.
 	_, err = out.Seek(0, io.SeekStart)

@@ -160,24 +160,28 @@ type receiverReport struct {
 	Messages int64  `json:"messages"` // whole messages (RDM) or reads (stream)
 	// Seconds is from the session's start to its last data; Rate is
 	// Bytes over it. TotalSeconds runs to the session's end.
-	Seconds      float64              `json:"seconds"`
-	TotalSeconds float64              `json:"total_seconds"`
-	Rate         float64              `json:"rate_bytes_per_sec"`
-	ODATA        uint64               `json:"odata"`
-	RDATA        uint64               `json:"rdata"`
-	Duplicates   uint64               `json:"duplicates"`
-	NAKs         uint64               `json:"naks_sent"` // NAK packets
-	NAKSeqs      uint64               `json:"nak_sequences"`
-	NCFs         uint64               `json:"ncfs_received"`
-	Lost         uint64               `json:"lost_sequences"` // unrecoverable
-	LinkDropped  uint64               `json:"link_dropped"`
-	LinkDrops    *linkDrops           `json:"link_drops,omitempty"`
-	Drops        *receiverDrops       `json:"drops,omitempty"`    // recv: what its stack dropped
-	Verified     bool                 `json:"verified,omitempty"` // demo: every byte compared
-	OK           bool                 `json:"ok"`
-	Result       string               `json:"result"`
-	PGM          stack.ReceiverStats  `json:"pgm"`
-	Stack        *stack.ProtocolStats `json:"stack,omitempty"`
+	Seconds      float64    `json:"seconds"`
+	TotalSeconds float64    `json:"total_seconds"`
+	Rate         float64    `json:"rate_bytes_per_sec"`
+	ODATA        uint64     `json:"odata"`
+	RDATA        uint64     `json:"rdata"`
+	Duplicates   uint64     `json:"duplicates"`
+	NAKs         uint64     `json:"naks_sent"` // NAK packets
+	NAKSeqs      uint64     `json:"nak_sequences"`
+	NCFs         uint64     `json:"ncfs_received"`
+	Lost         uint64     `json:"lost_sequences"` // unrecoverable
+	LinkDropped  uint64     `json:"link_dropped"`
+	LinkDrops    *linkDrops `json:"link_drops,omitempty"`
+	// DeviceQueueDrops: packets the kernel dropped at the TUN/TAP
+	// device's queue while recv did not read in time (recv with a
+	// device: nil otherwise).
+	DeviceQueueDrops *uint64              `json:"device_queue_drops,omitempty"`
+	Drops            *receiverDrops       `json:"drops,omitempty"`    // recv: what its stack dropped
+	Verified         bool                 `json:"verified,omitempty"` // demo: every byte compared
+	OK               bool                 `json:"ok"`
+	Result           string               `json:"result"`
+	PGM              stack.ReceiverStats  `json:"pgm"`
+	Stack            *stack.ProtocolStats `json:"stack,omitempty"`
 }
 
 // fill sets the counters from st, the data time d and the total time.
@@ -253,6 +257,9 @@ func printReceiver(w io.Writer, f statsFormat, r *receiverReport) {
 		fmt.Fprintf(tw, "  lost\t%d sequences unrecoverable\n", r.Lost)
 		if r.LinkDropped > 0 {
 			fmt.Fprintf(tw, "  link drops\t%d packets (--loss)%s\n", r.LinkDropped, r.LinkDrops.detail())
+		}
+		if q := r.DeviceQueueDrops; q != nil && *q > 0 {
+			fmt.Fprintf(tw, "  device queue\t%d packets dropped by the kernel: not read in time\n", *q)
 		}
 		if d := r.Drops; d != nil {
 			fmt.Fprintf(tw, "  dropped\tchecksum %d  malformed %d  no receiver %d  wrong TSI %d  window overflow %d  backlog %d  session limit %d  ignored %d\n",

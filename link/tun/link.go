@@ -193,6 +193,32 @@ func (d *Device) TxStats() TxStats {
 	return q.stats()
 }
 
+// KernelStats are the kernel's counters for a device, from the kernel's
+// side of it: RxPackets the packets the stack wrote to it and TxPackets
+// those the kernel queued for the stack to read; TxDropped counts the
+// packets the kernel dropped because that queue was full (Config's
+// RxQueueLen): the stack did not read them in time.
+type KernelStats struct {
+	RxPackets, TxPackets uint64
+	RxDropped, TxDropped uint64
+}
+
+// KernelStats asks the kernel for the device's counters (rtnetlink, in
+// the device's network namespace). It fails once the device is closed.
+func (d *Device) KernelStats() (KernelStats, error) {
+	d.mu.Lock()
+	closed := d.closed
+	d.mu.Unlock()
+	if closed {
+		return KernelStats{}, ErrClosed
+	}
+	st, err := d.nl.linkStats(d.index)
+	if err != nil {
+		return KernelStats{}, fmt.Errorf("tun %s: link statistics: %w", d.name, err)
+	}
+	return st, nil
+}
+
 // Flush waits until the packets the stack has sent are written to the
 // device, at most timeout, and reports whether they were. Close drops
 // what is still queued: an application that ends with a last word (an

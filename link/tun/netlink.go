@@ -170,3 +170,68 @@ func (r *rtnl) route(index int, dst netip.Prefix, del bool) error {
 	}
 	return r.do(typ, flags, b, nlattr(unix.RTA_DST, a.AsSlice()), nlattr(unix.RTA_OIF, u32(uint32(index))))
 }
+
+// linkStats asks for the link's counters (RTM_GETLINK) and returns its
+// IFLA_STATS64.
+func (r *rtnl) linkStats(index int) (KernelStats, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seq++
+	msg := make([]byte, unix.SizeofNlMsghdr, unix.SizeofNlMsghdr+unix.SizeofIfInfomsg)
+	msg = append(msg, ifinfomsg(index, 0, 0)...)
+	binary.NativeEndian.PutUint32(msg[0:], uint32(len(msg)))
+	binary.NativeEndian.PutUint16(msg[4:], unix.RTM_GETLINK)
+	binary.NativeEndian.PutUint16(msg[6:], unix.NLM_F_REQUEST)
+	binary.NativeEndian.PutUint32(msg[8:], r.seq)
+	if err := unix.Sendto(r.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return KernelStats{}, err
+	}
+	for {
+		n, _, err := unix.Recvfrom(r.fd, r.buf, 0)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return KernelStats{}, err
+		}
+		for b := r.buf[:n]; len(b) >= unix.SizeofNlMsghdr; {
+			l := int(binary.NativeEndian.Uint32(b[0:]))
+			if l < unix.SizeofNlMsghdr || l > len(b) {
+				return KernelStats{}, errors.New("netlink: malformed reply")
+			}
+			mtype := binary.NativeEndian.Uint16(b[4:])
+			if seq := binary.NativeEndian.Uint32(b[8:]); seq == r.seq {
+				switch {
+				case mtype == unix.NLMSG_ERROR && l >= unix.SizeofNlMsghdr+4:
+					if e := int32(binary.NativeEndian.Uint32(b[unix.SizeofNlMsghdr:])); e != 0 {
+						return KernelStats{}, unix.Errno(-e)
+					}
+				case mtype == unix.RTM_NEWLINK:
+					return parseLinkStats(b[unix.SizeofNlMsghdr:l])
+				}
+			}
+			b = b[min((l+3)&^3, len(b)):]
+		}
+	}
+}
+
+// parseLinkStats finds IFLA_STATS64 in an RTM_NEWLINK body.
+func parseLinkStats(body []byte) (KernelStats, error) {
+	if len(body) < unix.SizeofIfInfomsg {
+		return KernelStats{}, errors.New("netlink: short link message")
+	}
+	for a := body[unix.SizeofIfInfomsg:]; len(a) >= unix.SizeofRtAttr; {
+		l := int(binary.NativeEndian.Uint16(a[0:]))
+		if l < unix.SizeofRtAttr || l > len(a) {
+			break
+		}
+		// struct rtnl_link_stats64: rx_packets, tx_packets, rx_bytes,
+		// tx_bytes, rx_errors, tx_errors, rx_dropped, tx_dropped, ...
+		if typ := binary.NativeEndian.Uint16(a[2:]); typ == unix.IFLA_STATS64 && l >= unix.SizeofRtAttr+8*8 {
+			v := func(i int) uint64 { return binary.NativeEndian.Uint64(a[unix.SizeofRtAttr+8*i:]) }
+			return KernelStats{RxPackets: v(0), TxPackets: v(1), RxDropped: v(6), TxDropped: v(7)}, nil
+		}
+		a = a[min((l+3)&^3, len(a)):]
+	}
+	return KernelStats{}, errors.New("netlink: no IFLA_STATS64 in the reply")
+}

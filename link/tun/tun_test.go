@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -373,4 +374,52 @@ func TestRxQueueLen(t *testing.T) {
 	out, err = ns.Run("ip", "link", "show", "dev", "pgmtun-rxq3")
 	require.NoError(t, err, out)
 	assert.Contains(t, out, "qlen 500")
+}
+
+// TestKernelStats: with nobody reading a device whose kernel queue holds
+// 16 packets, the kernel drops at least 84 of 100 datagrams routed into it
+// (one more where its own IPv6 chatter at link-up took a place in the
+// queue) and counts them as TX drops; KernelStats reports what `ip -s
+// link` does, and after Close fails with ErrClosed.
+func TestKernelStats(t *testing.T) {
+	ns := netns.New(t)
+	dev, err := open(t, ns, Config{Name: "pgmtun-kst", Create: true, Up: true, RxQueueLen: 16,
+		HostAddr: netip.MustParsePrefix("10.219.0.1/24")})
+	require.NoError(t, err)
+	st0, err := dev.KernelStats()
+	require.NoError(t, err)
+	assert.Zero(t, st0.TxDropped)
+
+	const n, queue = 100, 16
+	require.NoError(t, ns.Do(func() error {
+		c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(10, 219, 0, 2), Port: 9})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for range n {
+			if _, err := c.Write([]byte("not read")); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	st, err := dev.KernelStats()
+	require.NoError(t, err)
+	dropped := st.TxDropped - st0.TxDropped
+	assert.GreaterOrEqual(t, dropped, uint64(n-queue), "%+v", st)
+	assert.LessOrEqual(t, dropped, uint64(n), "%+v", st)
+	out, err := ns.Run("ip", "-s", "link", "show", "dev", dev.Name())
+	require.NoError(t, err, out)
+	// TX: bytes packets errors dropped ..., the counts on the next line.
+	lines := strings.Split(out, "\n")
+	i := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(strings.TrimSpace(l), "TX:") })
+	require.True(t, i >= 0 && i+1 < len(lines), out)
+	tx := strings.Fields(lines[i+1])
+	require.GreaterOrEqual(t, len(tx), 4, out)
+	assert.Equal(t, fmt.Sprint(st.TxDropped), tx[3], "ip -s link's TX dropped:\n%s", out)
+
+	require.NoError(t, dev.Close())
+	_, err = dev.KernelStats()
+	assert.ErrorIs(t, err, ErrClosed)
 }
