@@ -49,6 +49,14 @@ func u32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
 
 // do sends one request and waits for its acknowledgement.
 func (r *rtnl) do(typ, flags uint16, body []byte, attrs ...[]byte) error {
+	return r.exchange(typ, flags|unix.NLM_F_ACK, body, attrs, func(uint16, []byte) bool { return false })
+}
+
+// exchange sends one request and reads replies to it until an
+// NLMSG_ERROR (an error, or the acknowledgement: nil) or until reply, given
+// every other message of the request (its type and its body), reports
+// that it was the last.
+func (r *rtnl) exchange(typ, flags uint16, body []byte, attrs [][]byte, reply func(mtype uint16, body []byte) bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.seq++
@@ -59,7 +67,7 @@ func (r *rtnl) do(typ, flags uint16, body []byte, attrs ...[]byte) error {
 	}
 	binary.NativeEndian.PutUint32(msg[0:], uint32(len(msg)))
 	binary.NativeEndian.PutUint16(msg[4:], typ)
-	binary.NativeEndian.PutUint16(msg[6:], flags|unix.NLM_F_REQUEST|unix.NLM_F_ACK)
+	binary.NativeEndian.PutUint16(msg[6:], flags|unix.NLM_F_REQUEST)
 	binary.NativeEndian.PutUint32(msg[8:], r.seq)
 	if err := unix.Sendto(r.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return err
@@ -78,12 +86,16 @@ func (r *rtnl) do(typ, flags uint16, body []byte, attrs ...[]byte) error {
 				return errors.New("netlink: malformed reply")
 			}
 			mtype := binary.NativeEndian.Uint16(b[4:])
-			seq := binary.NativeEndian.Uint32(b[8:])
-			if seq == r.seq && mtype == unix.NLMSG_ERROR && l >= unix.SizeofNlMsghdr+4 {
-				if e := int32(binary.NativeEndian.Uint32(b[unix.SizeofNlMsghdr:])); e != 0 {
-					return unix.Errno(-e)
+			if seq := binary.NativeEndian.Uint32(b[8:]); seq == r.seq {
+				switch {
+				case mtype == unix.NLMSG_ERROR && l >= unix.SizeofNlMsghdr+4:
+					if e := int32(binary.NativeEndian.Uint32(b[unix.SizeofNlMsghdr:])); e != 0 {
+						return unix.Errno(-e)
+					}
+					return nil
+				case reply(mtype, b[unix.SizeofNlMsghdr:l]):
+					return nil
 				}
-				return nil
 			}
 			b = b[min((l+3)&^3, len(b)):]
 		}
@@ -173,46 +185,24 @@ func (r *rtnl) route(index int, dst netip.Prefix, del bool) error {
 
 // linkStats asks for the link's counters (RTM_GETLINK) and returns its
 // IFLA_STATS64.
-func (r *rtnl) linkStats(index int) (KernelStats, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.seq++
-	msg := make([]byte, unix.SizeofNlMsghdr, unix.SizeofNlMsghdr+unix.SizeofIfInfomsg)
-	msg = append(msg, ifinfomsg(index, 0, 0)...)
-	binary.NativeEndian.PutUint32(msg[0:], uint32(len(msg)))
-	binary.NativeEndian.PutUint16(msg[4:], unix.RTM_GETLINK)
-	binary.NativeEndian.PutUint16(msg[6:], unix.NLM_F_REQUEST)
-	binary.NativeEndian.PutUint32(msg[8:], r.seq)
-	if err := unix.Sendto(r.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+func (r *rtnl) linkStats(index int) (st KernelStats, err error) {
+	var perr error
+	got := false
+	err = r.exchange(unix.RTM_GETLINK, 0, ifinfomsg(index, 0, 0), nil, func(mtype uint16, body []byte) bool {
+		if mtype != unix.RTM_NEWLINK {
+			return false
+		}
+		st, perr = parseLinkStats(body)
+		got = true
+		return true
+	})
+	switch {
+	case err != nil:
 		return KernelStats{}, err
+	case !got:
+		return KernelStats{}, errors.New("netlink: no link in the reply")
 	}
-	for {
-		n, _, err := unix.Recvfrom(r.fd, r.buf, 0)
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			return KernelStats{}, err
-		}
-		for b := r.buf[:n]; len(b) >= unix.SizeofNlMsghdr; {
-			l := int(binary.NativeEndian.Uint32(b[0:]))
-			if l < unix.SizeofNlMsghdr || l > len(b) {
-				return KernelStats{}, errors.New("netlink: malformed reply")
-			}
-			mtype := binary.NativeEndian.Uint16(b[4:])
-			if seq := binary.NativeEndian.Uint32(b[8:]); seq == r.seq {
-				switch {
-				case mtype == unix.NLMSG_ERROR && l >= unix.SizeofNlMsghdr+4:
-					if e := int32(binary.NativeEndian.Uint32(b[unix.SizeofNlMsghdr:])); e != 0 {
-						return KernelStats{}, unix.Errno(-e)
-					}
-				case mtype == unix.RTM_NEWLINK:
-					return parseLinkStats(b[unix.SizeofNlMsghdr:l])
-				}
-			}
-			b = b[min((l+3)&^3, len(b)):]
-		}
-	}
+	return st, perr
 }
 
 // parseLinkStats finds IFLA_STATS64 in an RTM_NEWLINK body.
