@@ -212,6 +212,9 @@ type pubsubReport struct {
 	PGMSender   *stack.SenderStats   `json:"pgm_sender,omitempty"`
 	PGMReceiver *stack.ReceiverStats `json:"pgm_receiver,omitempty"`
 	LinkDropped uint64               `json:"link_dropped"`
+	// DeviceQueueDrops (sub on a device): packets the kernel dropped at
+	// the device's queue, not read in time (recv's device_queue_drops).
+	DeviceQueueDrops *uint64 `json:"device_queue_drops,omitempty"`
 }
 
 func printPubSub(w io.Writer, f statsFormat, r *pubsubReport) {
@@ -237,6 +240,9 @@ func printPubSub(w io.Writer, f statsFormat, r *pubsubReport) {
 		}
 		if r.LinkDropped > 0 {
 			fmt.Fprintf(w, "; --loss dropped %d", r.LinkDropped)
+		}
+		if q := r.DeviceQueueDrops; q != nil && *q > 0 {
+			fmt.Fprintf(w, "; the device's kernel queue dropped %d (not read in time)", *q)
 		}
 		fmt.Fprintf(w, ": %s\n", r.Result)
 		if st := r.PGMSender; st != nil {
@@ -473,7 +479,8 @@ func runSub(e *env, ep zmq.Endpoint, c *netConfig, o *subOptions) int {
 	st := sub.Stats()
 	pst, _ := sub.PGMStats()
 	rep := pubsubReport{Role: "sub", Endpoint: ep.String(), Messages: msgs.Load(), Bytes: got.Load(),
-		Seconds: time.Since(start).Seconds(), Result: result, Sub: &st, PGMReceiver: &pst, LinkDropped: ns.dropped()}
+		Seconds: time.Since(start).Seconds(), Result: result, Sub: &st, PGMReceiver: &pst, LinkDropped: ns.dropped(),
+		DeviceQueueDrops: ns.queueDrops()}
 	printPubSub(e.stderr, c.stats, &rep)
 	r.warn(ns.captureErr())
 	if subErr != nil {

@@ -251,6 +251,7 @@ func TestSubHostUDPFromLibzmqAtFullRate(t *testing.T) {
 	rep := finishSub(t, ctx, run, &stderr, peer, out, data)
 	t.Logf("sub: %d messages; %+v; ODATA %d RDATA %d", rep.Messages, *rep.Sub, rep.PGMReceiver.NumODataPacketsReceived, rep.PGMReceiver.NumRDataPacketsReceived)
 	assert.Equal(t, "ok", rep.Result)
+	assert.Nil(t, rep.DeviceQueueDrops, "no device: nothing to report")
 	assert.EqualValues(t, count, rep.Messages)
 	assert.Zero(t, rep.Sub.LossEvents)
 }

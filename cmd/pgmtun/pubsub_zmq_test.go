@@ -75,6 +75,7 @@ func TestSubFromLibzmq(t *testing.T) {
 	rep := finishSub(t, ctx, run, &stderr, peer, out, want)
 	t.Logf("sub: %d messages; %+v; ODATA %d RDATA %d; link drops %d", rep.Messages, *rep.Sub, rep.PGMReceiver.NumODataPacketsReceived, rep.PGMReceiver.NumRDataPacketsReceived, rep.LinkDropped)
 	assert.Equal(t, "ok", rep.Result)
+	assert.NotNil(t, rep.DeviceQueueDrops, "sub on a device reports the kernel's drops at its queue")
 	assert.EqualValues(t, 300, rep.Messages)
 	// The other topic's messages, but perhaps the one after the last.
 	assert.GreaterOrEqual(t, rep.Sub.Filtered, uint64(299), "the other topic")
